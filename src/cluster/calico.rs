@@ -1,0 +1,434 @@
+//! Calico objects: which API serves them, and how to read them.
+//!
+//! Three install shapes exist (see shared/notes/calico-facts.md §2.1):
+//! - classic KDD: only `crd.projectcalico.org/v1` CRDs;
+//! - the aggregated Calico API server: `projectcalico.org/v3` served for
+//!   pools, with the v1 CRDs beneath (IPAM blocks and handles are only
+//!   readable through v1);
+//! - native v3 CRDs (3.32 tech preview): `projectcalico.org/v3` only.
+//!
+//! Everything else in the tool works with `core::model` values and never
+//! sees which of these it was.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{list_paged, Cluster};
+use crate::core::model::{Affinity, Allocation, Block, EncapMode, Handle, Ipam, ManagedBy, Pool, LABEL_MANAGED_BY, OPERATOR_MANAGER};
+use crate::error::{Error, KubeResultExt, Result};
+
+pub const GROUP_V1: &str = "crd.projectcalico.org";
+pub const GROUP_V3: &str = "projectcalico.org";
+pub const GROUP_OPERATOR: &str = "operator.tigera.io";
+pub const GROUP_MIGRATION: &str = "migration.projectcalico.org";
+
+/// How Calico's API is served in this cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ApiMode {
+    /// Only `crd.projectcalico.org/v1` CRDs: we write them directly and
+    /// apply calicoctl's validation ourselves.
+    CrdV1,
+    /// Aggregated Calico API server: pools through `projectcalico.org/v3`,
+    /// IPAM blocks/affinities/handles through `crd.projectcalico.org/v1`.
+    ApiServer,
+    /// Native `projectcalico.org/v3` CRDs, no v1 group.
+    NativeV3,
+}
+
+impl ApiMode {
+    pub fn describe(self) -> &'static str {
+        match self {
+            ApiMode::CrdV1 => "crd.projectcalico.org/v1 CRDs",
+            ApiMode::ApiServer => "Calico API server (projectcalico.org/v3 over crd.projectcalico.org/v1)",
+            ApiMode::NativeV3 => "native projectcalico.org/v3 CRDs",
+        }
+    }
+}
+
+/// What we know about the Calico install.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Calico {
+    pub mode: ApiMode,
+    /// An `operator.tigera.io/v1` Installation named `default` exists.
+    pub operator: bool,
+    pub calico_version: Option<String>,
+    pub cluster_type: Option<String>,
+}
+
+/// The resource kinds we use, by their v3 kind name.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    IPPool,
+    IPAMBlock,
+    BlockAffinity,
+    IPAMHandle,
+    ClusterInformation,
+}
+
+impl Calico {
+    /// Find Calico, refusing clearly when it is absent, not doing IPAM, or locked.
+    pub async fn detect(cluster: &Cluster) -> Result<Calico> {
+        let groups = cluster.client.list_api_groups().await.op("list", "API groups", None)?;
+        let has = |g: &str| groups.groups.iter().any(|x| x.name == g);
+        let mode = match (has(GROUP_V1), has(GROUP_V3)) {
+            (true, true) => ApiMode::ApiServer,
+            (true, false) => ApiMode::CrdV1,
+            (false, true) => ApiMode::NativeV3,
+            (false, false) => {
+                return Err(Error::Calico(format!(
+                    "Calico not found in {}: neither the {GROUP_V1} nor the {GROUP_V3} API group is served",
+                    cluster.describe()
+                )))
+            }
+        };
+        let mut calico = Calico { mode, operator: false, calico_version: None, cluster_type: None };
+
+        // A datastore migration (v1 -> v3 CRDs) locks IPAM in its last phase.
+        if has(GROUP_MIGRATION) {
+            let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP_MIGRATION, "v1", "DatastoreMigration"), "datastoremigrations");
+            let api: Api<DynamicObject> = Api::all_with(cluster.client.clone(), &ar);
+            if let Ok(list) = api.list(&ListParams::default()).await {
+                for m in list.items {
+                    let phase = m.data.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Pending");
+                    if phase != "Complete" {
+                        return Err(Error::Calico(format!(
+                            "a Calico datastore migration ({}) is in phase {phase}; IPAM is locked until it completes. Run again when `kubectl get datastoremigrations` shows Complete",
+                            m.metadata.name.unwrap_or_default()
+                        )));
+                    }
+                }
+            }
+        }
+
+        let info_api: Api<DynamicObject> = Api::all_with(cluster.client.clone(), &calico.resource(Kind::ClusterInformation));
+        if let Some(info) = info_api.get_opt("default").await.op("get", "clusterinformations", None)? {
+            calico.calico_version = info.data.pointer("/spec/calicoVersion").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+            calico.cluster_type = info.data.pointer("/spec/clusterType").and_then(Value::as_str).map(str::to_string);
+            if info.data.pointer("/spec/datastoreReady").and_then(Value::as_bool) == Some(false) {
+                return Err(Error::Calico(
+                    "the Calico datastore is locked (ClusterInformation default has datastoreReady=false, e.g. by `calicoctl datastore migrate lock`); unlock it first".into(),
+                ));
+            }
+        }
+
+        if has(GROUP_OPERATOR) {
+            if let Some(inst) = installation_api(cluster).get_opt("default").await.op("get", "installations.operator.tigera.io", None)? {
+                calico.operator = true;
+                let ipam = inst.data.pointer("/spec/cni/ipam/type").and_then(Value::as_str).unwrap_or("Calico");
+                if ipam != "Calico" {
+                    return Err(Error::Calico(format!(
+                        "Calico IPAM is not in use (Installation default has spec.cni.ipam.type={ipam}); pod IPs do not come from IP pools, so there is nothing to migrate"
+                    )));
+                }
+            }
+        }
+        if !calico.operator {
+            // Manifest installs keep the CNI config in a ConfigMap.
+            let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(cluster.client.clone(), "kube-system");
+            if let Ok(Some(cm)) = cms.get_opt("calico-config").await {
+                let cni = cm.data.as_ref().and_then(|d| d.get("cni_network_config")).cloned().unwrap_or_default();
+                if cni.contains("host-local") && !cni.contains("calico-ipam") {
+                    return Err(Error::Calico(
+                        "Calico IPAM is not in use (ConfigMap kube-system/calico-config configures host-local IPAM); pod IPs do not come from IP pools".into(),
+                    ));
+                }
+            }
+        }
+        Ok(calico)
+    }
+
+    /// The API resource for `kind`, in the group this install serves it from.
+    pub fn resource(&self, kind: Kind) -> ApiResource {
+        let v3 = match kind {
+            Kind::IPPool | Kind::ClusterInformation => self.mode != ApiMode::CrdV1,
+            // The aggregated API server does not serve blocks or handles.
+            Kind::IPAMBlock | Kind::BlockAffinity | Kind::IPAMHandle => self.mode == ApiMode::NativeV3,
+        };
+        let (kind_name, plural) = match kind {
+            Kind::IPPool => ("IPPool", "ippools"),
+            Kind::IPAMBlock => ("IPAMBlock", "ipamblocks"),
+            Kind::BlockAffinity => ("BlockAffinity", "blockaffinities"),
+            Kind::IPAMHandle => ("IPAMHandle", "ipamhandles"),
+            Kind::ClusterInformation => ("ClusterInformation", "clusterinformations"),
+        };
+        let (group, version) = if v3 { (GROUP_V3, "v3") } else { (GROUP_V1, "v1") };
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind_name), plural)
+    }
+
+    pub fn api(&self, cluster: &Cluster, kind: Kind) -> Api<DynamicObject> {
+        Api::all_with(cluster.client.clone(), &self.resource(kind))
+    }
+
+    /// Every IPPool, as raw objects (kept by `migrate` as a backup).
+    pub async fn list_pool_objects(&self, cluster: &Cluster) -> Result<Vec<DynamicObject>> {
+        let mut out = Vec::new();
+        list_paged(&self.api(cluster, Kind::IPPool), ListParams::default(), "ippools", None, |o| out.push(o)).await?;
+        Ok(out)
+    }
+
+    pub async fn list_pools(&self, cluster: &Cluster) -> Result<Vec<Pool>> {
+        let objs = self.list_pool_objects(cluster).await?;
+        let mut pools: Vec<Pool> = objs.iter().map(|o| pool_from_object(o).map_err(Error::Calico)).collect::<Result<_>>()?;
+        pools.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(pools)
+    }
+
+    /// Blocks, affinities and handles, each LISTed page by page and decoded
+    /// as it arrives.
+    pub async fn read_ipam(&self, cluster: &Cluster) -> Result<Ipam> {
+        let mut ipam = Ipam::default();
+        let mut problems = Vec::new();
+        list_paged(&self.api(cluster, Kind::IPAMBlock), ListParams::default(), "ipamblocks", None, |o| match block_from_object(&o) {
+            Ok(b) => ipam.blocks.push(b),
+            Err(e) => problems.push(e),
+        })
+        .await?;
+        list_paged(&self.api(cluster, Kind::BlockAffinity), ListParams::default(), "blockaffinities", None, |o| match affinity_from_object(&o) {
+            Ok(a) => ipam.affinities.push(a),
+            Err(e) => problems.push(e),
+        })
+        .await?;
+        list_paged(&self.api(cluster, Kind::IPAMHandle), ListParams::default(), "ipamhandles", None, |o| match handle_from_object(&o) {
+            Ok(h) => ipam.handles.push(h),
+            Err(e) => problems.push(e),
+        })
+        .await?;
+        for p in problems {
+            tracing::warn!("skipping undecodable IPAM object: {p}");
+        }
+        ipam.blocks.sort_by(|a, b| a.cidr.cmp(&b.cidr));
+        Ok(ipam)
+    }
+}
+
+pub fn installation_api(cluster: &Cluster) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP_OPERATOR, "v1", "Installation"), "installations");
+    Api::all_with(cluster.client.clone(), &ar)
+}
+
+fn name_of(o: &DynamicObject) -> String {
+    o.metadata.name.clone().unwrap_or_default()
+}
+
+fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
+    v.pointer(ptr).and_then(Value::as_str)
+}
+
+/// Accepts both `true` and `"true"`: BlockAffinity.spec.deleted is a string
+/// in the v1 CRD and a bool in v3.
+fn loose_bool(v: Option<&Value>) -> bool {
+    match v {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
+/// Decode an IPPool (v1 or v3), filling in the defaults Calico applies on read.
+pub fn pool_from_object(o: &DynamicObject) -> Result<Pool, String> {
+    let name = name_of(o);
+    let spec = o.data.get("spec").cloned().unwrap_or(Value::Null);
+    let cidr_text = str_at(&spec, "/cidr").ok_or_else(|| format!("IPPool {name} has no spec.cidr"))?;
+    let cidr: IpNet = cidr_text.parse().map_err(|_| format!("IPPool {name} has an invalid spec.cidr {cidr_text:?}"))?;
+    let cidr = cidr.trunc();
+    let mut pool = Pool::new(&name, cidr);
+    if let Some(bs) = spec.get("blockSize").and_then(Value::as_u64) {
+        pool.block_size = bs as u8;
+    }
+    pool.ipip_mode = EncapMode::parse(str_at(&spec, "/ipipMode"));
+    // Legacy v1 fields (<= 3.31): ipip {enabled, mode}, nat-outgoing.
+    if !pool.ipip_mode.enabled() && spec.pointer("/ipip/enabled").and_then(Value::as_bool) == Some(true) {
+        pool.ipip_mode = match str_at(&spec, "/ipip/mode") {
+            Some("cross-subnet") => EncapMode::CrossSubnet,
+            _ => EncapMode::Always,
+        };
+    }
+    pool.vxlan_mode = EncapMode::parse(str_at(&spec, "/vxlanMode"));
+    pool.nat_outgoing = spec.get("natOutgoing").and_then(Value::as_bool).or_else(|| spec.get("nat-outgoing").and_then(Value::as_bool)).unwrap_or(false);
+    pool.disabled = spec.get("disabled").and_then(Value::as_bool).unwrap_or(false);
+    pool.disable_bgp_export = spec.get("disableBGPExport").and_then(Value::as_bool).unwrap_or(false);
+    if let Some(s) = str_at(&spec, "/nodeSelector").filter(|s| !s.is_empty()) {
+        pool.node_selector = s.to_string();
+    }
+    pool.namespace_selector = str_at(&spec, "/namespaceSelector").filter(|s| !s.is_empty()).map(str::to_string);
+    if let Some(uses) = spec.get("allowedUses").and_then(Value::as_array) {
+        let uses: Vec<String> = uses.iter().filter_map(Value::as_str).map(str::to_string).collect();
+        if !uses.is_empty() {
+            pool.allowed_uses = uses;
+        }
+    }
+    pool.assignment_mode = str_at(&spec, "/assignmentMode").map(str::to_string);
+    let managed = o.metadata.labels.as_ref().and_then(|l| l.get(LABEL_MANAGED_BY)).map(String::as_str) == Some(OPERATOR_MANAGER);
+    pool.managed_by = if managed { ManagedBy::Operator } else { ManagedBy::Manifest };
+    pool.terminating = o.metadata.deletion_timestamp.is_some();
+    Ok(pool)
+}
+
+/// The address at `ordinal` within `net`.
+pub fn nth_addr(net: &IpNet, ordinal: u128) -> IpAddr {
+    match net.network() {
+        IpAddr::V4(a) => IpAddr::V4((u32::from(a).wrapping_add(ordinal as u32)).into()),
+        IpAddr::V6(a) => IpAddr::V6((u128::from(a).wrapping_add(ordinal)).into()),
+    }
+}
+
+/// Decode an IPAMBlock, noting the structural problems calicoctl's
+/// `validateBlock` reports.
+pub fn block_from_object(o: &DynamicObject) -> Result<Block, String> {
+    let name = name_of(o);
+    let spec = o.data.get("spec").cloned().unwrap_or(Value::Null);
+    let cidr_text = str_at(&spec, "/cidr").ok_or_else(|| format!("IPAMBlock {name} has no spec.cidr"))?;
+    let cidr: IpNet = cidr_text.parse().map_err(|_| format!("IPAMBlock {name} has an invalid spec.cidr {cidr_text:?}"))?;
+    let affinity = str_at(&spec, "/affinity").filter(|s| !s.is_empty()).map(str::to_string);
+    let affinity_node = affinity.as_deref().and_then(|a| a.strip_prefix("host:")).map(str::to_string);
+    let attrs: Vec<Value> = spec.get("attributes").and_then(Value::as_array).cloned().unwrap_or_default();
+    let allocs: Vec<Value> = spec.get("allocations").and_then(Value::as_array).cloned().unwrap_or_default();
+    let size = crate::core::cidr::size(&cidr);
+    let mut problems = Vec::new();
+    let mut allocations = Vec::new();
+    let mut referenced = vec![false; attrs.len()];
+    for (ordinal, a) in allocs.iter().enumerate() {
+        let Some(idx) = a.as_u64() else { continue };
+        let ip = nth_addr(&cidr, ordinal as u128);
+        let attr = attrs.get(idx as usize);
+        if attr.is_none() {
+            problems.push(format!("allocation {ip} refers to attribute {idx}, which does not exist"));
+        } else {
+            referenced[idx as usize] = true;
+        }
+        let sec = attr.and_then(|a| a.get("secondary")).cloned().unwrap_or(Value::Null);
+        let get = |k: &str| sec.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+        allocations.push(Allocation {
+            ip,
+            handle: attr.and_then(|a| a.get("handle_id")).and_then(Value::as_str).map(str::to_string),
+            namespace: get("namespace"),
+            pod: get("pod"),
+            node: get("node"),
+            kind: get("type"),
+        });
+    }
+    if !allocs.is_empty() && allocs.len() as u128 != size {
+        problems.push(format!("has {} allocation slots but its CIDR holds {size} addresses", allocs.len()));
+    }
+    for (i, used) in referenced.iter().enumerate() {
+        if !used {
+            problems.push(format!("attribute {i} is not referenced by any allocation"));
+        }
+    }
+    let unallocated: Vec<u64> = spec.get("unallocated").and_then(Value::as_array).map(|v| v.iter().filter_map(Value::as_u64).collect()).unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    for u in &unallocated {
+        if !seen.insert(*u) {
+            problems.push(format!("ordinal {u} is listed twice in unallocated"));
+        }
+        if (*u as u128) >= size {
+            problems.push(format!("unallocated ordinal {u} is outside the block"));
+        }
+    }
+    if !allocs.is_empty() && (unallocated.len() + allocations.len()) as u128 != size {
+        problems.push(format!("{} unallocated + {} allocated != {size} addresses", unallocated.len(), allocations.len()));
+    }
+    Ok(Block { name, cidr, affinity_node, affinity, allocations, deleted: loose_bool(spec.get("deleted")), problems })
+}
+
+pub fn affinity_from_object(o: &DynamicObject) -> Result<Affinity, String> {
+    let name = name_of(o);
+    let spec = o.data.get("spec").cloned().unwrap_or(Value::Null);
+    let cidr_text = str_at(&spec, "/cidr").ok_or_else(|| format!("BlockAffinity {name} has no spec.cidr"))?;
+    let cidr: IpNet = cidr_text.parse().map_err(|_| format!("BlockAffinity {name} has an invalid spec.cidr {cidr_text:?}"))?;
+    Ok(Affinity {
+        name,
+        node: str_at(&spec, "/node").unwrap_or_default().to_string(),
+        cidr,
+        state: str_at(&spec, "/state").unwrap_or("confirmed").to_string(),
+        deleted: loose_bool(spec.get("deleted")),
+    })
+}
+
+pub fn handle_from_object(o: &DynamicObject) -> Result<Handle, String> {
+    let name = name_of(o);
+    let spec = o.data.get("spec").cloned().unwrap_or(Value::Null);
+    let blocks: BTreeMap<String, u64> = spec
+        .get("block")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect())
+        .unwrap_or_default();
+    Ok(Handle {
+        handle_id: str_at(&spec, "/handleID").unwrap_or(&name).to_string(),
+        name,
+        blocks,
+        deleted: loose_bool(spec.get("deleted")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> DynamicObject {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn v1_pool_with_legacy_fields_decodes() {
+        let o = obj(json!({"apiVersion":"crd.projectcalico.org/v1","kind":"IPPool","metadata":{"name":"old"},
+            "spec":{"cidr":"100.64.0.0/10","ipip":{"enabled":true,"mode":"cross-subnet"},"nat-outgoing":true}}));
+        let p = pool_from_object(&o).unwrap();
+        assert_eq!(p.ipip_mode, EncapMode::CrossSubnet);
+        assert!(p.nat_outgoing);
+        assert_eq!(p.block_size, 26);
+        assert_eq!(p.node_selector, "all()");
+        assert_eq!(p.managed_by, ManagedBy::Manifest);
+    }
+
+    #[test]
+    fn operator_label_marks_pool() {
+        let o = obj(json!({"apiVersion":"projectcalico.org/v3","kind":"IPPool","metadata":{"name":"p","labels":{"app.kubernetes.io/managed-by":"tigera-operator"}},
+            "spec":{"cidr":"10.0.0.0/16","vxlanMode":"Always","blockSize":24,"disabled":true}}));
+        let p = pool_from_object(&o).unwrap();
+        assert_eq!(p.managed_by, ManagedBy::Operator);
+        assert_eq!(p.vxlan_mode, EncapMode::Always);
+        assert_eq!(p.block_size, 24);
+        assert!(p.disabled);
+    }
+
+    #[test]
+    fn block_decodes_allocations_and_flags_bad_structure() {
+        let mut allocations = vec![Value::Null; 64];
+        allocations[0] = json!(0);
+        allocations[1] = json!(1);
+        allocations[5] = json!(7); // no attribute 7
+        let unallocated: Vec<u64> = (2..64).filter(|i| *i != 5).collect();
+        let o = obj(json!({"apiVersion":"crd.projectcalico.org/v1","kind":"IPAMBlock","metadata":{"name":"192-168-0-0-26"},
+            "spec":{"cidr":"192.168.0.0/26","affinity":"host:n1","allocations":allocations,"unallocated":unallocated,
+              "attributes":[{"handle_id":"ipip-tunnel-addr-n1","secondary":{"node":"n1","type":"ipipTunnelAddress"}},
+                            {"handle_id":"k8s-pod-network.abc","secondary":{"namespace":"shop","pod":"web-1","node":"n1"}}],
+              "strictAffinity":false}}));
+        let b = block_from_object(&o).unwrap();
+        assert_eq!(b.affinity_node.as_deref(), Some("n1"));
+        assert_eq!(b.allocations.len(), 3);
+        assert!(b.allocations[0].is_tunnel());
+        assert_eq!(b.allocations[1].pod.as_deref(), Some("web-1"));
+        assert_eq!(b.allocations[2].ip.to_string(), "192.168.0.5");
+        assert_eq!(b.problems.len(), 1, "{:?}", b.problems);
+    }
+
+    #[test]
+    fn affinity_deleted_string_or_bool() {
+        let a = obj(json!({"apiVersion":"crd.projectcalico.org/v1","kind":"BlockAffinity","metadata":{"name":"n1-192-168-0-0-26"},
+            "spec":{"cidr":"192.168.0.0/26","node":"n1","state":"confirmed","deleted":"true"}}));
+        assert!(affinity_from_object(&a).unwrap().deleted);
+        let b = obj(json!({"apiVersion":"projectcalico.org/v3","kind":"BlockAffinity","metadata":{"name":"x"},
+            "spec":{"cidr":"192.168.0.0/26","node":"n1","state":"confirmed","deleted":false}}));
+        assert!(!affinity_from_object(&b).unwrap().deleted);
+    }
+}

@@ -1,0 +1,131 @@
+//! The cluster layer: the only code that talks to the API server.
+//!
+//! It turns Kubernetes and Calico objects into the core's plain data
+//! (`crate::core::model`) and performs the few writes `migrate` needs.
+//! `calico` is the one place that knows the `crd.projectcalico.org/v1` vs
+//! `projectcalico.org/v3` differences and the operator's Installation.
+
+pub mod calico;
+pub mod networks;
+pub mod snapshot;
+pub mod state;
+pub mod workloads;
+
+use std::fmt::Debug;
+
+use kube::api::{Api, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde::de::DeserializeOwned;
+
+use crate::cli::KubeArgs;
+use crate::error::{root_cause, Error, KubeResultExt, Result};
+
+/// Page size for LIST requests (kubectl's --chunk-size default).
+pub const PAGE_SIZE: u32 = 500;
+
+/// A connected client plus what we learned about the cluster.
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: Client,
+    pub context: String,
+    pub cluster_name: String,
+    pub server: String,
+    /// The namespace of `-n`, if given (None means all namespaces).
+    pub namespace: Option<String>,
+}
+
+impl Cluster {
+    /// Build a client from the kubeconfig flags, the way kubectl would, and
+    /// make one cheap request so a dead server fails here with one clear line.
+    pub async fn connect(args: &KubeArgs) -> Result<Cluster> {
+        let kubeconfig = match &args.kubeconfig {
+            Some(path) => Kubeconfig::read_from(path).map_err(|e| Error::Kubeconfig(format!("{}: {}", path.display(), root_cause(&e))))?,
+            None => Kubeconfig::read().map_err(|e| Error::Kubeconfig(format!("{} (set --kubeconfig or $KUBECONFIG)", root_cause(&e))))?,
+        };
+        let context = match &args.context {
+            Some(c) => {
+                if !kubeconfig.contexts.iter().any(|nc| &nc.name == c) {
+                    let known: Vec<&str> = kubeconfig.contexts.iter().map(|c| c.name.as_str()).collect();
+                    return Err(Error::Kubeconfig(format!("context {c:?} not found; known contexts: {}", known.join(", "))));
+                }
+                c.clone()
+            }
+            None => kubeconfig.current_context.clone().ok_or_else(|| Error::Kubeconfig("no current-context set; pass --context".into()))?,
+        };
+        if let Some(cl) = &args.cluster {
+            if !kubeconfig.clusters.iter().any(|c| &c.name == cl) {
+                return Err(Error::Kubeconfig(format!("cluster {cl:?} not found in kubeconfig")));
+            }
+        }
+        if let Some(u) = &args.user {
+            if !kubeconfig.auth_infos.iter().any(|a| &a.name == u) {
+                return Err(Error::Kubeconfig(format!("user {u:?} not found in kubeconfig")));
+            }
+        }
+        let cluster_name = args.cluster.clone().unwrap_or_else(|| {
+            kubeconfig
+                .contexts
+                .iter()
+                .find(|c| c.name == context)
+                .and_then(|c| c.context.as_ref())
+                .map(|c| c.cluster.clone())
+                .unwrap_or_default()
+        });
+        let options = KubeConfigOptions { context: Some(context.clone()), cluster: args.cluster.clone(), user: args.user.clone() };
+        let mut config = Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|e| Error::Kubeconfig(format!("context {context:?}: {}", root_cause(&e))))?;
+        // We retry ourselves where it is safe and visible (eviction 429s
+        // must be shown, never silently waited out).
+        config.default_retry = false;
+        if let Some(user) = &args.as_user {
+            config.auth_info.impersonate = Some(user.clone());
+        }
+        if !args.as_group.is_empty() {
+            config.auth_info.impersonate_groups = Some(args.as_group.clone());
+        }
+        if let Some(t) = args.request_timeout {
+            let t = if t.is_zero() { None } else { Some(t) };
+            config.read_timeout = t;
+            config.write_timeout = t;
+            config.connect_timeout = t.or(config.connect_timeout);
+        }
+        let server = config.cluster_url.to_string();
+        let client = Client::try_from(config).map_err(|e| Error::Kubeconfig(format!("context {context:?}: {}", root_cause(&e))))?;
+
+        client.apiserver_version().await.map_err(|e| match &e {
+            kube::Error::Api(s) if s.code == 401 => Error::Unauthorized { context: context.clone() },
+            kube::Error::Api(_) => Error::Kube { op: "get /version".into(), source: e },
+            _ => Error::Unreachable { server: server.clone(), reason: root_cause(&e) },
+        })?;
+
+        Ok(Cluster { client, context, cluster_name, server, namespace: args.namespace.clone() })
+    }
+
+    /// "context kubesim (cluster kubesim, https://127.0.0.1:6443/)", for banners.
+    pub fn describe(&self) -> String {
+        format!("context {} (cluster {}, {})", self.context, self.cluster_name, self.server.trim_end_matches('/'))
+    }
+}
+
+/// LIST every object page by page (PAGE_SIZE at a time), handing each one
+/// to `f` as it arrives so only one page of raw objects is in memory.
+pub async fn list_paged<K, F>(api: &Api<K>, lp: ListParams, what: &str, namespace: Option<&str>, mut f: F) -> Result<()>
+where
+    K: Clone + DeserializeOwned + Debug,
+    F: FnMut(K),
+{
+    let mut lp = lp.limit(PAGE_SIZE);
+    loop {
+        let page = api.list(&lp).await.op("list", what, namespace)?;
+        let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+        for item in page.items {
+            f(item);
+        }
+        match next {
+            Some(token) => lp = lp.continue_token(&token),
+            None => return Ok(()),
+        }
+    }
+}

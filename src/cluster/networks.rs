@@ -1,0 +1,127 @@
+//! Discover the cluster's pod CIDR and Service CIDR, saying where each came
+//! from (calico-facts.md §5.2, §5.3). Every source is optional: a managed
+//! cluster hides its control plane, and a restricted user may not read
+//! kube-system; then the answer is "unknown", never an error.
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::networking::v1::ServiceCIDR;
+use kube::api::{Api, ListParams};
+use kube::ResourceExt;
+
+use super::Cluster;
+use crate::core::model::{ClusterNetworks, SourcedCidr};
+
+pub async fn discover(cluster: &Cluster) -> ClusterNetworks {
+    let mut nets = ClusterNetworks::default();
+    let cms: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "kube-system");
+
+    if let Ok(Some(cm)) = cms.get_opt("kubeadm-config").await {
+        if let Some(cfg) = cm.data.as_ref().and_then(|d| d.get("ClusterConfiguration")) {
+            let src = "ConfigMap kube-system/kubeadm-config";
+            push_all(&mut nets.pod_cidrs, yaml_field(cfg, "podSubnet"), &format!("{src} (networking.podSubnet)"));
+            push_all(&mut nets.service_cidrs, yaml_field(cfg, "serviceSubnet"), &format!("{src} (networking.serviceSubnet)"));
+        }
+    }
+
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "kube-system");
+    for (component, flag, is_pod) in [
+        ("kube-controller-manager", "--cluster-cidr", true),
+        ("kube-apiserver", "--service-cluster-ip-range", false),
+        ("kube-controller-manager", "--service-cluster-ip-range", false),
+    ] {
+        let lp = ListParams::default().labels(&format!("component={component}")).limit(10);
+        if let Ok(list) = pods.list(&lp).await {
+            if let Some(p) = list.items.first() {
+                let args: Vec<String> = p
+                    .spec
+                    .iter()
+                    .flat_map(|s| s.containers.iter())
+                    .flat_map(|c| c.command.iter().flatten().chain(c.args.iter().flatten()))
+                    .cloned()
+                    .collect();
+                if let Some(v) = flag_value(&args, flag) {
+                    let src = format!("Pod kube-system/{} ({flag})", p.name_any());
+                    let target = if is_pod { &mut nets.pod_cidrs } else { &mut nets.service_cidrs };
+                    push_all(target, Some(v), &src);
+                }
+            }
+        }
+    }
+
+    if let Ok(Some(cm)) = cms.get_opt("kube-proxy").await {
+        if let Some(cfg) = cm.data.as_ref().and_then(|d| d.get("config.conf")) {
+            push_all(&mut nets.pod_cidrs, yaml_field(cfg, "clusterCIDR"), "ConfigMap kube-system/kube-proxy (clusterCIDR)");
+        }
+    }
+
+    let scidrs: Api<ServiceCIDR> = Api::all(cluster.client.clone());
+    if let Ok(list) = scidrs.list(&ListParams::default()).await {
+        for s in list.items {
+            let src = format!("ServiceCIDR {}", s.name_any());
+            for c in s.spec.and_then(|s| s.cidrs).unwrap_or_default() {
+                push_all(&mut nets.service_cidrs, Some(c), &src);
+            }
+        }
+    }
+    nets
+}
+
+/// `key: value` from a YAML document, without a YAML parser: the same
+/// regex-style read Calico and the operator use for kubeadm-config.
+pub fn yaml_field(doc: &str, key: &str) -> Option<String> {
+    doc.lines().find_map(|l| {
+        let l = l.trim();
+        let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+        let v = rest.trim().trim_matches('"').trim_matches('\'');
+        (!v.is_empty()).then(|| v.to_string())
+    })
+}
+
+pub fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    let prefix = format!("{flag}=");
+    args.iter().enumerate().find_map(|(i, a)| {
+        if let Some(v) = a.strip_prefix(&prefix) {
+            Some(v.to_string())
+        } else if a == flag {
+            args.get(i + 1).cloned()
+        } else {
+            None
+        }
+    })
+}
+
+fn push_all(out: &mut Vec<SourcedCidr>, value: Option<String>, source: &str) {
+    for part in value.iter().flat_map(|v| v.split(',')) {
+        match part.trim().parse::<ipnet::IpNet>() {
+            Ok(cidr) => out.push(SourcedCidr { cidr: cidr.trunc(), source: source.to_string() }),
+            Err(_) => tracing::debug!("ignoring unparsable CIDR {part:?} from {source}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_kubeadm_style_fields() {
+        let doc = "apiVersion: kubeadm.k8s.io/v1beta4\nnetworking:\n  dnsDomain: cluster.local\n  podSubnet: 10.0.0.0/8\n  serviceSubnet: \"10.96.0.0/12\"\n";
+        assert_eq!(yaml_field(doc, "podSubnet").as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(yaml_field(doc, "serviceSubnet").as_deref(), Some("10.96.0.0/12"));
+        assert_eq!(yaml_field(doc, "nothing"), None);
+    }
+
+    #[test]
+    fn reads_flags_both_ways() {
+        let args: Vec<String> = ["kube-controller-manager", "--cluster-cidr=10.0.0.0/8", "--service-cluster-ip-range", "10.96.0.0/12"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(flag_value(&args, "--cluster-cidr").as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(flag_value(&args, "--service-cluster-ip-range").as_deref(), Some("10.96.0.0/12"));
+    }
+
+    #[test]
+    fn dual_stack_values_split() {
+        let mut v = Vec::new();
+        push_all(&mut v, Some("10.0.0.0/8,fd00::/48".into()), "x");
+        assert_eq!(v.len(), 2);
+    }
+}

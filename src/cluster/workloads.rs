@@ -1,0 +1,184 @@
+//! Pods, nodes and namespaces, reduced to `core::model` values page by page.
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::{Api, ListParams};
+use kube::ResourceExt;
+
+use super::{list_paged, Cluster};
+use crate::core::model::{NamespaceInfo, NodeInfo, Owner, OwnerKind, PodInfo, PoolPins, ANNOT_IPADDRS, ANNOT_IPV4POOLS, ANNOT_IPV6POOLS};
+use crate::error::Result;
+
+/// Node annotations where calico-node keeps its tunnel addresses.
+pub const TUNNEL_ANNOTATIONS: &[&str] = &[
+    "projectcalico.org/IPv4IPIPTunnelAddr",
+    "projectcalico.org/IPv4VXLANTunnelAddr",
+    "projectcalico.org/IPv6VXLANTunnelAddr",
+    "projectcalico.org/IPv4WireguardInterfaceAddr",
+    "projectcalico.org/IPv6WireguardInterfaceAddr",
+];
+
+/// All pods (of `-n` if given), optionally filtered by a label selector.
+pub async fn list_pods(cluster: &Cluster, label_selector: Option<&str>) -> Result<Vec<PodInfo>> {
+    let api: Api<Pod> = match &cluster.namespace {
+        Some(ns) => Api::namespaced(cluster.client.clone(), ns),
+        None => Api::all(cluster.client.clone()),
+    };
+    let mut lp = ListParams::default();
+    if let Some(sel) = label_selector {
+        lp = lp.labels(sel);
+    }
+    let mut out = Vec::new();
+    list_paged(&api, lp, "pods", cluster.namespace.as_deref(), |p| out.push(pod_info(&p))).await?;
+    Ok(out)
+}
+
+pub async fn list_nodes(cluster: &Cluster) -> Result<Vec<NodeInfo>> {
+    let api: Api<Node> = Api::all(cluster.client.clone());
+    let mut out = Vec::new();
+    list_paged(&api, ListParams::default(), "nodes", None, |n| out.push(node_info(&n))).await?;
+    Ok(out)
+}
+
+pub async fn list_namespaces(cluster: &Cluster) -> Result<Vec<NamespaceInfo>> {
+    let api: Api<Namespace> = Api::all(cluster.client.clone());
+    let mut out = Vec::new();
+    list_paged(&api, ListParams::default(), "namespaces", None, |n| {
+        out.push(NamespaceInfo { name: n.name_any(), labels: n.labels().clone(), pins: pins_from(n.annotations()) })
+    })
+    .await?;
+    Ok(out)
+}
+
+/// Parse the Calico pool annotations. Values are JSON lists of pool names or
+/// CIDRs (`'["pool-a"]'`); anything else is kept as unparsable.
+pub fn pins_from(annotations: &std::collections::BTreeMap<String, String>) -> PoolPins {
+    let mut pins = PoolPins::default();
+    for key in [ANNOT_IPV4POOLS, ANNOT_IPV6POOLS] {
+        if let Some(v) = annotations.get(key) {
+            match serde_json::from_str::<Vec<String>>(v) {
+                Ok(list) => pins.pools.extend(list),
+                Err(_) => pins.unparsable = Some(format!("{key}={v}")),
+            }
+        }
+    }
+    if let Some(v) = annotations.get(ANNOT_IPADDRS) {
+        match serde_json::from_str::<Vec<String>>(v) {
+            Ok(list) => pins.ip_addrs.extend(list),
+            Err(_) => pins.unparsable = Some(format!("{ANNOT_IPADDRS}={v}")),
+        }
+    }
+    pins
+}
+
+pub fn pod_info(p: &Pod) -> PodInfo {
+    let spec = p.spec.as_ref();
+    let status = p.status.as_ref();
+    let mut ips: Vec<IpAddr> = status
+        .and_then(|s| s.pod_ips.as_ref())
+        .map(|v| v.iter().filter_map(|i| i.ip.parse().ok()).collect())
+        .unwrap_or_default();
+    if ips.is_empty() {
+        if let Some(ip) = status.and_then(|s| s.pod_ip.as_ref()).and_then(|i| i.parse().ok()) {
+            ips.push(ip);
+        }
+    }
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    PodInfo {
+        namespace: p.namespace().unwrap_or_default(),
+        name: p.name_any(),
+        uid: p.uid().unwrap_or_default(),
+        node: spec.and_then(|s| s.node_name.clone()),
+        ips,
+        phase: status.and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into()),
+        host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+        ready,
+        terminating: p.metadata.deletion_timestamp.is_some(),
+        owner: owner_of(p),
+        pins: pins_from(p.annotations()),
+        container_id: p.annotations().get("cni.projectcalico.org/containerID").cloned(),
+    }
+}
+
+/// Who owns a pod. A ReplicaSet named `<deployment>-<pod-template-hash>`
+/// belongs to that Deployment; reading the label avoids listing every
+/// ReplicaSet in the cluster.
+pub fn owner_of(p: &Pod) -> Owner {
+    let ns = p.namespace().unwrap_or_default();
+    let mk = |kind, name: &str, other: Option<&str>| Owner { kind, other_kind: other.map(str::to_string), namespace: ns.clone(), name: name.to_string() };
+    if p.annotations().contains_key("kubernetes.io/config.mirror") {
+        return mk(OwnerKind::Static, &p.name_any(), None);
+    }
+    let Some(ctl) = p.owner_references().iter().find(|o| o.controller == Some(true)).or(p.owner_references().first()) else {
+        return mk(OwnerKind::Bare, &p.name_any(), None);
+    };
+    match ctl.kind.as_str() {
+        "ReplicaSet" => {
+            let hash = p.labels().get("pod-template-hash");
+            match hash.and_then(|h| ctl.name.strip_suffix(&format!("-{h}"))) {
+                Some(deploy) => mk(OwnerKind::Deployment, deploy, None),
+                None => mk(OwnerKind::ReplicaSet, &ctl.name, None),
+            }
+        }
+        "StatefulSet" => mk(OwnerKind::StatefulSet, &ctl.name, None),
+        "DaemonSet" => mk(OwnerKind::DaemonSet, &ctl.name, None),
+        "Job" => mk(OwnerKind::Job, &ctl.name, None),
+        "Node" => mk(OwnerKind::Static, &p.name_any(), None),
+        other => mk(OwnerKind::Other, &ctl.name, Some(other)),
+    }
+}
+
+pub fn node_info(n: &Node) -> NodeInfo {
+    let internal_ips = n
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .map(|a| a.iter().filter(|a| a.type_ == "InternalIP").filter_map(|a| a.address.parse().ok()).collect())
+        .unwrap_or_default();
+    let tunnel_ips = TUNNEL_ANNOTATIONS
+        .iter()
+        .filter_map(|k| n.annotations().get(*k))
+        .filter_map(|v| v.split('/').next().and_then(|ip| ip.parse().ok()))
+        .collect();
+    NodeInfo {
+        name: n.name_any(),
+        labels: n.labels().clone(),
+        internal_ips,
+        tunnel_ips,
+        unschedulable: n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn deployment_owner_from_pod_template_hash() {
+        let p: Pod = serde_json::from_value(json!({"metadata":{"name":"web-7d9f-abcde","namespace":"shop","labels":{"pod-template-hash":"7d9f"},
+            "ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"web-7d9f","uid":"u","controller":true}]},
+            "spec":{"containers":[],"nodeName":"n1"},"status":{"phase":"Running","podIPs":[{"ip":"192.168.0.4"}],
+            "conditions":[{"type":"Ready","status":"True"}]}}))
+        .unwrap();
+        let info = pod_info(&p);
+        assert_eq!(info.owner.kind, OwnerKind::Deployment);
+        assert_eq!(info.owner.name, "web");
+        assert!(info.ready);
+        assert_eq!(info.ips, vec!["192.168.0.4".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn bare_and_pinned_pods() {
+        let p: Pod = serde_json::from_value(json!({"metadata":{"name":"debug","namespace":"shop",
+            "annotations":{"cni.projectcalico.org/ipv4pools":"[\"default-ipv4-ippool\"]"}},"spec":{"containers":[]}}))
+        .unwrap();
+        let info = pod_info(&p);
+        assert_eq!(info.owner.kind, OwnerKind::Bare);
+        assert_eq!(info.pins.pools, vec!["default-ipv4-ippool"]);
+        assert_eq!(info.phase, "Pending");
+    }
+}

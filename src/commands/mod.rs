@@ -1,0 +1,5 @@
+//! One module per verb: its flags (`*Args`) and its entry point (`run`).
+
+pub mod migrate;
+pub mod status;
+pub mod verify;

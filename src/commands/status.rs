@@ -1,0 +1,295 @@
+//! `kubectl ippool status`: pools, their usage, the pods on each, a
+//! migration in progress, and warnings.
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::cli::{KubeArgs, OutputFormat};
+use crate::cluster::calico::Calico;
+use crate::cluster::snapshot::Snapshot;
+use crate::cluster::Cluster;
+use crate::core::findings::{self, Finding};
+use crate::core::inventory::{Inventory, NodeBlocks};
+use crate::core::model::{ClusterNetworks, ManagedBy, Owner};
+use crate::core::state::MigrationState;
+use crate::error::{Error, Result};
+use crate::output::{used_of, Printer};
+
+const EXAMPLES: &str = "\
+Examples:
+  kubectl ippool status
+  kubectl ippool status -o wide
+  kubectl ippool status --pool default-ipv4-ippool      # its pods, by owner
+  kubectl ippool status --nodes                         # block usage per node
+  kubectl ippool status -o json | jq '.pools[] | {name, pods}'";
+
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct StatusArgs {
+    /// Output format: wide, json or yaml (default: table).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table, hide_default_value = true)]
+    pub output: OutputFormat,
+
+    /// Show one pool and list its pods by owner.
+    #[arg(long, value_name = "NAME")]
+    pub pool: Option<String>,
+
+    /// Show IPAM block usage per node.
+    #[arg(long)]
+    pub nodes: bool,
+}
+
+/// The JSON/YAML document of `status` (schema documented in the README).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    pub kind: &'static str,
+    pub context: String,
+    pub calico: Calico,
+    pub cluster_networks: ClusterNetworks,
+    pub pools: Vec<PoolRow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolDetail>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<NodeRow>>,
+    pub migration: Option<MigrationState>,
+    pub warnings: Vec<Finding>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolRow {
+    pub name: String,
+    pub cidr: String,
+    pub block_size: u8,
+    pub disabled: bool,
+    pub encapsulation: String,
+    pub nat_outgoing: bool,
+    pub pods: usize,
+    pub blocks: usize,
+    pub allocated: u64,
+    pub tunnel_allocations: u64,
+    pub capacity: String,
+    pub managed_by: ManagedBy,
+    pub node_selector: String,
+    pub allowed_uses: Vec<String>,
+    pub nodes_with_blocks: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolDetail {
+    pub name: String,
+    pub owners: Vec<OwnerPods>,
+    pub namespaces: std::collections::BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerPods {
+    pub owner: Owner,
+    pub pods: Vec<PodRow>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRow {
+    pub namespace: String,
+    pub name: String,
+    pub ip: String,
+    pub node: Option<String>,
+    pub ready: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRow {
+    pub node: String,
+    #[serde(flatten)]
+    pub usage: NodeBlocks,
+}
+
+pub async fn run(kube: &KubeArgs, args: &StatusArgs) -> Result<i32> {
+    let printer = Printer::new(args.output);
+    let cluster = Cluster::connect(kube).await?;
+    let calico = Calico::detect(&cluster).await?;
+    let snap = Snapshot::read(&cluster, calico).await?;
+    let report = build_report(&cluster.context, snap, args)?;
+    if printer.is_machine_readable() {
+        printer.data(&report)?;
+    } else {
+        render(&printer, &report);
+    }
+    Ok(0)
+}
+
+/// Everything `status` shows, computed from a snapshot (pure).
+pub fn build_report(context: &str, snap: Snapshot, args: &StatusArgs) -> Result<StatusReport> {
+    let inv = &snap.inventory;
+    let pools = pool_rows(inv);
+    let pool = match &args.pool {
+        Some(name) => {
+            let idx = inv.pool_named(name).ok_or_else(|| {
+                let known: Vec<&str> = inv.pools.iter().map(|p| p.name.as_str()).collect();
+                Error::Usage(format!("IPPool {name:?} not found; pools: {}", known.join(", ")))
+            })?;
+            Some(pool_detail(inv, idx))
+        }
+        None => None,
+    };
+    let nodes = args.nodes.then(|| {
+        let idx = args.pool.as_deref().and_then(|n| inv.pool_named(n));
+        inv.blocks_by_node(idx).into_iter().map(|(node, usage)| NodeRow { node, usage }).collect()
+    });
+    let mut warnings = findings::pool_network_findings(&inv.pools, &snap.networks);
+    warnings.extend(findings::usage_findings(inv));
+    warnings.extend(findings::pin_findings(inv, &snap.namespaces));
+    if let Some(m) = snap.migration.as_ref().filter(|m| !m.phase.is_finished()) {
+        warnings.push(Finding::new(
+            "migrationInProgress",
+            findings::Severity::Warn,
+            format!(
+                "a migration from {} to {} is in progress: phase {}, {}/{} moved, {} failed (started {} by {}); run the same migrate command to finish it",
+                m.from_pool, m.to_pool, m.phase.as_str(), m.done.len(), m.total, m.failed.len(), m.started_at, m.started_by
+            ),
+            vec![format!("IPPool {}", m.from_pool), format!("IPPool {}", m.to_pool)],
+        ));
+    }
+    Ok(StatusReport {
+        kind: "IPPoolStatus",
+        context: context.to_string(),
+        calico: snap.calico,
+        cluster_networks: snap.networks,
+        pools,
+        pool,
+        nodes,
+        migration: snap.migration,
+        warnings,
+    })
+}
+
+fn pool_rows(inv: &Inventory) -> Vec<PoolRow> {
+    inv.pools
+        .iter()
+        .zip(&inv.usage)
+        .map(|(p, u)| PoolRow {
+            name: p.name.clone(),
+            cidr: p.cidr.to_string(),
+            block_size: p.block_size,
+            disabled: p.disabled,
+            encapsulation: p.encap_label(),
+            nat_outgoing: p.nat_outgoing,
+            pods: u.pods,
+            blocks: u.blocks,
+            allocated: u.allocated,
+            tunnel_allocations: u.tunnel_allocations,
+            capacity: p.capacity().to_string(),
+            managed_by: p.managed_by,
+            node_selector: p.node_selector.clone(),
+            allowed_uses: p.allowed_uses.clone(),
+            nodes_with_blocks: u.nodes_with_blocks.iter().cloned().collect(),
+        })
+        .collect()
+}
+
+fn pool_detail(inv: &Inventory, idx: usize) -> PoolDetail {
+    let owners = inv
+        .pods_by_owner(idx)
+        .into_iter()
+        .map(|(owner, pods)| OwnerPods {
+            owner,
+            pods: pods
+                .into_iter()
+                .map(|p| PodRow {
+                    namespace: p.namespace.clone(),
+                    name: p.name.clone(),
+                    ip: p.ips.iter().find(|ip| inv.pools[idx].cidr.contains(*ip)).map(|i| i.to_string()).unwrap_or_default(),
+                    node: p.node.clone(),
+                    ready: p.ready,
+                })
+                .collect(),
+        })
+        .collect();
+    PoolDetail { name: inv.pools[idx].name.clone(), owners, namespaces: inv.pods_by_namespace(idx) }
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "true".into() } else { "false".into() }
+}
+
+/// The human view: pool table on stdout, warnings on stderr.
+pub fn render(printer: &Printer, r: &StatusReport) {
+    let wide = printer.wide();
+    let mut headers = vec!["NAME", "CIDR", "BLOCK", "DISABLED", "ENCAP", "NAT", "PODS", "BLOCKS", "USED/CAPACITY", "MANAGED-BY"];
+    if wide {
+        headers.extend(["NODE-SELECTOR", "ALLOWED-USES", "NODES"]);
+    }
+    let rows = r
+        .pools
+        .iter()
+        .map(|p| {
+            let cap: u128 = p.capacity.parse().unwrap_or(0);
+            let mut row = vec![
+                p.name.clone(),
+                p.cidr.clone(),
+                format!("/{}", p.block_size),
+                yes_no(p.disabled),
+                p.encapsulation.clone(),
+                yes_no(p.nat_outgoing),
+                p.pods.to_string(),
+                p.blocks.to_string(),
+                used_of(p.allocated, cap),
+                match p.managed_by {
+                    ManagedBy::Operator => "operator".into(),
+                    ManagedBy::Manifest => "manifest".into(),
+                },
+            ];
+            if wide {
+                row.push(p.node_selector.clone());
+                row.push(p.allowed_uses.join(","));
+                row.push(if p.nodes_with_blocks.is_empty() { "<none>".into() } else { p.nodes_with_blocks.join(",") });
+            }
+            row
+        })
+        .collect();
+    if r.pools.is_empty() {
+        printer.note("No IP pools found.");
+    } else {
+        printer.table(&headers, rows);
+    }
+
+    if let Some(d) = &r.pool {
+        printer.stdout(&format!("\nPods in pool {}:\n", d.name));
+        let rows: Vec<Vec<String>> = d
+            .owners
+            .iter()
+            .flat_map(|o| {
+                let owner = o.owner.display();
+                o.pods.iter().map(move |p| vec![owner.clone(), p.name.clone(), p.ip.clone(), p.node.clone().unwrap_or_default(), yes_no(p.ready)])
+            })
+            .collect();
+        if rows.is_empty() {
+            printer.stdout("  (none)\n");
+        } else {
+            printer.table(&["OWNER", "POD", "IP", "NODE", "READY"], rows);
+        }
+    }
+
+    if let Some(nodes) = &r.nodes {
+        printer.stdout("\n");
+        let rows = nodes
+            .iter()
+            .map(|n| vec![n.node.clone(), n.usage.blocks.to_string(), n.usage.pods.to_string(), used_of(n.usage.allocated, n.usage.capacity as u128)])
+            .collect();
+        printer.table(&["NODE", "BLOCKS", "PODS", "USED/CAPACITY"], rows);
+    }
+
+    if let Some(m) = &r.migration {
+        if !m.phase.is_finished() {
+            printer.note(format!("\nMigration {} -> {}: phase {}, {}/{} moved, {} failed", m.from_pool, m.to_pool, m.phase.as_str(), m.done.len(), m.total, m.failed.len()));
+        }
+    }
+    for w in &r.warnings {
+        printer.warn(&w.message);
+    }
+}

@@ -1,0 +1,191 @@
+//! Findings about pools and pods that `status` shows as warnings and
+//! `verify` turns into checks. Each finding names the objects at fault.
+
+use serde::Serialize;
+
+use super::cidr::{overlaps, within};
+use super::inventory::Inventory;
+use super::model::{ClusterNetworks, NamespaceInfo, Pool};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Severity {
+    Pass,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    /// Stable identifier for scripts, e.g. `poolOverlapsServiceCidr`.
+    pub code: &'static str,
+    pub severity: Severity,
+    pub message: String,
+    /// The objects at fault, e.g. `IPPool default-ipv4-ippool`, `Pod shop/web-1`.
+    pub objects: Vec<String>,
+}
+
+impl Finding {
+    pub fn new(code: &'static str, severity: Severity, message: impl Into<String>, objects: Vec<String>) -> Finding {
+        Finding { code, severity, message: message.into(), objects }
+    }
+}
+
+/// How many objects to name in a message before saying "and N more".
+const NAME_LIMIT: usize = 5;
+
+pub fn name_some(items: &[String]) -> String {
+    if items.len() <= NAME_LIMIT {
+        items.join(", ")
+    } else {
+        format!("{} and {} more", items[..NAME_LIMIT].join(", "), items.len() - NAME_LIMIT)
+    }
+}
+
+/// Pools against the cluster's CIDRs and each other.
+pub fn pool_network_findings(pools: &[Pool], nets: &ClusterNetworks) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let pod_nets = nets.pod_nets();
+    let svc_nets = nets.service_nets();
+    for p in pools {
+        let family_pod_nets: Vec<_> = pod_nets.iter().filter(|n| n.addr().is_ipv4() == p.cidr.addr().is_ipv4()).collect();
+        if !family_pod_nets.is_empty() && !family_pod_nets.iter().any(|n| within(&p.cidr, n)) {
+            let sources: Vec<String> = nets.pod_cidrs.iter().map(|s| format!("{} from {}", s.cidr, s.source)).collect();
+            out.push(Finding::new(
+                "poolOutsideClusterCidr",
+                Severity::Warn,
+                format!("IPPool {} ({}) lies outside the cluster pod CIDR ({}); pod traffic may be NATed or dropped", p.name, p.cidr, sources.join("; ")),
+                vec![format!("IPPool {}", p.name)],
+            ));
+        }
+        for s in &svc_nets {
+            if overlaps(&p.cidr, s) {
+                let src = nets.service_cidrs.iter().find(|x| x.cidr == *s).map(|x| x.source.clone()).unwrap_or_default();
+                out.push(Finding::new(
+                    "poolOverlapsServiceCidr",
+                    Severity::Fail,
+                    format!("IPPool {} ({}) overlaps the Service CIDR {s} ({src}): pod and Service IPs can collide; migrate the pods to a pool inside the cluster CIDR", p.name, p.cidr),
+                    vec![format!("IPPool {}", p.name)],
+                ));
+            }
+        }
+    }
+    for (i, a) in pools.iter().enumerate() {
+        for b in &pools[i + 1..] {
+            if overlaps(&a.cidr, &b.cidr) {
+                out.push(Finding::new(
+                    "poolsOverlap",
+                    Severity::Fail,
+                    format!("IPPools {} ({}) and {} ({}) overlap: the same address could be handed out twice", a.name, a.cidr, b.name, b.cidr),
+                    vec![format!("IPPool {}", a.name), format!("IPPool {}", b.name)],
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Pods and namespaces pinned by annotation, and what they pin to.
+pub fn pin_findings(inv: &Inventory, namespaces: &[NamespaceInfo]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for ns in namespaces.iter().filter(|n| !n.pins.is_empty()) {
+        let target = describe_pins(&ns.pins.pools, &ns.pins.ip_addrs);
+        out.push(Finding::new(
+            "namespacePinned",
+            Severity::Warn,
+            format!("namespace {} pins its new pods to {target} by annotation", ns.name),
+            vec![format!("Namespace {}", ns.name)],
+        ));
+    }
+    let pinned: Vec<String> = inv.pods.iter().filter(|p| p.holds_pool_ip() && !p.pins.is_empty()).map(|p| format!("Pod {}", p.key())).collect();
+    if !pinned.is_empty() {
+        out.push(Finding::new(
+            "podPinned",
+            Severity::Warn,
+            format!("{} pod(s) are pinned to a pool or address by annotation: {}", pinned.len(), name_some(&pinned)),
+            pinned,
+        ));
+    }
+    out
+}
+
+fn describe_pins(pools: &[String], addrs: &[String]) -> String {
+    let mut parts = Vec::new();
+    if !pools.is_empty() {
+        parts.push(format!("pool(s) {}", pools.join(", ")));
+    }
+    if !addrs.is_empty() {
+        parts.push(format!("address(es) {}", addrs.join(", ")));
+    }
+    if parts.is_empty() { "an unparsable value".into() } else { parts.join(" and ") }
+}
+
+/// Pods whose IP is in no pool, disabled pools that still hold pods, and
+/// blocks left in no pool.
+pub fn usage_findings(inv: &Inventory) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let stray: Vec<String> = inv.pods_without_pool().map(|p| format!("Pod {} ({})", p.key(), p.ips.first().map(|i| i.to_string()).unwrap_or_default())).collect();
+    if !stray.is_empty() {
+        out.push(Finding::new("podOutsidePools", Severity::Fail, format!("{} pod(s) hold an IP that is in no IP pool: {}", stray.len(), name_some(&stray)), stray));
+    }
+    for (i, p) in inv.pools.iter().enumerate() {
+        if p.disabled && inv.usage[i].pods > 0 {
+            out.push(Finding::new(
+                "disabledPoolHasPods",
+                Severity::Warn,
+                format!("IPPool {} is disabled but {} pod(s) still use it; they keep working, but move them before deleting the pool", p.name, inv.usage[i].pods),
+                vec![format!("IPPool {}", p.name)],
+            ));
+        }
+    }
+    let orphans: Vec<String> = inv.orphan_blocks().map(|b| format!("IPAMBlock {} ({})", b.name, b.cidr)).collect();
+    if !orphans.is_empty() {
+        out.push(Finding::new("blockOutsidePools", Severity::Warn, format!("{} IPAM block(s) lie in no IP pool (left from a deleted pool): {}", orphans.len(), name_some(&orphans)), orphans));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::SourcedCidr;
+
+    fn nets(pod: &str, svc: &str) -> ClusterNetworks {
+        ClusterNetworks {
+            pod_cidrs: vec![SourcedCidr { cidr: pod.parse().unwrap(), source: "kubeadm-config".into() }],
+            service_cidrs: vec![SourcedCidr { cidr: svc.parse().unwrap(), source: "ServiceCIDR kubernetes".into() }],
+        }
+    }
+
+    #[test]
+    fn kops_overlap_and_outside_cluster_cidr_are_flagged() {
+        let pools = vec![Pool::new("default-ipv4-ippool", "100.64.0.0/10".parse().unwrap())];
+        let f = pool_network_findings(&pools, &nets("100.96.0.0/11", "100.64.0.0/13"));
+        let codes: Vec<_> = f.iter().map(|f| f.code).collect();
+        assert_eq!(codes, vec!["poolOutsideClusterCidr", "poolOverlapsServiceCidr"]);
+        assert!(f[1].message.contains("100.64.0.0/13"));
+    }
+
+    #[test]
+    fn seed_pool_is_outside_cluster_cidr_but_new_pool_is_fine() {
+        let pools = vec![Pool::new("default-ipv4-ippool", "192.168.0.0/16".parse().unwrap()), Pool::new("new", "10.0.0.0/16".parse().unwrap())];
+        let f = pool_network_findings(&pools, &nets("10.0.0.0/8", "10.96.0.0/12"));
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].objects, vec!["IPPool default-ipv4-ippool"]);
+    }
+
+    #[test]
+    fn overlapping_pools_flagged_once() {
+        let pools = vec![Pool::new("a", "10.0.0.0/16".parse().unwrap()), Pool::new("b", "10.0.128.0/17".parse().unwrap())];
+        let f = pool_network_findings(&pools, &ClusterNetworks::default());
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].code, "poolsOverlap");
+    }
+
+    #[test]
+    fn long_lists_are_shortened() {
+        let items: Vec<String> = (0..8).map(|i| format!("p{i}")).collect();
+        assert_eq!(name_some(&items), "p0, p1, p2, p3, p4 and 3 more");
+    }
+}

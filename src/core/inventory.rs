@@ -1,0 +1,233 @@
+//! The inventory: pools x pods x IPAM blocks joined into one model that
+//! answers "which pod holds which IP in which pool", grouped by pool, node,
+//! namespace and owner.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use super::cidr::PrefixIndex;
+use super::model::{Block, Ipam, Owner, PodInfo, Pool};
+
+/// Usage figures of one pool.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolUsage {
+    /// Running pods with an IP in this pool.
+    pub pods: usize,
+    /// IPAM blocks carved from this pool.
+    pub blocks: usize,
+    /// Allocated addresses in those blocks (pods, tunnels, leaks).
+    pub allocated: u64,
+    /// Allocations that are node tunnel addresses.
+    pub tunnel_allocations: u64,
+    /// Nodes that hold an affine block of this pool.
+    pub nodes_with_blocks: BTreeSet<String>,
+}
+
+/// Per-node block usage, for `status --nodes`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeBlocks {
+    pub blocks: usize,
+    pub allocated: u64,
+    pub capacity: u64,
+    pub pods: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub pools: Vec<Pool>,
+    pub usage: Vec<PoolUsage>,
+    pub pods: Vec<PodInfo>,
+    /// For each pod (same index as `pods`) the index of its pool, if any.
+    pub pod_pool: Vec<Option<usize>>,
+    /// For each block (same index as `ipam.blocks`) its pool, if any.
+    pub block_pool: Vec<Option<usize>>,
+    pub ipam: Ipam,
+    pub pool_index: PrefixIndex<usize>,
+}
+
+impl Inventory {
+    pub fn build(pools: Vec<Pool>, pods: Vec<PodInfo>, ipam: Ipam) -> Inventory {
+        let pool_index = PrefixIndex::new(pools.iter().enumerate().map(|(i, p)| (p.cidr, i)));
+        let mut usage = vec![PoolUsage::default(); pools.len()];
+
+        let pod_pool: Vec<Option<usize>> = pods
+            .iter()
+            .map(|pod| {
+                if !pod.holds_pool_ip() {
+                    return None;
+                }
+                let idx = pod.ips.iter().find_map(|ip| pool_index.lookup(*ip).copied());
+                if let Some(i) = idx {
+                    usage[i].pods += 1;
+                }
+                idx
+            })
+            .collect();
+
+        let block_pool: Vec<Option<usize>> = ipam
+            .blocks
+            .iter()
+            .map(|b| {
+                let idx = pool_index.lookup(b.cidr.network()).copied();
+                if let Some(i) = idx {
+                    let u = &mut usage[i];
+                    u.blocks += 1;
+                    u.allocated += b.allocations.len() as u64;
+                    u.tunnel_allocations += b.allocations.iter().filter(|a| a.is_tunnel()).count() as u64;
+                    if let Some(n) = &b.affinity_node {
+                        u.nodes_with_blocks.insert(n.clone());
+                    }
+                }
+                idx
+            })
+            .collect();
+
+        Inventory { pools, usage, pods, pod_pool, block_pool, ipam, pool_index }
+    }
+
+    pub fn pool_named(&self, name: &str) -> Option<usize> {
+        self.pools.iter().position(|p| p.name == name)
+    }
+
+    /// The pool an address belongs to.
+    pub fn pool_of(&self, ip: IpAddr) -> Option<&Pool> {
+        self.pool_index.lookup(ip).map(|&i| &self.pools[i])
+    }
+
+    /// Pods holding an IP of pool `idx`.
+    pub fn pods_in_pool(&self, idx: usize) -> impl Iterator<Item = &PodInfo> {
+        self.pods.iter().zip(&self.pod_pool).filter(move |(_, p)| **p == Some(idx)).map(|(pod, _)| pod)
+    }
+
+    /// Running pods whose IP lies in no pool at all.
+    pub fn pods_without_pool(&self) -> impl Iterator<Item = &PodInfo> {
+        self.pods.iter().zip(&self.pod_pool).filter(|(pod, p)| pod.holds_pool_ip() && p.is_none()).map(|(pod, _)| pod)
+    }
+
+    /// Blocks of pool `idx`.
+    pub fn blocks_in_pool(&self, idx: usize) -> impl Iterator<Item = &Block> {
+        self.ipam.blocks.iter().zip(&self.block_pool).filter(move |(_, p)| **p == Some(idx)).map(|(b, _)| b)
+    }
+
+    /// Blocks that lie in no pool (their pool was deleted).
+    pub fn orphan_blocks(&self) -> impl Iterator<Item = &Block> {
+        self.ipam.blocks.iter().zip(&self.block_pool).filter(|(_, p)| p.is_none()).map(|(b, _)| b)
+    }
+
+    /// Pods of pool `idx` grouped by owner, owners sorted.
+    pub fn pods_by_owner(&self, idx: usize) -> BTreeMap<Owner, Vec<&PodInfo>> {
+        let mut m: BTreeMap<Owner, Vec<&PodInfo>> = BTreeMap::new();
+        for pod in self.pods_in_pool(idx) {
+            m.entry(pod.owner.clone()).or_default().push(pod);
+        }
+        m
+    }
+
+    /// Pod counts of pool `idx` per namespace.
+    pub fn pods_by_namespace(&self, idx: usize) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for pod in self.pods_in_pool(idx) {
+            *m.entry(pod.namespace.clone()).or_insert(0) += 1;
+        }
+        m
+    }
+
+    /// Block usage per node, over all pools (or one).
+    pub fn blocks_by_node(&self, pool: Option<usize>) -> BTreeMap<String, NodeBlocks> {
+        let mut m: BTreeMap<String, NodeBlocks> = BTreeMap::new();
+        for (b, p) in self.ipam.blocks.iter().zip(&self.block_pool) {
+            if pool.is_some() && *p != pool {
+                continue;
+            }
+            let node = b.affinity_node.clone().unwrap_or_else(|| "<none>".into());
+            let e = m.entry(node).or_default();
+            e.blocks += 1;
+            e.allocated += b.allocations.len() as u64;
+            e.capacity += super::cidr::size(&b.cidr).min(u64::MAX as u128) as u64;
+        }
+        for (pod, p) in self.pods.iter().zip(&self.pod_pool) {
+            if p.is_none() || (pool.is_some() && *p != pool) {
+                continue;
+            }
+            if let Some(n) = &pod.node {
+                m.entry(n.clone()).or_default().pods += 1;
+            }
+        }
+        m
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::core::model::*;
+
+    pub fn pod(ns: &str, name: &str, ip: &str, owner: OwnerKind, owner_name: &str) -> PodInfo {
+        PodInfo {
+            namespace: ns.into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            node: Some("node-0".into()),
+            ips: if ip.is_empty() { vec![] } else { vec![ip.parse().unwrap()] },
+            phase: if ip.is_empty() { "Pending".into() } else { "Running".into() },
+            host_network: false,
+            ready: true,
+            terminating: false,
+            owner: Owner { kind: owner, other_kind: None, namespace: ns.into(), name: owner_name.into() },
+            pins: PoolPins::default(),
+            container_id: Some(format!("cid-{name}")),
+        }
+    }
+
+    pub fn block(cidr: &str, node: &str, ips: &[&str]) -> Block {
+        Block {
+            name: cidr.replace(['.', '/', ':'], "-"),
+            cidr: cidr.parse().unwrap(),
+            affinity_node: Some(node.into()),
+            affinity: Some(format!("host:{node}")),
+            allocations: ips
+                .iter()
+                .map(|ip| Allocation { ip: ip.parse().unwrap(), handle: Some(format!("h-{ip}")), namespace: None, pod: None, node: Some(node.into()), kind: None })
+                .collect(),
+            deleted: false,
+            problems: vec![],
+        }
+    }
+
+    #[test]
+    fn joins_pods_and_blocks_to_pools() {
+        let pools = vec![Pool::new("old", "192.168.0.0/16".parse().unwrap()), Pool::new("new", "10.0.0.0/16".parse().unwrap())];
+        let mut host = pod("shop", "hostnet", "127.0.1.1", OwnerKind::Bare, "hostnet");
+        host.host_network = true;
+        let mut done = pod("shop", "done", "192.168.0.9", OwnerKind::Job, "j");
+        done.phase = "Succeeded".into();
+        let pods = vec![
+            pod("shop", "web-1", "192.168.0.1", OwnerKind::Deployment, "web"),
+            pod("shop", "web-2", "10.0.0.1", OwnerKind::Deployment, "web"),
+            pod("shop", "db-0", "192.168.0.2", OwnerKind::StatefulSet, "db"),
+            pod("shop", "stray", "172.16.0.1", OwnerKind::Bare, "stray"),
+            pod("shop", "pending", "", OwnerKind::Deployment, "web"),
+            host,
+            done,
+        ];
+        let ipam = Ipam {
+            blocks: vec![block("192.168.0.0/26", "node-0", &["192.168.0.1", "192.168.0.2"]), block("10.0.0.0/26", "node-0", &["10.0.0.1"]), block("172.30.0.0/26", "node-1", &[])],
+            ..Default::default()
+        };
+        let inv = Inventory::build(pools, pods, ipam);
+        assert_eq!(inv.usage[0].pods, 2);
+        assert_eq!(inv.usage[1].pods, 1);
+        assert_eq!(inv.usage[0].allocated, 2);
+        assert_eq!(inv.usage[0].blocks, 1);
+        assert_eq!(inv.pods_without_pool().map(|p| p.name.as_str()).collect::<Vec<_>>(), vec!["stray"]);
+        assert_eq!(inv.orphan_blocks().count(), 1);
+        let owners = inv.pods_by_owner(0);
+        assert_eq!(owners.len(), 2);
+        assert_eq!(inv.blocks_by_node(None)["node-0"].blocks, 2);
+        assert_eq!(inv.pool_of("10.0.5.5".parse().unwrap()).unwrap().name, "new");
+    }
+}

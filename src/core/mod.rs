@@ -1,0 +1,8 @@
+//! The pure core: plain data in, decisions out. Nothing here does I/O, so
+//! every rule about pools, pods and IPAM is unit-tested with literal data.
+
+pub mod cidr;
+pub mod findings;
+pub mod inventory;
+pub mod model;
+pub mod state;

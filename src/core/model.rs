@@ -1,0 +1,347 @@
+//! Plain-data views of the cluster objects the tool reasons about.
+//!
+//! The cluster layer (`crate::cluster`) builds these from Kubernetes and
+//! Calico objects, whichever API group they came from; the core never sees
+//! JSON or API versions.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+pub const ANNOT_IPV4POOLS: &str = "cni.projectcalico.org/ipv4pools";
+pub const ANNOT_IPV6POOLS: &str = "cni.projectcalico.org/ipv6pools";
+pub const ANNOT_IPADDRS: &str = "cni.projectcalico.org/ipAddrs";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const OPERATOR_MANAGER: &str = "tigera-operator";
+
+/// Encapsulation mode of a pool (`ipipMode` / `vxlanMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum EncapMode {
+    #[default]
+    Never,
+    Always,
+    CrossSubnet,
+}
+
+impl EncapMode {
+    pub fn parse(s: Option<&str>) -> EncapMode {
+        match s.unwrap_or("") {
+            "Always" | "always" => EncapMode::Always,
+            "CrossSubnet" | "cross-subnet" => EncapMode::CrossSubnet,
+            _ => EncapMode::Never,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EncapMode::Never => "Never",
+            EncapMode::Always => "Always",
+            EncapMode::CrossSubnet => "CrossSubnet",
+        }
+    }
+    pub fn enabled(self) -> bool {
+        self != EncapMode::Never
+    }
+}
+
+/// Who writes a pool: the Tigera operator (through the Installation
+/// resource) or anyone else (manifests, calicoctl, this tool).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ManagedBy {
+    Operator,
+    Manifest,
+}
+
+/// A Calico IPPool, with the defaults Calico applies on read already filled in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pool {
+    pub name: String,
+    pub cidr: IpNet,
+    pub block_size: u8,
+    pub ipip_mode: EncapMode,
+    pub vxlan_mode: EncapMode,
+    pub nat_outgoing: bool,
+    pub disabled: bool,
+    pub disable_bgp_export: bool,
+    pub node_selector: String,
+    pub namespace_selector: Option<String>,
+    pub allowed_uses: Vec<String>,
+    pub assignment_mode: Option<String>,
+    pub managed_by: ManagedBy,
+    /// metadata.deletionTimestamp is set (native v3 mode keeps a finalizer).
+    pub terminating: bool,
+}
+
+impl Pool {
+    /// A pool with Calico's defaults, for tests and for building new pools.
+    pub fn new(name: &str, cidr: IpNet) -> Pool {
+        Pool {
+            name: name.to_string(),
+            cidr,
+            block_size: if cidr.addr().is_ipv4() { 26 } else { 122 },
+            ipip_mode: EncapMode::Never,
+            vxlan_mode: EncapMode::Never,
+            nat_outgoing: false,
+            disabled: false,
+            disable_bgp_export: false,
+            node_selector: "all()".into(),
+            namespace_selector: None,
+            allowed_uses: vec!["Workload".into(), "Tunnel".into()],
+            assignment_mode: None,
+            managed_by: ManagedBy::Manifest,
+            terminating: false,
+        }
+    }
+
+    /// The pool hands out addresses to new pods automatically.
+    pub fn is_active(&self) -> bool {
+        !self.disabled && !self.terminating
+    }
+
+    pub fn encap_label(&self) -> String {
+        match (self.ipip_mode.enabled(), self.vxlan_mode.enabled()) {
+            (true, _) => format!("IPIP/{}", self.ipip_mode.as_str()),
+            (_, true) => format!("VXLAN/{}", self.vxlan_mode.as_str()),
+            _ => "None".into(),
+        }
+    }
+
+    /// Addresses in the pool (saturating for IPv6).
+    pub fn capacity(&self) -> u128 {
+        crate::core::cidr::size(&self.cidr)
+    }
+
+    pub fn allows_workloads(&self) -> bool {
+        self.allowed_uses.is_empty() || self.allowed_uses.iter().any(|u| u == "Workload")
+    }
+}
+
+/// What kind of controller owns a pod, as far as moving it is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum OwnerKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+    /// A ReplicaSet not owned by a Deployment.
+    ReplicaSet,
+    Job,
+    /// A mirror pod of a static pod: cannot be moved through the API.
+    Static,
+    /// No controller: deleting it loses it for good.
+    Bare,
+    /// Some other controller (an operator's CR, ReplicationController, ...).
+    Other,
+}
+
+impl OwnerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OwnerKind::Deployment => "Deployment",
+            OwnerKind::StatefulSet => "StatefulSet",
+            OwnerKind::DaemonSet => "DaemonSet",
+            OwnerKind::ReplicaSet => "ReplicaSet",
+            OwnerKind::Job => "Job",
+            OwnerKind::Static => "Static",
+            OwnerKind::Bare => "Bare",
+            OwnerKind::Other => "Other",
+        }
+    }
+}
+
+/// The workload a pod belongs to: `Deployment shop/web`, `Bare shop/debug`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Owner {
+    pub kind: OwnerKind,
+    /// For `Other`, the real kind (e.g. `ReplicationController`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_kind: Option<String>,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Owner {
+    pub fn display(&self) -> String {
+        let kind = self.other_kind.as_deref().unwrap_or(self.kind.as_str());
+        format!("{kind} {}/{}", self.namespace, self.name)
+    }
+}
+
+/// Pools a pod or namespace asks for by annotation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolPins {
+    /// Pool names or CIDRs from `ipv4pools`/`ipv6pools`.
+    pub pools: Vec<String>,
+    /// Fixed addresses from `ipAddrs`.
+    pub ip_addrs: Vec<String>,
+    /// The raw annotation text that could not be parsed, if any.
+    pub unparsable: Option<String>,
+}
+
+impl PoolPins {
+    pub fn is_empty(&self) -> bool {
+        self.pools.is_empty() && self.ip_addrs.is_empty() && self.unparsable.is_none()
+    }
+}
+
+/// A pod, reduced to what matters for IP pools.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodInfo {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub node: Option<String>,
+    /// `status.podIPs` (or `status.podIP`), empty while pending.
+    pub ips: Vec<IpAddr>,
+    pub phase: String,
+    pub host_network: bool,
+    pub ready: bool,
+    /// metadata.deletionTimestamp is set.
+    pub terminating: bool,
+    pub owner: Owner,
+    pub pins: PoolPins,
+    /// `cni.projectcalico.org/containerID`, which names the IPAM handle.
+    pub container_id: Option<String>,
+}
+
+impl PodInfo {
+    /// Finished pods keep showing their last IP; it is no longer theirs.
+    pub fn is_finished(&self) -> bool {
+        self.phase == "Succeeded" || self.phase == "Failed"
+    }
+
+    /// Holds a Calico-assigned IP right now.
+    pub fn holds_pool_ip(&self) -> bool {
+        !self.host_network && !self.is_finished() && !self.ips.is_empty()
+    }
+
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A namespace, reduced to its pool annotations and labels.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub pins: PoolPins,
+}
+
+/// A node, reduced to what IP pools care about.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub internal_ips: Vec<IpAddr>,
+    /// Tunnel addresses from calico-node's annotations (IPIP, VXLAN, WireGuard).
+    pub tunnel_ips: Vec<IpAddr>,
+    pub unschedulable: bool,
+}
+
+/// One allocated address of an IPAMBlock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Allocation {
+    pub ip: IpAddr,
+    pub handle: Option<String>,
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub node: Option<String>,
+    /// `ipipTunnelAddress`, `vxlanTunnelAddress`, ... for non-pod allocations.
+    pub kind: Option<String>,
+}
+
+impl Allocation {
+    pub fn is_tunnel(&self) -> bool {
+        self.kind.as_deref().is_some_and(|k| k.contains("Tunnel"))
+    }
+}
+
+/// A Calico IPAMBlock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Block {
+    pub name: String,
+    pub cidr: IpNet,
+    /// Node from `host:<node>` affinity; None if unaffine.
+    pub affinity_node: Option<String>,
+    /// The raw affinity (`host:n`, `virtual:load-balancer`).
+    pub affinity: Option<String>,
+    pub allocations: Vec<Allocation>,
+    pub deleted: bool,
+    /// Structural problems found while decoding (calicoctl's validateBlock).
+    pub problems: Vec<String>,
+}
+
+/// A Calico BlockAffinity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Affinity {
+    pub name: String,
+    pub node: String,
+    pub cidr: IpNet,
+    /// confirmed | pending | pendingDeletion
+    pub state: String,
+    pub deleted: bool,
+}
+
+/// A Calico IPAMHandle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Handle {
+    pub name: String,
+    pub handle_id: String,
+    /// block CIDR -> number of addresses held there
+    pub blocks: BTreeMap<String, u64>,
+    pub deleted: bool,
+}
+
+/// Everything IPAM holds, as read from the datastore.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ipam {
+    pub blocks: Vec<Block>,
+    pub affinities: Vec<Affinity>,
+    pub handles: Vec<Handle>,
+}
+
+/// A CIDR the cluster is configured with, and where we read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourcedCidr {
+    pub cidr: IpNet,
+    /// e.g. `ConfigMap kube-system/kubeadm-config (networking.podSubnet)`.
+    pub source: String,
+}
+
+/// The cluster's pod and Service ranges, as far as they can be discovered.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterNetworks {
+    pub pod_cidrs: Vec<SourcedCidr>,
+    pub service_cidrs: Vec<SourcedCidr>,
+}
+
+impl ClusterNetworks {
+    /// Distinct pod CIDRs (several sources usually agree).
+    pub fn pod_nets(&self) -> Vec<IpNet> {
+        dedup(self.pod_cidrs.iter().map(|s| s.cidr))
+    }
+    pub fn service_nets(&self) -> Vec<IpNet> {
+        dedup(self.service_cidrs.iter().map(|s| s.cidr))
+    }
+}
+
+fn dedup(it: impl Iterator<Item = IpNet>) -> Vec<IpNet> {
+    let mut v: Vec<IpNet> = Vec::new();
+    for n in it {
+        if !v.contains(&n) {
+            v.push(n);
+        }
+    }
+    v
+}

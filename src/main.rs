@@ -1,0 +1,52 @@
+//! `kubectl-ippool`: a kubectl plugin that moves pods between Calico IP pools.
+//!
+//! main only parses the command line, sets up logging, runs the verb and
+//! turns its result into an exit code: 0 ok, 1 drift found (verify), 2 error.
+
+mod cli;
+mod cluster;
+mod commands;
+mod core;
+mod error;
+mod output;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.verbosity);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Status(args) => commands::status::run(&cli.kube, args).await,
+            Command::Migrate(args) => commands::migrate::run(&cli.kube, args).await,
+            Command::Verify(args) => commands::verify::run(&cli.kube, args).await,
+        }
+    });
+    let code = match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    };
+    // Drop the runtime without waiting on lingering watch tasks.
+    runtime.shutdown_background();
+    std::process::exit(code);
+}
+
+/// `-v=N` maps to tracing levels the way kubectl's klog levels roughly do;
+/// RUST_LOG overrides it.
+fn init_logging(verbosity: u8) {
+    let level = match verbosity {
+        0 => "warn",
+        1..=3 => "info",
+        4..=5 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("kubectl_ippool={level},kube={}", if verbosity >= 6 { "debug" } else { "warn" })));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}

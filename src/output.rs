@@ -1,0 +1,169 @@
+//! The one place that decides where output goes and how it looks.
+//!
+//! Data (tables, JSON, YAML) goes to stdout; progress, prompts, warnings
+//! and notes go to stderr, so `kubectl ippool status -o json | jq` works
+//! while a person still sees what is happening. Progress bars and prompts
+//! appear only on a terminal.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use prettytable::format::{FormatBuilder, LinePosition, LineSeparator};
+use prettytable::{Cell, Row, Table};
+use serde::Serialize;
+
+use crate::cli::OutputFormat;
+use crate::error::{Error, Result};
+
+pub struct Printer {
+    pub format: OutputFormat,
+    stderr_is_tty: bool,
+    stdin_is_tty: bool,
+}
+
+impl Printer {
+    pub fn new(format: OutputFormat) -> Printer {
+        Printer { format, stderr_is_tty: std::io::stderr().is_terminal(), stdin_is_tty: std::io::stdin().is_terminal() }
+    }
+
+    pub fn is_machine_readable(&self) -> bool {
+        matches!(self.format, OutputFormat::Json | OutputFormat::Yaml)
+    }
+
+    pub fn wide(&self) -> bool {
+        self.format == OutputFormat::Wide
+    }
+
+    /// Serialise `value` to stdout as JSON or YAML.
+    pub fn data<T: Serialize>(&self, value: &T) -> Result<()> {
+        let text = match self.format {
+            OutputFormat::Yaml => serde_yaml_ng::to_string(value).map_err(|e| Error::Other(format!("cannot render YAML: {e}")))?,
+            _ => serde_json::to_string_pretty(value).map_err(|e| Error::Other(format!("cannot render JSON: {e}")))? + "\n",
+        };
+        self.stdout(&text);
+        Ok(())
+    }
+
+    /// Write text to stdout as is; a closed pipe (`| head`) is not an error.
+    pub fn stdout(&self, text: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
+
+    /// Print a kubectl-style table (no borders, upper-case headers, columns
+    /// three spaces apart) to stdout.
+    pub fn table(&self, headers: &[&str], rows: Vec<Vec<String>>) {
+        self.stdout(&render_table(headers, rows));
+    }
+
+    /// A line for a person, on stderr.
+    pub fn note(&self, msg: impl AsRef<str>) {
+        eprintln!("{}", msg.as_ref());
+    }
+
+    /// A warning, in kubectl's `Warning: ...` form, on stderr.
+    pub fn warn(&self, msg: impl AsRef<str>) {
+        eprintln!("Warning: {}", msg.as_ref());
+    }
+
+    /// A progress bar on stderr; hidden when stderr is not a terminal.
+    pub fn progress(&self, len: u64, what: &str) -> ProgressBar {
+        if !self.stderr_is_tty {
+            return ProgressBar::hidden();
+        }
+        let pb = ProgressBar::new(len);
+        pb.set_style(
+            ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        pb.set_prefix(what.to_string());
+        pb.enable_steady_tick(Duration::from_millis(200));
+        pb
+    }
+
+    /// Ask before a change. `--yes` answers for the user; with no terminal
+    /// and no `--yes` we refuse rather than guess.
+    pub fn confirm(&self, question: &str, yes: bool) -> Result<()> {
+        if yes {
+            return Ok(());
+        }
+        if !(self.stdin_is_tty && self.stderr_is_tty) {
+            return Err(Error::NotConfirmed("not running on a terminal, so cannot ask for confirmation; re-run with --yes to proceed (nothing was changed)".into()));
+        }
+        let ok = dialoguer::Confirm::new()
+            .with_prompt(question)
+            .default(false)
+            .interact()
+            .map_err(|e| Error::Other(format!("prompt failed: {e}")))?;
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::NotConfirmed("aborted; nothing was changed".into()))
+        }
+    }
+}
+
+/// Render rows the way kubectl does (`NAME   CIDR   ...`).
+pub fn render_table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut t = Table::new();
+    t.set_format(
+        FormatBuilder::new()
+            .column_separator(' ')
+            .padding(0, 2)
+            .separator(LinePosition::Title, LineSeparator::new(' ', ' ', ' ', ' '))
+            .build(),
+    );
+    t.set_titles(Row::new(headers.iter().map(|h| Cell::new(&h.to_uppercase())).collect()));
+    for r in rows {
+        t.add_row(Row::new(r.iter().map(|c| Cell::new(c)).collect()));
+    }
+    let mut buf = Vec::new();
+    let _ = t.print(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let mut out = String::new();
+    for line in text.lines() {
+        // prettytable draws an empty separator line under the titles; drop it.
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `12/256 (4%)`.
+pub fn used_of(used: u64, capacity: u128) -> String {
+    let pct = if capacity == 0 { 0.0 } else { used as f64 * 100.0 / capacity as f64 };
+    let cap = if capacity == u128::MAX { "2^128".to_string() } else { capacity.to_string() };
+    if pct > 0.0 && pct < 1.0 {
+        format!("{used}/{cap} (<1%)")
+    } else {
+        format!("{used}/{cap} ({pct:.0}%)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_look_like_kubectl() {
+        let t = render_table(&["name", "cidr"], vec![vec!["default-ipv4-ippool".into(), "192.168.0.0/16".into()], vec!["new".into(), "10.0.0.0/16".into()]]);
+        insta::assert_snapshot!(t, @r"
+        NAME                  CIDR
+        default-ipv4-ippool   192.168.0.0/16
+        new                   10.0.0.0/16
+        ");
+    }
+
+    #[test]
+    fn usage_percentages() {
+        assert_eq!(used_of(12, 256), "12/256 (5%)");
+        assert_eq!(used_of(1, 65536), "1/65536 (<1%)");
+        assert_eq!(used_of(0, 0), "0/0 (0%)");
+    }
+}

@@ -1,0 +1,836 @@
+package main
+
+// The node agent plays kubelet + Calico CNI (IPAM part) + calico-node's tunnel
+// address allocation for N fake nodes.
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	apiv3 "github.com/projectcalico/api/pkg/apis/projectcalico/v3"
+	"github.com/projectcalico/calico/libcalico-go/lib/clientv3"
+	cerrors "github.com/projectcalico/calico/libcalico-go/lib/errors"
+	"github.com/projectcalico/calico/libcalico-go/lib/ipam"
+	cnet "github.com/projectcalico/calico/libcalico-go/lib/net"
+	"github.com/projectcalico/calico/libcalico-go/lib/options"
+	"github.com/projectcalico/calico/libcalico-go/lib/selector"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
+)
+
+const (
+	annPodIP        = "cni.projectcalico.org/podIP"
+	annPodIPs       = "cni.projectcalico.org/podIPs"
+	annContainerID  = "cni.projectcalico.org/containerID"
+	annIPv4Pools    = "cni.projectcalico.org/ipv4pools"
+	annIPAddrs      = "cni.projectcalico.org/ipAddrs"
+	annReadyAfter   = "kubesim.io/ready-after"
+	annComplete     = "kubesim.io/complete-after"
+	annTerminate    = "kubesim.io/terminate-after"
+	annIPIPTunnel   = "projectcalico.org/IPv4IPIPTunnelAddr"
+	annVXLANTunnel  = "projectcalico.org/IPv4VXLANTunnelAddr"
+	annIPv4Address  = "projectcalico.org/IPv4Address"
+	tunnelKeyPrefix = "\x00tunnel"
+)
+
+type podState struct {
+	uid      types.UID
+	handle   string
+	ip       string
+	started  time.Time
+	released bool
+}
+
+type agent struct {
+	kube       kubernetes.Interface
+	cal        clientv3.Interface
+	restCfg    *rest.Config
+	nodes      []string
+	nodeIP     map[string]string
+	queues     map[string]workqueue.TypedRateLimitingInterface[string]
+	readyDelay time.Duration
+	podLister  corelisters.PodLister
+	nsLister   corelisters.NamespaceLister
+	podsSynced cache.InformerSynced
+	recorder   record.EventRecorder
+	mu         sync.Mutex
+	state      map[string]*podState // key ns/name
+	lastErr    map[string]string
+}
+
+func newAgent(kube kubernetes.Interface, cal clientv3.Interface, restCfg *rest.Config, n int, readyDelay time.Duration) *agent {
+	a := &agent{kube: kube, cal: cal, restCfg: restCfg, nodeIP: map[string]string{}, queues: map[string]workqueue.TypedRateLimitingInterface[string]{},
+		readyDelay: readyDelay, state: map[string]*podState{}, lastErr: map[string]string{}}
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("kubesim-node-%d", i)
+		a.nodes = append(a.nodes, name)
+		a.nodeIP[name] = fmt.Sprintf("127.0.%d.%d", 1+(i+1)/256, (i+1)%256)
+		rl := workqueue.NewTypedItemExponentialFailureRateLimiter[string](500*time.Millisecond, 8*time.Second)
+		a.queues[name] = workqueue.NewTypedRateLimitingQueue[string](rl)
+	}
+	return a
+}
+
+func nodeLabels(name string) map[string]string {
+	return map[string]string{
+		"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+		"beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64",
+	}
+}
+
+// createNodes registers the nodes, marks them Ready and removes the not-ready taint that the
+// TaintNodesByCondition admission plugin adds.
+func (a *agent) createNodes(ctx context.Context) error {
+	for _, name := range a.nodes {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: nodeLabels(name),
+			Annotations: map[string]string{annIPv4Address: a.nodeIP[name] + "/8"}}}
+		_, err := a.kube.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create node %s: %w", name, err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(a.nodes))
+	sem := make(chan struct{}, 20)
+	for _, name := range a.nodes {
+		wg.Add(1)
+		go func(name string) {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if err := a.markNodeReady(ctx, name); err != nil {
+				errs <- err
+			}
+		}(name)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		return err
+	}
+	return nil
+}
+
+func (a *agent) markNodeReady(ctx context.Context, name string) error {
+	for attempt := 0; ; attempt++ {
+		n, err := a.kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		now := metav1.Now()
+		n.Status.Capacity = corev1.ResourceList{
+			corev1.ResourceCPU: resource.MustParse("16"), corev1.ResourceMemory: resource.MustParse("64Gi"),
+			corev1.ResourcePods: resource.MustParse("250"), corev1.ResourceEphemeralStorage: resource.MustParse("100Gi"),
+		}
+		n.Status.Allocatable = n.Status.Capacity
+		cond := func(t corev1.NodeConditionType, s corev1.ConditionStatus, reason string) corev1.NodeCondition {
+			return corev1.NodeCondition{Type: t, Status: s, Reason: reason, LastHeartbeatTime: now, LastTransitionTime: now}
+		}
+		n.Status.Conditions = []corev1.NodeCondition{
+			cond(corev1.NodeMemoryPressure, corev1.ConditionFalse, "KubeletHasSufficientMemory"),
+			cond(corev1.NodeDiskPressure, corev1.ConditionFalse, "KubeletHasNoDiskPressure"),
+			cond(corev1.NodePIDPressure, corev1.ConditionFalse, "KubeletHasSufficientPID"),
+			cond(corev1.NodeReady, corev1.ConditionTrue, "KubeletReady"),
+		}
+		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: a.nodeIP[name]}, {Type: corev1.NodeHostName, Address: name}}
+		n.Status.NodeInfo = corev1.NodeSystemInfo{KubeletVersion: "v1.33.13", KubeProxyVersion: "v1.33.13", OperatingSystem: "linux",
+			Architecture: "amd64", ContainerRuntimeVersion: "kubesim://1.0", OSImage: "kubesim", KernelVersion: "6.0.0-kubesim"}
+		n.Status.DaemonEndpoints.KubeletEndpoint.Port = 10250
+		n, err = a.kube.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
+		if apierrors.IsConflict(err) && attempt < 10 {
+			continue
+		} else if err != nil {
+			return fmt.Errorf("node %s status: %w", name, err)
+		}
+		var taints []corev1.Taint
+		for _, t := range n.Spec.Taints {
+			if t.Key != corev1.TaintNodeNotReady && t.Key != corev1.TaintNodeUnreachable {
+				taints = append(taints, t)
+			}
+		}
+		if len(taints) != len(n.Spec.Taints) {
+			n.Spec.Taints = taints
+			if _, err = a.kube.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); apierrors.IsConflict(err) && attempt < 10 {
+				continue
+			} else if err != nil {
+				return fmt.Errorf("node %s taints: %w", name, err)
+			}
+		}
+		return nil
+	}
+}
+
+func (a *agent) renewLeases(ctx context.Context) {
+	for {
+		for _, name := range a.nodes {
+			if ctx.Err() != nil {
+				return
+			}
+			now := metav1.NewMicroTime(time.Now())
+			leases := a.kube.CoordinationV1().Leases(corev1.NamespaceNodeLease)
+			l, err := leases.Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				l = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: corev1.NamespaceNodeLease},
+					Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(name), LeaseDurationSeconds: ptr.To[int32](40), RenewTime: &now}}
+				_, err = leases.Create(ctx, l, metav1.CreateOptions{})
+			} else if err == nil {
+				l.Spec.RenewTime = &now
+				_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
+			}
+			if err != nil && ctx.Err() == nil && !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) {
+				klog.V(2).Infof("lease %s: %v", name, err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Second):
+		}
+	}
+}
+
+func (a *agent) isOurNode(n string) bool { _, ok := a.nodeIP[n]; return ok }
+
+func (a *agent) enqueuePod(obj interface{}) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	p, ok := obj.(*corev1.Pod)
+	if !ok || !a.isOurNode(p.Spec.NodeName) {
+		return
+	}
+	a.queues[p.Spec.NodeName].Add(p.Namespace + "/" + p.Name)
+}
+
+func (a *agent) enqueueTunnels() {
+	for _, n := range a.nodes {
+		a.queues[n].Add(tunnelKeyPrefix)
+	}
+}
+
+// start runs informers and per-node workers.
+func (a *agent) start(ctx context.Context) error {
+	f := informers.NewSharedInformerFactory(a.kube, 0)
+	podInf := f.Core().V1().Pods()
+	a.podLister = podInf.Lister()
+	a.nsLister = f.Core().V1().Namespaces().Lister()
+	a.podsSynced = podInf.Informer().HasSynced
+	podInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    a.enqueuePod,
+		UpdateFunc: func(_, n interface{}) { a.enqueuePod(n) },
+		DeleteFunc: a.enqueuePod,
+	})
+	f.Core().V1().Namespaces().Informer()
+	f.Start(ctx.Done())
+
+	bc := record.NewBroadcaster(record.WithContext(ctx))
+	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.kube.CoreV1().Events("")})
+	a.recorder = bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubelet"})
+	go func() { <-ctx.Done(); bc.Shutdown() }()
+
+	dyn, err := dynamic.NewForConfig(a.restCfg)
+	if err != nil {
+		return err
+	}
+	df := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	df.ForResource(ippoolGVR).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(interface{}) { a.enqueueTunnels() },
+		UpdateFunc: func(interface{}, interface{}) { a.enqueueTunnels() },
+		DeleteFunc: func(interface{}) { a.enqueueTunnels() },
+	})
+	df.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), a.podsSynced, f.Core().V1().Namespaces().Informer().HasSynced) {
+		return fmt.Errorf("informer sync failed")
+	}
+	for _, n := range a.nodes {
+		q := a.queues[n]
+		go func() { <-ctx.Done(); q.ShutDown() }()
+		go a.worker(ctx, n, q)
+	}
+	go func() {
+		t := time.NewTicker(30 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				a.enqueueTunnels()
+			}
+		}
+	}()
+	a.enqueueTunnels()
+	return nil
+}
+
+func (a *agent) worker(ctx context.Context, node string, q workqueue.TypedRateLimitingInterface[string]) {
+	for {
+		key, quit := q.Get()
+		if quit {
+			return
+		}
+		var after time.Duration
+		var err error
+		if key == tunnelKeyPrefix {
+			err = a.syncTunnels(ctx, node)
+		} else {
+			after, err = a.syncPod(ctx, node, key)
+		}
+		switch {
+		case ctx.Err() != nil:
+		case err != nil:
+			klog.V(2).Infof("%s %s: %v", node, key, err)
+			q.AddRateLimited(key)
+		case after > 0:
+			q.Forget(key)
+			q.AddAfter(key, after)
+		default:
+			q.Forget(key)
+		}
+		q.Done(key)
+	}
+}
+
+func randomContainerID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func annDuration(p *corev1.Pod, k string, def time.Duration) time.Duration {
+	if s, ok := p.Annotations[k]; ok {
+		if d, err := time.ParseDuration(s); err == nil {
+			return d
+		}
+	}
+	return def
+}
+
+func (a *agent) release(ctx context.Context, handle string) error {
+	if handle == "" {
+		return nil
+	}
+	err := a.cal.IPAM().ReleaseByHandle(ctx, handle)
+	if err != nil {
+		if _, ok := err.(cerrors.ErrorResourceDoesNotExist); ok {
+			return nil
+		}
+		return fmt.Errorf("release %s: %w", handle, err)
+	}
+	return nil
+}
+
+// syncPod drives one pod towards its desired state. Returns a requeue delay.
+func (a *agent) syncPod(ctx context.Context, node, key string) (time.Duration, error) {
+	ns, name, _ := strings.Cut(key, "/")
+	pod, err := a.podLister.Pods(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		pod = nil
+	} else if err != nil {
+		return 0, err
+	}
+	if pod != nil && pod.Spec.NodeName != node {
+		pod = nil
+	}
+	a.mu.Lock()
+	st := a.state[key]
+	a.mu.Unlock()
+
+	// Pod gone (force delete) or replaced by a new pod with the same name.
+	if st != nil && (pod == nil || pod.UID != st.uid) {
+		if !st.released {
+			if err := a.release(ctx, st.handle); err != nil {
+				return 0, err
+			}
+		}
+		a.mu.Lock()
+		delete(a.state, key)
+		delete(a.lastErr, key)
+		a.mu.Unlock()
+		st = nil
+	}
+	if pod == nil {
+		return 0, nil
+	}
+	// Adopt a pod that already has an IP from us (e.g. state lost).
+	if st == nil && pod.Annotations[annContainerID] != "" && pod.Status.PodIP != "" && !pod.Spec.HostNetwork {
+		st = &podState{uid: pod.UID, handle: "k8s-pod-network." + pod.Annotations[annContainerID], ip: pod.Status.PodIP, started: time.Now()}
+		if pod.Status.StartTime != nil {
+			st.started = pod.Status.StartTime.Time
+		}
+		a.mu.Lock()
+		a.state[key] = st
+		a.mu.Unlock()
+	}
+
+	if pod.DeletionTimestamp != nil {
+		grace := int64(0)
+		if pod.DeletionGracePeriodSeconds != nil {
+			grace = *pod.DeletionGracePeriodSeconds
+		}
+		requested := pod.DeletionTimestamp.Time.Add(-time.Duration(grace) * time.Second)
+		if wait := annDuration(pod, annTerminate, 0) - time.Since(requested); wait > 0 {
+			return wait, nil
+		}
+		if st != nil && !st.released {
+			if err := a.release(ctx, st.handle); err != nil {
+				return 0, err
+			}
+			st.released = true
+			if pod.Annotations[annPodIP] != "" {
+				_ = a.patchStatus(ctx, pod, map[string]interface{}{annPodIP: "", annPodIPs: ""}, nil)
+			}
+		}
+		err := a.kube.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0),
+			Preconditions: &metav1.Preconditions{UID: &pod.UID}})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			return 0, err
+		}
+		return 0, nil
+	}
+
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		if st != nil && !st.released {
+			if err := a.release(ctx, st.handle); err != nil {
+				return 0, err
+			}
+			st.released = true
+			if pod.Annotations[annPodIP] != "" {
+				_ = a.patchStatus(ctx, pod, map[string]interface{}{annPodIP: "", annPodIPs: ""}, nil)
+			}
+		}
+		return 0, nil
+	}
+
+	if st == nil && !(pod.Spec.HostNetwork && pod.Status.Phase == corev1.PodRunning) {
+		return a.startPod(ctx, node, pod)
+	}
+
+	// Running: readiness and completion.
+	started := time.Now()
+	if pod.Status.StartTime != nil {
+		started = pod.Status.StartTime.Time
+	}
+	if d, ok := pod.Annotations[annComplete]; ok {
+		if cd, err := time.ParseDuration(d); err == nil {
+			if rem := cd - time.Since(started); rem > 0 {
+				defer func() {}()
+				if !isPodReady(pod) {
+					if r := annDuration(pod, annReadyAfter, a.readyDelay) - time.Since(started); r > 0 {
+						return minDur(r, rem), nil
+					}
+					return 0, a.patchStatus(ctx, pod, nil, readyStatus(pod, true))
+				}
+				return rem, nil
+			}
+			return 0, a.completePod(ctx, pod, st)
+		}
+	}
+	if !isPodReady(pod) {
+		if r := annDuration(pod, annReadyAfter, a.readyDelay) - time.Since(started); r > 0 {
+			return r, nil
+		}
+		return 0, a.patchStatus(ctx, pod, nil, readyStatus(pod, true))
+	}
+	return 0, nil
+}
+
+func minDur(a, b time.Duration) time.Duration {
+	if a < b {
+		return a
+	}
+	return b
+}
+
+func isPodReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func containerStatuses(p *corev1.Pod, ready bool, started metav1.Time, terminated bool) []interface{} {
+	var out []interface{}
+	for _, c := range p.Spec.Containers {
+		state := map[string]interface{}{"running": map[string]interface{}{"startedAt": started}}
+		if terminated {
+			state = map[string]interface{}{"terminated": map[string]interface{}{"exitCode": 0, "reason": "Completed", "startedAt": started, "finishedAt": metav1.Now()}}
+		}
+		out = append(out, map[string]interface{}{
+			"name": c.Name, "image": c.Image, "imageID": "docker.io/kubesim/" + c.Image, "ready": ready && !terminated,
+			"started": !terminated, "restartCount": 0, "state": state,
+			"containerID": "containerd://" + strings.Repeat("0", 8) + hexName(p.Name+c.Name),
+		})
+	}
+	return out
+}
+
+func hexName(s string) string { return hex.EncodeToString([]byte(s))[:16%(len(s)*2+1)] }
+
+func conditions(ready bool, now metav1.Time) []interface{} {
+	s := "False"
+	if ready {
+		s = "True"
+	}
+	return []interface{}{
+		map[string]interface{}{"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": now},
+		map[string]interface{}{"type": "Initialized", "status": "True", "lastTransitionTime": now},
+		map[string]interface{}{"type": "ContainersReady", "status": s, "lastTransitionTime": now},
+		map[string]interface{}{"type": "Ready", "status": s, "lastTransitionTime": now},
+	}
+}
+
+func readyStatus(p *corev1.Pod, ready bool) map[string]interface{} {
+	started := metav1.Now()
+	if p.Status.StartTime != nil {
+		started = *p.Status.StartTime
+	}
+	return map[string]interface{}{
+		"conditions":        conditions(ready, metav1.Now()),
+		"containerStatuses": containerStatuses(p, ready, started, false),
+	}
+}
+
+// patchStatus applies a strategic merge patch through pods/status (as Calico's CNI plugin does for
+// its annotations and the kubelet does for status).
+func (a *agent) patchStatus(ctx context.Context, p *corev1.Pod, anns map[string]interface{}, status map[string]interface{}) error {
+	patch := map[string]interface{}{"metadata": map[string]interface{}{"uid": string(p.UID)}}
+	if anns != nil {
+		patch["metadata"].(map[string]interface{})["annotations"] = anns
+	}
+	if status != nil {
+		patch["status"] = status
+	}
+	b, _ := json.Marshal(patch)
+	_, err := a.kube.CoreV1().Pods(p.Namespace).Patch(ctx, p.Name, types.StrategicMergePatchType, b, metav1.PatchOptions{}, "status")
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+func (a *agent) completePod(ctx context.Context, p *corev1.Pod, st *podState) error {
+	started := metav1.Now()
+	if p.Status.StartTime != nil {
+		started = *p.Status.StartTime
+	}
+	status := map[string]interface{}{
+		"phase":             "Succeeded",
+		"conditions":        conditions(false, metav1.Now()),
+		"containerStatuses": containerStatuses(p, false, started, true),
+	}
+	if err := a.patchStatus(ctx, p, nil, status); err != nil {
+		return err
+	}
+	if st != nil && !st.released {
+		if err := a.release(ctx, st.handle); err != nil {
+			return err
+		}
+		st.released = true
+		_ = a.patchStatus(ctx, p, map[string]interface{}{annPodIP: "", annPodIPs: ""}, nil)
+	}
+	return nil
+}
+
+// resolvePools re-implements cni-plugin/internal/pkg/utils.ResolvePools.
+func (a *agent) resolvePools(ctx context.Context, pools []string) ([]cnet.IPNet, error) {
+	if len(pools) == 0 {
+		return nil, nil
+	}
+	pl, err := a.cal.IPPools().List(ctx, options.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	var result []cnet.IPNet
+	for _, p := range pools {
+		_, cidr, err := net.ParseCIDR(p)
+		if err != nil {
+			for _, ipp := range pl.Items {
+				if ipp.Name == p {
+					_, cidr, err = net.ParseCIDR(ipp.Spec.CIDR)
+					if err != nil {
+						return nil, fmt.Errorf("failed to parse IP pool cidr: %s", err)
+					}
+				}
+			}
+			if cidr == nil {
+				return nil, fmt.Errorf("error parsing pool %q: %s", p, err)
+			}
+		}
+		if cidr.IP.To4() == nil {
+			return nil, fmt.Errorf("%q isn't a IPv4 address", cidr.IP)
+		}
+		result = append(result, cnet.IPNet{IPNet: *cidr})
+	}
+	return result, nil
+}
+
+func (a *agent) failPod(ctx context.Context, p *corev1.Pod, containerID string, cause error) error {
+	msg := fmt.Sprintf("Failed to create pod sandbox: rpc error: code = Unknown desc = failed to setup network for sandbox %q: plugin type=\"calico\" failed (add): %v", containerID, cause)
+	key := p.Namespace + "/" + p.Name
+	a.mu.Lock()
+	changed := a.lastErr[key] != cause.Error()
+	a.lastErr[key] = cause.Error()
+	a.mu.Unlock()
+	a.recorder.Event(p, corev1.EventTypeWarning, "FailedCreatePodSandBox", msg)
+	if changed {
+		logf("pod %s on %s: sandbox failed: %v", key, p.Spec.NodeName, cause)
+		var cs []interface{}
+		for _, c := range p.Spec.Containers {
+			cs = append(cs, map[string]interface{}{"name": c.Name, "image": c.Image, "imageID": "", "ready": false, "started": false, "restartCount": 0,
+				"state": map[string]interface{}{"waiting": map[string]interface{}{"reason": "ContainerCreating"}}})
+		}
+		now := metav1.Now()
+		status := map[string]interface{}{
+			"phase": "Pending", "hostIP": a.nodeIP[p.Spec.NodeName],
+			"hostIPs":   []interface{}{map[string]interface{}{"ip": a.nodeIP[p.Spec.NodeName]}},
+			"startTime": now,
+			"conditions": []interface{}{
+				map[string]interface{}{"type": "PodReadyToStartContainers", "status": "False", "lastTransitionTime": now},
+				map[string]interface{}{"type": "Initialized", "status": "True", "lastTransitionTime": now},
+				map[string]interface{}{"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": now},
+				map[string]interface{}{"type": "Ready", "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": now},
+			},
+			"containerStatuses": cs,
+		}
+		if err := a.patchStatus(ctx, p, nil, status); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("sandbox: %w", cause)
+}
+
+func (a *agent) startPod(ctx context.Context, node string, p *corev1.Pod) (time.Duration, error) {
+	key := p.Namespace + "/" + p.Name
+	now := metav1.Now()
+	hostIP := a.nodeIP[node]
+	ready := annDuration(p, annReadyAfter, a.readyDelay) <= 0
+	if p.Spec.HostNetwork {
+		status := map[string]interface{}{
+			"phase": "Running", "podIP": hostIP, "podIPs": []interface{}{map[string]interface{}{"ip": hostIP}},
+			"hostIP": hostIP, "hostIPs": []interface{}{map[string]interface{}{"ip": hostIP}}, "startTime": now,
+			"conditions": conditions(ready, now), "containerStatuses": containerStatuses(p, ready, now, false),
+		}
+		return 0, a.patchStatus(ctx, p, nil, status)
+	}
+	containerID := randomContainerID()
+	handle := "k8s-pod-network." + containerID
+	nsObj, err := a.nsLister.Get(p.Namespace)
+	if err != nil {
+		nsObj, err = a.kube.CoreV1().Namespaces().Get(ctx, p.Namespace, metav1.GetOptions{})
+		if err != nil {
+			return 0, fmt.Errorf("failed to get namespace %s: %w", p.Namespace, err)
+		}
+	}
+	attrs := map[string]string{
+		ipam.AttributeNode: node, ipam.AttributeNamespace: p.Namespace, ipam.AttributePod: p.Name,
+		ipam.AttributeTimestamp: time.Now().UTC().String(),
+	}
+	var ip string
+	if s := p.Annotations[annIPAddrs]; s != "" {
+		var ips []string
+		if err := json.Unmarshal([]byte(s), &ips); err != nil {
+			return 0, a.failPod(ctx, p, containerID, fmt.Errorf("failed to parse '%s' as JSON: %s", s, err))
+		}
+		if len(ips) != 1 {
+			return 0, a.failPod(ctx, p, containerID, fmt.Errorf("kubesim supports exactly one IPv4 address in %s", annIPAddrs))
+		}
+		parsed := cnet.ParseIP(ips[0])
+		if parsed == nil {
+			return 0, a.failPod(ctx, p, containerID, fmt.Errorf("invalid IP address: %s", ips[0]))
+		}
+		if err := a.cal.IPAM().AssignIP(ctx, ipam.AssignIPArgs{IP: *parsed, HandleID: &handle, Attrs: attrs, Hostname: node,
+			IntendedUse: apiv3.IPPoolAllowedUseWorkload}); err != nil {
+			return 0, a.failPod(ctx, p, containerID, fmt.Errorf("error assigning IP: %w", err))
+		}
+		ip = parsed.String()
+	} else {
+		var poolNames []string
+		src := p.Annotations[annIPv4Pools]
+		if src == "" {
+			src = nsObj.Annotations[annIPv4Pools]
+		}
+		if src != "" {
+			if err := json.Unmarshal([]byte(src), &poolNames); err != nil {
+				return 0, a.failPod(ctx, p, containerID, fmt.Errorf("failed to parse '%s' as JSON: %s", src, err))
+			}
+		}
+		pools, err := a.resolvePools(ctx, poolNames)
+		if err != nil {
+			return 0, a.failPod(ctx, p, containerID, err)
+		}
+		v4, _, err := a.cal.IPAM().AutoAssign(ctx, ipam.AutoAssignArgs{
+			Num4: 1, HandleID: &handle, Attrs: attrs, Hostname: node, IPv4Pools: pools,
+			IntendedUse: apiv3.IPPoolAllowedUseWorkload, Namespace: nsObj,
+		})
+		if err == nil && v4 != nil {
+			err = v4.PartialFulfillmentError()
+			if err != nil {
+				err = fmt.Errorf("failed to request IPv4 addresses: %w", err)
+			}
+		}
+		if err != nil || v4 == nil || len(v4.IPs) == 0 {
+			_ = a.release(ctx, handle)
+			if err == nil {
+				err = fmt.Errorf("failed to request IPv4 addresses: no IP assigned")
+			}
+			return 0, a.failPod(ctx, p, containerID, err)
+		}
+		ip = v4.IPs[0].IP.String()
+	}
+	st := &podState{uid: p.UID, handle: handle, ip: ip, started: now.Time}
+	a.mu.Lock()
+	a.state[key] = st
+	hadErr := a.lastErr[key] != ""
+	delete(a.lastErr, key)
+	a.mu.Unlock()
+	anns := map[string]interface{}{annPodIP: ip + "/32", annPodIPs: ip + "/32", annContainerID: containerID}
+	status := map[string]interface{}{
+		"phase": "Running", "podIP": ip, "podIPs": []interface{}{map[string]interface{}{"ip": ip}},
+		"hostIP": hostIP, "hostIPs": []interface{}{map[string]interface{}{"ip": hostIP}}, "startTime": now,
+		"conditions": conditions(ready, now), "containerStatuses": containerStatuses(p, ready, now, false),
+	}
+	if err := a.patchStatus(ctx, p, anns, status); err != nil {
+		// The pod may be gone or changed: release and retry from scratch.
+		_ = a.release(ctx, handle)
+		a.mu.Lock()
+		delete(a.state, key)
+		a.mu.Unlock()
+		return 0, err
+	}
+	if hadErr {
+		logf("pod %s on %s: started with %s after earlier failures", key, node, ip)
+	}
+	// Verify the pod we patched is still the same object (UID precondition in patch covers it).
+	if !ready {
+		return annDuration(p, annReadyAfter, a.readyDelay), nil
+	}
+	if _, ok := p.Annotations[annComplete]; ok {
+		return time.Millisecond, nil
+	}
+	return 0, nil
+}
+
+// ---- tunnel addresses (calico-node allocateip) ----
+
+type tunnelKind struct {
+	attrType   string
+	annotation string
+	handle     func(node string) string
+	enabled    func(p *apiv3.IPPool) bool
+}
+
+var tunnelKinds = []tunnelKind{
+	{ipam.AttributeTypeIPIP, annIPIPTunnel, func(n string) string { return "ipip-tunnel-addr-" + n },
+		func(p *apiv3.IPPool) bool { return p.Spec.IPIPMode != "" && p.Spec.IPIPMode != apiv3.IPIPModeNever }},
+	{ipam.AttributeTypeVXLAN, annVXLANTunnel, func(n string) string { return "vxlan-tunnel-addr-" + n },
+		func(p *apiv3.IPPool) bool { return p.Spec.VXLANMode != "" && p.Spec.VXLANMode != apiv3.VXLANModeNever }},
+}
+
+func allowsTunnel(p *apiv3.IPPool) bool {
+	if len(p.Spec.AllowedUses) == 0 {
+		return true
+	}
+	for _, u := range p.Spec.AllowedUses {
+		if u == apiv3.IPPoolAllowedUseTunnel {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *agent) syncTunnels(ctx context.Context, node string) error {
+	pools, err := a.cal.IPPools().List(ctx, options.ListOptions{})
+	if err != nil {
+		return err
+	}
+	n, err := a.kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	for _, tk := range tunnelKinds {
+		var cands []cnet.IPNet
+		for i := range pools.Items {
+			p := &pools.Items[i]
+			if p.Spec.Disabled || !tk.enabled(p) || !allowsTunnel(p) {
+				continue
+			}
+			sel, err := selector.Parse(p.Spec.NodeSelector)
+			if err != nil || !sel.Evaluate(n.Labels) {
+				continue
+			}
+			_, c, err := cnet.ParseCIDR(p.Spec.CIDR)
+			if err != nil {
+				continue
+			}
+			cands = append(cands, *c)
+		}
+		cur := n.Annotations[tk.annotation]
+		if cur != "" {
+			ip := net.ParseIP(strings.Split(cur, "/")[0])
+			ok := false
+			for _, c := range cands {
+				if ip != nil && c.Contains(ip) {
+					ok = true
+				}
+			}
+			if ok {
+				continue
+			}
+		}
+		handle := tk.handle(node)
+		if err := a.release(ctx, handle); err != nil {
+			return err
+		}
+		var newVal interface{} // nil removes the annotation
+		if len(cands) > 0 {
+			v4, _, err := a.cal.IPAM().AutoAssign(ctx, ipam.AutoAssignArgs{
+				Num4: 1, HandleID: &handle, Hostname: node, IPv4Pools: cands, IntendedUse: apiv3.IPPoolAllowedUseTunnel,
+				Attrs: map[string]string{ipam.AttributeNode: node, ipam.AttributeType: tk.attrType},
+			})
+			if err != nil || v4 == nil || len(v4.IPs) == 0 {
+				_ = a.release(ctx, handle)
+				return fmt.Errorf("tunnel address for %s: %v", node, err)
+			}
+			newVal = v4.IPs[0].IP.String()
+		} else if cur == "" {
+			continue
+		}
+		patch, _ := json.Marshal(map[string]interface{}{"metadata": map[string]interface{}{"annotations": map[string]interface{}{tk.annotation: newVal}}})
+		if _, err := a.kube.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			if s, ok := newVal.(string); ok {
+				_ = a.release(ctx, handle)
+				_ = s
+			}
+			return err
+		}
+		klog.V(1).Infof("node %s: %s %q -> %v", node, tk.annotation, cur, newVal)
+	}
+	return nil
+}

@@ -1,0 +1,406 @@
+// kubesim: a one-process Kubernetes + Calico (IPAM) test cluster.
+//
+// It runs embedded etcd, kube-apiserver, kube-controller-manager and kube-scheduler
+// in-process, installs the Calico CRDs, and plays kubelet + Calico CNI for N fake nodes
+// using libcalico-go's IPAM, so all Calico data is written by the real library.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/projectcalico/calico/libcalico-go/lib/options"
+	"github.com/sirupsen/logrus"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apiextclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+)
+
+type flags struct {
+	dir            string
+	nodes          int
+	scenario       string
+	crdMode        string
+	operator       bool
+	readyDelay     time.Duration
+	pods           int
+	deployments    int
+	replicas       int
+	exitWithParent bool
+	verbose        bool
+}
+
+var startTime = time.Now()
+
+func logf(format string, args ...interface{}) {
+	fmt.Fprintf(os.Stderr, "kubesim [%6.1fs] %s\n", time.Since(startTime).Seconds(), fmt.Sprintf(format, args...))
+}
+
+func main() {
+	var f flags
+	fs := flag.NewFlagSet("kubesim", flag.ExitOnError)
+	fs.StringVar(&f.dir, "dir", "", "data directory (required); kubeconfig, ready, kubesim.pid and etcd data go here")
+	fs.IntVar(&f.nodes, "nodes", 3, "number of fake nodes (kubesim-node-0..N-1)")
+	fs.StringVar(&f.scenario, "scenario", "seed", "seed|kops|empty|scale|bench")
+	fs.StringVar(&f.crdMode, "crd-mode", "v1", "v1 (crd.projectcalico.org) | v3 (native projectcalico.org/v3; needs Calico >= 3.32)")
+	fs.BoolVar(&f.operator, "operator", false, "emulate a tigera-operator install (Installation CR + IPPool reconciler)")
+	fs.DurationVar(&f.readyDelay, "readiness-delay", 0, "time from pod start to Ready (per pod: annotation kubesim.io/ready-after)")
+	fs.IntVar(&f.pods, "pods", 10000, "scale scenario: number of pods")
+	fs.IntVar(&f.deployments, "deployments", 100, "bench scenario: number of Deployments")
+	fs.IntVar(&f.replicas, "replicas", 10, "bench scenario: replicas per Deployment")
+	fs.BoolVar(&f.exitWithParent, "exit-with-parent", false, "exit when the parent process dies")
+	fs.BoolVar(&f.verbose, "v", false, "verbose component logs")
+	_ = fs.Parse(os.Args[1:])
+	if f.dir == "" {
+		fmt.Fprintln(os.Stderr, "kubesim: --dir is required")
+		os.Exit(2)
+	}
+	if err := run(&f); err != nil {
+		logf("error: %v", err)
+		os.Exit(1)
+	}
+}
+
+func setupLogging(verbose bool) {
+	kfs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(kfs)
+	if verbose {
+		_ = kfs.Set("v", "2")
+		_ = kfs.Set("logtostderr", "true")
+		logrus.SetLevel(logrus.InfoLevel)
+	} else {
+		_ = kfs.Set("logtostderr", "false")
+		_ = kfs.Set("alsologtostderr", "false")
+		_ = kfs.Set("stderrthreshold", "ERROR")
+		klog.SetOutput(io.Discard)
+		logrus.SetLevel(logrus.ErrorLevel)
+	}
+	logrus.SetOutput(os.Stderr)
+}
+
+func run(f *flags) error {
+	setupLogging(f.verbose)
+	sc, err := getScenario(f.scenario)
+	if err != nil {
+		return err
+	}
+	if f.crdMode != "v1" {
+		return fmt.Errorf("--crd-mode %s: this build uses Calico v3.31 (libcalico-go has no native projectcalico.org/v3 CRD mode before v3.32); only v1 is supported", f.crdMode)
+	}
+	dir, err := filepath.Abs(f.dir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	_ = os.Remove(filepath.Join(dir, "ready"))
+	if err := os.WriteFile(filepath.Join(dir, "kubesim.pid"), []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigCh := make(chan os.Signal, 2)
+	signal.Notify(sigCh, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		s := <-sigCh
+		logf("received %v, shutting down", s)
+		cancel()
+		select {
+		case <-sigCh:
+		case <-time.After(15 * time.Second):
+			logf("shutdown took too long, exiting")
+		}
+		os.Exit(0)
+	}()
+	if f.exitWithParent {
+		ppid := os.Getppid()
+		go func() {
+			for ctx.Err() == nil {
+				time.Sleep(time.Second)
+				if os.Getppid() != ppid {
+					logf("parent %d died, shutting down", ppid)
+					sigCh <- syscall.SIGTERM
+					return
+				}
+			}
+		}()
+	}
+
+	p, err := genPKI(dir)
+	if err != nil {
+		return fmt.Errorf("pki: %w", err)
+	}
+	etcd, etcdURL, err := startEtcd(ctx, dir)
+	if err != nil {
+		return fmt.Errorf("etcd: %w", err)
+	}
+	defer etcd.Close()
+	logf("etcd ready at %s", etcdURL)
+
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	server := fmt.Sprintf("https://127.0.0.1:%d", port)
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := writeKubeconfig(kubeconfig, server, p); err != nil {
+		return err
+	}
+	cp := &cpConfig{dir: dir, pki: p, etcdURL: etcdURL, port: port, serviceCIDR: sc.serviceCIDR, clusterCIDR: sc.clusterCIDR, verbose: f.verbose}
+	errCh := make(chan error, 8)
+	apiDone := make(chan error, 1)
+	if err := startAPIServer(ctx, cp, apiDone); err != nil {
+		return fmt.Errorf("kube-apiserver: %w", err)
+	}
+	restCfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return err
+	}
+	restCfg.QPS, restCfg.Burst = 2000, 4000
+	restCfg.UserAgent = "kubesim"
+	kube := kubernetes.NewForConfigOrDie(restCfg)
+	if err := waitAPIServer(ctx, kube, apiDone); err != nil {
+		return err
+	}
+	logf("kube-apiserver ready at %s", server)
+
+	if err := startKCM(ctx, cp, kubeconfig, errCh); err != nil {
+		return fmt.Errorf("kube-controller-manager: %w", err)
+	}
+	if err := startScheduler(ctx, kubeconfig, errCh); err != nil {
+		return fmt.Errorf("kube-scheduler: %w", err)
+	}
+	logf("kube-controller-manager and kube-scheduler started")
+
+	ax := apiextclient.NewForConfigOrDie(restCfg)
+	crds, err := calicoCRDs()
+	if err != nil {
+		return err
+	}
+	if f.operator {
+		crds = append(crds, installationCRD())
+	}
+	if err := installCRDs(ctx, ax, crds); err != nil {
+		return err
+	}
+	logf("%d CRDs established", len(crds))
+	cal, err := newCalicoClient(kubeconfig)
+	if err != nil {
+		return fmt.Errorf("calico client: %w", err)
+	}
+	clusterType := "k8s,kdd,bgp,kubeadm"
+	if f.operator {
+		clusterType = "k8s,kdd,bgp,kubeadm,operator"
+	}
+	if err := setupCalico(ctx, cal, clusterType, sc.pools, f.operator); err != nil {
+		return err
+	}
+	if f.operator {
+		dyn := dynamic.NewForConfigOrDie(restCfg)
+		if err := createInstallation(ctx, dyn, sc.pools[0].cidr); err != nil {
+			return fmt.Errorf("installation: %w", err)
+		}
+		if err := runOperator(ctx, restCfg, cal); err != nil {
+			return err
+		}
+		if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			l, err := cal.IPPools().List(ctx, optionsList())
+			return err == nil && len(l.Items) > 0, nil
+		}); err != nil {
+			return fmt.Errorf("operator did not create the pool: %w", err)
+		}
+	}
+	logf("calico initialised (clusterType %s)", clusterType)
+
+	ag := newAgent(kube, cal, restCfg, f.nodes, f.readyDelay)
+	if err := ag.createNodes(ctx); err != nil {
+		return err
+	}
+	if err := ag.start(ctx); err != nil {
+		return err
+	}
+	go ag.renewLeases(ctx)
+	logf("%d nodes Ready", f.nodes)
+
+	// The default ServiceAccount must exist before pods can be created.
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		for _, ns := range []string{"default", "kube-system"} {
+			if _, err := kube.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{}); err != nil {
+				return false, nil
+			}
+		}
+		return true, nil
+	}); err != nil {
+		return fmt.Errorf("default ServiceAccount not created: %w", err)
+	}
+	sd := &seeder{kube: kube, sc: sc, opts: f}
+	if err := sd.run(ctx); err != nil {
+		return fmt.Errorf("seeding scenario %s: %w", sc.name, err)
+	}
+	logf("scenario %s seeded, waiting for workloads", sc.name)
+	// Namespaces created by the seeder also need their default ServiceAccount; the controllers retry.
+	if err := waitWorkloads(ctx, kube, ag, f, errCh); err != nil {
+		return err
+	}
+	ready := map[string]interface{}{"kubeconfig": kubeconfig, "server": server, "pid": os.Getpid()}
+	b, _ := json.Marshal(ready)
+	tmp := filepath.Join(dir, "ready.tmp")
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "ready")); err != nil {
+		return err
+	}
+	logf("READY: export KUBECONFIG=%s", kubeconfig)
+
+	select {
+	case <-ctx.Done():
+	case err := <-errCh:
+		if err != nil && ctx.Err() == nil {
+			return err
+		}
+	case err := <-apiDone:
+		if ctx.Err() == nil {
+			return fmt.Errorf("kube-apiserver exited: %v", err)
+		}
+	}
+	// Graceful shutdown: wait a little for the apiserver, then close etcd (deferred).
+	select {
+	case <-apiDone:
+	case <-time.After(5 * time.Second):
+	}
+	_ = os.Remove(filepath.Join(dir, "ready"))
+	logf("stopped")
+	return nil
+}
+
+// waitWorkloads waits until all workload controllers report their pods ready and every pod that
+// should run is Running with an IP.
+func waitWorkloads(ctx context.Context, kube kubernetes.Interface, ag *agent, f *flags, errCh <-chan error) error {
+	last := ""
+	deadline := 30 * time.Minute
+	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, deadline, true, func(ctx context.Context) (bool, error) {
+		select {
+		case err := <-errCh:
+			return false, err
+		default:
+		}
+		var notReady []string
+		ds, err := kube.AppsV1().Deployments("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, d := range ds.Items {
+			if d.Status.ReadyReplicas != ptrVal(d.Spec.Replicas) || d.Status.ObservedGeneration < d.Generation {
+				notReady = append(notReady, "deploy/"+d.Namespace+"/"+d.Name)
+			}
+		}
+		rss, err := kube.AppsV1().ReplicaSets("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, r := range rss.Items {
+			if len(r.OwnerReferences) == 0 && r.Status.ReadyReplicas != ptrVal(r.Spec.Replicas) {
+				notReady = append(notReady, "rs/"+r.Namespace+"/"+r.Name)
+			}
+		}
+		sss, err := kube.AppsV1().StatefulSets("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, s := range sss.Items {
+			if s.Status.ReadyReplicas != ptrVal(s.Spec.Replicas) {
+				notReady = append(notReady, "sts/"+s.Namespace+"/"+s.Name)
+			}
+		}
+		dss, err := kube.AppsV1().DaemonSets("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, d := range dss.Items {
+			if d.Status.DesiredNumberScheduled != int32(f.nodes) || d.Status.NumberReady != d.Status.DesiredNumberScheduled {
+				notReady = append(notReady, "ds/"+d.Namespace+"/"+d.Name)
+			}
+		}
+		jobs, err := kube.BatchV1().Jobs("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, j := range jobs.Items {
+			if (j.Status.Ready == nil || *j.Status.Ready < 1) && j.Status.Succeeded < 1 {
+				notReady = append(notReady, "job/"+j.Namespace+"/"+j.Name)
+			}
+		}
+		pods, err := ag.podLister.List(everything())
+		if err != nil {
+			return false, nil
+		}
+		pending := 0
+		for _, p := range pods {
+			if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+				continue
+			}
+			if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" {
+				pending++
+			}
+		}
+		if pending > 0 {
+			notReady = append(notReady, fmt.Sprintf("%d pods not running", pending))
+		}
+		msg := fmt.Sprintf("%d pods, waiting for: %s", len(pods), summarize(notReady))
+		if len(notReady) == 0 {
+			return true, nil
+		}
+		if msg != last && (f.verbose || time.Since(startTime) > 20*time.Second) {
+			logf("%s", msg)
+			last = msg
+		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("workloads did not become ready: %w", err)
+	}
+	return nil
+}
+
+func summarize(s []string) string {
+	if len(s) > 5 {
+		return strings.Join(s[:5], ", ") + fmt.Sprintf(" (+%d more)", len(s)-5)
+	}
+	return strings.Join(s, ", ")
+}
+
+func ptrVal(p *int32) int32 {
+	if p == nil {
+		return 1
+	}
+	return *p
+}
+
+func optionsList() options.ListOptions { return options.ListOptions{} }
+
+func everything() labels.Selector { return labels.Everything() }
+
+var _ = appsv1.SchemeGroupVersion
+var _ = errors.New
+var _ rest.Config

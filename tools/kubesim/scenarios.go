@@ -1,0 +1,307 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	apiv3 "github.com/projectcalico/api/pkg/apis/projectcalico/v3"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+)
+
+type scenario struct {
+	name        string
+	clusterCIDR string
+	serviceCIDR string
+	pools       []poolDef
+}
+
+func getScenario(name string) (*scenario, error) {
+	seed := &scenario{name: name, clusterCIDR: "10.0.0.0/8", serviceCIDR: "10.96.0.0/12",
+		pools: []poolDef{{name: "default-ipv4-ippool", cidr: "192.168.0.0/16", ipipMode: apiv3.IPIPModeAlways, nat: true}}}
+	switch name {
+	case "seed", "empty", "scale", "bench":
+		return seed, nil
+	case "kops":
+		return &scenario{name: name, clusterCIDR: "100.96.0.0/11", serviceCIDR: "100.64.0.0/13",
+			pools: []poolDef{{name: "default-ipv4-ippool", cidr: "100.64.0.0/10", ipipMode: apiv3.IPIPModeCrossSubnet, nat: true}}}, nil
+	}
+	return nil, fmt.Errorf("unknown scenario %q (seed|kops|empty|scale|bench)", name)
+}
+
+type seeder struct {
+	kube kubernetes.Interface
+	sc   *scenario
+	opts *flags
+}
+
+func ignoreExists(err error) error {
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	return err
+}
+
+func (s *seeder) ns(ctx context.Context, name string, anns map[string]string) error {
+	_, err := s.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: anns}}, metav1.CreateOptions{})
+	return ignoreExists(err)
+}
+
+func podTemplate(app string, anns map[string]string) corev1.PodTemplateSpec {
+	return corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": app}, Annotations: anns},
+		Spec: corev1.PodSpec{
+			Containers:                    []corev1.Container{{Name: app, Image: "registry.k8s.io/pause:3.10"}},
+			TerminationGracePeriodSeconds: ptr.To[int64](30),
+		},
+	}
+}
+
+func sel(app string) *metav1.LabelSelector {
+	return &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}
+}
+
+func (s *seeder) deployment(ctx context.Context, ns, name string, replicas int32, strategy *appsv1.DeploymentStrategy) error {
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": name}},
+		Spec:       appsv1.DeploymentSpec{Replicas: &replicas, Selector: sel(name), Template: podTemplate(name, nil)},
+	}
+	if strategy != nil {
+		d.Spec.Strategy = *strategy
+	}
+	_, err := s.kube.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{})
+	return ignoreExists(err)
+}
+
+func (s *seeder) pdb(ctx context.Context, ns, name string, minAvail, maxUnavail *intstr.IntOrString) error {
+	p := &policyv1.PodDisruptionBudget{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec:       policyv1.PodDisruptionBudgetSpec{Selector: sel(name), MinAvailable: minAvail, MaxUnavailable: maxUnavail},
+	}
+	_, err := s.kube.PolicyV1().PodDisruptionBudgets(ns).Create(ctx, p, metav1.CreateOptions{})
+	return ignoreExists(err)
+}
+
+func iv(i int) *intstr.IntOrString { v := intstr.FromInt32(int32(i)); return &v }
+
+func (s *seeder) kubeadmData(ctx context.Context) error {
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "kubeadm-config", Namespace: "kube-system"},
+		Data: map[string]string{"ClusterConfiguration": fmt.Sprintf(`apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+clusterName: kubesim
+kubernetesVersion: v1.33.13
+controlPlaneEndpoint: 127.0.0.1:6443
+networking:
+  dnsDomain: cluster.local
+  podSubnet: %s
+  serviceSubnet: %s
+`, s.sc.clusterCIDR, s.sc.serviceCIDR)}}
+	if _, err := s.kube.CoreV1().ConfigMaps("kube-system").Create(ctx, cm, metav1.CreateOptions{}); ignoreExists(err) != nil {
+		return err
+	}
+	kp := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "kube-proxy", Namespace: "kube-system", Labels: map[string]string{"app": "kube-proxy"}},
+		Data: map[string]string{"config.conf": fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+bindAddress: 0.0.0.0
+clusterCIDR: %s
+mode: iptables
+`, s.sc.clusterCIDR)}}
+	if _, err := s.kube.CoreV1().ConfigMaps("kube-system").Create(ctx, kp, metav1.CreateOptions{}); ignoreExists(err) != nil {
+		return err
+	}
+	node0 := "kubesim-node-0"
+	mirror := func(component string, cmd []string) error {
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: component + "-" + node0, Namespace: "kube-system",
+				Labels:      map[string]string{"component": component, "tier": "control-plane"},
+				Annotations: map[string]string{"kubernetes.io/config.source": "file", "kubernetes.io/config.mirror": "kubesim"}},
+			Spec: corev1.PodSpec{NodeName: node0, HostNetwork: true, PriorityClassName: "system-node-critical",
+				Containers: []corev1.Container{{Name: component, Image: "registry.k8s.io/" + component + ":v1.33.13", Command: cmd}}},
+		}
+		_, err := s.kube.CoreV1().Pods("kube-system").Create(ctx, p, metav1.CreateOptions{})
+		return ignoreExists(err)
+	}
+	if err := mirror("kube-apiserver", []string{"kube-apiserver", "--advertise-address=127.0.1.1", "--allow-privileged=true",
+		"--authorization-mode=Node,RBAC", "--service-cluster-ip-range=" + s.sc.serviceCIDR, "--secure-port=6443"}); err != nil {
+		return err
+	}
+	return mirror("kube-controller-manager", []string{"kube-controller-manager", "--allocate-node-cidrs=true",
+		"--cluster-cidr=" + s.sc.clusterCIDR, "--service-cluster-ip-range=" + s.sc.serviceCIDR, "--leader-elect=true"})
+}
+
+func (s *seeder) coredns(ctx context.Context) error {
+	if err := s.deployment(ctx, "kube-system", "coredns", 2, nil); err != nil {
+		return err
+	}
+	return s.pdb(ctx, "kube-system", "coredns", nil, iv(1))
+}
+
+func (s *seeder) run(ctx context.Context) error {
+	if s.sc.name == "empty" {
+		return s.kubeadmData(ctx)
+	}
+	if err := s.kubeadmData(ctx); err != nil {
+		return err
+	}
+	switch s.sc.name {
+	case "seed":
+		return s.seed(ctx)
+	case "kops":
+		return s.kops(ctx)
+	case "scale":
+		return s.scale(ctx)
+	case "bench":
+		return s.bench(ctx)
+	}
+	return nil
+}
+
+func (s *seeder) seed(ctx context.Context) error {
+	if err := s.coredns(ctx); err != nil {
+		return err
+	}
+	if err := s.ns(ctx, "shop", nil); err != nil {
+		return err
+	}
+	if err := s.ns(ctx, "legacy", map[string]string{annIPv4Pools: `["default-ipv4-ippool"]`}); err != nil {
+		return err
+	}
+	steps := []func() error{
+		func() error { return s.deployment(ctx, "shop", "web", 3, nil) },
+		func() error { return s.pdb(ctx, "shop", "web", iv(2), nil) },
+		func() error {
+			return s.deployment(ctx, "shop", "api", 2, &appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDeployment{MaxUnavailable: iv(0), MaxSurge: iv(1)}})
+		},
+		func() error { return s.pdb(ctx, "shop", "api", nil, iv(1)) },
+		func() error {
+			svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "shop"},
+				Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: map[string]string{"app": "db"},
+					Ports: []corev1.ServicePort{{Name: "pg", Port: 5432}}}}
+			_, err := s.kube.CoreV1().Services("shop").Create(ctx, svc, metav1.CreateOptions{})
+			return ignoreExists(err)
+		},
+		func() error {
+			ss := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "shop"},
+				Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](2), ServiceName: "db", Selector: sel("db"), Template: podTemplate("db", nil)}}
+			_, err := s.kube.AppsV1().StatefulSets("shop").Create(ctx, ss, metav1.CreateOptions{})
+			return ignoreExists(err)
+		},
+		func() error {
+			ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "agent", Namespace: "shop"},
+				Spec: appsv1.DaemonSetSpec{Selector: sel("agent"), Template: podTemplate("agent", nil)}}
+			_, err := s.kube.AppsV1().DaemonSets("shop").Create(ctx, ds, metav1.CreateOptions{})
+			return ignoreExists(err)
+		},
+		func() error {
+			t := podTemplate("report", map[string]string{annComplete: "3600s"})
+			t.Labels = nil
+			t.Spec.RestartPolicy = corev1.RestartPolicyNever
+			j := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "report", Namespace: "shop"},
+				Spec: batchv1.JobSpec{Template: t, BackoffLimit: ptr.To[int32](2)}}
+			_, err := s.kube.BatchV1().Jobs("shop").Create(ctx, j, metav1.CreateOptions{})
+			return ignoreExists(err)
+		},
+		func() error {
+			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "debug", Namespace: "shop", Labels: map[string]string{"app": "debug"}},
+				Spec: podTemplate("debug", nil).Spec}
+			_, err := s.kube.CoreV1().Pods("shop").Create(ctx, p, metav1.CreateOptions{})
+			return ignoreExists(err)
+		},
+		func() error {
+			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "node-probe", Namespace: "shop", Labels: map[string]string{"app": "node-probe"}},
+				Spec: podTemplate("node-probe", nil).Spec}
+			p.Spec.HostNetwork = true
+			_, err := s.kube.CoreV1().Pods("shop").Create(ctx, p, metav1.CreateOptions{})
+			return ignoreExists(err)
+		},
+		func() error { return s.deployment(ctx, "legacy", "old-app", 1, nil) },
+	}
+	for _, st := range steps {
+		if err := st(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *seeder) kops(ctx context.Context) error {
+	if err := s.coredns(ctx); err != nil {
+		return err
+	}
+	if err := s.ns(ctx, "shop", nil); err != nil {
+		return err
+	}
+	for _, d := range []struct {
+		name string
+		n    int32
+	}{{"web", 3}, {"api", 2}, {"cart", 2}} {
+		if err := s.deployment(ctx, "shop", d.name, d.n, nil); err != nil {
+			return err
+		}
+		if err := s.pdb(ctx, "shop", d.name, nil, iv(1)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func parallel(n, workers int, f func(i int) error) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	sem := make(chan struct{}, workers)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := f(i); err != nil {
+				errs <- err
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+func (s *seeder) scale(ctx context.Context) error {
+	if err := s.ns(ctx, "scale", nil); err != nil {
+		return err
+	}
+	total := s.opts.pods
+	n := (total + 99) / 100
+	return parallel(n, 10, func(i int) error {
+		r := int32(100)
+		if rem := total - i*100; rem < 100 {
+			r = int32(rem)
+		}
+		name := fmt.Sprintf("rs-%03d", i)
+		rs := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "scale", Labels: map[string]string{"app": name}},
+			Spec: appsv1.ReplicaSetSpec{Replicas: &r, Selector: sel(name), Template: podTemplate(name, nil)}}
+		_, err := s.kube.AppsV1().ReplicaSets("scale").Create(ctx, rs, metav1.CreateOptions{})
+		return ignoreExists(err)
+	})
+}
+
+func (s *seeder) bench(ctx context.Context) error {
+	if err := s.ns(ctx, "bench", nil); err != nil {
+		return err
+	}
+	return parallel(s.opts.deployments, 10, func(i int) error {
+		name := fmt.Sprintf("app-%03d", i)
+		if err := s.deployment(ctx, "bench", name, int32(s.opts.replicas), nil); err != nil {
+			return err
+		}
+		return s.pdb(ctx, "bench", name, nil, iv(1))
+	})
+}

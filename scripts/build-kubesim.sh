@@ -35,9 +35,8 @@ export GOSUMDB="${GOSUMDB:-off}"
 start=$(date +%s)
 mkdir -p "$out"
 cd "$src"
-echo "build-kubesim: $(go version); downloading modules..."
-go mod download
-echo "build-kubesim: compiling (a cold build takes a while on 2 cores)..."
+echo "build-kubesim: $(go version); building (modules are fetched as needed)"
+echo "build-kubesim: a cold build takes a while on 2 cores..."
 go build -trimpath -ldflags='-s -w' -o "$out/" \
   . github.com/projectcalico/calico/calicoctl/calicoctl k8s.io/kubernetes/cmd/kubectl
 # go build names the main package of this module after its directory already (kubesim).

@@ -9,7 +9,6 @@ import (
 	apiv3 "github.com/projectcalico/api/pkg/apis/projectcalico/v3"
 	calicocrds "github.com/projectcalico/calico/libcalico-go/config"
 	"github.com/projectcalico/calico/libcalico-go/lib/apiconfig"
-	libapiv3 "github.com/projectcalico/calico/libcalico-go/lib/apis/v3"
 	"github.com/projectcalico/calico/libcalico-go/lib/clientv3"
 	cerrors "github.com/projectcalico/calico/libcalico-go/lib/errors"
 	"github.com/projectcalico/calico/libcalico-go/lib/ipam"
@@ -81,22 +80,22 @@ func setupCalico(ctx context.Context, cal clientv3.Interface, clusterType string
 	if err := cal.IPAM().SetIPAMConfig(ctx, ipam.IPAMConfig{AutoAllocateBlocks: true, StrictAffinity: false}); err != nil {
 		return fmt.Errorf("SetIPAMConfig: %w", err)
 	}
-	kcc := libapiv3.NewKubeControllersConfiguration()
+	kcc := apiv3.NewKubeControllersConfiguration()
 	kcc.Name = "default"
-	kcc.Spec = libapiv3.KubeControllersConfigurationSpec{
+	kcc.Spec = apiv3.KubeControllersConfigurationSpec{
 		LogSeverityScreen:      "Info",
-		HealthChecks:           libapiv3.Enabled,
+		HealthChecks:           apiv3.Enabled,
 		EtcdV3CompactionPeriod: &metav1.Duration{Duration: 10 * time.Minute},
-		Controllers: libapiv3.ControllersConfig{
-			Node: &libapiv3.NodeControllerConfig{
+		Controllers: apiv3.ControllersConfig{
+			Node: &apiv3.NodeControllerConfig{
 				ReconcilerPeriod: &metav1.Duration{Duration: 5 * time.Minute},
-				SyncLabels:       libapiv3.Enabled,
+				SyncLabels:       apiv3.Enabled,
 				LeakGracePeriod:  &metav1.Duration{Duration: 15 * time.Minute},
 			},
-			Policy:           &libapiv3.PolicyControllerConfig{ReconcilerPeriod: &metav1.Duration{Duration: 5 * time.Minute}},
-			WorkloadEndpoint: &libapiv3.WorkloadEndpointControllerConfig{ReconcilerPeriod: &metav1.Duration{Duration: 5 * time.Minute}},
-			ServiceAccount:   &libapiv3.ServiceAccountControllerConfig{ReconcilerPeriod: &metav1.Duration{Duration: 5 * time.Minute}},
-			Namespace:        &libapiv3.NamespaceControllerConfig{ReconcilerPeriod: &metav1.Duration{Duration: 5 * time.Minute}},
+			Policy:           &apiv3.PolicyControllerConfig{ReconcilerPeriod: &metav1.Duration{Duration: 5 * time.Minute}},
+			WorkloadEndpoint: &apiv3.WorkloadEndpointControllerConfig{ReconcilerPeriod: &metav1.Duration{Duration: 5 * time.Minute}},
+			ServiceAccount:   &apiv3.ServiceAccountControllerConfig{ReconcilerPeriod: &metav1.Duration{Duration: 5 * time.Minute}},
+			Namespace:        &apiv3.NamespaceControllerConfig{ReconcilerPeriod: &metav1.Duration{Duration: 5 * time.Minute}},
 		},
 	}
 	if _, err := cal.KubeControllersConfiguration().Create(ctx, kcc, options.SetOptions{}); err != nil {

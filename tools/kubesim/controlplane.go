@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/pflag"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/util/wait"
 	utilcompatibility "k8s.io/apiserver/pkg/util/compatibility"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
@@ -42,7 +43,7 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func startEtcd(ctx context.Context, dir string) (*embed.Etcd, string, error) {
+func startEtcd(ctx context.Context, dir string, verbose bool) (*embed.Etcd, string, error) {
 	cp, err := freePort()
 	if err != nil {
 		return nil, "", err
@@ -61,6 +62,9 @@ func startEtcd(ctx context.Context, dir string) (*embed.Etcd, string, error) {
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.LogLevel = "error"
 	cfg.Logger = "zap"
+	if !verbose {
+		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	}
 	cfg.QuotaBackendBytes = 4 << 30
 	cfg.UnsafeNoFsync = true // test cluster: speed over durability
 	e, err := embed.StartEtcd(cfg)
@@ -239,12 +243,11 @@ func startKCM(ctx context.Context, c *cpConfig, kubeconfig string, errCh chan<- 
 }
 
 func startScheduler(ctx context.Context, kubeconfig string, errCh chan<- error) error {
-	opts := schedoptions.NewOptions()
 	reg, err := privateRegistry()
 	if err != nil {
 		return err
 	}
-	opts.ComponentGlobalsRegistry = reg
+	opts := schedoptions.NewOptionsWithComponentGlobalsRegistry(reg)
 	fs := pflag.NewFlagSet("sched", pflag.ContinueOnError)
 	for _, f := range opts.Flags.FlagSets {
 		fs.AddFlagSet(f)

@@ -150,7 +150,7 @@ func run(f *flags) error {
 	if err != nil {
 		return fmt.Errorf("pki: %w", err)
 	}
-	etcd, etcdURL, err := startEtcd(ctx, dir)
+	etcd, etcdURL, err := startEtcd(ctx, dir, f.verbose)
 	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}

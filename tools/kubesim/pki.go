@@ -117,12 +117,16 @@ func genPKI(dir string) (*pki, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, saDER, err := newKey()
+	saK, _, err := newKey()
+	if err != nil {
+		return nil, err
+	}
+	saDER, err := x509.MarshalECPrivateKey(saK)
 	if err != nil {
 		return nil, err
 	}
 	p.saKey = filepath.Join(d, "sa.key")
-	if _, err := writePEM(p.saKey, "PRIVATE KEY", saDER); err != nil {
+	if _, err := writePEM(p.saKey, "EC PRIVATE KEY", saDER); err != nil {
 		return nil, err
 	}
 	return p, nil

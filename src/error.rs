@@ -108,10 +108,9 @@ pub fn from_kube(e: kube::Error, verb: &str, resource: &str, namespace: Option<&
             message: s.message.clone(),
         },
         kube::Error::Api(s) if s.code == 401 => Error::Unauthorized { context: String::new() },
-        kube::Error::HyperError(_) | kube::Error::Service(_) => Error::Unreachable {
-            server: String::new(),
-            reason: root_cause(&e),
-        },
+        kube::Error::HyperError(_) | kube::Error::Service(_) => {
+            Error::Other(format!("{verb} {resource}: lost the connection to the API server: {}", root_cause(&e)))
+        }
         _ => Error::Kube { op: format!("{verb} {resource}"), source: e },
     }
 }

@@ -46,7 +46,15 @@ fn init_logging(verbosity: u8) {
         4..=5 => "debug",
         _ => "trace",
     };
+    // kube-client logs every failed request at ERROR; we report errors
+    // ourselves, so its logs only show from -v=4 on.
+    let kube_level = match verbosity {
+        0..=3 => "off",
+        4..=5 => "info",
+        _ => "debug",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("kubectl_ippool={level},kube={}", if verbosity >= 6 { "debug" } else { "warn" })));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("kubectl_ippool={level},kube={kube_level}")));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).with_target(false).init();
 }

@@ -91,7 +91,7 @@ impl Cluster {
             config.write_timeout = t;
             config.connect_timeout = t.or(config.connect_timeout);
         }
-        let server = config.cluster_url.to_string();
+        let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
         let client = Client::try_from(config).map_err(|e| Error::Kubeconfig(format!("context {context:?}: {}", root_cause(&e))))?;
 
         client.apiserver_version().await.map_err(|e| match &e {
@@ -105,7 +105,7 @@ impl Cluster {
 
     /// "context kubesim (cluster kubesim, https://127.0.0.1:6443/)", for banners.
     pub fn describe(&self) -> String {
-        format!("context {} (cluster {}, {})", self.context, self.cluster_name, self.server.trim_end_matches('/'))
+        format!("context {} (cluster {}, {})", self.context, self.cluster_name, self.server)
     }
 }
 

@@ -1,0 +1,103 @@
+//! Black-box CLI tests that need no cluster: help, flag errors, and the
+//! one-line errors for a bad kubeconfig or an unreachable server.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn ippool() -> Command {
+    let mut c = Command::cargo_bin("kubectl-ippool").unwrap();
+    c.env_remove("KUBECONFIG").env("HOME", "/nonexistent-home");
+    c
+}
+
+fn kubeconfig(dir: &std::path::Path, server: &str) -> std::path::PathBuf {
+    let p = dir.join("config");
+    std::fs::write(
+        &p,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: dev\nclusters:\n- name: dev\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\ncontexts:\n- name: dev\n  context:\n    cluster: dev\n    user: dev\nusers:\n- name: dev\n  user:\n    token: t\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn help_shows_kubectl_usage_and_examples() {
+    let out = ippool().arg("--help").assert().success().get_output().stdout.clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("Usage: kubectl ippool"), "{text}");
+    assert!(text.contains("kubectl ippool migrate --from default-ipv4-ippool --to 10.0.0.0/16"));
+    for flag in ["--kubeconfig", "--context", "--cluster", "--user", "--namespace", "--as", "--request-timeout"] {
+        assert!(text.contains(flag), "missing {flag} in help");
+    }
+}
+
+#[test]
+fn each_verb_has_help_with_examples() {
+    for verb in ["status", "migrate", "verify"] {
+        ippool().args([verb, "--help"]).assert().success().stdout(predicate::str::contains("kubectl ippool"));
+    }
+}
+
+#[test]
+fn missing_kubeconfig_is_one_line_exit_2() {
+    ippool()
+        .args(["status", "--kubeconfig", "/nonexistent/kubeconfig"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::starts_with("error: kubeconfig: /nonexistent/kubeconfig"));
+}
+
+#[test]
+fn malformed_kubeconfig_is_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("config");
+    std::fs::write(&p, "this: is: not: yaml: [").unwrap();
+    ippool().args(["status", "--kubeconfig"]).arg(&p).assert().code(2).stderr(predicate::str::contains("error: kubeconfig"));
+}
+
+#[test]
+fn unknown_context_names_the_known_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = kubeconfig(dir.path(), "https://127.0.0.1:1");
+    ippool()
+        .args(["status", "--context", "prod", "--kubeconfig"])
+        .arg(&p)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("context \"prod\" not found; known contexts: dev"));
+}
+
+#[test]
+fn unreachable_server_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = kubeconfig(dir.path(), "https://127.0.0.1:1");
+    let out = ippool().args(["status", "--request-timeout", "5s", "--kubeconfig"]).arg(&p).assert().code(2).get_output().stderr.clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.starts_with("error: cannot reach the Kubernetes API server at https://127.0.0.1:1"), "{text}");
+    assert_eq!(text.trim_end().lines().count(), 1, "{text}");
+}
+
+#[test]
+fn kubeconfig_env_with_several_files_is_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = kubeconfig(dir.path(), "https://127.0.0.1:1");
+    let b = dir.path().join("empty");
+    std::fs::write(&b, "apiVersion: v1\nkind: Config\n").unwrap();
+    // Context "dev" comes from the first file; the server is unreachable,
+    // which proves the merged config was used.
+    ippool()
+        .env("KUBECONFIG", format!("{}:{}", b.display(), a.display()))
+        .args(["status", "--request-timeout", "5s"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot reach the Kubernetes API server at https://127.0.0.1:1"));
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    ippool().args(["status", "-o", "xml"]).assert().code(2);
+    ippool().args(["status", "--request-timeout", "soon"]).assert().code(2).stderr(predicate::str::contains("not a duration"));
+    ippool().args(["frobnicate"]).assert().code(2);
+}

@@ -1,0 +1,123 @@
+//! `status` against the local cluster, checked figure for figure against
+//! `calicoctl ipam show --show-blocks` run on the same cluster.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+/// calicoctl's table: pool CIDR -> (IPs in use, number of Block rows).
+fn calicoctl_figures(c: &common::TestCluster) -> BTreeMap<String, (u64, usize)> {
+    let out = c.calicoctl(&["ipam", "show", "--show-blocks"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "calicoctl ipam show failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    let mut pools: BTreeMap<String, (u64, usize)> = BTreeMap::new();
+    let mut blocks: Vec<ipnet::IpNet> = Vec::new();
+    for line in text.lines() {
+        let cols: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cols.len() < 5 {
+            continue;
+        }
+        let in_use: u64 = cols[4].split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        match cols[1] {
+            "IP Pool" => {
+                pools.insert(cols[2].to_string(), (in_use, 0));
+            }
+            "Block" => blocks.push(cols[2].parse().unwrap()),
+            _ => {}
+        }
+    }
+    for b in blocks {
+        for (cidr, v) in pools.iter_mut() {
+            if cidr.parse::<ipnet::IpNet>().unwrap().contains(&b) {
+                v.1 += 1;
+            }
+        }
+    }
+    pools
+}
+
+fn status_json(c: &common::TestCluster, extra: &[&str]) -> Value {
+    let mut args = vec!["status", "-o", "json"];
+    args.extend_from_slice(extra);
+    let out = c.ippool(&args).output().unwrap();
+    assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("status -o json is JSON")
+}
+
+/// The parts of the report that do not depend on which addresses IPAM
+/// happened to pick.
+fn stable_view(v: &Value) -> Value {
+    let pools: Vec<Value> = v["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "name": p["name"], "cidr": p["cidr"], "blockSize": p["blockSize"], "disabled": p["disabled"],
+                "encapsulation": p["encapsulation"], "natOutgoing": p["natOutgoing"], "pods": p["pods"],
+                "managedBy": p["managedBy"], "capacity": p["capacity"], "tunnelAllocations": p["tunnelAllocations"],
+            })
+        })
+        .collect();
+    let warnings: Vec<Value> = v["warnings"].as_array().unwrap().iter().map(|w| serde_json::json!({"code": w["code"], "objects": w["objects"]})).collect();
+    serde_json::json!({"kind": v["kind"], "calico": v["calico"], "clusterNetworks": v["clusterNetworks"], "pools": pools, "warnings": warnings})
+}
+
+#[test]
+fn seed_status_matches_calicoctl_and_the_table_reads_like_kubectl() {
+    let c = common::TestCluster::seed();
+    let report = status_json(&c, &[]);
+    let pool = &report["pools"][0];
+    assert_eq!(pool["name"], "default-ipv4-ippool");
+    let figures = calicoctl_figures(&c);
+    let (in_use, blocks) = figures["192.168.0.0/16"];
+    assert_eq!(pool["allocated"].as_u64().unwrap(), in_use, "allocated vs calicoctl IPS IN USE");
+    assert_eq!(pool["blocks"].as_u64().unwrap() as usize, blocks, "blocks vs calicoctl Block rows");
+    // Every allocation is a running pod or a node tunnel address.
+    assert_eq!(pool["pods"].as_u64().unwrap() + pool["tunnelAllocations"].as_u64().unwrap(), in_use);
+    insta::assert_json_snapshot!("seed_status", stable_view(&report));
+
+    // The default table: kubectl style, data on stdout, warnings on stderr.
+    let out = c.ippool(&["status"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.starts_with("NAME "), "{stdout}");
+    assert!(stdout.lines().next().unwrap().contains("USED/CAPACITY"));
+    assert!(!stdout.contains("Warning"), "warnings belong on stderr");
+    assert!(stderr.contains("Warning: IPPool default-ipv4-ippool (192.168.0.0/16) lies outside the cluster pod CIDR"), "{stderr}");
+    assert!(stderr.contains("namespace legacy pins"), "{stderr}");
+
+    // --pool lists the pods by owner; --nodes shows per-node blocks.
+    let detail = status_json(&c, &["--pool", "default-ipv4-ippool", "--nodes"]);
+    let owners: Vec<String> = detail["pool"]["owners"].as_array().unwrap().iter().map(|o| format!("{} {}/{}", o["owner"]["kind"].as_str().unwrap(), o["owner"]["namespace"].as_str().unwrap(), o["owner"]["name"].as_str().unwrap())).collect();
+    for expected in ["Deployment shop/web", "StatefulSet shop/db", "DaemonSet shop/agent", "Bare shop/debug", "Deployment legacy/old-app"] {
+        assert!(owners.iter().any(|o| o == expected), "{expected} not in {owners:?}");
+    }
+    assert!(!owners.iter().any(|o| o.contains("node-probe")), "hostNetwork pods hold no pool IP");
+    let node_blocks: u64 = detail["nodes"].as_array().unwrap().iter().map(|n| n["blocks"].as_u64().unwrap()).sum();
+    assert_eq!(node_blocks as usize, blocks);
+
+    let wide = c.ippool(&["status", "-o", "wide"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&wide.stdout).contains("NODE-SELECTOR"));
+    let yaml = c.ippool(&["status", "-o", "yaml"]).output().unwrap();
+    let parsed: Value = serde_yaml_ng::from_slice(&yaml.stdout).expect("yaml parses");
+    assert_eq!(parsed["kind"], "IPPoolStatus");
+
+    c.ippool(&["status", "--pool", "nope"]).assert().code(2).stderr(predicates::str::contains("IPPool \"nope\" not found"));
+}
+
+#[test]
+fn kops_overlap_with_service_range_is_flagged() {
+    let c = common::TestCluster::start(&["--scenario", "kops"]);
+    let report = status_json(&c, &[]);
+    let codes: Vec<&str> = report["warnings"].as_array().unwrap().iter().map(|w| w["code"].as_str().unwrap()).collect();
+    assert!(codes.contains(&"poolOverlapsServiceCidr"), "{codes:?}");
+    let w = report["warnings"].as_array().unwrap().iter().find(|w| w["code"] == "poolOverlapsServiceCidr").unwrap();
+    assert!(w["message"].as_str().unwrap().contains("100.64.0.0/13"), "{w}");
+    let figures = calicoctl_figures(&c);
+    let (in_use, blocks) = figures["100.64.0.0/10"];
+    assert_eq!(report["pools"][0]["allocated"].as_u64().unwrap(), in_use);
+    assert_eq!(report["pools"][0]["blocks"].as_u64().unwrap() as usize, blocks);
+}

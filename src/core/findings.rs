@@ -51,11 +51,10 @@ pub fn pool_network_findings(pools: &[Pool], nets: &ClusterNetworks) -> Vec<Find
     for p in pools {
         let family_pod_nets: Vec<_> = pod_nets.iter().filter(|n| n.addr().is_ipv4() == p.cidr.addr().is_ipv4()).collect();
         if !family_pod_nets.is_empty() && !family_pod_nets.iter().any(|n| within(&p.cidr, n)) {
-            let sources: Vec<String> = nets.pod_cidrs.iter().map(|s| format!("{} from {}", s.cidr, s.source)).collect();
             out.push(Finding::new(
                 "poolOutsideClusterCidr",
                 Severity::Warn,
-                format!("IPPool {} ({}) lies outside the cluster pod CIDR ({}); pod traffic may be NATed or dropped", p.name, p.cidr, sources.join("; ")),
+                format!("IPPool {} ({}) lies outside the cluster pod CIDR {}; pod traffic may be NATed or dropped", p.name, p.cidr, describe_sources(&nets.pod_cidrs)),
                 vec![format!("IPPool {}", p.name)],
             ));
         }
@@ -108,6 +107,19 @@ pub fn pin_findings(inv: &Inventory, namespaces: &[NamespaceInfo]) -> Vec<Findin
         ));
     }
     out
+}
+
+/// `10.0.0.0/8 (ConfigMap kube-system/kubeadm-config (networking.podSubnet), ...)`,
+/// one entry per distinct CIDR.
+pub fn describe_sources(cidrs: &[super::model::SourcedCidr]) -> String {
+    let mut groups: Vec<(ipnet::IpNet, Vec<&str>)> = Vec::new();
+    for s in cidrs {
+        match groups.iter_mut().find(|(c, _)| *c == s.cidr) {
+            Some((_, v)) => v.push(&s.source),
+            None => groups.push((s.cidr, vec![&s.source])),
+        }
+    }
+    groups.iter().map(|(c, src)| format!("{c} (from {})", src.join(", "))).collect::<Vec<_>>().join(" and ")
 }
 
 fn describe_pins(pools: &[String], addrs: &[String]) -> String {

@@ -208,9 +208,9 @@ func run(f *flags) error {
 	if err != nil {
 		return fmt.Errorf("calico client: %w", err)
 	}
-	clusterType := "k8s,kdd,bgp,kubeadm"
+	clusterType := "k8s,bgp,kubeadm" // libcalico-go appends ",kdd"
 	if f.operator {
-		clusterType = "k8s,kdd,bgp,kubeadm,operator"
+		clusterType = "k8s,operator,bgp,kubeadm"
 	}
 	if err := setupCalico(ctx, cal, clusterType, sc.pools, f.operator); err != nil {
 		return err

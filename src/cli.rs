@@ -70,6 +70,10 @@ pub struct KubeArgs {
     #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
     pub namespace: Option<String>,
 
+    /// All namespaces: the default, accepted for kubectl compatibility.
+    #[arg(short = 'A', long = "all-namespaces", global = true, conflicts_with = "namespace")]
+    pub all_namespaces: bool,
+
     /// Impersonate this user.
     #[arg(long = "as", global = true, value_name = "USER")]
     pub as_user: Option<String>,

@@ -12,6 +12,7 @@ pub mod state;
 pub mod workloads;
 
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -20,6 +21,13 @@ use serde::de::DeserializeOwned;
 
 use crate::cli::KubeArgs;
 use crate::error::{root_cause, Error, KubeResultExt, Result};
+
+/// API requests made by this process (for summaries and benchmarks).
+pub static REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+pub fn requests_made() -> u64 {
+    REQUESTS.load(Ordering::Relaxed)
+}
 
 /// Page size for LIST requests (kubectl's --chunk-size default).
 pub const PAGE_SIZE: u32 = 500;
@@ -92,7 +100,13 @@ impl Cluster {
             config.connect_timeout = t.or(config.connect_timeout);
         }
         let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
-        let client = Client::try_from(config).map_err(|e| Error::Kubeconfig(format!("context {context:?}: {}", root_cause(&e))))?;
+        let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| Error::Kubeconfig(format!("context {context:?}: {}", root_cause(&e))))?;
+        // Count requests so `migrate` can report API requests per pod moved.
+        let counting = tower::util::MapRequestLayer::new(|req: http::Request<kube::client::Body>| {
+            REQUESTS.fetch_add(1, Ordering::Relaxed);
+            req
+        });
+        let client = builder.with_layer(&counting).build();
 
         client.apiserver_version().await.map_err(|e| match &e {
             kube::Error::Api(s) if s.code == 401 => Error::Unauthorized { context: context.clone() },

@@ -25,7 +25,7 @@ test: kubesim
 	$(CARGO) test --test cli
 	$(CARGO) test --test krew_install -- --test-threads=1
 	$(CARGO) test --test status_e2e -- --test-threads=$(E2E_THREADS)
-	@for t in verify_e2e migrate_e2e; do \
+	@for t in rbac_e2e verify_e2e migrate_e2e faults_e2e; do \
 	  if [ -f tests/$$t.rs ]; then $(CARGO) test --test $$t -- --test-threads=$(E2E_THREADS) || exit 1; fi; \
 	done
 

@@ -184,6 +184,11 @@ impl Calico {
     /// Blocks, affinities and handles, each LISTed page by page and decoded
     /// as it arrives.
     pub async fn read_ipam(&self, cluster: &Cluster) -> Result<Ipam> {
+        self.read_ipam_with(cluster, true).await
+    }
+
+    /// Like `read_ipam`; `status` skips the handles (one per pod) it never shows.
+    pub async fn read_ipam_with(&self, cluster: &Cluster, handles: bool) -> Result<Ipam> {
         let mut ipam = Ipam::default();
         let mut problems = Vec::new();
         list_paged(&self.api(cluster, Kind::IPAMBlock), ListParams::default(), "ipamblocks", None, |o| match block_from_object(&o) {
@@ -196,11 +201,13 @@ impl Calico {
             Err(e) => problems.push(e),
         })
         .await?;
-        list_paged(&self.api(cluster, Kind::IPAMHandle), ListParams::default(), "ipamhandles", None, |o| match handle_from_object(&o) {
-            Ok(h) => ipam.handles.push(h),
-            Err(e) => problems.push(e),
-        })
-        .await?;
+        if handles {
+            list_paged(&self.api(cluster, Kind::IPAMHandle), ListParams::default(), "ipamhandles", None, |o| match handle_from_object(&o) {
+                Ok(h) => ipam.handles.push(h),
+                Err(e) => problems.push(e),
+            })
+            .await?;
+        }
         for p in problems {
             tracing::warn!("skipping undecodable IPAM object: {p}");
         }

@@ -19,10 +19,15 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub async fn read(cluster: &Cluster, calico: Calico) -> Result<Snapshot> {
+        Snapshot::read_with(cluster, calico, true).await
+    }
+
+    /// `handles: false` skips IPAMHandles, which only consistency checks need.
+    pub async fn read_with(cluster: &Cluster, calico: Calico, handles: bool) -> Result<Snapshot> {
         let (pools, pods, ipam, nodes, namespaces, networks, migration) = tokio::try_join!(
             calico.list_pools(cluster),
             workloads::list_pods(cluster, None),
-            calico.read_ipam(cluster),
+            calico.read_ipam_with(cluster, handles),
             workloads::list_nodes(cluster),
             workloads::list_namespaces(cluster),
             async { Ok(networks::discover(cluster).await) },

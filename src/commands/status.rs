@@ -113,7 +113,7 @@ pub async fn run(kube: &KubeArgs, args: &StatusArgs) -> Result<i32> {
     let printer = Printer::new(args.output);
     let cluster = Cluster::connect(kube).await?;
     let calico = Calico::detect(&cluster).await?;
-    let snap = Snapshot::read(&cluster, calico).await?;
+    let snap = Snapshot::read_with(&cluster, calico, false).await?;
     let report = build_report(&cluster.context, snap, args)?;
     if printer.is_machine_readable() {
         printer.data(&report)?;

@@ -6,4 +6,5 @@ pub mod cidr;
 pub mod findings;
 pub mod inventory;
 pub mod model;
+pub mod plan;
 pub mod state;

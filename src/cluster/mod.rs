@@ -7,8 +7,10 @@
 
 pub mod calico;
 pub mod networks;
+pub mod probe;
 pub mod snapshot;
 pub mod state;
+pub mod templates;
 pub mod workloads;
 
 use std::fmt::Debug;

@@ -1,17 +1,290 @@
-//! `kubectl ippool verify`: is pod networking clean? (placeholder)
+//! `kubectl ippool verify`: is every pod where it should be, and is
+//! Calico's IPAM consistent? Meant for CI and cron: the checks, their codes,
+//! the JSON/YAML document and the exit code (0 clean, 1 a check failed,
+//! 2 error) are stable.
 
 use clap::Args;
+use ipnet::IpNet;
+use serde::Serialize;
 
-use crate::cli::{KubeArgs, OutputFormat};
-use crate::error::Result;
+use crate::cli::{parse_duration, KubeArgs, OutputFormat};
+use crate::cluster::calico::Calico;
+use crate::cluster::probe::{self, ProbeOptions, DEFAULT_PROBE_IMAGE};
+use crate::cluster::snapshot::Snapshot;
+use crate::cluster::{templates, Cluster};
+use crate::core::checks::{self, Check, Expectations, IpamFigures, ProbeOutcome, Summary, VerifyInput};
+use crate::core::cidr::parse_canonical;
+use crate::core::findings::Severity;
+use crate::error::{Error, Result, EXIT_DRIFT};
+use crate::output::Printer;
+
+const EXAMPLES: &str = "\
+Examples:
+  # Every check; exit 0 (clean), 1 (a check failed), 2 (error)
+  kubectl ippool verify
+
+  # After a migration: new pods land in 'new-pool', none is left on the old one
+  kubectl ippool verify --to new-pool --from default-ipv4-ippool
+
+  # The old pool is already deleted: name its range
+  kubectl ippool verify --to new-pool --from default-ipv4-ippool --from-cidr 192.168.0.0/16
+
+  # Also start a test pod on every node and check the address it gets
+  kubectl ippool verify --probe --probe-per-node
+
+  # For CI: warnings fail too, machine-readable result
+  kubectl ippool verify --strict -o json | jq '.checks[] | select(.status != \"PASS\")'";
 
 #[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
 pub struct VerifyArgs {
-    /// Output format: wide, json or yaml (default: table).
+    /// Output format: wide (lists every object at fault), json or yaml (default: table).
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table, hide_default_value = true)]
     pub output: OutputFormat,
+
+    /// The pool(s) new pods should get addresses from (repeatable; default: the migration record's target).
+    #[arg(long = "to", value_name = "POOL")]
+    pub to: Vec<String>,
+
+    /// The pool being retired (default: the migration record's source); it may already be deleted.
+    #[arg(long, value_name = "POOL")]
+    pub from: Option<String>,
+
+    /// The retired pool's CIDR, for when it is deleted and no migration record has it.
+    #[arg(long, value_name = "CIDR")]
+    pub from_cidr: Option<String>,
+
+    /// Treat warnings as failures (exit 1).
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Start a test pod in a temporary namespace and check the pool its address comes from (writes; cleaned up).
+    #[arg(long)]
+    pub probe: bool,
+
+    /// With --probe: one test pod per node.
+    #[arg(long, requires = "probe")]
+    pub probe_per_node: bool,
+
+    /// With --probe: how long to wait for an address.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s", requires = "probe")]
+    pub probe_timeout: std::time::Duration,
+
+    /// With --probe: the image of the test pod (never needs to run, only to get an address).
+    #[arg(long, value_name = "IMAGE", default_value = DEFAULT_PROBE_IMAGE, requires = "probe")]
+    pub probe_image: String,
 }
 
-pub async fn run(_kube: &KubeArgs, _args: &VerifyArgs) -> Result<i32> {
-    Err(crate::error::Error::Other("verify is not implemented yet".into()))
+/// The JSON/YAML document of `verify`.
+///
+/// ```text
+/// kind: IPPoolVerify
+/// context: string                 kubeconfig context checked
+/// result: PASS | WARN | FAIL      worst status (FAIL if --strict and any WARN)
+/// strict: bool
+/// checks: [ { code, name, category (pools|pods|ipam|probe),
+///             status (PASS|WARN|FAIL), message, objects: [string] } ]
+/// summary: { total, passed, warnings, failed }
+/// ipam: { blocks, allocations, inUseIps, leakedIps, inUseNotInActivePool,
+///         inUseWithoutAllocation, handlesWithoutIps, missingHandles,
+///         multipleOwners, invalidBlocks, calicoctlProblems }
+/// probe: [ { pod, node, ip, error } ]   only with --probe
+/// ```
+/// Every check is always present (PASS when clean), in a fixed order.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyReport {
+    pub kind: &'static str,
+    pub context: String,
+    pub result: Severity,
+    pub strict: bool,
+    pub checks: Vec<Check>,
+    pub summary: Summary,
+    pub ipam: IpamFigures,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Vec<ProbeOutcome>>,
+}
+
+pub async fn run(kube: &KubeArgs, args: &VerifyArgs) -> Result<i32> {
+    let printer = Printer::new(args.output);
+    let from_cidr = args.from_cidr.as_deref().map(parse_canonical).transpose().map_err(|e| Error::Usage(format!("--from-cidr: {e}")))?;
+    let cluster = Cluster::connect(kube).await?;
+    let calico = Calico::detect(&cluster).await?;
+
+    // IPAM is cluster-wide: read every pod; `-n` narrows only the pod checks.
+    let mut everywhere = cluster.clone();
+    everywhere.namespace = None;
+    let (snap, templates, failures) = tokio::try_join!(
+        Snapshot::read(&everywhere, calico),
+        templates::list_pinned_templates(&cluster),
+        templates::list_sandbox_failures(&cluster),
+    )?;
+
+    let expect = Expectations { targets: args.to.clone(), from: args.from.clone(), from_cidr: from_cidr.map(|n: IpNet| n.trunc()), namespace: cluster.namespace.clone() };
+    let input = VerifyInput {
+        inv: &snap.inventory,
+        nodes: &snap.nodes,
+        namespaces: &snap.namespaces,
+        networks: &snap.networks,
+        migration: snap.migration.as_ref(),
+        templates: &templates,
+        sandbox_failures: &failures,
+        expect: &expect,
+    };
+    let (mut checks, ipam) = checks::run_checks(&input);
+
+    let mut probe_outcomes = None;
+    if args.probe {
+        let nodes = args.probe_per_node.then(|| snap.nodes.iter().map(|n| n.name.clone()).collect());
+        let opts = ProbeOptions { image: args.probe_image.clone(), timeout: args.probe_timeout, nodes };
+        if !printer.is_machine_readable() {
+            printer.note("Starting probe pod(s)...");
+        }
+        let outcomes = probe::run(&cluster, &opts).await?;
+        checks.push(checks::probe_check(&input, &outcomes));
+        probe_outcomes = Some(outcomes);
+    }
+
+    let report = VerifyReport {
+        kind: "IPPoolVerify",
+        context: cluster.context.clone(),
+        result: checks::overall(&checks, args.strict),
+        strict: args.strict,
+        summary: checks::summarize(&checks),
+        checks,
+        ipam,
+        probe: probe_outcomes,
+    };
+    if printer.is_machine_readable() {
+        printer.data(&report)?;
+    } else {
+        render(&printer, &report);
+    }
+    printer.note(summary_line(&report));
+    Ok(if report.result == Severity::Fail { EXIT_DRIFT } else { 0 })
+}
+
+fn status_label(s: Severity) -> &'static str {
+    match s {
+        Severity::Pass => "PASS",
+        Severity::Warn => "WARN",
+        Severity::Fail => "FAIL",
+    }
+}
+
+/// One line for a person, on stderr: the verdict and the counts.
+pub fn summary_line(r: &VerifyReport) -> String {
+    let s = &r.summary;
+    let strict = if r.strict && s.warnings > 0 { " (--strict: warnings fail)" } else { "" };
+    format!(
+        "verify {}: {} checks, {} passed, {} warning(s), {} failed{strict}; IPAM: {} allocations, {} problem(s) in calicoctl's terms",
+        status_label(r.result),
+        s.total,
+        s.passed,
+        s.warnings,
+        s.failed,
+        r.ipam.allocations,
+        r.ipam.calicoctl_problems
+    )
+}
+
+/// The table: CHECK, STATUS, DETAILS; `-o wide` adds CODE and then lists
+/// every object at fault, one per line.
+pub fn render(printer: &Printer, r: &VerifyReport) {
+    printer.stdout(&render_text(r, printer.wide()));
+}
+
+pub fn render_text(r: &VerifyReport, wide: bool) -> String {
+    let mut headers = vec!["CHECK", "STATUS", "DETAILS"];
+    if wide {
+        headers.insert(1, "CODE");
+    }
+    let rows = r
+        .checks
+        .iter()
+        .map(|c| {
+            let mut row = vec![c.name.to_string(), status_label(c.status).to_string(), c.message.clone()];
+            if wide {
+                row.insert(1, c.code.to_string());
+            }
+            row
+        })
+        .collect();
+    let mut out = crate::output::render_table(&headers, rows);
+    if wide {
+        let rows: Vec<Vec<String>> = r
+            .checks
+            .iter()
+            .filter(|c| c.status != Severity::Pass)
+            .flat_map(|c| c.objects.iter().map(move |o| vec![c.code.to_string(), status_label(c.status).to_string(), o.clone()]))
+            .collect();
+        if !rows.is_empty() {
+            out.push('\n');
+            out.push_str(&crate::output::render_table(&["CODE", "STATUS", "OBJECT"], rows));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::checks::Category;
+
+    fn report() -> VerifyReport {
+        let checks = vec![
+            Check { code: "targetPool", name: "Target pool", category: Category::Pools, status: Severity::Pass, message: "new exists".into(), objects: vec![] },
+            Check {
+                code: "pinnedToRetiredPool",
+                name: "Pool pins",
+                category: Category::Pods,
+                status: Severity::Fail,
+                message: "1 object(s) are pinned".into(),
+                objects: vec!["Namespace legacy".into()],
+            },
+        ];
+        VerifyReport {
+            kind: "IPPoolVerify",
+            context: "kubesim".into(),
+            result: checks::overall(&checks, false),
+            strict: false,
+            summary: checks::summarize(&checks),
+            checks,
+            ipam: IpamFigures::default(),
+            probe: None,
+        }
+    }
+
+    #[test]
+    fn table_and_wide_table() {
+        let r = report();
+        insta::assert_snapshot!(render_text(&r, false), @r"
+        CHECK         STATUS   DETAILS
+        Target pool   PASS     new exists
+        Pool pins     FAIL     1 object(s) are pinned
+        ");
+        insta::assert_snapshot!(render_text(&r, true), @r"
+        CHECK         CODE                  STATUS   DETAILS
+        Target pool   targetPool            PASS     new exists
+        Pool pins     pinnedToRetiredPool   FAIL     1 object(s) are pinned
+
+        CODE                  STATUS   OBJECT
+        pinnedToRetiredPool   FAIL     Namespace legacy
+        ");
+    }
+
+    #[test]
+    fn json_schema_is_stable() {
+        let v = serde_json::to_value(report()).unwrap();
+        assert_eq!(v["kind"], "IPPoolVerify");
+        assert_eq!(v["result"], "FAIL");
+        assert_eq!(v["summary"]["failed"], 1);
+        assert_eq!(v["checks"][1]["code"], "pinnedToRetiredPool");
+        assert_eq!(v["checks"][1]["status"], "FAIL");
+        assert_eq!(v["checks"][1]["category"], "pods");
+        assert_eq!(v["checks"][1]["objects"][0], "Namespace legacy");
+        assert_eq!(v["ipam"]["calicoctlProblems"], 0);
+        assert!(v.get("probe").is_none());
+        assert!(summary_line(&report()).starts_with("verify FAIL: 2 checks, 1 passed, 0 warning(s), 1 failed"));
+    }
 }

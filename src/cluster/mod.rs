@@ -5,8 +5,13 @@
 //! `calico` is the one place that knows the `crd.projectcalico.org/v1` vs
 //! `projectcalico.org/v3` differences and the operator's Installation.
 
+pub mod access;
 pub mod calico;
+pub mod canary;
+pub mod lock;
+pub mod movers;
 pub mod networks;
+pub mod pools;
 pub mod probe;
 pub mod snapshot;
 pub mod state;

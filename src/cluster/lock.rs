@@ -1,0 +1,239 @@
+//! The migration lock (a coordination.k8s.io Lease), the migration record
+//! (a ConfigMap) and the audit trail (core/v1 Events).
+//!
+//! Only one `migrate` may run per cluster: the Lease names its holder
+//! (`user@host:pid`) and is renewed every RENEW_EVERY. A second run refuses
+//! with `Error::Locked` unless the lease has expired, or the holder is a dead
+//! process on this same host (a Ctrl-C'd or killed run being resumed).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Event};
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::json;
+
+use super::state::{LEASE_NAME, STATE_CONFIGMAP, STATE_KEY, STATE_NAMESPACE};
+use super::Cluster;
+use crate::core::state::MigrationState;
+use crate::error::{Error, KubeResultExt, Result};
+
+pub const LEASE_SECONDS: i64 = 30;
+const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// The component name on Events and the field manager on writes.
+pub const COMPONENT: &str = "kubectl-ippool";
+
+/// `user@host:pid`, the identity written into the Lease and the record.
+pub fn holder_identity() -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into());
+    format!("{user}@{}:{}", hostname(), std::process::id())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// A holder on this host whose process no longer exists (Linux: /proc).
+fn is_dead_local_holder(holder: &str) -> bool {
+    let Some((user_host, pid)) = holder.rsplit_once(':') else { return false };
+    let same_host = user_host.rsplit_once('@').is_some_and(|(_, h)| h == hostname());
+    let Ok(pid) = pid.parse::<u32>() else { return false };
+    same_host && std::path::Path::new("/proc").exists() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn micro_now() -> String {
+    Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// A held lease; renewed in the background until `release`.
+pub struct LeaseGuard {
+    cluster: Cluster,
+    identity: String,
+    lost: Arc<AtomicBool>,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+impl LeaseGuard {
+    /// Take the lease, or refuse naming the live holder.
+    pub async fn acquire(cluster: &Cluster) -> Result<LeaseGuard> {
+        let api: Api<Lease> = Api::namespaced(cluster.client.clone(), STATE_NAMESPACE);
+        let identity = holder_identity();
+        for _ in 0..5 {
+            let now = micro_now();
+            let Some(existing) = api.get_opt(LEASE_NAME).await.op("get", "leases.coordination.k8s.io", Some(STATE_NAMESPACE))? else {
+                let lease: Lease = serde_json::from_value(json!({
+                    "metadata": {"name": LEASE_NAME, "namespace": STATE_NAMESPACE},
+                    "spec": {"holderIdentity": identity, "leaseDurationSeconds": LEASE_SECONDS, "acquireTime": now, "renewTime": now}
+                }))
+                .map_err(|e| Error::Other(format!("lease: {e}")))?;
+                match api.create(&PostParams::default(), &lease).await {
+                    Ok(_) => return Ok(Self::start(cluster, identity)),
+                    Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                    Err(e) => return Err(e).op("create", "leases.coordination.k8s.io", Some(STATE_NAMESPACE)),
+                }
+            };
+            let spec = existing.spec.clone().unwrap_or_default();
+            let holder = spec.holder_identity.clone().unwrap_or_default();
+            let ttl = spec.lease_duration_seconds.map(i64::from).unwrap_or(LEASE_SECONDS);
+            let renewed = serde_json::to_value(&existing).ok().and_then(|v| v.pointer("/spec/renewTime").and_then(|t| t.as_str()).map(str::to_string));
+            let age = renewed.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| Utc::now().signed_duration_since(t));
+            let expired = holder.is_empty() || age.is_none_or(|a| a.num_seconds() > ttl);
+            if !(expired || holder == identity || is_dead_local_holder(&holder)) {
+                let age = age.map(|a| format!("{}s", a.num_seconds().max(0))).unwrap_or_else(|| "?".into());
+                return Err(Error::Locked { lease: format!("{STATE_NAMESPACE}/{LEASE_NAME}"), holder, age, ttl });
+            }
+            let mut taken = existing.clone();
+            let mut v = serde_json::to_value(&taken).map_err(|e| Error::Other(format!("lease: {e}")))?;
+            v["spec"] = json!({"holderIdentity": identity, "leaseDurationSeconds": LEASE_SECONDS, "acquireTime": now, "renewTime": now,
+                "leaseTransitions": spec.lease_transitions.unwrap_or(0) + 1});
+            taken = serde_json::from_value(v).map_err(|e| Error::Other(format!("lease: {e}")))?;
+            // resourceVersion is kept: if someone else took it meanwhile we get 409 and look again.
+            match api.replace(LEASE_NAME, &PostParams::default(), &taken).await {
+                Ok(_) => return Ok(Self::start(cluster, identity)),
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => return Err(e).op("update", "leases.coordination.k8s.io", Some(STATE_NAMESPACE)),
+            }
+        }
+        Err(Error::Other(format!("could not take lease {STATE_NAMESPACE}/{LEASE_NAME}: it kept changing under us")))
+    }
+
+    fn start(cluster: &Cluster, identity: String) -> LeaseGuard {
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewer = tokio::spawn(renew_loop(cluster.clone(), identity.clone(), lost.clone()));
+        LeaseGuard { cluster: cluster.clone(), identity, lost, renewer }
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// Another process took the lease (we could not renew in time).
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Stop renewing and delete the lease if it is still ours.
+    pub async fn release(self) {
+        self.renewer.abort();
+        let api: Api<Lease> = Api::namespaced(self.cluster.client.clone(), STATE_NAMESPACE);
+        if let Ok(Some(l)) = api.get_opt(LEASE_NAME).await {
+            if l.spec.and_then(|s| s.holder_identity).as_deref() == Some(self.identity.as_str()) {
+                let dp = DeleteParams { preconditions: l.metadata.resource_version.map(|rv| kube::api::Preconditions { resource_version: Some(rv), uid: None }), ..Default::default() };
+                let _ = api.delete(LEASE_NAME, &dp).await;
+            }
+        }
+    }
+}
+
+async fn renew_loop(cluster: Cluster, identity: String, lost: Arc<AtomicBool>) {
+    let api: Api<Lease> = Api::namespaced(cluster.client.clone(), STATE_NAMESPACE);
+    loop {
+        tokio::time::sleep(RENEW_EVERY).await;
+        let Ok(Some(l)) = api.get_opt(LEASE_NAME).await else { continue };
+        if l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) != Some(identity.as_str()) {
+            tracing::error!("lease {STATE_NAMESPACE}/{LEASE_NAME} was taken over by another process");
+            lost.store(true, Ordering::Relaxed);
+            return;
+        }
+        let Ok(mut v) = serde_json::to_value(&l) else { continue };
+        v["spec"]["renewTime"] = json!(micro_now());
+        if let Ok(l) = serde_json::from_value::<Lease>(v) {
+            if let Err(e) = api.replace(LEASE_NAME, &PostParams::default(), &l).await {
+                tracing::warn!("renewing lease {STATE_NAMESPACE}/{LEASE_NAME}: {e}");
+            }
+        }
+    }
+}
+
+/// Write the migration record (create or replace, re-reading on conflict).
+pub async fn write_state(cluster: &Cluster, state: &MigrationState) -> Result<()> {
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), STATE_NAMESPACE);
+    let text = serde_json::to_string_pretty(state).map_err(|e| Error::Other(format!("migration record: {e}")))?;
+    for _ in 0..5 {
+        match api.get_opt(STATE_CONFIGMAP).await.op("get", "configmaps", Some(STATE_NAMESPACE))? {
+            None => {
+                let cm: ConfigMap = serde_json::from_value(json!({
+                    "metadata": {"name": STATE_CONFIGMAP, "namespace": STATE_NAMESPACE, "labels": {"app.kubernetes.io/managed-by": COMPONENT}},
+                    "data": {STATE_KEY: text}
+                }))
+                .map_err(|e| Error::Other(e.to_string()))?;
+                match api.create(&PostParams::default(), &cm).await {
+                    Ok(_) => return Ok(()),
+                    Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                    Err(e) => return Err(e).op("create", "configmaps", Some(STATE_NAMESPACE)),
+                }
+            }
+            Some(mut cm) => {
+                cm.data.get_or_insert_with(Default::default).insert(STATE_KEY.into(), text.clone());
+                match api.replace(STATE_CONFIGMAP, &PostParams::default(), &cm).await {
+                    Ok(_) => return Ok(()),
+                    Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                    Err(e) => return Err(e).op("update", "configmaps", Some(STATE_NAMESPACE)),
+                }
+            }
+        }
+    }
+    Err(Error::Other(format!("ConfigMap {STATE_NAMESPACE}/{STATE_CONFIGMAP} kept changing; could not save the migration record")))
+}
+
+/// What an Event is about.
+pub struct EventTarget<'a> {
+    pub api_version: &'a str,
+    pub kind: &'a str,
+    /// None for cluster-scoped objects (the Event then goes to `default`).
+    pub namespace: Option<&'a str>,
+    pub name: &'a str,
+}
+
+/// Record an audit Event (reason `IPPoolMigration`). Best effort: a
+/// missing permission to create Events never stops a migration.
+pub async fn record_event(cluster: &Cluster, target: EventTarget<'_>, message: &str) {
+    let ns = target.namespace.unwrap_or("default");
+    let api: Api<Event> = Api::namespaced(cluster.client.clone(), ns);
+    let now = Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let suffix: u32 = rand::random();
+    let ev = json!({
+        "metadata": {"name": format!("{}.{:x}", target.name.to_lowercase().replace(['/', ':'], "-"), suffix), "namespace": ns},
+        "involvedObject": {"apiVersion": target.api_version, "kind": target.kind, "name": target.name, "namespace": target.namespace},
+        "reason": "IPPoolMigration",
+        "message": message,
+        "type": "Normal",
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": holder_identity(),
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1
+    });
+    match serde_json::from_value::<Event>(ev) {
+        Ok(ev) => {
+            if let Err(e) = api.create(&PostParams::default(), &ev).await {
+                tracing::debug!("could not record event: {e}");
+            }
+        }
+        Err(e) => tracing::debug!("could not build event: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_names_user_host_and_pid() {
+        let id = holder_identity();
+        assert!(id.contains('@') && id.ends_with(&format!(":{}", std::process::id())), "{id}");
+        assert!(!is_dead_local_holder(&id), "we are alive");
+        let dead = format!("{}:{}", id.rsplit_once(':').unwrap().0, u32::MAX - 1);
+        assert!(is_dead_local_holder(&dead));
+        assert!(!is_dead_local_holder("bob@elsewhere.example:1"));
+    }
+}

@@ -1,0 +1,225 @@
+//! `verify` against the local cluster. Each failure class is produced on
+//! purpose and verify must name the object and exit 1; on a clean cluster it
+//! exits 0; and its IPAM problem count equals `calicoctl ipam check`'s
+//! "found N problems" on the same cluster at every step.
+//!
+//! How the IPAM faults are made (the fake kubelet releases a pod's address
+//! whenever the pod goes away, even on a forced delete, so deleting pods
+//! cannot leak): a free ordinal of an existing IPAMBlock is marked allocated
+//! to a handle and a pod that do not exist, keeping the block structurally
+//! valid (attribute appended, ordinal removed from `unallocated`). That is
+//! exactly what a CNI DEL that never ran leaves behind. An orphan handle is
+//! an IPAMHandle object that no allocation refers to.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// `verify -o json <extra>`: the document and the exit code.
+fn verify(c: &common::TestCluster, extra: &[&str]) -> (Value, i32) {
+    let mut args = vec!["verify", "-o", "json"];
+    args.extend_from_slice(extra);
+    let out = c.ippool(&args).output().unwrap();
+    let code = out.status.code().unwrap_or(-1);
+    assert!(code == 0 || code == 1, "verify exited {code}: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("verify -o json is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(v["kind"], "IPPoolVerify");
+    // The human summary goes to stderr, never into the data.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("verify "), "no summary line on stderr");
+    (v, code)
+}
+
+fn check<'a>(v: &'a Value, code: &str) -> &'a Value {
+    v["checks"].as_array().unwrap().iter().find(|c| c["code"] == code).unwrap_or_else(|| panic!("no check {code} in {v:#}"))
+}
+
+fn status(v: &Value, code: &str) -> String {
+    check(v, code)["status"].as_str().unwrap().to_string()
+}
+
+fn objects(v: &Value, code: &str) -> Vec<String> {
+    check(v, code)["objects"].as_array().unwrap().iter().map(|o| o.as_str().unwrap().to_string()).collect()
+}
+
+/// calicoctl's "Check complete; found N problems."
+fn calicoctl_problems(c: &common::TestCluster) -> u64 {
+    let out = c.calicoctl(&["ipam", "check"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "calicoctl ipam check failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    let line = text.lines().find(|l| l.contains("Check complete; found")).unwrap_or_else(|| panic!("no summary in {text}"));
+    line.split_whitespace().nth(3).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("cannot read {line:?}"))
+}
+
+fn assert_agrees_with_calicoctl(c: &common::TestCluster, v: &Value) {
+    let ours = v["ipam"]["calicoctlProblems"].as_u64().unwrap();
+    let theirs = calicoctl_problems(c);
+    assert_eq!(ours, theirs, "verify counts {ours} problems in calicoctl's classes, calicoctl ipam check found {theirs}: {:#}", v["ipam"]);
+}
+
+fn failing(v: &Value) -> Vec<String> {
+    v["checks"].as_array().unwrap().iter().filter(|c| c["status"] == "FAIL").map(|c| c["code"].as_str().unwrap().to_string()).collect()
+}
+
+/// Allocate a free address of the first IPAMBlock to a pod that does not
+/// exist (see the module comment). Returns the block name.
+fn inject_leak(c: &common::TestCluster) -> String {
+    let list: Value = serde_json::from_str(&c.kubectl_ok(&["get", "ipamblocks.crd.projectcalico.org", "-o", "json"])).unwrap();
+    let mut block = list["items"][0].clone();
+    let name = block["metadata"]["name"].as_str().unwrap().to_string();
+    let spec = block["spec"].as_object_mut().unwrap();
+    let ordinal = spec["unallocated"].as_array_mut().unwrap().remove(0).as_u64().unwrap() as usize;
+    let attr_index = spec["attributes"].as_array().unwrap().len();
+    let node = spec["affinity"].as_str().unwrap().trim_start_matches("host:").to_string();
+    spec["allocations"][ordinal] = Value::from(attr_index);
+    spec["attributes"].as_array_mut().unwrap().push(serde_json::json!({
+        "handle_id": "k8s-pod-network.leaked-by-test",
+        "secondary": {"namespace": "shop", "pod": "ghost", "node": node}
+    }));
+    let path = c.dir().join("leak.json");
+    std::fs::write(&path, serde_json::to_vec(&block).unwrap()).unwrap();
+    c.kubectl_ok(&["replace", "-f", path.to_str().unwrap()]);
+    name
+}
+
+fn create_orphan_handle(c: &common::TestCluster) {
+    let path = c.dir().join("orphan-handle.json");
+    let handle = serde_json::json!({
+        "apiVersion": "crd.projectcalico.org/v1", "kind": "IPAMHandle",
+        "metadata": {"name": "k8s-pod-network.orphan-by-test"},
+        "spec": {"handleID": "k8s-pod-network.orphan-by-test", "block": {}}
+    });
+    std::fs::write(&path, serde_json::to_vec(&handle).unwrap()).unwrap();
+    c.kubectl_ok(&["create", "-f", path.to_str().unwrap()]);
+}
+
+fn probe_namespaces(c: &common::TestCluster) -> Vec<String> {
+    c.kubectl_ok(&["get", "namespaces", "-o", "name"]).lines().filter(|l| l.contains("kubectl-ippool-probe-")).map(str::to_string).collect()
+}
+
+#[test]
+fn seed_clean_then_each_failure_class() {
+    let c = common::TestCluster::seed();
+
+    // Clean: every check PASS or WARN (the seed pool lies outside the
+    // cluster CIDR), exit 0, counts agree with calicoctl (0).
+    let (v, code) = verify(&c, &[]);
+    assert_eq!(code, 0, "clean seed cluster must pass: {:?}", failing(&v));
+    assert!(failing(&v).is_empty());
+    assert_eq!(status(&v, "poolOutsideClusterCidr"), "WARN");
+    assert_eq!(v["ipam"]["calicoctlProblems"], 0);
+    assert_agrees_with_calicoctl(&c, &v);
+    // --strict turns that warning into exit 1.
+    let (v, code) = verify(&c, &["--strict"]);
+    assert_eq!((code, v["result"].as_str().unwrap()), (1, "FAIL"));
+    // The table goes to stdout.
+    let out = c.ippool(&["verify"]).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("CHECK") && table.contains("Leaked allocations"), "{table}");
+
+    // Probe: a pod per node gets an address from the enabled pool; its
+    // namespace is gone afterwards and IPAM stays clean.
+    let (v, code) = verify(&c, &["--probe", "--probe-per-node"]);
+    assert_eq!(code, 0, "{:?} {:#}", failing(&v), check(&v, "probe"));
+    assert_eq!(status(&v, "probe"), "PASS");
+    assert_eq!(v["probe"].as_array().unwrap().len(), 3);
+    assert!(v["probe"].as_array().unwrap().iter().all(|p| p["ip"].as_str().unwrap().starts_with("192.168.")));
+    c.wait_until("probe namespace deleted", Duration::from_secs(60), || probe_namespaces(&c).is_empty());
+    c.wait_until("probe addresses released", Duration::from_secs(30), || calicoctl_problems(&c) == 0);
+
+    // Naming the seed pool as the target fails: it lies outside the cluster CIDR.
+    let (v, code) = verify(&c, &["--to", "default-ipv4-ippool"]);
+    assert_eq!(code, 1);
+    assert_eq!(objects(&v, "targetPool"), vec!["IPPool default-ipv4-ippool"]);
+    assert!(check(&v, "targetPool")["message"].as_str().unwrap().contains("outside the cluster CIDR 10.0.0.0/8"));
+
+    // A leaked allocation and an orphan handle.
+    let block = inject_leak(&c);
+    create_orphan_handle(&c);
+    let (v, code) = verify(&c, &[]);
+    assert_eq!(code, 1);
+    let leaked = objects(&v, "leakedAllocations");
+    assert_eq!(leaked.len(), 1, "{leaked:?}");
+    assert!(leaked[0].contains("pod shop/ghost") && leaked[0].contains(&format!("IPAMBlock {block}")), "{leaked:?}");
+    assert_eq!(objects(&v, "handlesWithoutIps"), vec!["IPAMHandle k8s-pod-network.orphan-by-test"]);
+    assert_eq!(objects(&v, "missingHandles"), vec!["IPAMHandle k8s-pod-network.leaked-by-test"]);
+    assert_eq!(v["ipam"]["calicoctlProblems"], 2);
+    assert_agrees_with_calicoctl(&c, &v);
+
+    // Disable the seed pool: the pinned namespace, the pods left on it, and
+    // a pod recreated there stuck Pending with Calico's reason.
+    c.kubectl_ok(&["patch", "ippools.crd.projectcalico.org", "default-ipv4-ippool", "--type=merge", "-p", r#"{"spec":{"disabled":true}}"#]);
+    let old_pods = c.kubectl_ok(&["get", "pods", "-n", "legacy", "-o", "name"]);
+    c.kubectl_ok(&["delete", "pods", "-n", "legacy", "--all", "--wait=false"]);
+    c.wait_until("a legacy pod stuck Pending on IPAM", Duration::from_secs(60), || {
+        let (v, _) = verify(&c, &[]);
+        status(&v, "podsPendingOnIpam") == "FAIL"
+    });
+    let (v, code) = verify(&c, &["--from", "default-ipv4-ippool"]);
+    assert_eq!(code, 1);
+    assert_eq!(objects(&v, "pinnedToRetiredPool"), vec!["Namespace legacy"]);
+    assert!(check(&v, "pinnedToRetiredPool")["message"].as_str().unwrap().contains("default-ipv4-ippool is disabled"));
+    let on_old = objects(&v, "podsOnRetiredPools");
+    assert!(on_old.iter().any(|o| o.starts_with("Pod shop/db-0 ")), "{on_old:?}");
+    assert!(on_old.iter().all(|o| o.contains("disabled IPPool default-ipv4-ippool")), "{on_old:?}");
+    let pending = objects(&v, "podsPendingOnIpam");
+    assert!(pending.iter().all(|p| p.starts_with("Pod legacy/old-app-")) && !pending.is_empty(), "{pending:?}");
+    assert!(!old_pods.contains(pending[0].trim_start_matches("Pod legacy/")), "the pending pod is the recreated one");
+    let msg = check(&v, "podsPendingOnIpam")["message"].as_str().unwrap();
+    assert!(!msg.contains("rpc error"), "only Calico's reason: {msg}");
+    assert_eq!(status(&v, "targetPool"), "FAIL", "no enabled pool is left");
+    assert_agrees_with_calicoctl(&c, &v);
+
+    // A probe now gets no address; Calico's reason is reported and the
+    // namespace is cleaned up.
+    let (v, code) = verify(&c, &["--probe", "--probe-timeout", "5s"]);
+    assert_eq!(code, 1);
+    assert_eq!(status(&v, "probe"), "FAIL");
+    assert!(v["probe"][0]["ip"].is_null());
+    c.wait_until("probe namespace deleted", Duration::from_secs(60), || probe_namespaces(&c).is_empty());
+
+    // Ctrl-C during a probe: exit 130 and the namespace is deleted.
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kubectl-ippool"))
+        .env("KUBECONFIG", &c.kubeconfig)
+        .args(["verify", "--probe", "--probe-timeout", "120s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    c.wait_until("probe namespace created", Duration::from_secs(30), || !probe_namespaces(&c).is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(130), "Ctrl-C exits 130");
+    c.wait_until("probe namespace deleted after Ctrl-C", Duration::from_secs(60), || {
+        let phase = c.kubectl(&["get", "namespaces", "-o", "jsonpath={range .items[*]}{.metadata.name}={.status.phase}{\"\\n\"}{end}"]);
+        String::from_utf8_lossy(&phase.stdout).lines().filter(|l| l.starts_with("kubectl-ippool-probe-")).all(|l| l.ends_with("=Terminating"))
+    });
+
+    // Blocks affine to a deleted node.
+    c.kubectl_ok(&["delete", "node", "kubesim-node-2"]);
+    let (v, code) = verify(&c, &[]);
+    assert_eq!(code, 1);
+    let aff = objects(&v, "affinityForMissingNode");
+    assert!(!aff.is_empty() && aff.iter().all(|o| o.contains("missing Node kubesim-node-2")), "{aff:?}");
+    assert!(aff.iter().any(|o| o.starts_with("IPAMBlock ")) && aff.iter().any(|o| o.starts_with("BlockAffinity ")), "{aff:?}");
+    assert_agrees_with_calicoctl(&c, &v);
+}
+
+#[test]
+fn kops_pool_over_the_service_range_fails() {
+    let c = common::TestCluster::start(&["--scenario", "kops"]);
+    let (v, code) = verify(&c, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(status(&v, "poolOverlapsServiceCidr"), "FAIL");
+    assert_eq!(objects(&v, "poolOverlapsServiceCidr"), vec!["IPPool default-ipv4-ippool"]);
+    assert!(check(&v, "poolOverlapsServiceCidr")["message"].as_str().unwrap().contains("100.64.0.0/13"));
+    assert_agrees_with_calicoctl(&c, &v);
+    // -o wide lists the object under its code.
+    let out = c.ippool(&["verify", "-o", "wide"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.starts_with("poolOverlapsServiceCidr") && l.ends_with("IPPool default-ipv4-ippool")), "{text}");
+}

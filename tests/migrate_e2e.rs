@@ -1,0 +1,319 @@
+//! End-to-end tests of `kubectl ippool migrate` on the local kubesim
+//! cluster (real kube-apiserver + controllers, Calico IPAM library).
+//! Run: `cargo test --test migrate_e2e -- --test-threads=1`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::TestCluster;
+use serde_json::Value;
+
+const OLD: &str = "default-ipv4-ippool";
+
+fn json(c: &TestCluster, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    serde_json::from_str(&c.kubectl_ok(&a)).expect("kubectl json")
+}
+
+fn in_cidr(ip: &str, cidr: &str) -> bool {
+    let ip: std::net::IpAddr = ip.parse().unwrap();
+    let net: ipnet::IpNet = cidr.parse().unwrap();
+    net.contains(&ip)
+}
+
+/// resourceVersions of pools, Deployments, StatefulSets, DaemonSets, namespaces,
+/// plus whether our record or lease exists: a write of any kind changes this.
+fn fingerprint(c: &TestCluster) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for kind in ["ippools.crd.projectcalico.org", "deployments", "statefulsets", "daemonsets", "namespaces", "nodes"] {
+        let v = json(c, &["get", kind, "-A"]);
+        for o in v["items"].as_array().unwrap() {
+            let key = format!("{kind}/{}/{}", o["metadata"]["namespace"].as_str().unwrap_or(""), o["metadata"]["name"].as_str().unwrap());
+            m.insert(key, o["metadata"]["resourceVersion"].as_str().unwrap().to_string());
+        }
+    }
+    let cm = c.kubectl(&["get", "configmap", "-n", "kube-system", "kubectl-ippool-migration"]);
+    m.insert("record".into(), cm.status.success().to_string());
+    let lease = c.kubectl(&["get", "lease", "-n", "kube-system", "kubectl-ippool"]);
+    m.insert("lease".into(), lease.status.success().to_string());
+    m
+}
+
+/// Every running, non-hostNetwork pod holds an address of `cidr`.
+fn assert_all_pods_in(c: &TestCluster, cidr: &str) {
+    let pods = json(c, &["get", "pods", "-A"]);
+    let mut wrong = Vec::new();
+    for p in pods["items"].as_array().unwrap() {
+        if p["spec"]["hostNetwork"].as_bool() == Some(true) || matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        let ip = p["status"]["podIP"].as_str().unwrap_or("");
+        if ip.is_empty() || !in_cidr(ip, cidr) {
+            wrong.push(format!("{}/{} {ip:?}", p["metadata"]["namespace"].as_str().unwrap(), p["metadata"]["name"].as_str().unwrap()));
+        }
+    }
+    assert!(wrong.is_empty(), "pods not in {cidr}: {wrong:?}");
+}
+
+/// No IPAMBlock or BlockAffinity of `cidr` remains, and the pool is gone.
+fn assert_old_pool_gone(c: &TestCluster, pool: &str, cidr: &str) {
+    let pools = c.kubectl_ok(&["get", "ippools.crd.projectcalico.org", "-o", "name"]);
+    assert!(!pools.contains(&format!("/{pool}\n")), "pool {pool} still exists: {pools}");
+    for kind in ["ipamblocks.crd.projectcalico.org", "blockaffinities.crd.projectcalico.org"] {
+        let v = json(c, &["get", kind]);
+        let left: Vec<String> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| {
+                let net: ipnet::IpNet = o["spec"]["cidr"].as_str().unwrap().parse().unwrap();
+                cidr.parse::<ipnet::IpNet>().unwrap().contains(&net)
+            })
+            .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        assert!(left.is_empty(), "{kind} of {cidr} remain: {left:?}");
+    }
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Watches ready replicas of each workload with a PDB and records the
+/// lowest seen; the PDB's floor must never be crossed.
+struct ReadyWatcher {
+    stop: Arc<AtomicBool>,
+    lowest: Arc<Mutex<BTreeMap<String, i64>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ReadyWatcher {
+    fn start(c: &TestCluster, workloads: &[(&str, &str, &str)]) -> ReadyWatcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let lowest = Arc::new(Mutex::new(BTreeMap::new()));
+        let kubeconfig = c.kubeconfig.clone();
+        let kubectl = common::kubesim_bin("kubectl");
+        let wl: Vec<(String, String, String)> = workloads.iter().map(|(k, n, name)| (k.to_string(), n.to_string(), name.to_string())).collect();
+        let (s, l) = (stop.clone(), lowest.clone());
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                for (kind, ns, name) in &wl {
+                    let out = Command::new(&kubectl).env("KUBECONFIG", &kubeconfig).args(["get", kind, "-n", ns, name, "-o", "jsonpath={.status.readyReplicas}"]).output();
+                    if let Ok(out) = out {
+                        if out.status.success() {
+                            let ready: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+                            let mut m = l.lock().unwrap();
+                            let e = m.entry(format!("{kind}/{ns}/{name}")).or_insert(i64::MAX);
+                            *e = (*e).min(ready);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        ReadyWatcher { stop, lowest, handle: Some(handle) }
+    }
+
+    fn finish(mut self) -> BTreeMap<String, i64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap();
+        self.lowest.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn seed_refusals_dry_run_then_full_migration() {
+    let c = TestCluster::start(&["--scenario", "seed", "--readiness-delay", "1s"]);
+    let before = fingerprint(&c);
+
+    // (3) Refusals name the reason and write nothing.
+    let cases: &[(&[&str], &str)] = &[
+        (&["--to", "192.168.128.0/17"], "overlaps IPPool default-ipv4-ippool (192.168.0.0/16)"),
+        (&["--to", "172.20.0.0/16"], "outside the cluster pod CIDR"),
+        (&["--to", "10.0.0.1/16"], "the canonical form is 10.0.0.0/16"),
+        (&["--to", "banana"], "is not a CIDR"),
+        (&["--to", "192.168.0.0/16"], "is the CIDR of default-ipv4-ippool itself"),
+        (&["--to-pool", OLD], "is the pool being migrated from"),
+        (&["--to", "10.0.0.0/16", "--block-size", "33"], "blockSize 33 is out of range"),
+        (&["--to", "10.96.0.0/16"], "overlaps the Service CIDR 10.96.0.0/12"),
+    ];
+    for (extra, expect) in cases {
+        let mut args = vec!["migrate", "--from", OLD, "--yes", "--force"];
+        args.extend_from_slice(extra);
+        let out = c.ippool(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr_of(&out));
+        assert!(stderr_of(&out).contains(expect), "{args:?}: expected {expect:?} in:\n{}", stderr_of(&out));
+    }
+    let out = c.ippool(&["migrate", "--from", OLD, "--to", "172.20.0.0/16", "--yes"]).output().unwrap();
+    insta::assert_snapshot!("seed_outside_cluster_cidr", stderr_of(&out));
+
+    // Dry run: shows the plan and the blockers, writes nothing at all.
+    let out = c.ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--dry-run"]).output().unwrap();
+    let (so, se) = (stdout_of(&out), stderr_of(&out));
+    assert_eq!(out.status.code(), Some(2), "blockers refuse even a dry run's go-ahead: {se}");
+    assert!(so.contains("create IPPool 10.0.0.0-16 (10.0.0.0/16, blockSize 26, IPIP/Always, natOutgoing true"), "{so}");
+    assert!(so.contains("Deployment shop/web") && so.contains("rollout restart"), "{so}");
+    assert!(se.contains("kubectl annotate namespace legacy cni.projectcalico.org/ipv4pools-"), "{se}");
+    assert!(se.contains("bare pod(s) with no controller: shop/debug"), "{se}");
+    let out = c.ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--dry-run", "--force", "-o", "json"]).output().unwrap();
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr_of(&out)));
+    assert_eq!(plan["kind"], "IPPoolMigrationPlan");
+    assert_eq!(plan["to"]["name"], "10.0.0.0-16");
+    assert!(plan["blockers"].as_array().unwrap().iter().any(|b| b.as_str().unwrap().contains("namespace legacy")));
+    // Without a terminal and without --yes: refused, nothing written.
+    c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+    let out = c.ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("--yes"), "{}", stderr_of(&out));
+    let mut after = fingerprint(&c);
+    // The annotate above changed the legacy namespace, nothing else may differ.
+    let legacy = "namespaces//legacy".to_string();
+    after.insert(legacy.clone(), before[&legacy].clone());
+    assert_eq!(before, after, "a refused or dry run wrote something");
+
+    // (1) The real thing, with a watcher on every workload that has a PDB.
+    let watcher = ReadyWatcher::start(&c, &[("deployment", "shop", "web"), ("deployment", "shop", "api"), ("deployment", "kube-system", "coredns")]);
+    let start = Instant::now();
+    let out = c.ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force", "--yes", "--jobs", "evict", "--timeout", "3m"]).output().unwrap();
+    let took = start.elapsed();
+    let lowest = watcher.finish();
+    assert!(out.status.success(), "migrate failed:\n{}\n{}\n{}", stdout_of(&out), stderr_of(&out), c.log_tail());
+    eprintln!("seed migration took {took:?}; lowest ready replicas: {lowest:?}");
+    assert!(stdout_of(&out).contains("IPPool default-ipv4-ippool deleted"), "{}", stdout_of(&out));
+    // web: minAvailable 2 of 3; api and coredns: maxUnavailable 1 of 2.
+    assert!(lowest["deployment/shop/web"] >= 2, "{lowest:?}");
+    assert!(lowest["deployment/shop/api"] >= 1, "{lowest:?}");
+    assert!(lowest["deployment/kube-system/coredns"] >= 1, "{lowest:?}");
+
+    c.wait_until("pods settle in the new pool", Duration::from_secs(60), || {
+        let pods = json(&c, &["get", "pods", "-A"]);
+        pods["items"].as_array().unwrap().iter().all(|p| {
+            p["spec"]["hostNetwork"].as_bool() == Some(true)
+                || matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+                || p["status"]["podIP"].as_str().is_some_and(|ip| in_cidr(ip, "10.0.0.0/16"))
+        })
+    });
+    assert_all_pods_in(&c, "10.0.0.0/16");
+    assert_old_pool_gone(&c, OLD, "192.168.0.0/16");
+    c.assert_ipam_clean();
+    // Node tunnel addresses moved too.
+    let nodes = json(&c, &["get", "nodes"]);
+    for n in nodes["items"].as_array().unwrap() {
+        let tunnel = n["metadata"]["annotations"]["projectcalico.org/IPv4IPIPTunnelAddr"].as_str().unwrap_or("");
+        assert!(in_cidr(tunnel, "10.0.0.0/16"), "tunnel address {tunnel}");
+    }
+    // The record says Done; the lease is released; the canary namespace is gone.
+    let cm = json(&c, &["get", "configmap", "-n", "kube-system", "kubectl-ippool-migration"]);
+    let state: Value = serde_json::from_str(cm["data"]["state.json"].as_str().unwrap()).unwrap();
+    assert_eq!(state["phase"], "Done");
+    assert!(!c.kubectl(&["get", "lease", "-n", "kube-system", "kubectl-ippool"]).status.success());
+    let ns = c.kubectl_ok(&["get", "ns", "-o", "name"]);
+    assert!(!ns.contains("kubectl-ippool-canary"), "{ns}");
+    // Audit trail.
+    let events = c.kubectl_ok(&["get", "events", "-A", "--field-selector", "reason=IPPoolMigration", "-o", "name"]);
+    assert!(events.lines().count() >= 5, "{events}");
+}
+
+#[test]
+fn kops_pool_overlapping_service_cidr_moves_into_cluster_cidr() {
+    let c = TestCluster::start(&["--scenario", "kops"]);
+    let out = c.ippool(&["migrate", "--from", OLD, "--to", "100.96.0.0/16", "--yes", "--timeout", "3m"]).output().unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout_of(&out), stderr_of(&out));
+    let pool = json(&c, &["get", "ippools.crd.projectcalico.org", "100.96.0.0-16"]);
+    assert_eq!(pool["spec"]["ipipMode"], "CrossSubnet", "copied from the old pool");
+    assert_all_pods_in(&c, "100.96.0.0/16");
+    assert_old_pool_gone(&c, OLD, "100.64.0.0/10");
+    c.assert_ipam_clean();
+}
+
+/// (5) A second run refuses while the first holds the lease; (4) the first
+/// is SIGKILLed mid-way and the same command, run again, finishes the job.
+#[test]
+fn concurrent_run_refused_then_sigkill_and_resume() {
+    let c = TestCluster::start(&["--scenario", "seed", "--readiness-delay", "2s"]);
+    c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+    let args = ["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force", "--yes", "--jobs", "evict", "--timeout", "3m"];
+    let bin = assert_cmd::cargo::cargo_bin("kubectl-ippool");
+    let mut first = Command::new(&bin).env("KUBECONFIG", &c.kubeconfig).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+
+    let phase = || -> String {
+        let out = c.kubectl(&["get", "configmap", "-n", "kube-system", "kubectl-ippool-migration", "-o", "jsonpath={.data.state\\.json}"]);
+        serde_json::from_slice::<Value>(&out.stdout).ok().and_then(|v| v["phase"].as_str().map(str::to_string)).unwrap_or_default()
+    };
+    c.wait_until("the first run to start moving pods", Duration::from_secs(120), || phase() == "MovingPods");
+
+    let out = c.ippool(&args).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let se = stderr_of(&out);
+    assert!(se.contains("another migration is running") && se.contains(&format!(":{}", first.id())), "{se}");
+
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    assert_eq!(phase(), "MovingPods");
+
+    let out = c.ippool(&args).output().unwrap();
+    assert!(out.status.success(), "resume failed:\n{}\n{}", stdout_of(&out), stderr_of(&out));
+    assert!(stderr_of(&out).contains("Resuming the migration"), "{}", stderr_of(&out));
+    assert_eq!(phase(), "Done");
+    assert_all_pods_in(&c, "10.0.0.0/16");
+    assert_old_pool_gone(&c, OLD, "192.168.0.0/16");
+    c.assert_ipam_clean();
+    let ns = c.kubectl_ok(&["get", "ns", "-o", "name"]);
+    assert!(!ns.contains("kubectl-ippool-canary"), "{ns}");
+}
+
+#[test]
+fn operator_mode_goes_through_the_installation() {
+    let c = TestCluster::start(&["--scenario", "seed", "--operator"]);
+    c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+    let out = c.ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force", "--yes", "--jobs", "evict", "--timeout", "3m"]).output().unwrap();
+    assert!(out.status.success(), "{}\n{}\n{}", stdout_of(&out), stderr_of(&out), c.log_tail());
+    assert!(stdout_of(&out).contains("IPPool default-ipv4-ippool deleted"));
+    let inst = json(&c, &["get", "installations.operator.tigera.io", "default"]);
+    let pools = inst["spec"]["calicoNetwork"]["ipPools"].as_array().unwrap();
+    assert_eq!(pools.len(), 1, "{pools:?}");
+    assert_eq!(pools[0]["name"], "10.0.0.0-16");
+    assert_eq!(pools[0]["encapsulation"], "IPIP");
+    let pool = json(&c, &["get", "ippools.crd.projectcalico.org", "10.0.0.0-16"]);
+    assert_eq!(pool["metadata"]["labels"]["app.kubernetes.io/managed-by"], "tigera-operator");
+    assert_all_pods_in(&c, "10.0.0.0/16");
+    assert_old_pool_gone(&c, OLD, "192.168.0.0/16");
+    c.assert_ipam_clean();
+}
+
+#[test]
+fn native_v3_crds_migrate_and_roll_back() {
+    let c = TestCluster::start(&["--scenario", "seed", "--crd-mode", "v3"]);
+    c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+    // Filtered run: only shop/web moves, the old pool is kept (disabled); then roll back.
+    let out = c.ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "-n", "shop", "-l", "app=web", "--yes", "--timeout", "2m"]).output().unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout_of(&out), stderr_of(&out));
+    assert!(stdout_of(&out).contains("kept (disabled)"), "{}", stdout_of(&out));
+    let out = c.ippool(&["migrate", "--from", OLD, "--rollback", "--yes"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let old = json(&c, &["get", "ippools.projectcalico.org", OLD]);
+    assert_ne!(old["spec"]["disabled"], Value::Bool(true));
+    let new = json(&c, &["get", "ippools.projectcalico.org", "10.0.0.0-16"]);
+    assert_eq!(new["spec"]["disabled"], Value::Bool(true));
+
+    // A fresh, full migration into the (re-enabled) new pool.
+    c.kubectl_ok(&["patch", "ippools.projectcalico.org", "10.0.0.0-16", "--type", "merge", "-p", r#"{"spec":{"disabled":false}}"#]);
+    let out = c.ippool(&["migrate", "--from", OLD, "--to-pool", "10.0.0.0-16", "--force", "--yes", "--jobs", "evict", "--timeout", "3m"]).output().unwrap();
+    assert!(out.status.success(), "{}\n{}\n{}", stdout_of(&out), stderr_of(&out), c.log_tail());
+    assert_all_pods_in(&c, "10.0.0.0/16");
+    let pools = c.kubectl_ok(&["get", "ippools.projectcalico.org", "-o", "name"]);
+    assert!(!pools.contains(OLD), "{pools}");
+    let blocks = json(&c, &["get", "ipamblocks.projectcalico.org"]);
+    assert!(blocks["items"].as_array().unwrap().iter().all(|b| !b["spec"]["cidr"].as_str().unwrap().starts_with("192.168.")));
+    c.assert_ipam_clean();
+}

@@ -62,7 +62,7 @@ fn assert_all_pods_in(c: &TestCluster, cidr: &str) {
 }
 
 /// No IPAMBlock or BlockAffinity of `cidr` remains, and the pool is gone.
-fn assert_old_pool_gone(c: &TestCluster, pool: &str, cidr: &str) {
+fn assert_old_pool_gone(c: &TestCluster, pool: &str, cidr: &str, new_cidr: &str) {
     let pools = c.kubectl_ok(&["get", "ippools.crd.projectcalico.org", "-o", "name"]);
     assert!(!pools.contains(&format!("/{pool}\n")), "pool {pool} still exists: {pools}");
     for kind in ["ipamblocks.crd.projectcalico.org", "blockaffinities.crd.projectcalico.org"] {
@@ -73,7 +73,7 @@ fn assert_old_pool_gone(c: &TestCluster, pool: &str, cidr: &str) {
             .iter()
             .filter(|o| {
                 let net: ipnet::IpNet = o["spec"]["cidr"].as_str().unwrap().parse().unwrap();
-                cidr.parse::<ipnet::IpNet>().unwrap().contains(&net)
+                cidr.parse::<ipnet::IpNet>().unwrap().contains(&net) && !new_cidr.parse::<ipnet::IpNet>().unwrap().contains(&net)
             })
             .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
             .collect();
@@ -134,11 +134,17 @@ impl ReadyWatcher {
 #[test]
 fn seed_refusals_dry_run_then_full_migration() {
     let c = TestCluster::start(&["--scenario", "seed", "--readiness-delay", "1s"]);
+    // A disabled spare pool: overlapping it must be refused too.
+    let spare = c.dir().join("spare.yaml");
+    std::fs::write(&spare, "apiVersion: crd.projectcalico.org/v1\nkind: IPPool\nmetadata:\n  name: spare\nspec:\n  cidr: 10.1.0.0/16\n  blockSize: 26\n  disabled: true\n  nodeSelector: all()\n").unwrap();
+    c.kubectl_ok(&["apply", "-f", spare.to_str().unwrap()]);
     let before = fingerprint(&c);
 
     // (3) Refusals name the reason and write nothing.
     let cases: &[(&[&str], &str)] = &[
-        (&["--to", "192.168.128.0/17"], "overlaps IPPool default-ipv4-ippool (192.168.0.0/16)"),
+        (&["--to", "10.1.0.0/20"], "overlaps IPPool spare (10.1.0.0/16) (disabled pools count too"),
+        (&["--to", "192.0.0.0/8", "--allow-outside-cluster-cidr"], "overlaps IPPool default-ipv4-ippool (192.168.0.0/16)"),
+        (&["--to", "10.2.0.0/25"], "holds 128 addresses"),
         (&["--to", "172.20.0.0/16"], "outside the cluster pod CIDR"),
         (&["--to", "10.0.0.1/16"], "the canonical form is 10.0.0.0/16"),
         (&["--to", "banana"], "is not a CIDR"),
@@ -204,7 +210,7 @@ fn seed_refusals_dry_run_then_full_migration() {
         })
     });
     assert_all_pods_in(&c, "10.0.0.0/16");
-    assert_old_pool_gone(&c, OLD, "192.168.0.0/16");
+    assert_old_pool_gone(&c, OLD, "192.168.0.0/16", "10.0.0.0/16");
     c.assert_ipam_clean();
     // Node tunnel addresses moved too.
     let nodes = json(&c, &["get", "nodes"]);
@@ -232,7 +238,7 @@ fn kops_pool_overlapping_service_cidr_moves_into_cluster_cidr() {
     let pool = json(&c, &["get", "ippools.crd.projectcalico.org", "100.96.0.0-16"]);
     assert_eq!(pool["spec"]["ipipMode"], "CrossSubnet", "copied from the old pool");
     assert_all_pods_in(&c, "100.96.0.0/16");
-    assert_old_pool_gone(&c, OLD, "100.64.0.0/10");
+    assert_old_pool_gone(&c, OLD, "100.64.0.0/10", "100.96.0.0/16");
     c.assert_ipam_clean();
 }
 
@@ -266,7 +272,7 @@ fn concurrent_run_refused_then_sigkill_and_resume() {
     assert!(stderr_of(&out).contains("Resuming the migration"), "{}", stderr_of(&out));
     assert_eq!(phase(), "Done");
     assert_all_pods_in(&c, "10.0.0.0/16");
-    assert_old_pool_gone(&c, OLD, "192.168.0.0/16");
+    assert_old_pool_gone(&c, OLD, "192.168.0.0/16", "10.0.0.0/16");
     c.assert_ipam_clean();
     let ns = c.kubectl_ok(&["get", "ns", "-o", "name"]);
     assert!(!ns.contains("kubectl-ippool-canary"), "{ns}");
@@ -287,7 +293,7 @@ fn operator_mode_goes_through_the_installation() {
     let pool = json(&c, &["get", "ippools.crd.projectcalico.org", "10.0.0.0-16"]);
     assert_eq!(pool["metadata"]["labels"]["app.kubernetes.io/managed-by"], "tigera-operator");
     assert_all_pods_in(&c, "10.0.0.0/16");
-    assert_old_pool_gone(&c, OLD, "192.168.0.0/16");
+    assert_old_pool_gone(&c, OLD, "192.168.0.0/16", "10.0.0.0/16");
     c.assert_ipam_clean();
 }
 

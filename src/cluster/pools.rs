@@ -164,7 +164,8 @@ impl PoolWriter<'_> {
     /// Delete the pool the safe way (disabled first, affinities released,
     /// then deleted) and wait until it is gone. The caller has checked that
     /// it holds no allocations.
-    pub async fn delete_safely(&self, pool: &Pool) -> Result<()> {
+    /// Blocks inside `keep` (a target pool nested in the old one) are left alone.
+    pub async fn delete_safely(&self, pool: &Pool, keep: Option<IpNet>) -> Result<()> {
         if self.get(&pool.name).await?.is_none() {
             return Ok(());
         }
@@ -179,7 +180,7 @@ impl PoolWriter<'_> {
             .await?;
         } else {
             self.set_disabled(&pool.name, true).await?;
-            release_affinities(self.cluster, self.calico, &pool.cidr).await?;
+            release_affinities(self.cluster, self.calico, &pool.cidr, keep).await?;
             match self.api().delete(&pool.name, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -188,7 +189,7 @@ impl PoolWriter<'_> {
         }
         self.wait_pool(&pool.name, "to be deleted", |p| p.is_none()).await?;
         // An operator's (or the v3 controller's) release may have left blocks; clean what is empty.
-        release_affinities(self.cluster, self.calico, &pool.cidr).await
+        release_affinities(self.cluster, self.calico, &pool.cidr, keep).await
     }
 
     async fn in_installation(&self, name: &str) -> Result<bool> {
@@ -234,12 +235,12 @@ impl PoolWriter<'_> {
 /// `cidr` goes to pendingDeletion; its block is deleted if empty (marked
 /// deleted first, then deleted with a UID precondition) or loses its
 /// affinity if not; then the affinity is deleted.
-pub async fn release_affinities(cluster: &Cluster, calico: &Calico, cidr: &IpNet) -> Result<()> {
+pub async fn release_affinities(cluster: &Cluster, calico: &Calico, cidr: &IpNet, keep: Option<IpNet>) -> Result<()> {
     let aff_api = calico.api(cluster, Kind::BlockAffinity);
     let block_api = calico.api(cluster, Kind::IPAMBlock);
     let mut affinities = Vec::new();
     list_paged(&aff_api, ListParams::default(), "blockaffinities", None, |o: DynamicObject| {
-        let in_pool = o.data.pointer("/spec/cidr").and_then(Value::as_str).and_then(|c| c.parse::<IpNet>().ok()).is_some_and(|c| within(&c, cidr));
+        let in_pool = o.data.pointer("/spec/cidr").and_then(Value::as_str).and_then(|c| c.parse::<IpNet>().ok()).is_some_and(|c| within(&c, cidr) && keep.is_none_or(|k| !within(&c, &k)));
         if in_pool {
             affinities.push(o);
         }

@@ -617,7 +617,7 @@ async fn phase_drain(ctx: &Ctx<'_>, plan: &Plan, state: &mut MigrationState) -> 
         return Ok(());
     }
     checkpoint(ctx, state, Phase::Draining).await?;
-    let old = plan.from.cidr;
+    let (old, new) = (plan.from.cidr, plan.to.cidr);
     let api = ctx.calico.api(ctx.cluster, Kind::IPAMBlock);
     ctx.printer.note(format!("Waiting for every address of {} (pods and node tunnel addresses) to be released...", plan.from.name));
     let mut remaining: Vec<String> = Vec::new();
@@ -625,7 +625,7 @@ async fn phase_drain(ctx: &Ctx<'_>, plan: &Plan, state: &mut MigrationState) -> 
         remaining = blocks
             .iter()
             .filter_map(|b| crate::cluster::calico::block_from_object(b).ok())
-            .filter(|b| crate::core::cidr::within(&b.cidr, &old))
+            .filter(|b| crate::core::cidr::within(&b.cidr, &old) && !crate::core::cidr::within(&b.cidr, &new))
             .flat_map(|b| b.allocations.into_iter())
             .map(|a| format!("{} ({})", a.ip, a.pod.map(|p| format!("pod {}/{p}", a.namespace.unwrap_or_default())).or(a.kind).or(a.handle).unwrap_or_default()))
             .collect();
@@ -650,18 +650,19 @@ async fn phase_delete_source(ctx: &Ctx<'_>, writer: &PoolWriter<'_>, plan: &Plan
         return Ok(());
     }
     let from_writer = PoolWriter { via_operator: writer.via_operator || plan.from.managed_by == ManagedBy::Operator && ctx.calico.operator, ..*writer };
-    from_writer.delete_safely(&plan.from).await?;
+    from_writer.delete_safely(&plan.from, Some(plan.to.cidr)).await?;
     let av = ctx.calico.resource(Kind::IPPool).api_version;
     lock::record_event(ctx.cluster, pool_event(ctx.calico, &plan.from.name, &av), &format!("kubectl-ippool migrate: deleted after every pod moved to {}", plan.to.name)).await;
     ctx.printer.note(format!("IPPool {} deleted.", plan.from.name));
     checkpoint(ctx, state, Phase::SourceDeleted).await?;
     let ipam = ctx.calico.read_ipam(ctx.cluster).await?;
+    let old_only = |c: &IpNet| crate::core::cidr::within(c, &plan.from.cidr) && !crate::core::cidr::within(c, &plan.to.cidr);
     let left: Vec<String> = ipam
         .blocks
         .iter()
-        .filter(|b| crate::core::cidr::within(&b.cidr, &plan.from.cidr))
+        .filter(|b| old_only(&b.cidr))
         .map(|b| format!("IPAMBlock {}", b.name))
-        .chain(ipam.affinities.iter().filter(|a| crate::core::cidr::within(&a.cidr, &plan.from.cidr)).map(|a| format!("BlockAffinity {}", a.name)))
+        .chain(ipam.affinities.iter().filter(|a| old_only(&a.cidr)).map(|a| format!("BlockAffinity {}", a.name)))
         .collect();
     if !left.is_empty() {
         ctx.printer.warn(format!("IPAM objects of {} remain: {}; `kubectl ippool verify` shows them", plan.from.cidr, crate::core::findings::name_some(&left)));

@@ -242,6 +242,9 @@ pub fn make_plan(input: &PlanInput) -> Result<Plan, Vec<String>> {
         }
     }
     node_coverage(input, from_idx, &to, &mut blockers, &mut warnings);
+    if within(&to.cidr, &from.cidr) && to.cidr != from.cidr {
+        warnings.push(format!("the new pool {} lies inside {} ({}): pods already in {} stay, and its blocks are kept when {} is deleted", to.cidr, from.name, from.cidr, to.cidr, from.name));
+    }
     if from.ipip_mode.enabled() != to.ipip_mode.enabled() || from.vxlan_mode.enabled() != to.vxlan_mode.enabled() {
         warnings.push(format!(
             "encapsulation changes from {} to {}: nodes' tunnel devices and addresses change with it",
@@ -412,6 +415,11 @@ fn check_target_against_cluster(input: &PlanInput, from: &Pool, to: &Pool, creat
     }
     if create_target {
         for p in &input.inventory.pools {
+            // A sub-range of the pool being emptied is allowed (kops moves
+            // 100.64.0.0/10 to 100.96.0.0/16): its blocks simply stay.
+            if p.name == from.name && within(&to.cidr, &from.cidr) && to.cidr != from.cidr {
+                continue;
+            }
             if overlaps(&p.cidr, &to.cidr) {
                 let state = if p.disabled { " (disabled pools count too: Calico may still hold addresses there)" } else { "" };
                 refusals.push(format!("--to {} overlaps IPPool {} ({}){state}; pick a CIDR that overlaps no pool", to.cidr, p.name, p.cidr));
@@ -520,6 +528,11 @@ fn pin_key(pins: &PoolPins) -> &'static str {
 /// `--strategy drain`). Returns (moves, skipped, blockers).
 pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped>, Vec<String>) {
     let inv = input.inventory;
+    // Pods already inside the target CIDR (a sub-range of the old pool) stay.
+    let target_cidr: Option<IpNet> = match &input.to {
+        TargetRequest::Cidr(c) => parse_canonical(c).ok(),
+        TargetRequest::Pool(n) => inv.pool_named(n).map(|i| inv.pools[i].cidr),
+    };
     let mut moves = Vec::new();
     let mut skipped = Vec::new();
     let mut blockers = Vec::new();
@@ -530,7 +543,11 @@ pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped
     let mut drained: BTreeMap<String, Vec<&PodInfo>> = BTreeMap::new();
 
     for (owner, pods) in inv.pods_by_owner(from_idx) {
-        let pods: Vec<&PodInfo> = pods.into_iter().filter(|p| !p.terminating && input.pod_filter.is_none_or(|f| f.contains(&p.key()))).collect();
+        let pods: Vec<&PodInfo> = pods
+            .into_iter()
+            .filter(|p| !p.terminating && input.pod_filter.is_none_or(|f| f.contains(&p.key())))
+            .filter(|p| target_cidr.is_none_or(|t| !p.ips.iter().any(|ip| t.contains(ip))))
+            .collect();
         if pods.is_empty() {
             continue;
         }
@@ -909,9 +926,26 @@ mod tests {
     #[test]
     fn refuses_overlap_with_the_old_pool_and_same_pool() {
         let w = world(seed_pools(), seed_pods());
-        assert!(refusals(&input(&w, cidr("192.168.0.0/17"))).contains("overlaps IPPool default-ipv4-ippool"));
+        assert!(refusals(&input(&w, cidr("192.168.0.0/15"))).contains("overlaps IPPool default-ipv4-ippool"));
         assert!(refusals(&input(&w, cidr("192.168.0.0/16"))).contains("is the CIDR of default-ipv4-ippool itself"));
         assert!(refusals(&input(&w, TargetRequest::Pool("default-ipv4-ippool".into()))).contains("is the pool being migrated from"));
+    }
+
+    #[test]
+    fn a_sub_range_of_the_old_pool_is_allowed_and_its_pods_stay() {
+        let mut old = Pool::new("default-ipv4-ippool", "100.64.0.0/10".parse().unwrap());
+        old.ipip_mode = EncapMode::CrossSubnet;
+        let pods = vec![pod("shop", "web-1", "100.70.0.1", OwnerKind::Deployment, "web"), pod("shop", "web-2", "100.96.0.5", OwnerKind::Deployment, "web")];
+        let mut w = world(vec![old], pods);
+        w.nets = ClusterNetworks {
+            pod_cidrs: vec![SourcedCidr { cidr: "100.96.0.0/11".parse().unwrap(), source: "kops".into() }],
+            service_cidrs: vec![SourcedCidr { cidr: "100.64.0.0/13".parse().unwrap(), source: "kops".into() }],
+        };
+        let plan = make_plan(&input(&w, cidr("100.96.0.0/16"))).unwrap();
+        assert_eq!(plan.moves.len(), 1);
+        assert_eq!(plan.moves[0].pods, vec!["shop/web-1"]);
+        assert!(plan.warnings.iter().any(|w| w.contains("lies inside default-ipv4-ippool")), "{:?}", plan.warnings);
+        assert!(refusals(&input(&w, cidr("100.0.0.0/8"))).contains("overlaps IPPool default-ipv4-ippool"));
     }
 
     #[test]

@@ -192,7 +192,12 @@ impl PoolWriter<'_> {
         release_affinities(self.cluster, self.calico, &pool.cidr, keep).await
     }
 
-    async fn in_installation(&self, name: &str) -> Result<bool> {
+    /// Installation `default` lists this pool (so the operator owns it; its
+    /// label is not always visible on the v1 object).
+    pub async fn in_installation(&self, name: &str) -> Result<bool> {
+        if !self.calico.operator {
+            return Ok(false);
+        }
         let inst = installation_api(self.cluster).get_opt("default").await.op("get", "installations.operator.tigera.io", None)?;
         Ok(inst
             .and_then(|i| i.data.pointer("/spec/calicoNetwork/ipPools").and_then(Value::as_array).cloned())

@@ -260,7 +260,12 @@ pub async fn run(kube: &KubeArgs, args: &MigrateArgs) -> Result<i32> {
     // 1. Plan (no writes).
     let facts = Facts::read(&cluster, calico.clone(), args).await?;
     let record = resumable_record(facts.snap.migration.as_ref(), args)?;
-    let operator = calico.operator && facts.snap.inventory.pool_named(&args.from).is_some_and(|i| facts.snap.inventory.pools[i].managed_by == ManagedBy::Operator);
+    // The operator owns the old pool if the Installation lists it: then every
+    // pool change goes through the Installation, never behind its back.
+    let probe = PoolWriter { cluster: &cluster, calico: &calico, via_operator: true, timeout: args.timeout };
+    let operator = calico.operator
+        && (probe.in_installation(&args.from).await?
+            || facts.snap.inventory.pool_named(&args.from).is_some_and(|i| facts.snap.inventory.pools[i].managed_by == ManagedBy::Operator));
     if facts.snap.inventory.pool_named(&args.from).is_none() {
         if let Some(state) = record {
             // The old pool is gone: only the record is left to close.
@@ -705,8 +710,8 @@ async fn rollback(printer: &Printer, cluster: &Cluster, calico: &Calico, args: &
     let lease = LeaseGuard::acquire(cluster).await?;
     let r = async {
         let pools = calico.list_pools(cluster).await?;
-        let managed = |n: &str| calico.operator && pools.iter().any(|p| p.name == n && p.managed_by == ManagedBy::Operator);
-        let w = |name: &str| PoolWriter { cluster, calico, via_operator: managed(name), timeout: args.timeout };
+        // set_disabled goes through the Installation for pools it lists.
+        let w = |_: &str| PoolWriter { cluster, calico, via_operator: calico.operator, timeout: args.timeout };
         w(&state.from_pool).set_disabled(&state.from_pool, false).await?;
         if pools.iter().any(|p| p.name == state.to_pool) {
             w(&state.to_pool).set_disabled(&state.to_pool, true).await?;

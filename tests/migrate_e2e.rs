@@ -263,9 +263,23 @@ fn concurrent_run_refused_then_sigkill_and_resume() {
     let se = stderr_of(&out);
     assert!(se.contains("another migration is running") && se.contains(&format!(":{}", first.id())), "{se}");
 
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
+    // Ctrl-C: exit 130, lease released, canary namespace gone, record kept.
+    Command::new("kill").args(["-INT", &first.id().to_string()]).status().unwrap();
+    let status = first.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "Ctrl-C exit code");
+    assert!(!c.kubectl(&["get", "lease", "-n", "kube-system", "kubectl-ippool"]).status.success(), "lease released on Ctrl-C");
     assert_eq!(phase(), "MovingPods");
+
+    // Resume, then SIGKILL it: the lease stays behind, held by a dead process.
+    let mut second = Command::new(&bin).env("KUBECONFIG", &c.kubeconfig).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    c.wait_until("the second run to hold the lease", Duration::from_secs(60), || {
+        let out = c.kubectl(&["get", "lease", "-n", "kube-system", "kubectl-ippool", "-o", "jsonpath={.spec.holderIdentity}"]);
+        String::from_utf8_lossy(&out.stdout).ends_with(&format!(":{}", second.id()))
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    second.kill().unwrap(); // SIGKILL
+    second.wait().unwrap();
+    assert!(matches!(phase().as_str(), "MovingPods" | "Draining" | "SourceDeleted" | "Done"), "{}", phase());
 
     let out = c.ippool(&args).output().unwrap();
     assert!(out.status.success(), "resume failed:\n{}\n{}", stdout_of(&out), stderr_of(&out));

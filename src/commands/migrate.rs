@@ -860,3 +860,100 @@ pub fn render_plan(plan: &Plan, resume: Option<Phase>) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: MigrateArgs,
+    }
+
+    fn args(extra: &[&str]) -> MigrateArgs {
+        let mut v = vec!["migrate", "--from", "old"];
+        v.extend_from_slice(extra);
+        Wrap::try_parse_from(v).unwrap().args
+    }
+
+    fn record(phase: Phase) -> MigrationState {
+        MigrationState {
+            from_pool: "old".into(),
+            from_cidr: "192.168.0.0/16".into(),
+            to_pool: "10.0.0.0-16".into(),
+            to_cidr: "10.0.0.0/16".into(),
+            created_target: true,
+            phase,
+            started_at: "t".into(),
+            updated_at: "t".into(),
+            started_by: "me@host:1".into(),
+            original_from_pool: Value::Null,
+            total: 3,
+            done: vec![],
+            failed: vec![],
+        }
+    }
+
+    #[test]
+    fn flags_parse_with_safe_defaults() {
+        let a = args(&["--to", "10.0.0.0/16"]);
+        assert_eq!(a.max_parallel, 1);
+        assert_eq!(a.strategy, Strategy::Rollout);
+        assert_eq!(a.jobs, JobsPolicy::Wait);
+        assert_eq!(a.timeout, Duration::from_secs(600));
+        let a = args(&["--to", "10.0.0.0/16", "--ipip-mode", "CrossSubnet", "--nat-outgoing", "false", "--strategy", "drain", "--jobs", "skip"]);
+        assert_eq!(a.ipip_mode, Some(EncapMode::CrossSubnet));
+        assert_eq!(a.nat_outgoing, Some(false));
+        assert!(Wrap::try_parse_from(["migrate", "--from", "old"]).is_err(), "a target is required");
+        assert!(Wrap::try_parse_from(["migrate", "--from", "old", "--to", "a", "--to-pool", "b"]).is_err());
+        assert!(Wrap::try_parse_from(["migrate", "--from", "old", "--rollback"]).is_ok());
+        assert!(Wrap::try_parse_from(["migrate", "--from", "old", "--to", "a", "--max-parallel", "0"]).is_err());
+    }
+
+    #[test]
+    fn unfinished_record_for_the_same_migration_is_resumed() {
+        let r = record(Phase::MovingPods);
+        assert!(resumable_record(Some(&r), &args(&["--to", "10.0.0.0/16"])).unwrap().is_some());
+        assert!(resumable_record(Some(&r), &args(&["--to-pool", "10.0.0.0-16"])).unwrap().is_some());
+        assert!(resumable_record(Some(&record(Phase::Done)), &args(&["--to", "10.0.0.0/16"])).unwrap().is_none());
+        let e = resumable_record(Some(&r), &args(&["--to", "10.1.0.0/16"])).unwrap_err().to_string();
+        assert!(e.contains("is recorded in phase MovingPods") && e.contains("--rollback"), "{e}");
+    }
+
+    #[test]
+    fn permissions_cover_pools_moves_and_bookkeeping() {
+        use crate::core::model::{Owner, Pool};
+        let calico = Calico { mode: crate::cluster::calico::ApiMode::CrdV1, operator: false, calico_version: None, cluster_type: None };
+        let owner = Owner { kind: OwnerKind::Deployment, other_kind: None, namespace: "shop".into(), name: "web".into() };
+        let plan = Plan {
+            from: Pool::new("old", "192.168.0.0/16".parse().unwrap()),
+            to: Pool::new("new", "10.0.0.0/16".parse().unwrap()),
+            create_target: true,
+            via_operator: false,
+            steps: vec![],
+            moves: vec![
+                Move { target: owner.display(), kind: MoveKind::Rollout, owner: Some(owner.clone()), pods: vec!["shop/web-1".into()], pod_uids: vec!["u".into()], note: None },
+                Move { target: "Bare shop/debug".into(), kind: MoveKind::EvictForGood, owner: None, pods: vec!["shop/debug".into()], pod_uids: vec!["u".into()], note: None },
+            ],
+            skipped: vec![],
+            blockers: vec![],
+            warnings: vec![],
+        };
+        let needs: Vec<String> = permissions_needed(&calico, &plan, &args(&["--to", "10.0.0.0/16"])).iter().map(|n| n.can_i_args()).collect();
+        for want in [
+            "create ippools.crd.projectcalico.org",
+            "delete blockaffinities.crd.projectcalico.org",
+            "patch deployments.apps -n shop",
+            "create pods --subresource=eviction -n shop",
+            "create namespaces",
+            "update leases.coordination.k8s.io -n kube-system",
+            "update configmaps -n kube-system",
+        ] {
+            assert!(needs.iter().any(|n| n == want), "{want} missing from {needs:?}");
+        }
+        let text = render_plan(&plan, Some(Phase::MovingPods));
+        assert!(text.starts_with("Resuming at phase MovingPods."), "{text}");
+    }
+}

@@ -286,3 +286,14 @@ fn hand_migration_is_verified_clean() {
     assert_agrees_with_calicoctl(&c, &v);
     c.assert_ipam_clean();
 }
+
+/// Errors exit 2 (no cluster needed).
+#[test]
+fn errors_exit_2() {
+    let bin = assert_cmd::cargo::cargo_bin("kubectl-ippool");
+    let out = std::process::Command::new(&bin).args(["verify", "--from-cidr", "10.0.0.1/8"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("10.0.0.0/8"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(&bin).args(["verify", "--kubeconfig", "/nonexistent/kubeconfig"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

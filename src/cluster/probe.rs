@@ -153,3 +153,29 @@ async fn cleanup(cluster: &Cluster, ns: &str) -> Result<()> {
         Err(e) => Err(e).op("delete", "namespaces", None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_names_and_pod_shape() {
+        let ns = probe_namespace_name();
+        assert!(ns.starts_with(PROBE_NAMESPACE_PREFIX) && ns.len() == PROBE_NAMESPACE_PREFIX.len() + 5, "{ns}");
+        let pod = probe_pod("probe-0", Some("node-1"), DEFAULT_PROBE_IMAGE, &BTreeMap::new());
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some("node-1"));
+        assert_eq!(spec.termination_grace_period_seconds, Some(0));
+        assert_eq!(spec.containers[0].image.as_deref(), Some(DEFAULT_PROBE_IMAGE));
+        assert!(probe_pod("probe", None, "x", &BTreeMap::new()).spec.unwrap().node_name.is_none());
+    }
+
+    #[test]
+    fn waits_for_an_address_or_the_end() {
+        let mut p = Pod::default();
+        assert!(!has_ip_or_finished(Some(&p)));
+        p.status = Some(serde_json::from_value(serde_json::json!({"phase":"Running","podIP":"10.1.0.5"})).unwrap());
+        assert!(has_ip_or_finished(Some(&p)));
+        assert!(!has_ip_or_finished(None));
+    }
+}

@@ -100,3 +100,17 @@ pub async fn list_sandbox_failures(cluster: &Cluster) -> Result<Vec<SandboxFailu
     out.sort_by(|a, b| (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod)));
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn finished_jobs_are_recognised() {
+        let done: Job = serde_json::from_value(json!({"metadata":{"name":"report"},"status":{"conditions":[{"type":"Complete","status":"True"}]}})).unwrap();
+        let running: Job = serde_json::from_value(json!({"metadata":{"name":"report"},"status":{"active":1}})).unwrap();
+        assert!(job_finished(&done));
+        assert!(!job_finished(&running));
+    }
+}

@@ -367,3 +367,41 @@ fn native_v3_crds_migrate_and_roll_back() {
     assert!(blocks["items"].as_array().unwrap().iter().all(|b| !b["spec"]["cidr"].as_str().unwrap().starts_with("192.168.")));
     c.assert_ipam_clean();
 }
+
+/// `--strategy evict`: PodDisruptionBudgets are honoured through 429s,
+/// reported as "will retry after Ns", never forced.
+#[test]
+fn evict_strategy_backs_off_on_pdb() {
+    let c = TestCluster::start(&["--scenario", "seed", "--readiness-delay", "3s"]);
+    c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+    let watcher = ReadyWatcher::start(&c, &[("deployment", "shop", "web"), ("deployment", "shop", "api"), ("deployment", "kube-system", "coredns")]);
+    let out = c.ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--strategy", "evict", "--force", "--yes", "--jobs", "evict", "--timeout", "3m"]).output().unwrap();
+    let lowest = watcher.finish();
+    assert!(out.status.success(), "{}\n{}", stdout_of(&out), stderr_of(&out));
+    assert!(stderr_of(&out).contains("will retry after 5s"), "expected a PDB back-off:\n{}", stderr_of(&out));
+    assert!(lowest["deployment/shop/web"] >= 2, "{lowest:?}");
+    assert!(lowest["deployment/shop/api"] >= 1, "{lowest:?}");
+    assert!(lowest["deployment/kube-system/coredns"] >= 1, "{lowest:?}");
+    assert_all_pods_in(&c, "10.0.0.0/16");
+    assert_old_pool_gone(&c, OLD, "192.168.0.0/16", "10.0.0.0/16");
+    c.assert_ipam_clean();
+}
+
+/// `--strategy drain`: node by node, every node schedulable again afterwards.
+#[test]
+fn drain_strategy_cordons_and_uncordons() {
+    let c = TestCluster::start(&["--scenario", "seed", "--readiness-delay", "1s"]);
+    c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+    let out = c.ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--strategy", "drain", "--force", "--yes", "--jobs", "evict", "--timeout", "3m"]).output().unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout_of(&out), stderr_of(&out));
+    let se = stderr_of(&out);
+    assert!(se.contains("node/kubesim-node-0 cordoned") && se.contains("node/kubesim-node-0 uncordoned"), "{se}");
+    let nodes = json(&c, &["get", "nodes"]);
+    for n in nodes["items"].as_array().unwrap() {
+        assert_ne!(n["spec"]["unschedulable"], Value::Bool(true), "{} left cordoned", n["metadata"]["name"]);
+        assert!(n["metadata"]["annotations"]["ippool.kubectl.io/cordoned"].is_null());
+    }
+    assert_all_pods_in(&c, "10.0.0.0/16");
+    assert_old_pool_gone(&c, OLD, "192.168.0.0/16", "10.0.0.0/16");
+    c.assert_ipam_clean();
+}

@@ -19,7 +19,6 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::lock::COMPONENT;
 use super::workloads::owner_of;
 use super::Cluster;
 use crate::core::model::{Owner, OwnerKind};
@@ -377,11 +376,6 @@ pub async fn read_cni_pools(cluster: &Cluster) -> Option<CniPools> {
         }
     }
     (!pools.is_empty()).then(|| CniPools { source: "ConfigMap kube-system/calico-config (cni_network_config)".into(), pools })
-}
-
-/// The field manager / user agent name for our writes.
-pub fn field_manager() -> &'static str {
-    COMPONENT
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ fn parse_encap(s: &str) -> std::result::Result<EncapMode, String> {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = EXAMPLES)]
+#[command(after_help = EXAMPLES, next_help_heading = "Migration")]
 pub struct MigrateArgs {
     /// The pool to move pods off (name).
     #[arg(long, value_name = "POOL")]
@@ -790,6 +790,10 @@ fn permissions_needed(calico: &Calico, plan: &Plan, args: &MigrateArgs) -> Vec<N
 fn show_plan(printer: &Printer, cluster: &Cluster, plan: &Plan, args: &MigrateArgs, resume: Option<Phase>) -> Result<()> {
     printer.note(format!("Cluster: {}", cluster.describe()));
     if printer.is_machine_readable() {
+        // A real run prints one document: the summary at the end.
+        if !args.dry_run {
+            return Ok(());
+        }
         printer.data(&PlanDocument { kind: "IPPoolMigrationPlan", context: cluster.context.clone(), dry_run: args.dry_run, resume_from_phase: resume, plan })?;
     } else {
         printer.stdout(&render_plan(plan, resume));

@@ -405,3 +405,35 @@ fn drain_strategy_cordons_and_uncordons() {
     assert_old_pool_gone(&c, OLD, "192.168.0.0/16", "10.0.0.0/16");
     c.assert_ipam_clean();
 }
+
+/// The permission preflight lists every missing permission before any
+/// write; the documented ippool-migrator role (deploy/rbac.yaml) suffices.
+#[test]
+fn permission_preflight_and_migrator_role() {
+    let c = TestCluster::start(&["--scenario", "seed"]);
+    c.kubectl_ok(&["apply", "-f", common::repo_root().join("deploy/rbac.yaml").to_str().unwrap()]);
+    for (sa, role) in [("viewer", "ippool-reader"), ("migrator", "ippool-migrator")] {
+        c.kubectl_ok(&["create", "serviceaccount", sa, "-n", "default"]);
+        c.kubectl_ok(&["create", "clusterrolebinding", sa, &format!("--clusterrole={role}"), &format!("--serviceaccount=default:{sa}")]);
+    }
+    c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+    let before = fingerprint(&c);
+    let args = ["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force", "--yes", "--jobs", "evict", "--timeout", "3m"];
+
+    let mut as_viewer = args.to_vec();
+    as_viewer.extend(["--as", "system:serviceaccount:default:viewer"]);
+    let out = c.ippool(&as_viewer).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let se = stderr_of(&out);
+    for want in ["missing permissions (nothing was changed)", "create ippools.crd.projectcalico.org", "patch deployments.apps -n shop", "create pods --subresource=eviction -n shop", "kubectl auth can-i"] {
+        assert!(se.contains(want), "{want:?} not in:\n{se}");
+    }
+    assert_eq!(before, fingerprint(&c), "the preflight wrote something");
+
+    let mut as_migrator = args.to_vec();
+    as_migrator.extend(["--as", "system:serviceaccount:default:migrator"]);
+    let out = c.ippool(&as_migrator).output().unwrap();
+    assert!(out.status.success(), "as ippool-migrator:\n{}\n{}", stdout_of(&out), stderr_of(&out));
+    assert_all_pods_in(&c, "10.0.0.0/16");
+    assert_old_pool_gone(&c, OLD, "192.168.0.0/16", "10.0.0.0/16");
+}

@@ -176,6 +176,14 @@ fn seed_refusals_dry_run_then_full_migration() {
     assert_eq!(plan["kind"], "IPPoolMigrationPlan");
     assert_eq!(plan["to"]["name"], "10.0.0.0-16");
     assert!(plan["blockers"].as_array().unwrap().iter().any(|b| b.as_str().unwrap().contains("namespace legacy")));
+    // A manifest install's CNI config naming the old pool is a blocker.
+    let cni = c.dir().join("calico-config.yaml");
+    std::fs::write(&cni, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: calico-config\n  namespace: kube-system\ndata:\n  cni_network_config: '{\"name\":\"k8s-pod-network\",\"plugins\":[{\"type\":\"calico\",\"ipam\":{\"type\":\"calico-ipam\",\"ipv4_pools\":[\"default-ipv4-ippool\"]}}]}'\n").unwrap();
+    c.kubectl_ok(&["apply", "-f", cni.to_str().unwrap()]);
+    let out = c.ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--dry-run", "--force"]).output().unwrap();
+    assert!(stderr_of(&out).contains("the CNI config in ConfigMap kube-system/calico-config"), "{}", stderr_of(&out));
+    c.kubectl_ok(&["delete", "configmap", "-n", "kube-system", "calico-config"]);
+
     // Without a terminal and without --yes: refused, nothing written.
     c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
     let out = c.ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force"]).output().unwrap();

@@ -957,6 +957,9 @@ mod tests {
         ] {
             assert!(needs.iter().any(|n| n == want), "{want} missing from {needs:?}");
         }
+        let doc = PlanDocument { kind: "IPPoolMigrationPlan", context: "c".into(), dry_run: true, resume_from_phase: None, plan: &plan };
+        let yaml = serde_yaml_ng::to_string(&doc).unwrap();
+        assert!(yaml.contains("kind: IPPoolMigrationPlan") && yaml.contains("kind: evictForGood"), "{yaml}");
         let text = render_plan(&plan, Some(Phase::MovingPods));
         assert!(text.starts_with("Resuming at phase MovingPods."), "{text}");
     }

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams, Preconditions};
 use serde_json::{json, Value};
 
-use super::calico::{installation_api, pool_from_object, ApiMode, Calico, Kind};
+use super::calico::{installation_api, pool_from_object, Calico, Kind};
 use super::movers::wait_object;
 use super::{list_paged, Cluster};
 use crate::core::cidr::within;
@@ -251,7 +251,6 @@ pub async fn release_affinities(cluster: &Cluster, calico: &Calico, cidr: &IpNet
         }
     })
     .await?;
-    let v1 = calico.mode != ApiMode::NativeV3;
     for aff in affinities {
         let name = aff.metadata.name.clone().unwrap_or_default();
         let block_cidr = aff.data.pointer("/spec/cidr").and_then(Value::as_str).unwrap_or_default().to_string();
@@ -277,7 +276,8 @@ pub async fn release_affinities(cluster: &Cluster, calico: &Calico, cidr: &IpNet
                 .await?;
             }
         }
-        let _ = v1; // BlockAffinity.spec.deleted (string in v1, bool in v3) is not needed: we delete the object.
+        // BlockAffinity.spec.deleted (a string in v1, a bool in v3) is not
+        // needed: the object itself is deleted, with a UID precondition.
         delete_with_uid(&aff_api, &name, aff.metadata.uid.clone(), "blockaffinities").await?;
     }
     Ok(())

@@ -428,8 +428,7 @@ async fn execute(ctx: &Ctx<'_>, plan: &Plan, mut state: MigrationState, facts: &
     Ok(summary)
 }
 
-fn pool_event<'a>(calico: &'a Calico, name: &'a str, api_version: &'a str) -> EventTarget<'a> {
-    let _ = calico;
+fn pool_event<'a>(name: &'a str, api_version: &'a str) -> EventTarget<'a> {
     EventTarget { api_version, kind: "IPPool", namespace: None, name }
 }
 
@@ -441,7 +440,7 @@ async fn phase_target_ready(ctx: &Ctx<'_>, writer: &PoolWriter<'_>, plan: &Plan,
     writer.ensure_created(&plan.to).await?;
     if state.phase < Phase::TargetReady {
         let av = ctx.calico.resource(Kind::IPPool).api_version;
-        lock::record_event(ctx.cluster, pool_event(ctx.calico, &plan.to.name, &av), &format!("kubectl-ippool migrate: target pool for moving pods off {}", plan.from.name)).await;
+        lock::record_event(ctx.cluster, pool_event(&plan.to.name, &av), &format!("kubectl-ippool migrate: target pool for moving pods off {}", plan.from.name)).await;
         ctx.printer.note(format!("IPPool {} ({}) ready.", plan.to.name, plan.to.cidr));
         checkpoint(ctx, state, Phase::TargetReady).await?;
     }
@@ -455,7 +454,7 @@ async fn phase_source_disabled(ctx: &Ctx<'_>, writer: &PoolWriter<'_>, plan: &Pl
     writer.set_disabled(&plan.from.name, true).await?;
     if state.phase < Phase::SourceDisabled {
         let av = ctx.calico.resource(Kind::IPPool).api_version;
-        lock::record_event(ctx.cluster, pool_event(ctx.calico, &plan.from.name, &av), &format!("kubectl-ippool migrate: disabled; pods move to {}", plan.to.name)).await;
+        lock::record_event(ctx.cluster, pool_event(&plan.from.name, &av), &format!("kubectl-ippool migrate: disabled; pods move to {}", plan.to.name)).await;
         ctx.printer.note(format!("IPPool {} disabled: new pods get addresses from {}.", plan.from.name, plan.to.name));
         checkpoint(ctx, state, Phase::SourceDisabled).await?;
     }
@@ -657,7 +656,7 @@ async fn phase_delete_source(ctx: &Ctx<'_>, writer: &PoolWriter<'_>, plan: &Plan
     let from_writer = PoolWriter { via_operator: writer.via_operator || plan.from.managed_by == ManagedBy::Operator && ctx.calico.operator, ..*writer };
     from_writer.delete_safely(&plan.from, Some(plan.to.cidr)).await?;
     let av = ctx.calico.resource(Kind::IPPool).api_version;
-    lock::record_event(ctx.cluster, pool_event(ctx.calico, &plan.from.name, &av), &format!("kubectl-ippool migrate: deleted after every pod moved to {}", plan.to.name)).await;
+    lock::record_event(ctx.cluster, pool_event(&plan.from.name, &av), &format!("kubectl-ippool migrate: deleted after every pod moved to {}", plan.to.name)).await;
     ctx.printer.note(format!("IPPool {} deleted.", plan.from.name));
     checkpoint(ctx, state, Phase::SourceDeleted).await?;
     let ipam = ctx.calico.read_ipam(ctx.cluster).await?;

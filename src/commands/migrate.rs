@@ -272,7 +272,10 @@ pub async fn run(kube: &KubeArgs, args: &MigrateArgs) -> Result<i32> {
             return finish_without_pool(&printer, &cluster, state).await;
         }
     }
-    let plan = plan::make_plan(&facts.plan_input(args, operator)).map_err(|reasons| Error::refused(format!("migrate {} (nothing was changed)", args.from), reasons))?;
+    let mut plan = plan::make_plan(&facts.plan_input(args, operator)).map_err(|reasons| Error::refused(format!("migrate {} (nothing was changed)", args.from), reasons))?;
+    if operator {
+        plan.warnings.extend(operator_warnings(&cluster, &plan).await);
+    }
     show_plan(&printer, &cluster, &plan, args, record.as_ref().map(|r| r.phase))?;
 
     // 2. Preflight: blockers, then permissions.
@@ -324,6 +327,28 @@ pub async fn run(kube: &KubeArgs, args: &MigrateArgs) -> Result<i32> {
         ));
     }
     Ok(0)
+}
+
+/// What to know before letting the operator apply our pool changes.
+async fn operator_warnings(cluster: &Cluster, plan: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(Some(inst)) = crate::cluster::calico::installation_api(cluster).get_opt("default").await {
+        let helm = inst.metadata.labels.as_ref().and_then(|l| l.get("app.kubernetes.io/managed-by")).is_some_and(|v| v == "Helm")
+            || inst.metadata.annotations.as_ref().is_some_and(|a| a.contains_key("meta.helm.sh/release-name"));
+        if helm {
+            out.push(format!(
+                "Installation default is managed by Helm: after this migration, put IPPool {} ({}) into the chart's installation.calicoNetwork.ipPools values, or the next helm upgrade brings {} back",
+                plan.to.name, plan.to.cidr, plan.from.name
+            ));
+        }
+    }
+    if crate::core::cidr::within(&plan.to.cidr, &plan.from.cidr) {
+        out.push(format!(
+            "the operator deletes {} by releasing every block affinity inside {}, including those of the new pool {}; its blocks lose their node affinity (pods keep working, nodes claim new blocks)",
+            plan.from.name, plan.from.cidr, plan.to.cidr
+        ));
+    }
+    out
 }
 
 /// An unfinished record for the same `--from` is resumed; one for another

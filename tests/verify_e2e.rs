@@ -96,6 +96,32 @@ fn inject_leak(c: &common::TestCluster) -> String {
     name
 }
 
+/// Free the allocation of a running pod's address in its IPAMBlock (as a
+/// botched manual release would): the pod then holds an address IPAM may
+/// hand out again, its handle has no addresses, and the block keeps an
+/// unreferenced attribute.
+fn unallocate_pod_ip(c: &common::TestCluster, ns: &str, pod: &str) {
+    let ip: std::net::IpAddr = c.kubectl_ok(&["get", "pod", "-n", ns, pod, "-o", "jsonpath={.status.podIP}"]).trim().parse().unwrap();
+    let list: Value = serde_json::from_str(&c.kubectl_ok(&["get", "ipamblocks.crd.projectcalico.org", "-o", "json"])).unwrap();
+    let mut block = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["spec"]["cidr"].as_str().unwrap().parse::<ipnet::IpNet>().unwrap().contains(&ip))
+        .expect("block of the pod's address")
+        .clone();
+    let net: ipnet::IpNet = block["spec"]["cidr"].as_str().unwrap().parse().unwrap();
+    let ordinal = match (ip, net.network()) {
+        (std::net::IpAddr::V4(a), std::net::IpAddr::V4(n)) => (u32::from(a) - u32::from(n)) as usize,
+        _ => unreachable!("the seed cluster is IPv4"),
+    };
+    block["spec"]["allocations"][ordinal] = Value::Null;
+    block["spec"]["unallocated"].as_array_mut().unwrap().push(Value::from(ordinal));
+    let path = c.dir().join("unallocate.json");
+    std::fs::write(&path, serde_json::to_vec(&block).unwrap()).unwrap();
+    c.kubectl_ok(&["replace", "-f", path.to_str().unwrap()]);
+}
+
 fn create_orphan_handle(c: &common::TestCluster) {
     let path = c.dir().join("orphan-handle.json");
     let handle = serde_json::json!({
@@ -160,6 +186,18 @@ fn seed_clean_then_each_failure_class() {
     assert_eq!(v["ipam"]["calicoctlProblems"], 2);
     assert_agrees_with_calicoctl(&c, &v);
 
+    // A running pod whose address has no allocation.
+    unallocate_pod_ip(&c, "shop", "debug");
+    let (v, code) = verify(&c, &[]);
+    assert_eq!(code, 1);
+    let unallocated = objects(&v, "ipsWithoutAllocation");
+    assert_eq!(unallocated.len(), 1);
+    assert!(unallocated[0].starts_with("Pod shop/debug ("), "{unallocated:?}");
+    assert_eq!(objects(&v, "handlesWithoutIps").len(), 2);
+    assert_eq!(status(&v, "invalidBlocks"), "FAIL");
+    assert_eq!(v["ipam"]["calicoctlProblems"], 4);
+    assert_agrees_with_calicoctl(&c, &v);
+
     // Disable the seed pool: the pinned namespace, the pods left on it, and
     // a pod recreated there stuck Pending with Calico's reason.
     c.kubectl_ok(&["patch", "ippools.crd.projectcalico.org", "default-ipv4-ippool", "--type=merge", "-p", r#"{"spec":{"disabled":true}}"#]);
@@ -182,6 +220,9 @@ fn seed_clean_then_each_failure_class() {
     let msg = check(&v, "podsPendingOnIpam")["message"].as_str().unwrap();
     assert!(!msg.contains("rpc error"), "only Calico's reason: {msg}");
     assert_eq!(status(&v, "targetPool"), "FAIL", "no enabled pool is left");
+    // The pod without an allocation is now outside every active pool (calicoctl's other class).
+    assert_eq!(objects(&v, "ipsWithoutAllocation"), Vec::<String>::new());
+    assert!(objects(&v, "ipsOutsideActivePools").iter().any(|o| o.starts_with("Pod shop/debug (")), "{:#}", check(&v, "ipsOutsideActivePools"));
     assert_agrees_with_calicoctl(&c, &v);
 
     // A workload template pinned to the disabled pool is named too (its

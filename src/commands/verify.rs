@@ -4,7 +4,6 @@
 //! 2 error) are stable.
 
 use clap::Args;
-use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::cli::{parse_duration, KubeArgs, OutputFormat};
@@ -120,7 +119,7 @@ pub async fn run(kube: &KubeArgs, args: &VerifyArgs) -> Result<i32> {
         templates::list_sandbox_failures(&cluster),
     )?;
 
-    let expect = Expectations { targets: args.to.clone(), from: args.from.clone(), from_cidr: from_cidr.map(|n: IpNet| n.trunc()), namespace: cluster.namespace.clone() };
+    let expect = Expectations { targets: args.to.clone(), from: args.from.clone(), from_cidr, namespace: cluster.namespace.clone() };
     let input = VerifyInput {
         inv: &snap.inventory,
         nodes: &snap.nodes,

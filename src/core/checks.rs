@@ -6,7 +6,7 @@
 //! the way `calicoctl ipam check` does, so `IpamFigures::calicoctl_problems`
 //! equals calicoctl's "found N problems" on the same cluster.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -633,17 +633,17 @@ pub fn ipam_checks(input: &VerifyInput) -> (Vec<Check>, IpamFigures) {
 
     // Affinities: missing node, deleted pool, pending deletion.
     let node_names: HashSet<&str> = input.nodes.iter().map(|n| n.name.as_str()).collect();
-    let mut missing_node: BTreeMap<String, ()> = BTreeMap::new();
+    let mut missing_node: BTreeSet<String> = BTreeSet::new();
     for b in &ipam.blocks {
         if let Some(n) = b.affinity_node.as_deref().filter(|n| !node_names.contains(n)) {
-            missing_node.insert(format!("IPAMBlock {} (affine to missing Node {n})", b.name), ());
+            missing_node.insert(format!("IPAMBlock {} (affine to missing Node {n})", b.name));
         }
     }
     let mut for_deleted_pool = Vec::new();
     let mut pending_deletion = Vec::new();
     for a in &ipam.affinities {
         if !a.node.is_empty() && !node_names.contains(a.node.as_str()) {
-            missing_node.insert(format!("BlockAffinity {} (missing Node {})", a.name, a.node), ());
+            missing_node.insert(format!("BlockAffinity {} (missing Node {})", a.name, a.node));
         }
         if inv.pool_index.lookup(a.cidr.network()).is_none() {
             for_deleted_pool.push(format!("BlockAffinity {} ({} on {})", a.name, a.cidr, a.node));
@@ -652,7 +652,7 @@ pub fn ipam_checks(input: &VerifyInput) -> (Vec<Check>, IpamFigures) {
             pending_deletion.push(format!("BlockAffinity {} ({} on {})", a.name, a.cidr, a.node));
         }
     }
-    let missing_node: Vec<String> = missing_node.into_keys().collect();
+    let missing_node: Vec<String> = missing_node.into_iter().collect();
     let orphan_blocks: Vec<String> = inv.orphan_blocks().map(|b| format!("IPAMBlock {} ({}, {} allocation(s))", b.name, b.cidr, b.allocations.len())).collect();
 
     let c = Category::Ipam;

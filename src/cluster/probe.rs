@@ -37,11 +37,13 @@ pub fn probe_namespace_name() -> String {
 /// the wait, cleans up, and reports an interruption.
 pub async fn run(cluster: &Cluster, opts: &ProbeOptions) -> Result<Vec<ProbeOutcome>> {
     let ns = probe_namespace_name();
+    let targets = probe_targets(opts);
     let outcome = tokio::select! {
-        r = probe_in(cluster, &ns, opts) => Some(r),
+        r = probe_in(cluster, &ns, opts, &targets) => Some(r),
         _ = tokio::signal::ctrl_c() => None,
     };
-    let cleanup = cleanup(cluster, &ns).await;
+    let names: Vec<String> = targets.iter().map(|(n, _)| n.clone()).collect();
+    let cleanup = cleanup(cluster, &ns, &names).await;
     match outcome {
         None => Err(Error::Interrupted(format!("probe stopped; namespace {ns} deleted{}", cleanup.err().map(|e| format!(" (cleanup failed: {e})")).unwrap_or_default()))),
         Some(r) => {
@@ -53,7 +55,15 @@ pub async fn run(cluster: &Cluster, opts: &ProbeOptions) -> Result<Vec<ProbeOutc
     }
 }
 
-async fn probe_in(cluster: &Cluster, ns: &str, opts: &ProbeOptions) -> Result<Vec<ProbeOutcome>> {
+/// Probe pod names and the node each is pinned to.
+fn probe_targets(opts: &ProbeOptions) -> Vec<(String, Option<String>)> {
+    match &opts.nodes {
+        None => vec![("probe".to_string(), None)],
+        Some(nodes) => nodes.iter().enumerate().map(|(i, n)| (format!("probe-{i}"), Some(n.clone()))).collect(),
+    }
+}
+
+async fn probe_in(cluster: &Cluster, ns: &str, opts: &ProbeOptions, targets: &[(String, Option<String>)]) -> Result<Vec<ProbeOutcome>> {
     let labels = BTreeMap::from([(LABEL_MANAGED_BY.to_string(), "kubectl-ippool".to_string())]);
     let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
     let namespace = Namespace { metadata: ObjectMeta { name: Some(ns.to_string()), labels: Some(labels.clone()), ..Default::default() }, ..Default::default() };
@@ -63,20 +73,18 @@ async fn probe_in(cluster: &Cluster, ns: &str, opts: &ProbeOptions) -> Result<Ve
     // exists; create it rather than wait for the controller.
     let sas: Api<ServiceAccount> = Api::namespaced(cluster.client.clone(), ns);
     let sa = ServiceAccount { metadata: ObjectMeta { name: Some("default".into()), ..Default::default() }, ..Default::default() };
+    // Without permission to create it (the minimal role lacks it), the
+    // controller's copy is used and pod creation retries below.
     match sas.create(&PostParams::default(), &sa).await {
         Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 403 => {}
         Err(e) => return Err(e).op("create", "serviceaccounts", Some(ns)),
     }
 
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
-    let targets: Vec<(String, Option<String>)> = match &opts.nodes {
-        None => vec![("probe".to_string(), None)],
-        Some(nodes) => nodes.iter().enumerate().map(|(i, n)| (format!("probe-{i}"), Some(n.clone()))).collect(),
-    };
-    for (name, node) in &targets {
+    for (name, node) in targets {
         let pod = probe_pod(name, node.as_deref(), &opts.image, &labels);
-        pods.create(&PostParams::default(), &pod).await.op("create", "pods", Some(ns))?;
+        create_pod(&pods, &pod, ns).await?;
     }
 
     let waits = targets.iter().map(|(name, node)| {
@@ -105,6 +113,23 @@ async fn probe_in(cluster: &Cluster, ns: &str, opts: &ProbeOptions) -> Result<Ve
         out.push(ProbeOutcome { pod: format!("{ns}/{name}"), node, ip, error });
     }
     Ok(out)
+}
+
+/// Create a pod, retrying briefly while admission still waits for the
+/// namespace's default ServiceAccount (a fresh namespace gets it within
+/// moments from the controller).
+async fn create_pod(pods: &Api<Pod>, pod: &Pod, ns: &str) -> Result<()> {
+    let mut attempts = 0;
+    loop {
+        match pods.create(&PostParams::default(), pod).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("serviceaccount") && attempts < 20 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e).op("create", "pods", Some(ns)),
+        }
+    }
 }
 
 fn has_ip_or_finished(p: Option<&Pod>) -> bool {
@@ -142,10 +167,12 @@ fn probe_pod(name: &str, node: Option<&str>, image: &str, labels: &BTreeMap<Stri
 }
 
 /// Delete the probe pods at once (so their addresses are released before
-/// we exit) and the namespace; a namespace already gone is fine.
-async fn cleanup(cluster: &Cluster, ns: &str) -> Result<()> {
+/// we exit) and the namespace; objects already gone are fine.
+async fn cleanup(cluster: &Cluster, ns: &str, pod_names: &[String]) -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
-    let _ = pods.delete_collection(&DeleteParams::default().grace_period(0), &ListParams::default()).await;
+    for name in pod_names {
+        let _ = pods.delete(name, &DeleteParams::default().grace_period(0)).await;
+    }
     let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
     match namespaces.delete(ns, &DeleteParams::background()).await {
         Ok(_) => Ok(()),

@@ -272,7 +272,7 @@ func (a *agent) start(ctx context.Context) error {
 		go a.worker(ctx, n, q)
 	}
 	go func() {
-		t := time.NewTicker(30 * time.Second)
+		t := time.NewTicker(60 * time.Second)
 		defer t.Stop()
 		for {
 			select {
@@ -804,6 +804,9 @@ func (a *agent) syncTunnels(ctx context.Context, node string) error {
 				continue
 			}
 		}
+		if cur == "" && len(cands) == 0 {
+			continue
+		}
 		handle := tk.handle(node)
 		if err := a.release(ctx, handle); err != nil {
 			return err
@@ -819,8 +822,6 @@ func (a *agent) syncTunnels(ctx context.Context, node string) error {
 				return fmt.Errorf("tunnel address for %s: %v", node, err)
 			}
 			newVal = v4.IPs[0].IP.String()
-		} else if cur == "" {
-			continue
 		}
 		patch, _ := json.Marshal(map[string]interface{}{"metadata": map[string]interface{}{"annotations": map[string]interface{}{tk.annotation: newVal}}})
 		if _, err := a.kube.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -129,7 +130,9 @@ func startAPIServer(ctx context.Context, c *cpConfig, errCh chan<- error) error 
 		"--max-requests-inflight=2000",
 		"--max-mutating-requests-inflight=1000",
 		"--profiling=false",
+		"--http2-max-streams-per-connection=5000",
 	}
+	args = append(args, strings.Fields(os.Getenv("KUBESIM_APISERVER_ARGS"))...)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

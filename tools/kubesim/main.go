@@ -12,6 +12,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -46,6 +48,7 @@ type flags struct {
 	replicas       int
 	exitWithParent bool
 	verbose        bool
+	pprofAddr      string
 }
 
 var startTime = time.Now()
@@ -68,6 +71,7 @@ func main() {
 	fs.IntVar(&f.replicas, "replicas", 10, "bench scenario: replicas per Deployment")
 	fs.BoolVar(&f.exitWithParent, "exit-with-parent", false, "exit when the parent process dies")
 	fs.BoolVar(&f.verbose, "v", false, "verbose component logs")
+	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this loopback address (debugging)")
 	_ = fs.Parse(os.Args[1:])
 	if f.dir == "" {
 		fmt.Fprintln(os.Stderr, "kubesim: --dir is required")
@@ -98,6 +102,9 @@ func setupLogging(verbose bool) {
 
 func run(f *flags) error {
 	setupLogging(f.verbose)
+	if f.pprofAddr != "" {
+		go func() { logf("pprof: %v", http.ListenAndServe(f.pprofAddr, nil)) }()
+	}
 	sc, err := getScenario(f.scenario)
 	if err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -102,6 +103,14 @@ func setupLogging(verbose bool) {
 
 func run(f *flags) error {
 	setupLogging(f.verbose)
+	// Everything runs in one heap; the default GOGC=100 makes GC assists the bottleneck under load
+	// (3 000-pod scale run: 102 s with GOGC=100, 42 s with 400). A soft limit keeps memory bounded.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(8 << 30)
+	}
 	if f.pprofAddr != "" {
 		go func() { logf("pprof: %v", http.ListenAndServe(f.pprofAddr, nil)) }()
 	}

@@ -144,7 +144,7 @@ func (a *agent) markNodeReady(ctx context.Context, name string) error {
 		now := metav1.Now()
 		n.Status.Capacity = corev1.ResourceList{
 			corev1.ResourceCPU: resource.MustParse("16"), corev1.ResourceMemory: resource.MustParse("64Gi"),
-			corev1.ResourcePods: resource.MustParse("250"), corev1.ResourceEphemeralStorage: resource.MustParse("100Gi"),
+			corev1.ResourcePods: resource.MustParse("1000"), corev1.ResourceEphemeralStorage: resource.MustParse("100Gi"),
 		}
 		n.Status.Allocatable = n.Status.Capacity
 		cond := func(t corev1.NodeConditionType, s corev1.ConditionStatus, reason string) corev1.NodeCondition {

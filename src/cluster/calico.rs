@@ -273,10 +273,29 @@ pub fn pool_from_object(o: &DynamicObject) -> Result<Pool, String> {
         }
     }
     pool.assignment_mode = str_at(&spec, "/assignmentMode").map(str::to_string);
-    let managed = o.metadata.labels.as_ref().and_then(|l| l.get(LABEL_MANAGED_BY)).map(String::as_str) == Some(OPERATOR_MANAGER);
+    let managed = v3_labels(o).get(LABEL_MANAGED_BY).map(String::as_str) == Some(OPERATOR_MANAGER);
     pool.managed_by = if managed { ManagedBy::Operator } else { ManagedBy::Manifest };
     pool.terminating = o.metadata.deletion_timestamp.is_some();
     Ok(pool)
+}
+
+/// The object's labels as Calico's v3 API sees them. Through the v1 CRDs,
+/// libcalico-go keeps v3 labels in the `projectcalico.org/metadata`
+/// annotation (JSON) rather than in `metadata.labels`; read both.
+pub fn v3_labels(o: &DynamicObject) -> BTreeMap<String, String> {
+    let mut labels = o.metadata.labels.clone().unwrap_or_default();
+    if let Some(meta) = o.metadata.annotations.as_ref().and_then(|a| a.get("projectcalico.org/metadata")) {
+        if let Ok(v) = serde_json::from_str::<Value>(meta) {
+            if let Some(m) = v.get("labels").and_then(Value::as_object) {
+                for (k, val) in m {
+                    if let Some(val) = val.as_str() {
+                        labels.entry(k.clone()).or_insert_with(|| val.to_string());
+                    }
+                }
+            }
+        }
+    }
+    labels
 }
 
 /// The address at `ordinal` within `net`.
@@ -406,6 +425,14 @@ mod tests {
         assert_eq!(p.vxlan_mode, EncapMode::Always);
         assert_eq!(p.block_size, 24);
         assert!(p.disabled);
+    }
+
+    #[test]
+    fn operator_label_in_v1_metadata_annotation() {
+        let o = obj(json!({"apiVersion":"crd.projectcalico.org/v1","kind":"IPPool","metadata":{"name":"p",
+            "annotations":{"projectcalico.org/metadata":"{\"labels\":{\"app.kubernetes.io/managed-by\":\"tigera-operator\"}}"}},
+            "spec":{"cidr":"10.0.0.0/16"}}));
+        assert_eq!(pool_from_object(&o).unwrap().managed_by, ManagedBy::Operator);
     }
 
     #[test]

@@ -175,6 +175,8 @@ struct Summary {
     skipped: Vec<String>,
     old_pool_deleted: bool,
     seconds: f64,
+    /// API requests this run made (for `make bench`).
+    api_requests: u64,
 }
 
 /// Everything read from the cluster before planning.
@@ -312,7 +314,8 @@ pub async fn run(kube: &KubeArgs, args: &MigrateArgs) -> Result<i32> {
         }
     }
     lease.release().await;
-    let summary = outcome?;
+    let mut summary = outcome?;
+    summary.api_requests = crate::cluster::requests_made();
     if printer.is_machine_readable() {
         printer.data(&summary)?;
     } else {
@@ -324,6 +327,11 @@ pub async fn run(kube: &KubeArgs, args: &MigrateArgs) -> Result<i32> {
             summary.to,
             summary.seconds,
             if summary.old_pool_deleted { format!("IPPool {} deleted", summary.from) } else { format!("IPPool {} kept (disabled)", summary.from) }
+        ));
+        printer.note(format!(
+            "API requests: {} ({:.1} per pod moved)",
+            summary.api_requests,
+            summary.api_requests as f64 / summary.pods_moved.max(1) as f64
         ));
     }
     Ok(0)
@@ -437,6 +445,7 @@ async fn execute(ctx: &Ctx<'_>, plan: &Plan, mut state: MigrationState, facts: &
         skipped: skipped.clone(),
         old_pool_deleted: false,
         seconds: 0.0,
+        api_requests: 0,
     };
     if filtered || !skipped.is_empty() {
         let why = if filtered { "only pods matching -n/-l were moved" } else { "some pods were skipped (listed above)" };

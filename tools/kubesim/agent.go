@@ -57,8 +57,12 @@ const (
 	tunnelKeyPrefix = "\x00tunnel"
 )
 
+// podState is the agent's record of one pod incarnation (one UID). It is keyed by UID, never by
+// namespace/name: a StatefulSet replacement pod has the same name but a new UID, possibly on
+// another node, and must never see (or release) its predecessor's handle.
 type podState struct {
 	uid      types.UID
+	node     string
 	handle   string
 	ip       string
 	started  time.Time
@@ -78,13 +82,13 @@ type agent struct {
 	podsSynced cache.InformerSynced
 	recorder   record.EventRecorder
 	mu         sync.Mutex
-	state      map[string]*podState // key ns/name
-	lastErr    map[string]string
+	state      map[types.UID]*podState
+	lastErr    map[types.UID]string
 }
 
 func newAgent(kube kubernetes.Interface, cal clientv3.Interface, restCfg *rest.Config, n int, readyDelay time.Duration) *agent {
 	a := &agent{kube: kube, cal: cal, restCfg: restCfg, nodeIP: map[string]string{}, queues: map[string]workqueue.TypedRateLimitingInterface[string]{},
-		readyDelay: readyDelay, state: map[string]*podState{}, lastErr: map[string]string{}}
+		readyDelay: readyDelay, state: map[types.UID]*podState{}, lastErr: map[types.UID]string{}}
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("kubesim-node-%d", i)
 		a.nodes = append(a.nodes, name)
@@ -223,7 +227,16 @@ func (a *agent) enqueuePod(obj interface{}) {
 	if !ok || !a.isOurNode(p.Spec.NodeName) {
 		return
 	}
-	a.queues[p.Spec.NodeName].Add(p.Namespace + "/" + p.Name)
+	a.queues[p.Spec.NodeName].Add(podKey(p))
+}
+
+// podKey is the work-queue key of one pod incarnation: "ns/name/uid".
+func podKey(p *corev1.Pod) string { return p.Namespace + "/" + p.Name + "/" + string(p.UID) }
+
+func splitPodKey(key string) (ns, name string, uid types.UID) {
+	ns, rest, _ := strings.Cut(key, "/")
+	name, u, _ := strings.Cut(rest, "/")
+	return ns, name, types.UID(u)
 }
 
 func (a *agent) enqueueTunnels() {
@@ -346,44 +359,49 @@ func (a *agent) release(ctx context.Context, handle string) error {
 
 // syncPod drives one pod towards its desired state. Returns a requeue delay.
 func (a *agent) syncPod(ctx context.Context, node, key string) (time.Duration, error) {
-	ns, name, _ := strings.Cut(key, "/")
+	// The key names one pod incarnation (UID). Everything below touches only that UID's state, so
+	// the delete event of an old pod can never release the allocation of a same-name replacement
+	// (the old bug: state was keyed by ns/name and shared by all per-node workers, so the old
+	// pod's node worker, seeing "shop/db-0" now on another node, released the NEW pod's handle).
+	ns, name, uid := splitPodKey(key)
 	pod, err := a.podLister.Pods(ns).Get(name)
 	if apierrors.IsNotFound(err) {
 		pod = nil
 	} else if err != nil {
 		return 0, err
 	}
-	if pod != nil && pod.Spec.NodeName != node {
-		pod = nil
+	if pod != nil && (pod.UID != uid || pod.Spec.NodeName != node) {
+		pod = nil // this incarnation is gone (a same-name successor has its own key)
 	}
 	a.mu.Lock()
-	st := a.state[key]
+	st := a.state[uid]
 	a.mu.Unlock()
 
-	// Pod gone (force delete) or replaced by a new pod with the same name.
-	if st != nil && (pod == nil || pod.UID != st.uid) {
-		if !st.released {
-			if err := a.release(ctx, st.handle); err != nil {
-				return 0, err
-			}
-		}
-		a.mu.Lock()
-		delete(a.state, key)
-		delete(a.lastErr, key)
-		a.mu.Unlock()
-		st = nil
-	}
+	// Pod gone (deleted, force-deleted or replaced by a new pod with the same name).
 	if pod == nil {
+		if st != nil && st.node == node {
+			if !st.released {
+				if err := a.release(ctx, st.handle); err != nil {
+					return 0, err
+				}
+			}
+			a.mu.Lock()
+			if a.state[uid] == st {
+				delete(a.state, uid)
+			}
+			delete(a.lastErr, uid)
+			a.mu.Unlock()
+		}
 		return 0, nil
 	}
 	// Adopt a pod that already has an IP from us (e.g. state lost).
 	if st == nil && pod.Annotations[annContainerID] != "" && pod.Status.PodIP != "" && !pod.Spec.HostNetwork {
-		st = &podState{uid: pod.UID, handle: "k8s-pod-network." + pod.Annotations[annContainerID], ip: pod.Status.PodIP, started: time.Now()}
+		st = &podState{uid: pod.UID, node: node, handle: "k8s-pod-network." + pod.Annotations[annContainerID], ip: pod.Status.PodIP, started: time.Now()}
 		if pod.Status.StartTime != nil {
 			st.started = pod.Status.StartTime.Time
 		}
 		a.mu.Lock()
-		a.state[key] = st
+		a.state[uid] = st
 		a.mu.Unlock()
 	}
 
@@ -595,8 +613,8 @@ func (a *agent) failPod(ctx context.Context, p *corev1.Pod, containerID string, 
 	msg := fmt.Sprintf("Failed to create pod sandbox: rpc error: code = Unknown desc = failed to setup network for sandbox %q: plugin type=\"calico\" failed (add): %v", containerID, cause)
 	key := p.Namespace + "/" + p.Name
 	a.mu.Lock()
-	changed := a.lastErr[key] != cause.Error()
-	a.lastErr[key] = cause.Error()
+	changed := a.lastErr[p.UID] != cause.Error()
+	a.lastErr[p.UID] = cause.Error()
 	a.mu.Unlock()
 	a.recorder.Event(p, corev1.EventTypeWarning, "FailedCreatePodSandBox", msg)
 	if changed {
@@ -704,11 +722,11 @@ func (a *agent) startPod(ctx context.Context, node string, p *corev1.Pod) (time.
 		}
 		ip = v4.IPs[0].IP.String()
 	}
-	st := &podState{uid: p.UID, handle: handle, ip: ip, started: now.Time}
+	st := &podState{uid: p.UID, node: node, handle: handle, ip: ip, started: now.Time}
 	a.mu.Lock()
-	a.state[key] = st
-	hadErr := a.lastErr[key] != ""
-	delete(a.lastErr, key)
+	a.state[p.UID] = st
+	hadErr := a.lastErr[p.UID] != ""
+	delete(a.lastErr, p.UID)
 	a.mu.Unlock()
 	anns := map[string]interface{}{annPodIP: ip + "/32", annPodIPs: ip + "/32", annContainerID: containerID}
 	status := map[string]interface{}{
@@ -720,7 +738,9 @@ func (a *agent) startPod(ctx context.Context, node string, p *corev1.Pod) (time.
 		// The pod may be gone or changed: release and retry from scratch.
 		_ = a.release(ctx, handle)
 		a.mu.Lock()
-		delete(a.state, key)
+		if a.state[p.UID] == st {
+			delete(a.state, p.UID)
+		}
 		a.mu.Unlock()
 		return 0, err
 	}

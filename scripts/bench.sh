@@ -78,7 +78,7 @@ if [ "${BENCH_SKIP_MIGRATE:-0}" != 1 ]; then
   echo "bench: starting the bench scenario ($deployments Deployments x $replicas, ready after $delay)..." >&2
   KUBESIM_DIR="$work/cluster" KUBESIM_TIMEOUT=900 scripts/cluster-up.sh --scenario bench --deployments "$deployments" --replicas "$replicas" --readiness-delay "$delay" >&2
   t0=$(date +%s.%N)
-  "$ippool" migrate --from default-ipv4-ippool --to 10.0.0.0/16 --yes --force -v=2 2>"$work/migrate.log" || { tail -20 "$work/migrate.log" >&2; exit 1; }
+  "$ippool" migrate --from default-ipv4-ippool --to 10.0.0.0/16 --yes --force --max-parallel "${BENCH_PARALLEL:-4}" 2>"$work/migrate.log" || { tail -20 "$work/migrate.log" >&2; exit 1; }
   t1=$(date +%s.%N)
   echo
   echo "### Migrate throughput: $deployments Deployments x $replicas replicas, readiness delay $delay"

@@ -28,8 +28,8 @@ echo "The legacy namespace pins new pods to the old pool; drop the pin as the pl
 step kubectl annotate namespace legacy cni.projectcalico.org/ipv4pools-
 "$kubectl" annotate namespace legacy cni.projectcalico.org/ipv4pools-
 
-step kubectl ippool migrate --from default-ipv4-ippool --to 10.0.0.0/16 --force --yes
-"$kubectl" ippool migrate --from default-ipv4-ippool --to 10.0.0.0/16 --force --yes
+step kubectl ippool migrate --from default-ipv4-ippool --to 10.0.0.0/16 --force --jobs evict --yes
+"$kubectl" ippool migrate --from default-ipv4-ippool --to 10.0.0.0/16 --force --jobs evict --yes
 
 step kubectl ippool verify
 "$kubectl" ippool verify

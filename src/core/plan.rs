@@ -382,8 +382,42 @@ fn validate_new_pool(to: &Pool, from: &Pool) -> Vec<String> {
     }
     if to.node_selector.trim().is_empty() {
         reasons.push("--node-selector must not be empty (use all())".into());
+    } else if !balanced(&to.node_selector) {
+        reasons.push(format!("--node-selector {:?} is not a valid Calico selector: unbalanced brackets or quotes", to.node_selector));
+    }
+    if !is_dns_subdomain(&to.name) {
+        reasons.push(format!("--name {:?} is not a valid object name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters", to.name));
     }
     reasons
+}
+
+/// Brackets and quotes pair up (outside quotes); anything else is left to Calico.
+fn balanced(s: &str) -> bool {
+    let mut stack = Vec::new();
+    let mut quote: Option<char> = None;
+    for c in s.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '(' | '{' | '[') => stack.push(c),
+            (None, ')') if stack.pop() != Some('(') => return false,
+            (None, '}') if stack.pop() != Some('{') => return false,
+            (None, ']') if stack.pop() != Some('[') => return false,
+            _ => {}
+        }
+    }
+    quote.is_none() && stack.is_empty()
+}
+
+/// A Kubernetes object name (RFC 1123 subdomain), as IPPool names must be.
+fn is_dns_subdomain(name: &str) -> bool {
+    let ok_end = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    !name.is_empty()
+        && name.len() <= 253
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && ok_end(name.chars().next())
+        && ok_end(name.chars().last())
 }
 
 /// What differs between the old pool and the target, as warnings.
@@ -1105,6 +1139,21 @@ mod tests {
         i.pod_filter = Some(&only);
         let plan = make_plan(&i).unwrap();
         assert_eq!(plan.pod_count(), 1);
+    }
+
+    #[test]
+    fn bad_name_and_unbalanced_selector_are_refused() {
+        let w = world(seed_pools(), seed_pods());
+        let mut i = input(&w, cidr("10.0.0.0/16"));
+        i.overrides.name = Some("Bad_Name".into());
+        let r = make_plan(&i).unwrap_err();
+        assert!(r.iter().any(|m| m.contains("is not a valid object name")), "{r:?}");
+        i.overrides.name = None;
+        i.overrides.node_selector = Some("has((".into());
+        let r = make_plan(&i).unwrap_err();
+        assert!(r.iter().any(|m| m.contains("not a valid Calico selector")), "{r:?}");
+        i.overrides.node_selector = Some("zone in {'a', 'b'} && has(x)".into());
+        assert!(make_plan(&i).is_ok());
     }
 
     #[test]

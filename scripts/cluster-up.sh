@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts the kubesim test cluster in the background and waits until it is ready.
 # Usage: scripts/cluster-up.sh [kubesim flags...]   e.g. --scenario kops --nodes 5
-# Env: KUBESIM_DIR (default .kubesim), KUBESIM_TIMEOUT (seconds, default 120).
+# Env: KUBESIM_DIR (default .kubesim), KUBESIM_TIMEOUT (seconds, default 120),
+#      KUBESIM_BIN (binary to run, default target/kubesim/kubesim).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/build-kubesim.sh"
@@ -15,7 +16,7 @@ if [ -f "$dir/kubesim.pid" ] && kill -0 "$(cat "$dir/kubesim.pid")" 2>/dev/null;
 fi
 rm -f "$dir/ready" "$dir/kubesim.pid"
 start=$(date +%s.%N)
-nohup "$root/target/kubesim/kubesim" --dir "$dir" "$@" >"$dir/kubesim.log" 2>&1 </dev/null &
+nohup "${KUBESIM_BIN:-$root/target/kubesim/kubesim}" --dir "$dir" "$@" >"$dir/kubesim.log" 2>&1 </dev/null &
 pid=$!
 echo "cluster-up: kubesim pid $pid, log $dir/kubesim.log"
 deadline=$(( $(date +%s) + timeout ))

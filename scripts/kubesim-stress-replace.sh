@@ -30,9 +30,10 @@ for i in $(seq 1 "$n"); do
     if [ "$(date +%s)" -ge "$deadline" ]; then echo "iter $i: pods not Running after 90s: $bad (sts $sts)"; fail=1; break; fi
     sleep 0.5
   done
+  sleep "${KUBESIM_SETTLE:-2}" # let late delete events of the old pods run before checking
   out="$(DATASTORE_TYPE=kubernetes "$cc" ipam check 2>&1 || true)"
-  probs="$(printf '%s\n' "$out" | sed -n 's/.*Found \([0-9]*\) problems.*/\1/p' | tail -1)"
+  probs="$(printf '%s\n' "$out" | sed -n 's/.*[Ff]ound \([0-9]*\) problems.*/\1/p' | tail -1)"
   printf 'iter %2d: db-0 %s -> %s; ipam check problems: %s\n' "$i" "${old:-?}" "${new:-?}" "${probs:-?}"
-  if [ "${probs:-x}" != 0 ]; then printf '%s\n' "$out" | tail -20; fail=1; fi
+  if [ "${probs:-x}" != 0 ]; then printf '%s\n' "$out" | grep -E '^Found [1-9]|problems|^  ' | head -20; fail=1; fi
 done
 [ "$fail" = 0 ] && echo "kubesim-stress-replace: OK ($n iterations)" || { echo "kubesim-stress-replace: FAILED (log $KUBESIM_DIR/kubesim.log)"; exit 1; }

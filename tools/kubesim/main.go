@@ -50,6 +50,7 @@ type flags struct {
 	exitWithParent bool
 	verbose        bool
 	pprofAddr      string
+	faultProxy     bool
 }
 
 var startTime = time.Now()
@@ -73,6 +74,7 @@ func main() {
 	fs.BoolVar(&f.exitWithParent, "exit-with-parent", false, "exit when the parent process dies")
 	fs.BoolVar(&f.verbose, "v", false, "verbose component logs")
 	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this loopback address (debugging)")
+	fs.BoolVar(&f.faultProxy, "fault-proxy", false, "also serve a fault-injecting HTTPS proxy in front of kube-apiserver (DIR/kubeconfig-faulty, DIR/faults.json)")
 	_ = fs.Parse(os.Args[1:])
 	if f.dir == "" {
 		fmt.Fprintln(os.Stderr, "kubesim: --dir is required")
@@ -199,6 +201,16 @@ func run(f *flags) error {
 		return err
 	}
 	logf("kube-apiserver ready at %s", server)
+	var proxyURL string
+	if f.faultProxy {
+		var stopProxy func()
+		proxyURL, stopProxy, err = startFaultProxy(ctx, dir, p, restCfg, server, f.verbose)
+		if err != nil {
+			return fmt.Errorf("fault proxy: %w", err)
+		}
+		defer stopProxy()
+		logf("fault proxy at %s (kubeconfig %s, faults from %s)", proxyURL, filepath.Join(dir, "kubeconfig-faulty"), filepath.Join(dir, "faults.json"))
+	}
 
 	if err := startKCM(ctx, cp, kubeconfig, errCh); err != nil {
 		return fmt.Errorf("kube-controller-manager: %w", err)
@@ -279,6 +291,10 @@ func run(f *flags) error {
 		return err
 	}
 	ready := map[string]interface{}{"kubeconfig": kubeconfig, "server": server, "pid": os.Getpid()}
+	if proxyURL != "" {
+		ready["faultyKubeconfig"] = filepath.Join(dir, "kubeconfig-faulty")
+		ready["faultProxy"] = proxyURL
+	}
 	b, _ := json.Marshal(ready)
 	tmp := filepath.Join(dir, "ready.tmp")
 	if err := os.WriteFile(tmp, b, 0o644); err != nil {

@@ -24,6 +24,8 @@ type pki struct {
 	adminCertPEM, adminKeyPEM []byte
 	caCertPEM                 []byte
 	saKey, saPub              string
+	caX509                    *x509.Certificate // kept in memory to issue more certs (fault proxy)
+	caPriv                    *ecdsa.PrivateKey
 }
 
 func writePEM(path, typ string, der []byte) ([]byte, error) {
@@ -70,6 +72,7 @@ func genPKI(dir string) (*pki, error) {
 		return nil, err
 	}
 	caCert, _ := x509.ParseCertificate(caDER)
+	p.caX509, p.caPriv = caCert, caKey
 	p.caCert, p.caKey = filepath.Join(d, "ca.crt"), filepath.Join(d, "ca.key")
 	if p.caCertPEM, err = writePEM(p.caCert, "CERTIFICATE", caDER); err != nil {
 		return nil, err
@@ -133,11 +136,16 @@ func genPKI(dir string) (*pki, error) {
 }
 
 func writeKubeconfig(path, server string, p *pki) error {
+	return writeKubeconfigNamed(path, server, p, "kubesim")
+}
+
+// writeKubeconfigNamed writes a kubeconfig whose cluster and context are called name.
+func writeKubeconfigNamed(path, server string, p *pki, name string) error {
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["kubesim"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: p.caCertPEM}
+	cfg.Clusters[name] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: p.caCertPEM}
 	cfg.AuthInfos["kubesim-admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: p.adminCertPEM, ClientKeyData: p.adminKeyPEM}
-	cfg.Contexts["kubesim"] = &clientcmdapi.Context{Cluster: "kubesim", AuthInfo: "kubesim-admin", Namespace: "default"}
-	cfg.CurrentContext = "kubesim"
+	cfg.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: "kubesim-admin", Namespace: "default"}
+	cfg.CurrentContext = name
 	tmp := path + ".tmp"
 	if err := clientcmd.WriteToFile(*cfg, tmp); err != nil {
 		return err

@@ -324,34 +324,21 @@ fn operator_mode_goes_through_the_installation() {
 #[test]
 fn filtered_run_rollback_then_to_pool() {
     let c = TestCluster::start(&["--scenario", "seed"]);
-    c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
-    // Filtered run: only shop/web moves, the old pool is kept (disabled); then roll back.
-    let out = c.ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "-n", "shop", "-l", "app=web", "--yes", "--timeout", "2m"]).output().unwrap();
-    assert!(out.status.success(), "{}\n{}", stdout_of(&out), stderr_of(&out));
-    assert!(stdout_of(&out).contains("kept (disabled)"), "{}", stdout_of(&out));
-    let out = c.ippool(&["migrate", "--from", OLD, "--rollback", "--yes"]).output().unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    let old = json(&c, &["get", "ippools.crd.projectcalico.org", OLD]);
-    assert_ne!(old["spec"]["disabled"], Value::Bool(true));
-    let new = json(&c, &["get", "ippools.crd.projectcalico.org", "10.0.0.0-16"]);
-    assert_eq!(new["spec"]["disabled"], Value::Bool(true));
-
-    // A fresh, full migration into the (re-enabled) new pool.
-    c.kubectl_ok(&["patch", "ippools.crd.projectcalico.org", "10.0.0.0-16", "--type", "merge", "-p", r#"{"spec":{"disabled":false}}"#]);
-    let out = c.ippool(&["migrate", "--from", OLD, "--to-pool", "10.0.0.0-16", "--force", "--yes", "--jobs", "evict", "--timeout", "3m"]).output().unwrap();
-    assert!(out.status.success(), "{}\n{}\n{}", stdout_of(&out), stderr_of(&out), c.log_tail());
-    assert_all_pods_in(&c, "10.0.0.0/16");
-    let pools = c.kubectl_ok(&["get", "ippools.crd.projectcalico.org", "-o", "name"]);
-    assert!(!pools.contains(OLD), "{pools}");
-    let blocks = json(&c, &["get", "ipamblocks.crd.projectcalico.org"]);
-    assert!(blocks["items"].as_array().unwrap().iter().all(|b| !b["spec"]["cidr"].as_str().unwrap().starts_with("192.168.")));
-    c.assert_ipam_clean();
+    filtered_run_rollback_then_to_pool_on(&c, "crd.projectcalico.org");
 }
 
 #[test]
 #[ignore = "kubesim is built with Calico v3.31, which has no native projectcalico.org/v3 CRD mode (kubesim refuses --crd-mode v3)"]
 fn native_v3_crds_migrate_and_roll_back() {
     let c = TestCluster::start(&["--scenario", "seed", "--crd-mode", "v3"]);
+    filtered_run_rollback_then_to_pool_on(&c, "projectcalico.org");
+}
+
+/// A filtered run keeps the old pool; rollback re-enables it; a full run
+/// into the existing new pool finishes. `group` is the Calico API group the
+/// cluster serves pools and blocks from.
+fn filtered_run_rollback_then_to_pool_on(c: &TestCluster, group: &str) {
+    let ippools = format!("ippools.{group}");
     c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
     // Filtered run: only shop/web moves, the old pool is kept (disabled); then roll back.
     let out = c.ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "-n", "shop", "-l", "app=web", "--yes", "--timeout", "2m"]).output().unwrap();
@@ -359,19 +346,19 @@ fn native_v3_crds_migrate_and_roll_back() {
     assert!(stdout_of(&out).contains("kept (disabled)"), "{}", stdout_of(&out));
     let out = c.ippool(&["migrate", "--from", OLD, "--rollback", "--yes"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
-    let old = json(&c, &["get", "ippools.projectcalico.org", OLD]);
+    let old = json(c, &["get", &ippools, OLD]);
     assert_ne!(old["spec"]["disabled"], Value::Bool(true));
-    let new = json(&c, &["get", "ippools.projectcalico.org", "10.0.0.0-16"]);
+    let new = json(c, &["get", &ippools, "10.0.0.0-16"]);
     assert_eq!(new["spec"]["disabled"], Value::Bool(true));
 
     // A fresh, full migration into the (re-enabled) new pool.
-    c.kubectl_ok(&["patch", "ippools.projectcalico.org", "10.0.0.0-16", "--type", "merge", "-p", r#"{"spec":{"disabled":false}}"#]);
+    c.kubectl_ok(&["patch", &ippools, "10.0.0.0-16", "--type", "merge", "-p", r#"{"spec":{"disabled":false}}"#]);
     let out = c.ippool(&["migrate", "--from", OLD, "--to-pool", "10.0.0.0-16", "--force", "--yes", "--jobs", "evict", "--timeout", "3m"]).output().unwrap();
     assert!(out.status.success(), "{}\n{}\n{}", stdout_of(&out), stderr_of(&out), c.log_tail());
-    assert_all_pods_in(&c, "10.0.0.0/16");
-    let pools = c.kubectl_ok(&["get", "ippools.projectcalico.org", "-o", "name"]);
+    assert_all_pods_in(c, "10.0.0.0/16");
+    let pools = c.kubectl_ok(&["get", &ippools, "-o", "name"]);
     assert!(!pools.contains(OLD), "{pools}");
-    let blocks = json(&c, &["get", "ipamblocks.projectcalico.org"]);
+    let blocks = json(c, &["get", &format!("ipamblocks.{group}")]);
     assert!(blocks["items"].as_array().unwrap().iter().all(|b| !b["spec"]["cidr"].as_str().unwrap().starts_with("192.168.")));
     c.assert_ipam_clean();
 }

@@ -65,7 +65,7 @@ pub enum Error {
     Interrupted(String),
 
     /// Any other API error, with the operation that failed.
-    #[error("{op}: {source}")]
+    #[error("{op}: {}", api_message(source))]
     Kube { op: String, #[source] source: kube::Error },
 
     #[error("{0}")]
@@ -112,6 +112,15 @@ pub fn from_kube(e: kube::Error, verb: &str, resource: &str, namespace: Option<&
             Error::Other(format!("{verb} {resource}: lost the connection to the API server: {}", root_cause(&e)))
         }
         _ => Error::Kube { op: format!("{verb} {resource}"), source: e },
+    }
+}
+
+/// An API error as the server worded it ("unable to parse requirement: ...
+/// (400 BadRequest)"), not kube's Debug dump of the whole Status.
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
+        other => other.to_string(),
     }
 }
 

@@ -389,9 +389,11 @@ func (a *agent) syncPod(ctx context.Context, node, key string) (time.Duration, e
 			if a.state[uid] == st {
 				delete(a.state, uid)
 			}
-			delete(a.lastErr, uid)
 			a.mu.Unlock()
 		}
+		a.mu.Lock()
+		delete(a.lastErr, uid)
+		a.mu.Unlock()
 		return 0, nil
 	}
 	// Adopt a pod that already has an IP from us (e.g. state lost).

@@ -8,7 +8,7 @@ CARGO ?= cargo
 E2E_THREADS ?= 2
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
-.PHONY: all build kubesim test unit e2e demo bench faults dist cluster-up cluster-down clean-cluster
+.PHONY: all build kubesim test unit demo bench faults dist cluster-up cluster-down
 
 all: build
 
@@ -25,7 +25,7 @@ test: kubesim
 	$(CARGO) test --test cli
 	$(CARGO) test --test krew_install -- --test-threads=1
 	$(CARGO) test --test status_e2e -- --test-threads=$(E2E_THREADS)
-	@for t in rbac_e2e verify_e2e migrate_e2e faults_e2e; do \
+	@for t in rbac_e2e verify_e2e migrate_e2e bad_inputs faults_e2e; do \
 	  if [ -f tests/$$t.rs ]; then $(CARGO) test --test $$t -- --test-threads=$(E2E_THREADS) || exit 1; fi; \
 	done
 
@@ -51,3 +51,7 @@ bench: kubesim
 ## Release archive for krew (linux/amd64) and plugin.yaml with its sha256.
 dist:
 	scripts/dist.sh
+
+## The fault suite at full size (20 crash trials, every phase boundary); CI runs a bounded form in `make test`.
+faults: kubesim
+	scripts/faults.sh

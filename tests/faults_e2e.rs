@@ -1,0 +1,601 @@
+//! Reliability suite (issue 6): crashes, concurrent edits, control-plane
+//! faults and Ctrl-C cleanup, on fresh local kubesim clusters.
+//!
+//! Run: `cargo test --test faults_e2e -- --test-threads=1`
+//! (`FAULT_TRIALS=N` crash trials, default 3; `FAULT_SEED=S` replays a run).
+//! Each test prints one machine-greppable line starting with `RELIABILITY`;
+//! `scripts/faults.sh` sums them.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::TestCluster;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, ListParams};
+use kube::runtime::{watcher, WatchStreamExt};
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+const OLD: &str = "default-ipv4-ippool";
+const OLD_CIDR: &str = "192.168.0.0/16";
+const NEW_CIDR: &str = "10.0.0.0/16";
+const NEW_POOL: &str = "10.0.0.0-16";
+/// Phase boundaries a crash trial can stop at (the record's phases before Done).
+const PHASES: [&str; 7] = ["Started", "TargetReady", "SourceDisabled", "CanaryPassed", "MovingPods", "Draining", "SourceDeleted"];
+
+fn migrate_args(from: &str, to: &str) -> Vec<String> {
+    ["migrate", "--from", from, "--to", to, "--force", "--yes", "--jobs", "evict", "--timeout", "3m"].iter().map(|s| s.to_string()).collect()
+}
+
+fn ippool(c: &TestCluster, args: &[String]) -> assert_cmd::Command {
+    c.ippool(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn json(c: &TestCluster, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    serde_json::from_str(&c.kubectl_ok(&a)).expect("kubectl json")
+}
+
+fn in_cidr(ip: &str, cidr: &str) -> bool {
+    let (Ok(ip), Ok(net)) = (ip.parse::<std::net::IpAddr>(), cidr.parse::<ipnet::IpNet>()) else { return false };
+    net.contains(&ip)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `kubectl-ippool <args>` in the background; stderr goes to `<kubeconfig dir>/ippool-<n>.err`
+/// (a file, not a pipe nobody reads, which could fill up and block the run).
+fn spawn_migrate(kubeconfig: &Path, args: &[String]) -> Child {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let path = kubeconfig.parent().unwrap().join(format!("ippool-{}.err", N.fetch_add(1, Ordering::Relaxed)));
+    let err = std::fs::File::create(&path).unwrap();
+    LAST_ERR.with(|l| *l.borrow_mut() = path);
+    Command::new(assert_cmd::cargo::cargo_bin("kubectl-ippool"))
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("RUST_LOG")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .expect("spawn kubectl-ippool")
+}
+
+thread_local! {
+    static LAST_ERR: std::cell::RefCell<PathBuf> = std::cell::RefCell::new(PathBuf::new());
+}
+
+/// stderr of the last `spawn_migrate` of this thread.
+fn last_stderr() -> String {
+    LAST_ERR.with(|l| std::fs::read_to_string(&*l.borrow()).unwrap_or_default())
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig} {}", child.id());
+}
+
+/// A blocking kube client for a test thread.
+fn client_for(kubeconfig: &Path) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+        kube::Client::try_from(cfg).unwrap()
+    })
+}
+
+/// Follows the migration record with a watch and keeps its latest phase.
+struct PhaseWatch {
+    phase: Arc<Mutex<String>>,
+    seen: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PhaseWatch {
+    fn start(kubeconfig: &Path) -> PhaseWatch {
+        let phase = Arc::new(Mutex::new(String::new()));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s, st, kc) = (phase.clone(), seen.clone(), stop.clone(), kubeconfig.to_path_buf());
+        let handle = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let kcfg = kube::config::Kubeconfig::read_from(&kc).unwrap();
+                let cfg = kube::Config::from_custom_kubeconfig(kcfg, &Default::default()).await.unwrap();
+                let client = kube::Client::try_from(cfg).unwrap();
+                let api: Api<ConfigMap> = Api::namespaced(client, "kube-system");
+                let wc = watcher::Config::default().fields("metadata.name=kubectl-ippool-migration");
+                let mut stream = watcher(api, wc).applied_objects().boxed();
+                loop {
+                    if st.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    match tokio::time::timeout(Duration::from_millis(200), stream.next()).await {
+                        Ok(Some(Ok(cm))) => {
+                            let ph = cm
+                                .data
+                                .as_ref()
+                                .and_then(|d| d.get("state.json"))
+                                .and_then(|j| serde_json::from_str::<Value>(j).ok())
+                                .and_then(|v| v["phase"].as_str().map(str::to_string))
+                                .unwrap_or_default();
+                            let mut seen = s.lock().unwrap();
+                            if seen.last() != Some(&ph) {
+                                seen.push(ph.clone());
+                            }
+                            *p.lock().unwrap() = ph;
+                        }
+                        Ok(None) => return,
+                        _ => {}
+                    }
+                }
+            });
+        });
+        PhaseWatch { phase, seen, stop, handle: Some(handle) }
+    }
+
+    fn phase(&self) -> String {
+        self.phase.lock().unwrap().clone()
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.handle.take().unwrap().join();
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn phase_index(p: &str) -> Option<usize> {
+    PHASES.iter().position(|x| *x == p).or((p == "Done").then_some(PHASES.len()))
+}
+
+/// Every 200 ms: each Deployment's readyReplicas against the floor of the
+/// PDBs selecting it (minAvailable, or replicas - maxUnavailable).
+struct PdbWatch {
+    stop: Arc<AtomicBool>,
+    violations: Arc<Mutex<Vec<String>>>,
+    polls: Arc<Mutex<u64>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PdbWatch {
+    fn start(kubeconfig: &Path) -> PdbWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let violations = Arc::new(Mutex::new(Vec::new()));
+        let polls = Arc::new(Mutex::new(0));
+        let (st, v, n, kc) = (stop.clone(), violations.clone(), polls.clone(), kubeconfig.to_path_buf());
+        let handle = std::thread::spawn(move || {
+            let client = client_for(&kc);
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let deps: Api<Deployment> = Api::all(client.clone());
+                let pdbs: Api<PodDisruptionBudget> = Api::all(client);
+                while !st.load(Ordering::Relaxed) {
+                    if let (Ok(d), Ok(p)) = (deps.list(&ListParams::default()).await, pdbs.list(&ListParams::default()).await) {
+                        *n.lock().unwrap() += 1;
+                        for found in check_pdbs(&d.items, &p.items) {
+                            v.lock().unwrap().push(found);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            });
+        });
+        PdbWatch { stop, violations, polls, handle: Some(handle) }
+    }
+
+    /// (violations, polls)
+    fn finish(mut self) -> (Vec<String>, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.handle.take().unwrap().join();
+        let v = self.violations.lock().unwrap().clone();
+        let n = *self.polls.lock().unwrap();
+        (v, n)
+    }
+}
+
+fn check_pdbs(deps: &[Deployment], pdbs: &[PodDisruptionBudget]) -> Vec<String> {
+    let mut out = Vec::new();
+    for pdb in pdbs {
+        let ns = pdb.metadata.namespace.clone().unwrap_or_default();
+        let spec = pdb.spec.clone().unwrap_or_default();
+        let Some(sel) = spec.selector.as_ref().and_then(|s| s.match_labels.clone()) else { continue };
+        for d in deps.iter().filter(|d| d.metadata.namespace.as_deref() == Some(ns.as_str())) {
+            let labels = d.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+            if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+                continue;
+            }
+            let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+            let floor = match (&spec.min_available, &spec.max_unavailable) {
+                (Some(IntOrString::Int(n)), _) => *n,
+                (_, Some(IntOrString::Int(n))) => replicas - n,
+                _ => continue, // percentages: not used by the seed scenario
+            };
+            if ready < floor {
+                out.push(format!("{ns}/{}: {ready} ready < floor {floor} of PDB {}", d.metadata.name.clone().unwrap_or_default(), pdb.metadata.name.clone().unwrap_or_default()));
+            }
+        }
+    }
+    out
+}
+
+/// Non-hostNetwork, unfinished pods whose address is not yet in `cidr`.
+fn pods_outside(c: &TestCluster, cidr: &str) -> Vec<String> {
+    let pods = json(c, &["get", "pods", "-A"]);
+    pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["spec"]["hostNetwork"].as_bool() != Some(true) && !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
+        .filter(|p| !p["status"]["podIP"].as_str().is_some_and(|ip| in_cidr(ip, cidr)))
+        .map(|p| format!("{}/{} {:?}", p["metadata"]["namespace"].as_str().unwrap(), p["metadata"]["name"].as_str().unwrap(), p["status"]["podIP"].as_str().unwrap_or("")))
+        .collect()
+}
+
+/// Namespaces and pods our canary/probe left (`kubectl-ippool-*`).
+fn leftovers(c: &TestCluster) -> Vec<String> {
+    let ns = c.kubectl_ok(&["get", "namespaces", "-o", "name"]);
+    let cols = "custom-columns=NS:.metadata.namespace,NAME:.metadata.name";
+    let pods = c.kubectl_ok(&["get", "pods", "-A", "-o", cols, "--no-headers"]);
+    let ours = c.kubectl_ok(&["get", "pods", "-A", "-l", "app.kubernetes.io/managed-by=kubectl-ippool", "-o", cols, "--no-headers"]);
+    ns.lines()
+        .filter(|l| l.contains("kubectl-ippool-"))
+        .map(str::to_string)
+        .chain(pods.lines().filter(|l| l.starts_with("kubectl-ippool-")).chain(ours.lines()).map(|l| format!("pod {l}")))
+        .collect()
+}
+
+/// The workloads and their desired pod counts, to check none was lost.
+fn workload_counts(c: &TestCluster) -> BTreeMap<String, i64> {
+    let mut m = BTreeMap::new();
+    for kind in ["deployments", "statefulsets"] {
+        for o in json(c, &["get", kind, "-A"])["items"].as_array().unwrap() {
+            m.insert(format!("{kind}/{}/{}", o["metadata"]["namespace"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap()), o["spec"]["replicas"].as_i64().unwrap_or(1));
+        }
+    }
+    for o in json(c, &["get", "daemonsets", "-A"])["items"].as_array().unwrap() {
+        m.insert(format!("daemonsets/{}/{}", o["metadata"]["namespace"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap()), o["status"]["desiredNumberScheduled"].as_i64().unwrap_or(0));
+    }
+    m
+}
+
+/// Ready counts of the same workloads.
+fn ready_counts(c: &TestCluster) -> BTreeMap<String, i64> {
+    let mut m = BTreeMap::new();
+    for (kind, field) in [("deployments", "readyReplicas"), ("statefulsets", "readyReplicas"), ("daemonsets", "numberReady")] {
+        for o in json(c, &["get", kind, "-A"])["items"].as_array().unwrap() {
+            m.insert(format!("{kind}/{}/{}", o["metadata"]["namespace"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap()), o["status"][field].as_i64().unwrap_or(0));
+        }
+    }
+    m
+}
+
+/// After a finished migration: (data_lost, pods_left_behind), both asserted 0.
+/// data lost = a workload gone or short of ready pods, or the record not Done;
+/// pods left behind = pods still outside the new pool, or canary/probe leftovers.
+fn assert_migrated(c: &TestCluster, workloads_before: &BTreeMap<String, i64>, old_pool: &str, old_cidr: &str, new_cidr: &str) -> (usize, usize) {
+    c.wait_until("pods to settle in the new pool and canary/probe namespaces to go", Duration::from_secs(90), || {
+        pods_outside(c, new_cidr).is_empty() && leftovers(c).is_empty() && {
+            let ready = ready_counts(c);
+            workloads_before.iter().all(|(k, want)| ready.get(k).is_some_and(|r| r >= want))
+        }
+    });
+    let ready = ready_counts(c);
+    let lost: Vec<String> = workloads_before.iter().filter(|(k, want)| ready.get(*k).is_none_or(|r| r < *want)).map(|(k, w)| format!("{k} wants {w}, ready {:?}", ready.get(k))).collect();
+    let cm = json(c, &["get", "configmap", "-n", "kube-system", "kubectl-ippool-migration"]);
+    let state: Value = serde_json::from_str(cm["data"]["state.json"].as_str().unwrap_or("{}")).unwrap_or_default();
+    let record_ok = state["phase"] == "Done";
+    let behind = pods_outside(c, new_cidr);
+    let left = leftovers(c);
+    assert!(lost.is_empty() && record_ok, "data lost: {lost:?}; record {state}");
+    assert!(behind.is_empty() && left.is_empty(), "pods left behind: {behind:?} {left:?}");
+    let pools = c.kubectl_ok(&["get", "ippools.crd.projectcalico.org", "-o", "name"]);
+    assert!(!pools.lines().any(|l| l.ends_with(&format!("/{old_pool}"))), "pool {old_pool} still exists: {pools}");
+    for kind in ["ipamblocks.crd.projectcalico.org", "blockaffinities.crd.projectcalico.org"] {
+        let left: Vec<String> = json(c, &["get", kind])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o["spec"]["cidr"].as_str().map(str::to_string))
+            .filter(|b| b.parse::<ipnet::IpNet>().is_ok_and(|n| old_cidr.parse::<ipnet::IpNet>().unwrap().contains(&n)))
+            .collect();
+        assert!(left.is_empty(), "{kind} of {old_cidr} remain: {left:?}");
+    }
+    c.assert_ipam_clean();
+    assert!(!c.kubectl(&["get", "lease", "-n", "kube-system", "kubectl-ippool"]).status.success(), "lease not released");
+    (lost.len() + usize::from(!record_ok), behind.len() + left.len())
+}
+
+fn seeded_rng() -> (u64, rand::rngs::StdRng) {
+    let seed = std::env::var("FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000
+    });
+    (seed, rand::rngs::StdRng::seed_from_u64(seed))
+}
+
+fn trials() -> usize {
+    std::env::var("FAULT_TRIALS").ok().and_then(|s| s.parse().ok()).unwrap_or(3)
+}
+
+/// Priority 2: SIGKILL `migrate` at a phase boundary or after a random
+/// delay, run the same command again, and check the result.
+#[test]
+fn sigkill_at_random_points_then_resume() {
+    let (seed, mut rng) = seeded_rng();
+    let n = trials();
+    println!("FAULT_SEED={seed} FAULT_TRIALS={n}");
+    let offset = rng.random_range(0..PHASES.len());
+    let (mut survived, mut finished_first, mut data_lost, mut left_behind, mut pdb_violations) = (0, 0, 0, 0, 0);
+    let mut killed_in = BTreeSet::new();
+    let mut phase_trials = 0;
+    for t in 0..n {
+        // Every third trial uses a random delay; the others walk the phases.
+        let (target, delay) = if t % 3 == 2 {
+            (None, Duration::from_millis(rng.random_range(200..8000)))
+        } else {
+            phase_trials += 1;
+            (Some(PHASES[(offset + phase_trials - 1) % PHASES.len()]), Duration::ZERO)
+        };
+        let c = TestCluster::start(&["--scenario", "seed", "--readiness-delay", "1s"]);
+        c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+        let before = workload_counts(&c);
+        let args = migrate_args(OLD, NEW_CIDR);
+        let pdb = PdbWatch::start(&c.kubeconfig);
+        let watch = PhaseWatch::start(&c.kubeconfig);
+        let mut child = spawn_migrate(&c.kubeconfig, &args);
+        let start = Instant::now();
+        let mut killed_at = None;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let err = last_stderr();
+                assert!(status.success(), "trial {t}: the first run failed before the kill: {status}\n{err}");
+                break;
+            }
+            let now = watch.phase();
+            let due = match target {
+                Some(p) => phase_index(&now).is_some_and(|i| i >= phase_index(p).unwrap()),
+                None => start.elapsed() >= delay,
+            };
+            if due {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                killed_at = Some(if now.is_empty() { "before the record".to_string() } else { now });
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(200), "trial {t}: migrate neither finished nor reached {target:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let how = match target {
+            Some(p) => format!("at phase {p}"),
+            None => format!("after {delay:?}"),
+        };
+        match &killed_at {
+            Some(p) => {
+                killed_in.insert(p.clone());
+                let out = ippool(&c, &args).timeout(Duration::from_secs(240)).output().unwrap();
+                assert!(out.status.success(), "trial {t} (seed {seed}, kill {how}, in {p}): the re-run failed:\n{}\n{}\n{}", text(&out.stdout), text(&out.stderr), c.log_tail());
+                survived += 1;
+            }
+            None => finished_first += 1,
+        }
+        let phases = watch.finish();
+        let (lost, behind) = assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
+        let (violations, polls) = pdb.finish();
+        assert!(violations.is_empty(), "trial {t}: PDB floors crossed: {violations:?}");
+        assert!(polls > 0, "the PDB watcher never read the cluster");
+        data_lost += lost;
+        left_behind += behind;
+        pdb_violations += violations.len();
+        println!("trial {t}: kill {how}: {}; phases seen {phases:?}; PDB polls {polls}", killed_at.as_deref().map(|p| format!("killed in {p}, resumed OK")).unwrap_or_else(|| "finished before the kill".into()));
+    }
+    println!("killed in phases: {killed_in:?}");
+    println!(
+        "RELIABILITY test=sigkill_resume seed={seed} trials={n} crashes_survived={survived} finished_before_kill={finished_first} faults_injected=0 bad_inputs=0 data_lost={data_lost} pods_left_behind={left_behind} pdb_violations={pdb_violations}"
+    );
+}
+
+/// Priority 2, concurrency variant (two runs at once is covered by
+/// migrate_e2e): another actor keeps annotating both pools during the run;
+/// the run must retry its conflicts and finish.
+#[test]
+fn pool_edited_by_another_actor_during_migration() {
+    let c = TestCluster::start(&["--scenario", "seed", "--readiness-delay", "1s"]);
+    c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+    let before = workload_counts(&c);
+    let stop = Arc::new(AtomicBool::new(false));
+    let edits = Arc::new(Mutex::new(0u64));
+    let (st, ed, kc, kubectl) = (stop.clone(), edits.clone(), c.kubeconfig.clone(), common::kubesim_bin("kubectl"));
+    let editor = std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !st.load(Ordering::Relaxed) {
+            i += 1;
+            for pool in [OLD, NEW_POOL] {
+                let ok = Command::new(&kubectl)
+                    .env("KUBECONFIG", &kc)
+                    .args(["annotate", "ippools.crd.projectcalico.org", pool, &format!("example.com/edited={i}"), "--overwrite"])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if ok {
+                    *ed.lock().unwrap() += 1;
+                }
+            }
+        }
+    });
+    let pdb = PdbWatch::start(&c.kubeconfig);
+    let out = ippool(&c, &migrate_args(OLD, NEW_CIDR)).timeout(Duration::from_secs(240)).output().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    editor.join().unwrap();
+    let edits = *edits.lock().unwrap();
+    assert!(out.status.success(), "migrate with a concurrent editor failed:\n{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(edits >= 3, "the editor barely ran ({edits} edits)");
+    let (lost, behind) = assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
+    let (violations, _) = pdb.finish();
+    assert!(violations.is_empty(), "PDB floors crossed: {violations:?}");
+    println!("concurrent editor: {edits} pool edits during the run");
+    println!("RELIABILITY test=concurrent_editor trials=1 crashes_survived=0 faults_injected={edits} bad_inputs=0 data_lost={lost} pods_left_behind={behind} pdb_violations={}", violations.len());
+}
+
+fn write_faults(dir: &Path, v: Value) {
+    let tmp = dir.join("faults.json.tmp");
+    std::fs::write(&tmp, v.to_string()).unwrap();
+    std::fs::rename(&tmp, dir.join("faults.json")).unwrap();
+}
+
+fn fault_stats(dir: &Path) -> Value {
+    std::fs::read_to_string(dir.join("faults-stats.json")).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default()
+}
+
+/// Run `migrate` through the faulty kubeconfig until it succeeds (at most
+/// `max` runs). Every failed run must be an orderly `error:` with exit 2.
+fn run_until_done(c: &TestCluster, faulty: &PathBuf, args: &[String], max: usize, during: impl Fn(&Child)) -> usize {
+    for run in 1..=max {
+        let mut a = args.to_vec();
+        a.extend(["--kubeconfig".to_string(), faulty.to_str().unwrap().to_string()]);
+        let mut child = spawn_migrate(&c.kubeconfig, &a);
+        during(&child);
+        let deadline = Instant::now() + Duration::from_secs(240);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "migrate run {run} hangs under faults");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let err = last_stderr();
+        if status.success() {
+            return run;
+        }
+        let last_error = err.lines().filter(|l| l.starts_with("error:")).last().unwrap_or("").to_string();
+        println!("run {run} failed ({status}): {last_error}");
+        assert_eq!(status.code(), Some(2), "a failed run must exit 2:\n{err}");
+        assert!(!last_error.is_empty() && !err.contains("panicked at"), "a failed run must end with a clear error:\n{err}");
+    }
+    panic!("migrate did not complete in {max} runs under faults");
+}
+
+/// Priority 3: API errors and dropped connections on writes, then a 5 s
+/// API-server outage in the middle of a second migration.
+#[test]
+fn control_plane_faults_error_rate_and_outage() {
+    let c = TestCluster::start(&["--scenario", "seed", "--readiness-delay", "1s", "--fault-proxy"]);
+    let faulty = c.dir().join("kubeconfig-faulty");
+    assert!(faulty.exists(), "kubesim --fault-proxy wrote no {}", faulty.display());
+    c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+    let (seed, _) = seeded_rng();
+    let before = workload_counts(&c);
+    let pdb = PdbWatch::start(&c.kubeconfig);
+
+    // (a) 20 % of writes fail with 429/500/503/409, 5 % of writes are dropped.
+    write_faults(c.dir(), serde_json::json!({"errorRate": 0.2, "codes": [429, 500, 503, 409], "dropRate": 0.05, "methods": ["POST", "PUT", "PATCH", "DELETE"], "seed": seed}));
+    let runs_a = run_until_done(&c, &faulty, &migrate_args(OLD, NEW_CIDR), 8, |_| {});
+    std::fs::remove_file(c.dir().join("faults.json")).unwrap();
+    let (lost_a, behind_a) = assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
+
+    // (b) A second migration (10.0.0.0-16 -> 10.1.0.0/16); once it moves
+    // pods, the API server is unreachable for 5 s (connections cut too).
+    let watch = PhaseWatch::start(&c.kubeconfig);
+    let dir = c.dir().to_path_buf();
+    let runs_b = run_until_done(&c, &faulty, &migrate_args(NEW_POOL, "10.1.0.0/16"), 4, |child| {
+        if std::fs::exists(dir.join("faults.json")).unwrap() {
+            return; // the outage happens once, during the first run
+        }
+        let start = Instant::now();
+        while watch.phase() != "MovingPods" {
+            assert!(start.elapsed() < Duration::from_secs(120), "never reached MovingPods");
+            if Command::new("kill").args(["-0", &child.id().to_string()]).status().is_ok_and(|s| !s.success()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        write_faults(&dir, serde_json::json!({"outageSeconds": 5}));
+    });
+    watch.finish();
+    assert!(dir.join("faults.json").exists(), "the outage was never injected");
+    let (lost_b, behind_b) = assert_migrated(&c, &before, NEW_POOL, NEW_CIDR, "10.1.0.0/16");
+    let (violations, _) = pdb.finish();
+    assert!(violations.is_empty(), "PDB floors crossed: {violations:?}");
+
+    // Counters are flushed every second.
+    c.wait_until("fault stats", Duration::from_secs(5), || fault_stats(c.dir())["requests"].as_i64().unwrap_or(0) > 0);
+    let stats = fault_stats(c.dir());
+    let injected = stats["errors"].as_i64().unwrap_or(0) + stats["drops"].as_i64().unwrap_or(0);
+    println!("fault proxy: {stats}; error-rate runs {runs_a}, outage runs {runs_b}");
+    assert!(injected > 0, "no fault was injected: {stats}");
+    println!(
+        "RELIABILITY test=control_plane_faults seed={seed} trials=2 crashes_survived=0 faults_injected={injected} reruns={} bad_inputs=0 data_lost={} pods_left_behind={} pdb_violations={}",
+        runs_a - 1 + runs_b - 1,
+        lost_a + lost_b,
+        behind_a + behind_b,
+        violations.len()
+    );
+}
+
+/// Priority 4: Ctrl-C during the canary and during `verify --probe` leaves
+/// no `kubectl-ippool-*` namespace or pod behind. An IPReservation over the
+/// whole new pool keeps the canary (and the probe) waiting for an address,
+/// so the interrupt lands while they run.
+#[test]
+fn ctrl_c_during_canary_and_probe_leaves_nothing_behind() {
+    let c = TestCluster::start(&["--scenario", "seed", "--readiness-delay", "1s"]);
+    c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+    let before = workload_counts(&c);
+    let reservation = c.dir().join("reserve.yaml");
+    std::fs::write(&reservation, format!("apiVersion: crd.projectcalico.org/v1\nkind: IPReservation\nmetadata:\n  name: hold-new-pool\nspec:\n  reservedCIDRs: [\"{NEW_CIDR}\"]\n")).unwrap();
+    c.kubectl_ok(&["apply", "-f", reservation.to_str().unwrap()]);
+    let pending_pod_in = |prefix: &str| {
+        let pods = c.kubectl_ok(&["get", "pods", "-A", "-o", "custom-columns=NS:.metadata.namespace,PHASE:.status.phase", "--no-headers"]);
+        pods.lines().any(|l| l.starts_with(prefix) && l.contains("Pending"))
+    };
+
+    // Canary.
+    let args = migrate_args(OLD, NEW_CIDR);
+    let mut child = spawn_migrate(&c.kubeconfig, &args);
+    c.wait_until("the canary pod (kept waiting by the reservation)", Duration::from_secs(90), || pending_pod_in("kubectl-ippool-canary-"));
+    signal(&child, "-INT");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "Ctrl-C during the canary");
+    let phase = json(&c, &["get", "configmap", "-n", "kube-system", "kubectl-ippool-migration"])["data"]["state.json"].as_str().map(|s| serde_json::from_str::<Value>(s).unwrap()["phase"].clone());
+    assert_eq!(phase, Some(Value::from("SourceDisabled")), "interrupted before the canary passed");
+    c.wait_until("no canary namespace or pod", Duration::from_secs(60), || leftovers(&c).is_empty());
+    let after_canary = leftovers(&c).len();
+
+    // verify --probe: the old pool is disabled and the new one reserved, so the probe waits too.
+    let mut probe = Command::new(assert_cmd::cargo::cargo_bin("kubectl-ippool"))
+        .env("KUBECONFIG", &c.kubeconfig)
+        .args(["verify", "--probe", "--probe-timeout", "2m"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.wait_until("the probe pod", Duration::from_secs(60), || pending_pod_in("kubectl-ippool-probe-"));
+    signal(&probe, "-INT");
+    let status = probe.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(probe.stderr.as_mut().unwrap(), &mut err).ok();
+    assert_eq!(status.code(), Some(130), "Ctrl-C during verify --probe:\n{err}");
+    c.wait_until("no probe namespace or pod", Duration::from_secs(60), || leftovers(&c).is_empty());
+    let after_probe = leftovers(&c).len();
+
+    // Lift the reservation; the same command finishes the migration.
+    c.kubectl_ok(&["delete", "-f", reservation.to_str().unwrap()]);
+    let out = ippool(&c, &args).timeout(Duration::from_secs(240)).output().unwrap();
+    assert!(out.status.success(), "resume after Ctrl-C:\n{}\n{}", text(&out.stdout), text(&out.stderr));
+    let (lost, behind) = assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
+    println!("RELIABILITY test=ctrl_c_cleanup trials=2 crashes_survived=0 interrupts_cleaned=2 faults_injected=0 bad_inputs=0 data_lost={lost} pods_left_behind={}", behind + after_canary + after_probe);
+}

@@ -88,14 +88,11 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok, "kill {sig} {}", child.id());
 }
 
-/// A blocking kube client for a test thread.
-fn client_for(kubeconfig: &Path) -> kube::Client {
+/// A kube client; build it inside the runtime that uses it (its worker task lives there).
+async fn client_for(kubeconfig: &Path) -> kube::Client {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
-        kube::Client::try_from(cfg).unwrap()
-    })
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    kube::Client::try_from(cfg).unwrap()
 }
 
 /// Follows the migration record with a watch and keeps its latest phase.
@@ -115,9 +112,7 @@ impl PhaseWatch {
         let handle = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                let kcfg = kube::config::Kubeconfig::read_from(&kc).unwrap();
-                let cfg = kube::Config::from_custom_kubeconfig(kcfg, &Default::default()).await.unwrap();
-                let client = kube::Client::try_from(cfg).unwrap();
+                let client = client_for(&kc).await;
                 let api: Api<ConfigMap> = Api::namespaced(client, "kube-system");
                 let wc = watcher::Config::default().fields("metadata.name=kubectl-ippool-migration");
                 let mut stream = watcher(api, wc).applied_objects().boxed();
@@ -180,9 +175,9 @@ impl PdbWatch {
         let polls = Arc::new(Mutex::new(0));
         let (st, v, n, kc) = (stop.clone(), violations.clone(), polls.clone(), kubeconfig.to_path_buf());
         let handle = std::thread::spawn(move || {
-            let client = client_for(&kc);
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
+                let client = client_for(&kc).await;
                 let deps: Api<Deployment> = Api::all(client.clone());
                 let pdbs: Api<PodDisruptionBudget> = Api::all(client);
                 while !st.load(Ordering::Relaxed) {
@@ -445,8 +440,8 @@ fn pool_edited_by_another_actor_during_migration() {
     assert!(out.status.success(), "migrate with a concurrent editor failed:\n{}\n{}", text(&out.stdout), text(&out.stderr));
     assert!(edits >= 3, "the editor barely ran ({edits} edits)");
     let (lost, behind) = assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
-    let (violations, _) = pdb.finish();
-    assert!(violations.is_empty(), "PDB floors crossed: {violations:?}");
+    let (violations, polls) = pdb.finish();
+    assert!(violations.is_empty() && polls > 0, "PDB floors crossed: {violations:?} ({polls} polls)");
     println!("concurrent editor: {edits} pool edits during the run");
     println!("RELIABILITY test=concurrent_editor trials=1 crashes_survived=0 faults_injected={edits} bad_inputs=0 data_lost={lost} pods_left_behind={behind} pdb_violations={}", violations.len());
 }
@@ -528,8 +523,8 @@ fn control_plane_faults_error_rate_and_outage() {
     watch.finish();
     assert!(dir.join("faults.json").exists(), "the outage was never injected");
     let (lost_b, behind_b) = assert_migrated(&c, &before, NEW_POOL, NEW_CIDR, "10.1.0.0/16");
-    let (violations, _) = pdb.finish();
-    assert!(violations.is_empty(), "PDB floors crossed: {violations:?}");
+    let (violations, polls) = pdb.finish();
+    assert!(violations.is_empty() && polls > 0, "PDB floors crossed: {violations:?} ({polls} polls)");
 
     // Counters are flushed every second.
     c.wait_until("fault stats", Duration::from_secs(5), || fault_stats(c.dir())["requests"].as_i64().unwrap_or(0) > 0);

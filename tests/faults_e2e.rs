@@ -498,7 +498,7 @@ fn control_plane_faults_error_rate_and_outage() {
 
     // (a) 20 % of writes fail with 429/500/503/409, 5 % of writes are dropped.
     write_faults(c.dir(), serde_json::json!({"errorRate": 0.2, "codes": [429, 500, 503, 409], "dropRate": 0.05, "methods": ["POST", "PUT", "PATCH", "DELETE"], "seed": seed}));
-    let runs_a = run_until_done(&c, &faulty, &migrate_args(OLD, NEW_CIDR), 8, |_| {});
+    let runs_a = run_until_done(&c, &faulty, &migrate_args(OLD, NEW_CIDR), 12, |_| {});
     std::fs::remove_file(c.dir().join("faults.json")).unwrap();
     let (lost_a, behind_a) = assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
 

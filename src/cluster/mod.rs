@@ -13,6 +13,7 @@ pub mod movers;
 pub mod networks;
 pub mod pools;
 pub mod probe;
+pub mod retry;
 pub mod snapshot;
 pub mod state;
 pub mod templates;
@@ -113,7 +114,13 @@ impl Cluster {
             REQUESTS.fetch_add(1, Ordering::Relaxed);
             req
         });
-        let client = builder.with_layer(&counting).build();
+        // Retries of what is safe to repeat (see retry.rs), outside the
+        // counter so every attempt is counted; Retry needs a cloneable service.
+        let client = builder
+            .with_layer(&counting)
+            .with_layer(&tower::buffer::BufferLayer::new(1024))
+            .with_layer(&tower::retry::RetryLayer::new(retry::SafeRetry::default()))
+            .build();
 
         client.apiserver_version().await.map_err(|e| match &e {
             kube::Error::Api(s) if s.code == 401 => Error::Unauthorized { context: context.clone() },

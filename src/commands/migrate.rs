@@ -829,7 +829,7 @@ fn show_plan(printer: &Printer, cluster: &Cluster, plan: &Plan, args: &MigrateAr
         }
         printer.data(&PlanDocument { kind: "IPPoolMigrationPlan", context: cluster.context.clone(), dry_run: args.dry_run, resume_from_phase: resume, plan })?;
     } else {
-        printer.stdout(&render_plan(plan, resume));
+        printer.stdout(&render_plan(plan, resume, printer.wide()));
     }
     for w in &plan.warnings {
         printer.warn(w);
@@ -837,7 +837,8 @@ fn show_plan(printer: &Printer, cluster: &Cluster, plan: &Plan, args: &MigrateAr
     Ok(())
 }
 
-pub fn render_plan(plan: &Plan, resume: Option<Phase>) -> String {
+/// The plan as text; `wide` names every pod, otherwise pods are counted.
+pub fn render_plan(plan: &Plan, resume: Option<Phase>, wide: bool) -> String {
     let mut out = String::new();
     let to = &plan.to;
     if let Some(phase) = resume {
@@ -874,7 +875,8 @@ pub fn render_plan(plan: &Plan, resume: Option<Phase>) -> String {
                         MoveKind::Drain => "drain node",
                         MoveKind::WaitJob => "wait to finish",
                     };
-                    vec![format!("{}", j + 1), m.target.clone(), kind.into(), m.pods.join(","), m.note.clone().unwrap_or_default()]
+                    let pods = if wide { m.pods.join(",") } else { m.pods.len().to_string() };
+                    vec![format!("{}", j + 1), m.target.clone(), kind.into(), pods, m.note.clone().unwrap_or_default()]
                 })
                 .collect();
             if rows.is_empty() {
@@ -993,7 +995,7 @@ mod tests {
         let doc = PlanDocument { kind: "IPPoolMigrationPlan", context: "c".into(), dry_run: true, resume_from_phase: None, plan: &plan };
         let yaml = serde_yaml_ng::to_string(&doc).unwrap();
         assert!(yaml.contains("kind: IPPoolMigrationPlan") && yaml.contains("kind: evictForGood"), "{yaml}");
-        let text = render_plan(&plan, Some(Phase::MovingPods));
+        let text = render_plan(&plan, Some(Phase::MovingPods), true);
         assert!(text.starts_with("Resuming at phase MovingPods."), "{text}");
     }
 }

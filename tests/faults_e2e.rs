@@ -459,6 +459,7 @@ fn fault_stats(dir: &Path) -> Value {
 /// Run `migrate` through the faulty kubeconfig until it succeeds (at most
 /// `max` runs). Every failed run must be an orderly `error:` with exit 2.
 fn run_until_done(c: &TestCluster, faulty: &PathBuf, args: &[String], max: usize, during: impl Fn(&Child)) -> usize {
+    let mut last = String::new();
     for run in 1..=max {
         let mut a = args.to_vec();
         a.extend(["--kubeconfig".to_string(), faulty.to_str().unwrap().to_string()]);
@@ -478,10 +479,11 @@ fn run_until_done(c: &TestCluster, faulty: &PathBuf, args: &[String], max: usize
         }
         let last_error = err.lines().filter(|l| l.starts_with("error:")).last().unwrap_or("").to_string();
         println!("run {run} failed ({status}): {last_error}");
+        last = err.clone();
         assert_eq!(status.code(), Some(2), "a failed run must exit 2:\n{err}");
         assert!(!last_error.is_empty() && !err.contains("panicked at"), "a failed run must end with a clear error:\n{err}");
     }
-    panic!("migrate did not complete in {max} runs under faults");
+    panic!("migrate did not complete in {max} runs under faults; the last run said:\n{last}\nkubesim log:\n{}", c.log_tail());
 }
 
 /// Priority 3: API errors and dropped connections on writes, then a 5 s
@@ -493,12 +495,13 @@ fn control_plane_faults_error_rate_and_outage() {
     assert!(faulty.exists(), "kubesim --fault-proxy wrote no {}", faulty.display());
     c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
     let (seed, _) = seeded_rng();
+    println!("FAULT_SEED={seed} (fault proxy)");
     let before = workload_counts(&c);
     let pdb = PdbWatch::start(&c.kubeconfig);
 
     // (a) 20 % of writes fail with 429/500/503/409, 5 % of writes are dropped.
     write_faults(c.dir(), serde_json::json!({"errorRate": 0.2, "codes": [429, 500, 503, 409], "dropRate": 0.05, "methods": ["POST", "PUT", "PATCH", "DELETE"], "seed": seed}));
-    let runs_a = run_until_done(&c, &faulty, &migrate_args(OLD, NEW_CIDR), 12, |_| {});
+    let runs_a = run_until_done(&c, &faulty, &migrate_args(OLD, NEW_CIDR), 15, |_| {});
     std::fs::remove_file(c.dir().join("faults.json")).unwrap();
     let (lost_a, behind_a) = assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
 

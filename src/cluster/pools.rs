@@ -305,7 +305,17 @@ async fn delete_with_uid(api: &Api<DynamicObject>, name: &str, uid: Option<Strin
     let dp = DeleteParams { preconditions: Some(Preconditions { uid, resource_version: None }), ..Default::default() };
     match api.delete(name, &dp).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        // 409: the UID precondition failed (the name now belongs to a new
+        // object: leave it), or the delete did not happen for another reason:
+        // then the same object is still there and we must not go on as if
+        // it were gone (an IPAMBlock would be orphaned without its affinity).
+        Err(kube::Error::Api(s)) if s.code == 409 => match api.get_opt(name).await.op("get", what, None)? {
+            Some(o) if o.metadata.uid == dp.preconditions.as_ref().and_then(|p| p.uid.clone()) => {
+                Err(Error::Other(format!("delete {what} {name}: {} (409); it still exists, re-run to continue", s.message)))
+            }
+            _ => Ok(()),
+        },
         Err(e) => Err(e).op("delete", what, None),
     }
 }

@@ -27,8 +27,8 @@ grep -o 'RELIABILITY.*' "$log" | awk '
   { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] != "test" && kv[1] != "seed") sum[kv[1]] += kv[2] } }
   /test=/ { for (i = 2; i <= NF; i++) if ($i ~ /^seed=/) seeds = seeds " " substr($i, 6) }
   END {
-    printf "RELIABILITY trials=%d crashes_survived=%d faults_injected=%d bad_inputs=%d data_lost=%d pods_left_behind=%d pdb_violations=%d\n",
-      sum["trials"], sum["crashes_survived"], sum["faults_injected"], sum["bad_inputs"], sum["data_lost"], sum["pods_left_behind"], sum["pdb_violations"]
+    printf "RELIABILITY trials=%d crashes_survived=%d faults_injected=%d concurrent_edits=%d interrupts_cleaned=%d bad_inputs=%d data_lost=%d pods_left_behind=%d pdb_violations=%d\n",
+      sum["trials"], sum["crashes_survived"], sum["faults_injected"], sum["concurrent_edits"], sum["interrupts_cleaned"], sum["bad_inputs"], sum["data_lost"], sum["pods_left_behind"], sum["pdb_violations"]
     printf "seeds:%s\n", seeds
   }'
 if [ "$status" -ne 0 ]; then

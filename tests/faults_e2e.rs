@@ -465,7 +465,7 @@ fn pool_edited_by_another_actor_during_migration() {
     let (violations, polls) = pdb.finish();
     assert!(violations.is_empty() && polls > 0, "PDB floors crossed: {violations:?} ({polls} polls)");
     println!("concurrent editor: {edits} pool edits during the run");
-    println!("RELIABILITY test=concurrent_editor trials=1 crashes_survived=0 faults_injected={edits} bad_inputs=0 data_lost={lost} pods_left_behind={behind} pdb_violations={}", violations.len());
+    println!("RELIABILITY test=concurrent_editor trials=1 crashes_survived=0 faults_injected=0 concurrent_edits={edits} bad_inputs=0 data_lost={lost} pods_left_behind={behind} pdb_violations={}", violations.len());
 }
 
 fn write_faults(dir: &Path, v: Value) {
@@ -526,7 +526,7 @@ fn control_plane_faults_error_rate_and_outage() {
 
     // (a) 20 % of writes fail with 429/500/503/409, 5 % of writes are dropped.
     write_faults(c.dir(), serde_json::json!({"errorRate": 0.2, "codes": [429, 500, 503, 409], "dropRate": 0.05, "methods": ["POST", "PUT", "PATCH", "DELETE"], "seed": seed}));
-    let runs_a = run_until_done(&c, &faulty, &migrate_args(OLD, NEW_CIDR), 15, |_| {});
+    let runs_a = run_until_done(&c, &faulty, &migrate_args(OLD, NEW_CIDR), 25, |_| {});
     std::fs::remove_file(c.dir().join("faults.json")).unwrap();
     let (lost_a, behind_a) = assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
 

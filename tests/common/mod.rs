@@ -104,11 +104,23 @@ impl TestCluster {
             .expect("calicoctl")
     }
 
-    /// `calicoctl ipam check` must report no problems.
+    /// `calicoctl ipam check` must report no problems. Pods still being torn
+    /// down (a canary namespace deleted in the background, say) show for a
+    /// moment as an in-use IP whose allocation was just released, so a
+    /// problem must persist for 30 s to count.
     pub fn assert_ipam_clean(&self) {
-        let out = self.calicoctl(&["ipam", "check"]);
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && text.contains("found 0 problems"), "calicoctl ipam check: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+        let start = Instant::now();
+        loop {
+            let out = self.calicoctl(&["ipam", "check"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success() && text.contains("found 0 problems") {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                panic!("calicoctl ipam check: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     /// Poll `f` every 250 ms until it returns true or `limit` passes.

@@ -416,14 +416,8 @@ func (a *agent) syncPod(ctx context.Context, node, key string) (time.Duration, e
 		if wait := annDuration(pod, annTerminate, 0) - time.Since(requested); wait > 0 {
 			return wait, nil
 		}
-		if st != nil && !st.released {
-			if err := a.release(ctx, st.handle); err != nil {
-				return 0, err
-			}
-			st.released = true
-			if pod.Annotations[annPodIP] != "" {
-				_ = a.patchStatus(ctx, pod, map[string]interface{}{annPodIP: "", annPodIPs: ""}, nil)
-			}
+		if err := a.releaseOnce(ctx, pod, st); err != nil {
+			return 0, err
 		}
 		err := a.kube.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0),
 			Preconditions: &metav1.Preconditions{UID: &pod.UID}})
@@ -434,14 +428,8 @@ func (a *agent) syncPod(ctx context.Context, node, key string) (time.Duration, e
 	}
 
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
-		if st != nil && !st.released {
-			if err := a.release(ctx, st.handle); err != nil {
-				return 0, err
-			}
-			st.released = true
-			if pod.Annotations[annPodIP] != "" {
-				_ = a.patchStatus(ctx, pod, map[string]interface{}{annPodIP: "", annPodIPs: ""}, nil)
-			}
+		if err := a.releaseOnce(ctx, pod, st); err != nil {
+			return 0, err
 		}
 		return 0, nil
 	}
@@ -854,6 +842,22 @@ func (a *agent) syncTunnels(ctx context.Context, node string) error {
 			return err
 		}
 		klog.V(1).Infof("node %s: %s %q -> %v", node, tk.annotation, cur, newVal)
+	}
+	return nil
+}
+
+// releaseOnce gives the pod's address back to IPAM (as Calico's CNI DEL
+// does) and blanks its podIP annotations; a no-op once done.
+func (a *agent) releaseOnce(ctx context.Context, pod *corev1.Pod, st *podState) error {
+	if st == nil || st.released {
+		return nil
+	}
+	if err := a.release(ctx, st.handle); err != nil {
+		return err
+	}
+	st.released = true
+	if pod.Annotations[annPodIP] != "" {
+		_ = a.patchStatus(ctx, pod, map[string]interface{}{annPodIP: "", annPodIPs: ""}, nil)
 	}
 	return nil
 }

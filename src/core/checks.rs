@@ -265,11 +265,9 @@ pub fn pool_checks(input: &VerifyInput) -> Vec<Check> {
         Check::new("poolOverlapsServiceCidr", "Pools vs Service CIDR", Category::Pools, Severity::Fail, msgs.join("; "), objs)
     });
     let (objs, msgs) = pick("poolsOverlap");
-    out.push(if objs.is_empty() {
-        Check::new("poolsOverlap", "Pool overlap", Category::Pools, Severity::Pass, format!("{} pool(s), none overlap", inv.pools.len()), vec![])
-    } else {
-        Check::new("poolsOverlap", "Pool overlap", Category::Pools, Severity::Fail, msgs.join("; "), objs)
-    });
+    out.push(Check::from_objects("poolsOverlap", "Pool overlap", Category::Pools, Severity::Fail, objs, format!("{} pool(s), none overlap", inv.pools.len()), |_| {
+        msgs.join("; ")
+    }));
     // Other (non-target) active pools outside the cluster CIDR: a warning.
     let outside: Vec<String> = net_findings
         .iter()
@@ -459,19 +457,15 @@ pub fn pod_checks(input: &VerifyInput) -> Vec<Check> {
     for p in inv.pods.iter().filter(|p| !p.pins.is_empty() && !p.is_finished() && in_namespace(expect, &p.namespace)) {
         note(format!("Pod {}", p.key()), &p.pins);
     }
-    let bad_count = pinned.len();
-    out.push(if pinned.is_empty() {
-        Check::new("pinnedToRetiredPool", "Pool pins", Category::Pods, Severity::Pass, "no namespace, workload template or pod is pinned to a disabled or missing pool", vec![])
-    } else {
-        Check::new(
-            "pinnedToRetiredPool",
-            "Pool pins",
-            Category::Pods,
-            Severity::Fail,
-            format!("{bad_count} object(s) are pinned to a disabled or missing pool; their new pods will not start: {}", name_some(&reasons)),
-            pinned,
-        )
-    });
+    out.push(Check::from_objects(
+        "pinnedToRetiredPool",
+        "Pool pins",
+        Category::Pods,
+        Severity::Fail,
+        pinned,
+        "no namespace, workload template or pod is pinned to a disabled or missing pool",
+        |objs| format!("{} object(s) are pinned to a disabled or missing pool; their new pods will not start: {}", objs.len(), name_some(&reasons)),
+    ));
 
     // Pods stuck Pending with a sandbox (CNI/IPAM) failure.
     let failures: HashMap<(&str, &str), &SandboxFailure> = input.sandbox_failures.iter().map(|f| ((f.namespace.as_str(), f.pod.as_str()), f)).collect();
@@ -483,18 +477,15 @@ pub fn pod_checks(input: &VerifyInput) -> Vec<Check> {
             why.push(format!("Pod {}: {}", p.key(), f.reason()));
         }
     }
-    out.push(if stuck.is_empty() {
-        Check::new("podsPendingOnIpam", "Pods pending on IPAM", Category::Pods, Severity::Pass, "no pod is stuck Pending on a network (sandbox) failure", vec![])
-    } else {
-        Check::new(
-            "podsPendingOnIpam",
-            "Pods pending on IPAM",
-            Category::Pods,
-            Severity::Fail,
-            format!("{} pod(s) stuck Pending (FailedCreatePodSandBox): {}", stuck.len(), name_some(&why)),
-            stuck,
-        )
-    });
+    out.push(Check::from_objects(
+        "podsPendingOnIpam",
+        "Pods pending on IPAM",
+        Category::Pods,
+        Severity::Fail,
+        stuck,
+        "no pod is stuck Pending on a network (sandbox) failure",
+        |objs| format!("{} pod(s) stuck Pending (FailedCreatePodSandBox): {}", objs.len(), name_some(&why)),
+    ));
     out
 }
 

@@ -42,16 +42,6 @@ pub enum ApiMode {
     NativeV3,
 }
 
-impl ApiMode {
-    pub fn describe(self) -> &'static str {
-        match self {
-            ApiMode::CrdV1 => "crd.projectcalico.org/v1 CRDs",
-            ApiMode::ApiServer => "Calico API server (projectcalico.org/v3 over crd.projectcalico.org/v1)",
-            ApiMode::NativeV3 => "native projectcalico.org/v3 CRDs",
-        }
-    }
-}
-
 /// What we know about the Calico install.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -89,14 +89,6 @@ impl<T: Clone> PrefixIndex<T> {
         }
         None
     }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
 }
 
 #[cfg(test)]

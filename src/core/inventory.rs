@@ -108,11 +108,6 @@ impl Inventory {
         self.pods.iter().zip(&self.pod_pool).filter(|(pod, p)| pod.holds_pool_ip() && p.is_none()).map(|(pod, _)| pod)
     }
 
-    /// Blocks of pool `idx`.
-    pub fn blocks_in_pool(&self, idx: usize) -> impl Iterator<Item = &Block> {
-        self.ipam.blocks.iter().zip(&self.block_pool).filter(move |(_, p)| **p == Some(idx)).map(|(b, _)| b)
-    }
-
     /// Blocks that lie in no pool (their pool was deleted).
     pub fn orphan_blocks(&self) -> impl Iterator<Item = &Block> {
         self.ipam.blocks.iter().zip(&self.block_pool).filter(|(_, p)| p.is_none()).map(|(b, _)| b)

@@ -7,7 +7,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commands::{migrate, status, verify};
 
-const ABOUT: &str = "Move the pods of a Kubernetes cluster from one Calico IP pool to another without an outage, and prove it.";
+const ABOUT: &str =
+    "Move the pods of a Kubernetes cluster from one Calico IP pool to another without an outage, and prove it.";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -122,7 +123,20 @@ mod tests {
 
     #[test]
     fn kubectl_flags_parse_after_the_verb() {
-        let cli = Cli::try_parse_from(["kubectl-ippool", "status", "--context", "c", "-n", "ns", "--as", "bob", "--request-timeout", "5s", "-v=4"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "kubectl-ippool",
+            "status",
+            "--context",
+            "c",
+            "-n",
+            "ns",
+            "--as",
+            "bob",
+            "--request-timeout",
+            "5s",
+            "-v=4",
+        ])
+        .unwrap();
         assert_eq!(cli.kube.context.as_deref(), Some("c"));
         assert_eq!(cli.kube.namespace.as_deref(), Some("ns"));
         assert_eq!(cli.kube.as_user.as_deref(), Some("bob"));

@@ -66,7 +66,11 @@ pub enum Error {
 
     /// Any other API error, with the operation that failed.
     #[error("{op}: {}", api_message(source))]
-    Kube { op: String, #[source] source: kube::Error },
+    Kube {
+        op: String,
+        #[source]
+        source: kube::Error,
+    },
 
     #[error("{0}")]
     Other(String),

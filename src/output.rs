@@ -38,8 +38,13 @@ impl Printer {
     /// Serialise `value` to stdout as JSON or YAML.
     pub fn data<T: Serialize>(&self, value: &T) -> Result<()> {
         let text = match self.format {
-            OutputFormat::Yaml => serde_yaml_ng::to_string(value).map_err(|e| Error::Other(format!("cannot render YAML: {e}")))?,
-            _ => serde_json::to_string_pretty(value).map_err(|e| Error::Other(format!("cannot render JSON: {e}")))? + "\n",
+            OutputFormat::Yaml => {
+                serde_yaml_ng::to_string(value).map_err(|e| Error::Other(format!("cannot render YAML: {e}")))?
+            }
+            _ => {
+                serde_json::to_string_pretty(value).map_err(|e| Error::Other(format!("cannot render JSON: {e}")))?
+                    + "\n"
+            }
         };
         self.stdout(&text);
         Ok(())
@@ -152,7 +157,10 @@ mod tests {
 
     #[test]
     fn tables_look_like_kubectl() {
-        let t = render_table(&["name", "cidr"], vec![vec!["default-ipv4-ippool".into(), "192.168.0.0/16".into()], vec!["new".into(), "10.0.0.0/16".into()]]);
+        let t = render_table(
+            &["name", "cidr"],
+            vec![vec!["default-ipv4-ippool".into(), "192.168.0.0/16".into()], vec!["new".into(), "10.0.0.0/16".into()]],
+        );
         insta::assert_snapshot!(t, @r"
         NAME                  CIDR
         default-ipv4-ippool   192.168.0.0/16

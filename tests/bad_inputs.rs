@@ -115,30 +115,58 @@ fn bad_inputs_exit_2_with_a_clear_error_and_write_nothing() {
         row("block bigger than the CIDR", m(&["--to", "10.0.0.0/24", "--block-size", "20"]), "smaller than one block"),
         row("CIDR smaller than a block", m(&["--to", "10.0.0.0/30"]), "smaller than one block"),
         // pools
-        row("unknown --from", s(&["migrate", "--from", "no-such-pool", "--to", "10.0.0.0/16"]), "\"no-such-pool\" not found"),
+        row(
+            "unknown --from",
+            s(&["migrate", "--from", "no-such-pool", "--to", "10.0.0.0/16"]),
+            "\"no-such-pool\" not found",
+        ),
         row("unknown --to-pool", m(&["--to-pool", "no-such-pool"]), "no such IPPool"),
         row("--to-pool is the source", m(&["--to-pool", OLD]), "is the pool being migrated from"),
         row("--to is the source CIDR", m(&["--to", "192.168.0.0/16", "--allow-outside-cluster-cidr"]), "itself"),
         row("--to-pool disabled", m(&["--to-pool", "spare"]), "spare"),
         row("--name is the source's name", m(&["--to", "10.0.0.0/16", "--name", OLD]), "the old pool's name"),
-        row("--name taken by another CIDR", m(&["--to", "10.0.0.0/16", "--name", "spare"]), "already exists with CIDR 10.1.0.0/16"),
+        row(
+            "--name taken by another CIDR",
+            m(&["--to", "10.0.0.0/16", "--name", "spare"]),
+            "already exists with CIDR 10.1.0.0/16",
+        ),
         row("--name not an object name", m(&["--to", "10.0.0.0/16", "--name", "Bad_Name"]), "not a valid object name"),
         row("overlap with a disabled pool", m(&["--to", "10.1.0.0/20"]), "overlaps IPPool spare (10.1.0.0/16)"),
-        row("overlap with the source pool", m(&["--to", "192.0.0.0/8", "--allow-outside-cluster-cidr"]), "overlaps IPPool default-ipv4-ippool"),
+        row(
+            "overlap with the source pool",
+            m(&["--to", "192.0.0.0/8", "--allow-outside-cluster-cidr"]),
+            "overlaps IPPool default-ipv4-ippool",
+        ),
         row("Service CIDR overlap", m(&["--to", "10.96.0.0/16"]), "overlaps the Service CIDR 10.96.0.0/12"),
         row("node IP overlap", m(&["--to", "127.0.1.0/24", "--allow-outside-cluster-cidr"]), "node InternalIPs"),
         row("outside the cluster CIDR", m(&["--to", "172.20.0.0/16"]), "outside the cluster pod CIDR"),
         row("capacity too small", m(&["--to", "10.2.0.0/25"]), "holds 128 addresses"),
-        row("IPIP and VXLAN both on", m(&["--to", "10.0.0.0/16", "--ipip-mode", "Always", "--vxlan-mode", "Always"]), "cannot both be enabled"),
-        row("bad node selector", m(&["--to", "10.0.0.0/16", "--node-selector", "has(("]), "not a valid Calico selector"),
+        row(
+            "IPIP and VXLAN both on",
+            m(&["--to", "10.0.0.0/16", "--ipip-mode", "Always", "--vxlan-mode", "Always"]),
+            "cannot both be enabled",
+        ),
+        row(
+            "bad node selector",
+            m(&["--to", "10.0.0.0/16", "--node-selector", "has(("]),
+            "not a valid Calico selector",
+        ),
         // flags
         row("--to with --to-pool", m(&["--to", "10.0.0.0/16", "--to-pool", "spare"]), "cannot be used with"),
-        row("--rollback with --to, nothing to roll back", m(&["--rollback", "--to", "10.0.0.0/16"]), "no unfinished migration"),
+        row(
+            "--rollback with --to, nothing to roll back",
+            m(&["--rollback", "--to", "10.0.0.0/16"]),
+            "no unfinished migration",
+        ),
         row("-o xml", m(&["--to", "10.0.0.0/16", "-o", "xml"]), "invalid value 'xml'"),
         row("--timeout garbage", m(&["--to", "10.0.0.0/16", "--timeout", "banana"]), "not a duration"),
         row("--request-timeout garbage", m(&["--to", "10.0.0.0/16", "--request-timeout", "soon"]), "not a duration"),
         row("--strategy unknown", m(&["--to", "10.0.0.0/16", "--strategy", "yolo"]), "invalid value 'yolo'"),
-        row("--ipip-mode unknown", m(&["--to", "10.0.0.0/16", "--ipip-mode", "sometimes"]), "expected Never, Always or CrossSubnet"),
+        row(
+            "--ipip-mode unknown",
+            m(&["--to", "10.0.0.0/16", "--ipip-mode", "sometimes"]),
+            "expected Never, Always or CrossSubnet",
+        ),
         row("--max-parallel 0", m(&["--to", "10.0.0.0/16", "--max-parallel", "0"]), "--max-parallel"),
         row("--nat-outgoing maybe", m(&["--to", "10.0.0.0/16", "--nat-outgoing", "maybe"]), "--nat-outgoing"),
         row("no --from", s(&["migrate", "--to", "10.0.0.0/16"]), "--from"),
@@ -151,11 +179,23 @@ fn bad_inputs_exit_2_with_a_clear_error_and_write_nothing() {
         row("unknown context", m(&["--to", "10.0.0.0/16", "--context", "nope"]), "context \"nope\" not found"),
         row("unknown user", m(&["--to", "10.0.0.0/16", "--user", "nope"]), "user \"nope\" not found"),
         row("unknown cluster", m(&["--to", "10.0.0.0/16", "--cluster", "nope"]), "cluster \"nope\" not found"),
-        row("unreachable server", m(&["--to", "10.0.0.0/16", "--kubeconfig", &unreachable]), "cannot reach the Kubernetes API server"),
+        row(
+            "unreachable server",
+            m(&["--to", "10.0.0.0/16", "--kubeconfig", &unreachable]),
+            "cannot reach the Kubernetes API server",
+        ),
         row("invalid token (401)", m(&["--to", "10.0.0.0/16", "--kubeconfig", &bogus_token]), "401 Unauthorized"),
         row("anonymous (no credentials)", m(&["--to", "10.0.0.0/16", "--kubeconfig", &no_creds]), "forbidden"),
-        row("no permissions (--as)", m(&["--to", "10.0.0.0/16", "--as", "system:serviceaccount:default:nobody"]), "forbidden"),
-        row("verify, no permissions (--as)", s(&["verify", "--as", "system:serviceaccount:default:nobody"]), "forbidden"),
+        row(
+            "no permissions (--as)",
+            m(&["--to", "10.0.0.0/16", "--as", "system:serviceaccount:default:nobody"]),
+            "forbidden",
+        ),
+        row(
+            "verify, no permissions (--as)",
+            s(&["verify", "--as", "system:serviceaccount:default:nobody"]),
+            "forbidden",
+        ),
         row("status, unreachable server", s(&["status", "--kubeconfig", &unreachable]), "cannot reach"),
         // valid, but no terminal and no --yes
         late("no --yes without a terminal", m(&["--to", "10.0.0.0/16"]), "--yes"),
@@ -174,13 +214,23 @@ fn bad_inputs_exit_2_with_a_clear_error_and_write_nothing() {
         }
         let first = err.lines().next().unwrap_or("");
         let error_at = err.find("error:");
-        let clear = if r.after_plan { err.lines().any(|l| l.starts_with("error:")) } else { first.starts_with("error:") };
+        let clear =
+            if r.after_plan { err.lines().any(|l| l.starts_with("error:")) } else { first.starts_with("error:") };
         let named = error_at.is_some_and(|i| err[i..].contains(r.expect));
         // A panic, or kube's Debug dump of a Status, is not a clear error.
         let panicked = err.contains("panicked at") || err.contains("Status {");
-        eprintln!("[{}] {:<45} exit {:?}  {}", if code == Some(2) && clear && named && !panicked { "ok" } else { "FAIL" }, r.what, code, first);
+        eprintln!(
+            "[{}] {:<45} exit {:?}  {}",
+            if code == Some(2) && clear && named && !panicked { "ok" } else { "FAIL" },
+            r.what,
+            code,
+            first
+        );
         if code != Some(2) || !clear || !named || panicked {
-            failures.push(format!("{} ({:?}): exit {code:?}, expected {:?} in an `error:`:\n{err}", r.what, r.args, r.expect));
+            failures.push(format!(
+                "{} ({:?}): exit {code:?}, expected {:?} in an `error:`:\n{err}",
+                r.what, r.args, r.expect
+            ));
         }
     }
     let after = snapshot(&c);

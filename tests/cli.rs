@@ -54,7 +54,12 @@ fn malformed_kubeconfig_is_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("config");
     std::fs::write(&p, "this: is: not: yaml: [").unwrap();
-    ippool().args(["status", "--kubeconfig"]).arg(&p).assert().code(2).stderr(predicate::str::contains("error: kubeconfig"));
+    ippool()
+        .args(["status", "--kubeconfig"])
+        .arg(&p)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("error: kubeconfig"));
 }
 
 #[test]
@@ -73,7 +78,14 @@ fn unknown_context_names_the_known_ones() {
 fn unreachable_server_is_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let p = kubeconfig(dir.path(), "https://127.0.0.1:1");
-    let out = ippool().args(["status", "--request-timeout", "5s", "--kubeconfig"]).arg(&p).assert().code(2).get_output().stderr.clone();
+    let out = ippool()
+        .args(["status", "--request-timeout", "5s", "--kubeconfig"])
+        .arg(&p)
+        .assert()
+        .code(2)
+        .get_output()
+        .stderr
+        .clone();
     let text = String::from_utf8(out).unwrap();
     assert!(text.starts_with("error: cannot reach the Kubernetes API server at https://127.0.0.1:1"), "{text}");
     assert_eq!(text.trim_end().lines().count(), 1, "{text}");
@@ -98,6 +110,10 @@ fn kubeconfig_env_with_several_files_is_merged() {
 #[test]
 fn bad_flags_are_usage_errors() {
     ippool().args(["status", "-o", "xml"]).assert().code(2);
-    ippool().args(["status", "--request-timeout", "soon"]).assert().code(2).stderr(predicate::str::contains("not a duration"));
+    ippool()
+        .args(["status", "--request-timeout", "soon"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not a duration"));
     ippool().args(["frobnicate"]).assert().code(2);
 }

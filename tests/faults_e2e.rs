@@ -31,10 +31,14 @@ const OLD_CIDR: &str = "192.168.0.0/16";
 const NEW_CIDR: &str = "10.0.0.0/16";
 const NEW_POOL: &str = "10.0.0.0-16";
 /// Phase boundaries a crash trial can stop at (the record's phases before Done).
-const PHASES: [&str; 7] = ["Started", "TargetReady", "SourceDisabled", "CanaryPassed", "MovingPods", "Draining", "SourceDeleted"];
+const PHASES: [&str; 7] =
+    ["Started", "TargetReady", "SourceDisabled", "CanaryPassed", "MovingPods", "Draining", "SourceDeleted"];
 
 fn migrate_args(from: &str, to: &str) -> Vec<String> {
-    ["migrate", "--from", from, "--to", to, "--force", "--yes", "--jobs", "evict", "--timeout", "3m"].iter().map(|s| s.to_string()).collect()
+    ["migrate", "--from", from, "--to", to, "--force", "--yes", "--jobs", "evict", "--timeout", "3m"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 fn ippool(c: &TestCluster, args: &[String]) -> assert_cmd::Command {
@@ -181,7 +185,9 @@ impl PdbWatch {
                 let deps: Api<Deployment> = Api::all(client.clone());
                 let pdbs: Api<PodDisruptionBudget> = Api::all(client);
                 while !st.load(Ordering::Relaxed) {
-                    if let (Ok(d), Ok(p)) = (deps.list(&ListParams::default()).await, pdbs.list(&ListParams::default()).await) {
+                    if let (Ok(d), Ok(p)) =
+                        (deps.list(&ListParams::default()).await, pdbs.list(&ListParams::default()).await)
+                    {
                         *n.lock().unwrap() += 1;
                         for found in check_pdbs(&d.items, &p.items) {
                             v.lock().unwrap().push(found);
@@ -211,7 +217,12 @@ fn check_pdbs(deps: &[Deployment], pdbs: &[PodDisruptionBudget]) -> Vec<String> 
         let spec = pdb.spec.clone().unwrap_or_default();
         let Some(sel) = spec.selector.as_ref().and_then(|s| s.match_labels.clone()) else { continue };
         for d in deps.iter().filter(|d| d.metadata.namespace.as_deref() == Some(ns.as_str())) {
-            let labels = d.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+            let labels = d
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.metadata.as_ref())
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default();
             if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
                 continue;
             }
@@ -223,7 +234,11 @@ fn check_pdbs(deps: &[Deployment], pdbs: &[PodDisruptionBudget]) -> Vec<String> 
                 _ => continue, // percentages: not used by the seed scenario
             };
             if ready < floor {
-                out.push(format!("{ns}/{}: {ready} ready < floor {floor} of PDB {}", d.metadata.name.clone().unwrap_or_default(), pdb.metadata.name.clone().unwrap_or_default()));
+                out.push(format!(
+                    "{ns}/{}: {ready} ready < floor {floor} of PDB {}",
+                    d.metadata.name.clone().unwrap_or_default(),
+                    pdb.metadata.name.clone().unwrap_or_default()
+                ));
             }
         }
     }
@@ -237,9 +252,19 @@ fn pods_outside(c: &TestCluster, cidr: &str) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|p| p["spec"]["hostNetwork"].as_bool() != Some(true) && !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
+        .filter(|p| {
+            p["spec"]["hostNetwork"].as_bool() != Some(true)
+                && !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+        })
         .filter(|p| !p["status"]["podIP"].as_str().is_some_and(|ip| in_cidr(ip, cidr)))
-        .map(|p| format!("{}/{} {:?}", p["metadata"]["namespace"].as_str().unwrap(), p["metadata"]["name"].as_str().unwrap(), p["status"]["podIP"].as_str().unwrap_or("")))
+        .map(|p| {
+            format!(
+                "{}/{} {:?}",
+                p["metadata"]["namespace"].as_str().unwrap(),
+                p["metadata"]["name"].as_str().unwrap(),
+                p["status"]["podIP"].as_str().unwrap_or("")
+            )
+        })
         .collect()
 }
 
@@ -248,11 +273,22 @@ fn leftovers(c: &TestCluster) -> Vec<String> {
     let ns = c.kubectl_ok(&["get", "namespaces", "-o", "name"]);
     let cols = "custom-columns=NS:.metadata.namespace,NAME:.metadata.name";
     let pods = c.kubectl_ok(&["get", "pods", "-A", "-o", cols, "--no-headers"]);
-    let ours = c.kubectl_ok(&["get", "pods", "-A", "-l", "app.kubernetes.io/managed-by=kubectl-ippool", "-o", cols, "--no-headers"]);
+    let ours = c.kubectl_ok(&[
+        "get",
+        "pods",
+        "-A",
+        "-l",
+        "app.kubernetes.io/managed-by=kubectl-ippool",
+        "-o",
+        cols,
+        "--no-headers",
+    ]);
     ns.lines()
         .filter(|l| l.contains("kubectl-ippool-"))
         .map(str::to_string)
-        .chain(pods.lines().filter(|l| l.starts_with("kubectl-ippool-")).chain(ours.lines()).map(|l| format!("pod {l}")))
+        .chain(
+            pods.lines().filter(|l| l.starts_with("kubectl-ippool-")).chain(ours.lines()).map(|l| format!("pod {l}")),
+        )
         .collect()
 }
 
@@ -261,11 +297,25 @@ fn workload_counts(c: &TestCluster) -> BTreeMap<String, i64> {
     let mut m = BTreeMap::new();
     for kind in ["deployments", "statefulsets"] {
         for o in json(c, &["get", kind, "-A"])["items"].as_array().unwrap() {
-            m.insert(format!("{kind}/{}/{}", o["metadata"]["namespace"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap()), o["spec"]["replicas"].as_i64().unwrap_or(1));
+            m.insert(
+                format!(
+                    "{kind}/{}/{}",
+                    o["metadata"]["namespace"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                ),
+                o["spec"]["replicas"].as_i64().unwrap_or(1),
+            );
         }
     }
     for o in json(c, &["get", "daemonsets", "-A"])["items"].as_array().unwrap() {
-        m.insert(format!("daemonsets/{}/{}", o["metadata"]["namespace"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap()), o["status"]["desiredNumberScheduled"].as_i64().unwrap_or(0));
+        m.insert(
+            format!(
+                "daemonsets/{}/{}",
+                o["metadata"]["namespace"].as_str().unwrap(),
+                o["metadata"]["name"].as_str().unwrap()
+            ),
+            o["status"]["desiredNumberScheduled"].as_i64().unwrap_or(0),
+        );
     }
     m
 }
@@ -273,9 +323,18 @@ fn workload_counts(c: &TestCluster) -> BTreeMap<String, i64> {
 /// Ready counts of the same workloads.
 fn ready_counts(c: &TestCluster) -> BTreeMap<String, i64> {
     let mut m = BTreeMap::new();
-    for (kind, field) in [("deployments", "readyReplicas"), ("statefulsets", "readyReplicas"), ("daemonsets", "numberReady")] {
+    for (kind, field) in
+        [("deployments", "readyReplicas"), ("statefulsets", "readyReplicas"), ("daemonsets", "numberReady")]
+    {
         for o in json(c, &["get", kind, "-A"])["items"].as_array().unwrap() {
-            m.insert(format!("{kind}/{}/{}", o["metadata"]["namespace"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap()), o["status"][field].as_i64().unwrap_or(0));
+            m.insert(
+                format!(
+                    "{kind}/{}/{}",
+                    o["metadata"]["namespace"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                ),
+                o["status"][field].as_i64().unwrap_or(0),
+            );
         }
     }
     m
@@ -284,7 +343,13 @@ fn ready_counts(c: &TestCluster) -> BTreeMap<String, i64> {
 /// After a finished migration: (data_lost, pods_left_behind), both asserted 0.
 /// data lost = a workload gone or short of ready pods, or the record not Done;
 /// pods left behind = pods still outside the new pool, or canary/probe leftovers.
-fn assert_migrated(c: &TestCluster, workloads_before: &BTreeMap<String, i64>, old_pool: &str, old_cidr: &str, new_cidr: &str) -> (usize, usize) {
+fn assert_migrated(
+    c: &TestCluster,
+    workloads_before: &BTreeMap<String, i64>,
+    old_pool: &str,
+    old_cidr: &str,
+    new_cidr: &str,
+) -> (usize, usize) {
     c.wait_until("pods to settle in the new pool and canary/probe namespaces to go", Duration::from_secs(90), || {
         pods_outside(c, new_cidr).is_empty() && leftovers(c).is_empty() && {
             let ready = ready_counts(c);
@@ -292,7 +357,11 @@ fn assert_migrated(c: &TestCluster, workloads_before: &BTreeMap<String, i64>, ol
         }
     });
     let ready = ready_counts(c);
-    let lost: Vec<String> = workloads_before.iter().filter(|(k, want)| ready.get(*k).is_none_or(|r| r < *want)).map(|(k, w)| format!("{k} wants {w}, ready {:?}", ready.get(k))).collect();
+    let lost: Vec<String> = workloads_before
+        .iter()
+        .filter(|(k, want)| ready.get(*k).is_none_or(|r| r < *want))
+        .map(|(k, w)| format!("{k} wants {w}, ready {:?}", ready.get(k)))
+        .collect();
     let cm = json(c, &["get", "configmap", "-n", "kube-system", "kubectl-ippool-migration"]);
     let state: Value = serde_json::from_str(cm["data"]["state.json"].as_str().unwrap_or("{}")).unwrap_or_default();
     let record_ok = state["phase"] == "Done";
@@ -314,7 +383,13 @@ fn assert_migrated(c: &TestCluster, workloads_before: &BTreeMap<String, i64>, ol
                     .unwrap()
                     .iter()
                     .filter_map(|o| o["spec"]["cidr"].as_str().map(|b| format!("{kind} {b}")))
-                    .filter(|b| b.rsplit(' ').next().unwrap().parse::<ipnet::IpNet>().is_ok_and(|n| old_cidr.parse::<ipnet::IpNet>().unwrap().contains(&n)))
+                    .filter(|b| {
+                        b.rsplit(' ')
+                            .next()
+                            .unwrap()
+                            .parse::<ipnet::IpNet>()
+                            .is_ok_and(|n| old_cidr.parse::<ipnet::IpNet>().unwrap().contains(&n))
+                    })
                     .collect::<Vec<_>>()
             })
             .collect()
@@ -326,16 +401,25 @@ fn assert_migrated(c: &TestCluster, workloads_before: &BTreeMap<String, i64>, ol
         while !old_ipam().is_empty() {
             if Instant::now() > deadline {
                 let name = |b: &str| b.rsplit(' ').next().unwrap().replace(['.', '/'], "-");
-                let dump: Vec<String> = first.iter().map(|b| c.kubectl_ok(&["get", b.split(' ').next().unwrap(), &name(b), "-o", "json"])).collect();
+                let dump: Vec<String> = first
+                    .iter()
+                    .map(|b| c.kubectl_ok(&["get", b.split(' ').next().unwrap(), &name(b), "-o", "json"]))
+                    .collect();
                 let check = c.calicoctl(&["ipam", "check"]);
                 panic!("IPAM objects of {old_cidr} remain after migrate exited 0: {first:?}\n{}\ncalicoctl ipam check:\n{}\nlast migrate stderr:\n{}", dump.join("\n"), text(&check.stdout), last_stderr());
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        println!("NOTE: IPAM objects of {old_cidr} were still there when migrate exited 0: {first:?}; gone {:?} later", t.elapsed());
+        println!(
+            "NOTE: IPAM objects of {old_cidr} were still there when migrate exited 0: {first:?}; gone {:?} later",
+            t.elapsed()
+        );
     }
     c.assert_ipam_clean();
-    assert!(!c.kubectl(&["get", "lease", "-n", "kube-system", "kubectl-ippool"]).status.success(), "lease not released");
+    assert!(
+        !c.kubectl(&["get", "lease", "-n", "kube-system", "kubectl-ippool"]).status.success(),
+        "lease not released"
+    );
     (lost.len() + usize::from(!record_ok), behind.len() + left.len())
 }
 
@@ -395,7 +479,10 @@ fn sigkill_at_random_points_then_resume() {
                 killed_at = Some(if now.is_empty() { "before the record".to_string() } else { now });
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(200), "trial {t}: migrate neither finished nor reached {target:?}");
+            assert!(
+                start.elapsed() < Duration::from_secs(200),
+                "trial {t}: migrate neither finished nor reached {target:?}"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         let how = match target {
@@ -406,7 +493,13 @@ fn sigkill_at_random_points_then_resume() {
             Some(p) => {
                 killed_in.insert(p.clone());
                 let out = ippool(&c, &args).timeout(Duration::from_secs(240)).output().unwrap();
-                assert!(out.status.success(), "trial {t} (seed {seed}, kill {how}, in {p}): the re-run failed:\n{}\n{}\n{}", text(&out.stdout), text(&out.stderr), c.log_tail());
+                assert!(
+                    out.status.success(),
+                    "trial {t} (seed {seed}, kill {how}, in {p}): the re-run failed:\n{}\n{}\n{}",
+                    text(&out.stdout),
+                    text(&out.stderr),
+                    c.log_tail()
+                );
                 survived += 1;
             }
             None => finished_first += 1,
@@ -419,7 +512,13 @@ fn sigkill_at_random_points_then_resume() {
         data_lost += lost;
         left_behind += behind;
         pdb_violations += violations.len();
-        println!("trial {t}: kill {how}: {}; phases seen {phases:?}; PDB polls {polls}", killed_at.as_deref().map(|p| format!("killed in {p}, resumed OK")).unwrap_or_else(|| "finished before the kill".into()));
+        println!(
+            "trial {t}: kill {how}: {}; phases seen {phases:?}; PDB polls {polls}",
+            killed_at
+                .as_deref()
+                .map(|p| format!("killed in {p}, resumed OK"))
+                .unwrap_or_else(|| "finished before the kill".into())
+        );
     }
     println!("killed in phases: {killed_in:?}");
     println!(
@@ -445,7 +544,13 @@ fn pool_edited_by_another_actor_during_migration() {
             for pool in [OLD, NEW_POOL] {
                 let ok = Command::new(&kubectl)
                     .env("KUBECONFIG", &kc)
-                    .args(["annotate", "ippools.crd.projectcalico.org", pool, &format!("example.com/edited={i}"), "--overwrite"])
+                    .args([
+                        "annotate",
+                        "ippools.crd.projectcalico.org",
+                        pool,
+                        &format!("example.com/edited={i}"),
+                        "--overwrite",
+                    ])
                     .output()
                     .is_ok_and(|o| o.status.success());
                 if ok {
@@ -459,7 +564,12 @@ fn pool_edited_by_another_actor_during_migration() {
     stop.store(true, Ordering::Relaxed);
     editor.join().unwrap();
     let edits = *edits.lock().unwrap();
-    assert!(out.status.success(), "migrate with a concurrent editor failed:\n{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "migrate with a concurrent editor failed:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     assert!(edits >= 3, "the editor barely ran ({edits} edits)");
     let (lost, behind) = assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
     let (violations, polls) = pdb.finish();
@@ -475,7 +585,10 @@ fn write_faults(dir: &Path, v: Value) {
 }
 
 fn fault_stats(dir: &Path) -> Value {
-    std::fs::read_to_string(dir.join("faults-stats.json")).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default()
+    std::fs::read_to_string(dir.join("faults-stats.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
 }
 
 /// Run `migrate` through the faulty kubeconfig until it succeeds (at most
@@ -508,9 +621,15 @@ fn run_until_done(c: &TestCluster, faulty: &PathBuf, args: &[String], max: usize
         println!("run {run} failed ({status}): {last_error}");
         last = err.clone();
         assert_eq!(status.code(), Some(2), "a failed run must exit 2:\n{err}");
-        assert!(!last_error.is_empty() && !err.contains("panicked at"), "a failed run must end with a clear error:\n{err}");
+        assert!(
+            !last_error.is_empty() && !err.contains("panicked at"),
+            "a failed run must end with a clear error:\n{err}"
+        );
     }
-    panic!("migrate did not complete in {max} runs under faults; the last run said:\n{last}\nkubesim log:\n{}", c.log_tail());
+    panic!(
+        "migrate did not complete in {max} runs under faults; the last run said:\n{last}\nkubesim log:\n{}",
+        c.log_tail()
+    );
 }
 
 /// Priority 3: API errors and dropped connections on writes, then a 5 s
@@ -527,7 +646,10 @@ fn control_plane_faults_error_rate_and_outage() {
     let pdb = PdbWatch::start(&c.kubeconfig);
 
     // (a) 20 % of writes fail with 429/500/503/409, 5 % of writes are dropped.
-    write_faults(c.dir(), serde_json::json!({"errorRate": 0.2, "codes": [429, 500, 503, 409], "dropRate": 0.05, "methods": ["POST", "PUT", "PATCH", "DELETE"], "seed": seed}));
+    write_faults(
+        c.dir(),
+        serde_json::json!({"errorRate": 0.2, "codes": [429, 500, 503, 409], "dropRate": 0.05, "methods": ["POST", "PUT", "PATCH", "DELETE"], "seed": seed}),
+    );
     let runs_a = run_until_done(&c, &faulty, &migrate_args(OLD, NEW_CIDR), 25, |_| {});
     std::fs::remove_file(c.dir().join("faults.json")).unwrap();
     let (lost_a, behind_a) = assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
@@ -584,18 +706,29 @@ fn ctrl_c_during_canary_and_probe_leaves_nothing_behind() {
     std::fs::write(&reservation, format!("apiVersion: crd.projectcalico.org/v1\nkind: IPReservation\nmetadata:\n  name: hold-new-pool\nspec:\n  reservedCIDRs: [\"{NEW_CIDR}\"]\n")).unwrap();
     c.kubectl_ok(&["apply", "-f", reservation.to_str().unwrap()]);
     let pending_pod_in = |prefix: &str| {
-        let pods = c.kubectl_ok(&["get", "pods", "-A", "-o", "custom-columns=NS:.metadata.namespace,PHASE:.status.phase", "--no-headers"]);
+        let pods = c.kubectl_ok(&[
+            "get",
+            "pods",
+            "-A",
+            "-o",
+            "custom-columns=NS:.metadata.namespace,PHASE:.status.phase",
+            "--no-headers",
+        ]);
         pods.lines().any(|l| l.starts_with(prefix) && l.contains("Pending"))
     };
 
     // Canary.
     let args = migrate_args(OLD, NEW_CIDR);
     let mut child = spawn_migrate(&c.kubeconfig, &args);
-    c.wait_until("the canary pod (kept waiting by the reservation)", Duration::from_secs(90), || pending_pod_in("kubectl-ippool-canary-"));
+    c.wait_until("the canary pod (kept waiting by the reservation)", Duration::from_secs(90), || {
+        pending_pod_in("kubectl-ippool-canary-")
+    });
     signal(&child, "-INT");
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "Ctrl-C during the canary");
-    let phase = json(&c, &["get", "configmap", "-n", "kube-system", "kubectl-ippool-migration"])["data"]["state.json"].as_str().map(|s| serde_json::from_str::<Value>(s).unwrap()["phase"].clone());
+    let phase = json(&c, &["get", "configmap", "-n", "kube-system", "kubectl-ippool-migration"])["data"]["state.json"]
+        .as_str()
+        .map(|s| serde_json::from_str::<Value>(s).unwrap()["phase"].clone());
     assert_eq!(phase, Some(Value::from("SourceDisabled")), "interrupted before the canary passed");
     c.wait_until("no canary namespace or pod", Duration::from_secs(60), || leftovers(&c).is_empty());
     let after_canary = leftovers(&c).len();

@@ -82,7 +82,11 @@ fn committed_manifest_follows_krew_rules() {
     let m = load(&path);
     let errs = krew_violations(Path::new("ippool.yaml"), &m);
     assert!(errs.is_empty(), "{errs:#?}");
-    assert_eq!(m.pointer("/spec/version").unwrap(), &Value::String(format!("v{}", env!("CARGO_PKG_VERSION"))), "plugin.yaml version must match Cargo.toml");
+    assert_eq!(
+        m.pointer("/spec/version").unwrap(),
+        &Value::String(format!("v{}", env!("CARGO_PKG_VERSION"))),
+        "plugin.yaml version must match Cargo.toml"
+    );
 }
 
 #[test]
@@ -113,7 +117,9 @@ fn dist_archive_installs_like_krew_and_runs_through_kubectl() {
     let store = tmp.path().join("krew/store/ippool").join(version);
     std::fs::create_dir_all(&store).unwrap();
     assert!(Command::new("tar").arg("-xzf").arg(&archive).arg("-C").arg(&store).status().unwrap().success());
-    let has_license = std::fs::read_dir(&store).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().to_lowercase().starts_with("license"));
+    let has_license = std::fs::read_dir(&store)
+        .unwrap()
+        .any(|e| e.unwrap().file_name().to_string_lossy().to_lowercase().starts_with("license"));
     assert!(has_license, "krew requires a LICENSE file in the archive");
     let bin = store.join(platform["bin"].as_str().unwrap());
     assert!(bin.exists());
@@ -132,6 +138,7 @@ fn dist_archive_installs_like_krew_and_runs_through_kubectl() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "kubectl ippool status failed: {}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("default-ipv4-ippool") && stdout.contains("192.168.0.0/16"), "{stdout}");
-    let plugins = Command::new(common::kubesim_bin("kubectl")).env("PATH", &path).args(["plugin", "list"]).output().unwrap();
+    let plugins =
+        Command::new(common::kubesim_bin("kubectl")).env("PATH", &path).args(["plugin", "list"]).output().unwrap();
     assert!(String::from_utf8_lossy(&plugins.stdout).contains("kubectl-ippool"));
 }

@@ -34,7 +34,11 @@ fn fingerprint(c: &TestCluster) -> BTreeMap<String, String> {
     for kind in ["ippools.crd.projectcalico.org", "deployments", "statefulsets", "daemonsets", "namespaces", "nodes"] {
         let v = json(c, &["get", kind, "-A"]);
         for o in v["items"].as_array().unwrap() {
-            let key = format!("{kind}/{}/{}", o["metadata"]["namespace"].as_str().unwrap_or(""), o["metadata"]["name"].as_str().unwrap());
+            let key = format!(
+                "{kind}/{}/{}",
+                o["metadata"]["namespace"].as_str().unwrap_or(""),
+                o["metadata"]["name"].as_str().unwrap()
+            );
             m.insert(key, o["metadata"]["resourceVersion"].as_str().unwrap().to_string());
         }
     }
@@ -50,12 +54,18 @@ fn assert_all_pods_in(c: &TestCluster, cidr: &str) {
     let pods = json(c, &["get", "pods", "-A"]);
     let mut wrong = Vec::new();
     for p in pods["items"].as_array().unwrap() {
-        if p["spec"]["hostNetwork"].as_bool() == Some(true) || matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) {
+        if p["spec"]["hostNetwork"].as_bool() == Some(true)
+            || matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+        {
             continue;
         }
         let ip = p["status"]["podIP"].as_str().unwrap_or("");
         if ip.is_empty() || !in_cidr(ip, cidr) {
-            wrong.push(format!("{}/{} {ip:?}", p["metadata"]["namespace"].as_str().unwrap(), p["metadata"]["name"].as_str().unwrap()));
+            wrong.push(format!(
+                "{}/{} {ip:?}",
+                p["metadata"]["namespace"].as_str().unwrap(),
+                p["metadata"]["name"].as_str().unwrap()
+            ));
         }
     }
     assert!(wrong.is_empty(), "pods not in {cidr}: {wrong:?}");
@@ -73,7 +83,8 @@ fn assert_old_pool_gone(c: &TestCluster, pool: &str, cidr: &str, new_cidr: &str)
             .iter()
             .filter(|o| {
                 let net: ipnet::IpNet = o["spec"]["cidr"].as_str().unwrap().parse().unwrap();
-                cidr.parse::<ipnet::IpNet>().unwrap().contains(&net) && !new_cidr.parse::<ipnet::IpNet>().unwrap().contains(&net)
+                cidr.parse::<ipnet::IpNet>().unwrap().contains(&net)
+                    && !new_cidr.parse::<ipnet::IpNet>().unwrap().contains(&net)
             })
             .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
             .collect();
@@ -103,12 +114,16 @@ impl ReadyWatcher {
         let lowest = Arc::new(Mutex::new(BTreeMap::new()));
         let kubeconfig = c.kubeconfig.clone();
         let kubectl = common::kubesim_bin("kubectl");
-        let wl: Vec<(String, String, String)> = workloads.iter().map(|(k, n, name)| (k.to_string(), n.to_string(), name.to_string())).collect();
+        let wl: Vec<(String, String, String)> =
+            workloads.iter().map(|(k, n, name)| (k.to_string(), n.to_string(), name.to_string())).collect();
         let (s, l) = (stop.clone(), lowest.clone());
         let handle = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 for (kind, ns, name) in &wl {
-                    let out = Command::new(&kubectl).env("KUBECONFIG", &kubeconfig).args(["get", kind, "-n", ns, name, "-o", "jsonpath={.status.readyReplicas}"]).output();
+                    let out = Command::new(&kubectl)
+                        .env("KUBECONFIG", &kubeconfig)
+                        .args(["get", kind, "-n", ns, name, "-o", "jsonpath={.status.readyReplicas}"])
+                        .output();
                     if let Ok(out) = out {
                         if out.status.success() {
                             let ready: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
@@ -143,7 +158,10 @@ fn seed_refusals_dry_run_then_full_migration() {
     // (3) Refusals name the reason and write nothing.
     let cases: &[(&[&str], &str)] = &[
         (&["--to", "10.1.0.0/20"], "overlaps IPPool spare (10.1.0.0/16) (disabled pools count too"),
-        (&["--to", "192.0.0.0/8", "--allow-outside-cluster-cidr"], "overlaps IPPool default-ipv4-ippool (192.168.0.0/16)"),
+        (
+            &["--to", "192.0.0.0/8", "--allow-outside-cluster-cidr"],
+            "overlaps IPPool default-ipv4-ippool (192.168.0.0/16)",
+        ),
         (&["--to", "10.2.0.0/25"], "holds 128 addresses"),
         (&["--to", "172.20.0.0/16"], "outside the cluster pod CIDR"),
         (&["--to", "10.0.0.1/16"], "the canonical form is 10.0.0.0/16"),
@@ -171,7 +189,10 @@ fn seed_refusals_dry_run_then_full_migration() {
     assert!(so.contains("Deployment shop/web") && so.contains("rollout restart"), "{so}");
     assert!(se.contains("kubectl annotate namespace legacy cni.projectcalico.org/ipv4pools-"), "{se}");
     assert!(se.contains("bare pod(s) with no controller: shop/debug"), "{se}");
-    let out = c.ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--dry-run", "--force", "-o", "json"]).output().unwrap();
+    let out = c
+        .ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--dry-run", "--force", "-o", "json"])
+        .output()
+        .unwrap();
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr_of(&out)));
     assert_eq!(plan["kind"], "IPPoolMigrationPlan");
     assert_eq!(plan["to"]["name"], "10.0.0.0-16");
@@ -196,9 +217,27 @@ fn seed_refusals_dry_run_then_full_migration() {
     assert_eq!(before, after, "a refused or dry run wrote something");
 
     // (1) The real thing, with a watcher on every workload that has a PDB.
-    let watcher = ReadyWatcher::start(&c, &[("deployment", "shop", "web"), ("deployment", "shop", "api"), ("deployment", "kube-system", "coredns")]);
+    let watcher = ReadyWatcher::start(
+        &c,
+        &[("deployment", "shop", "web"), ("deployment", "shop", "api"), ("deployment", "kube-system", "coredns")],
+    );
     let start = Instant::now();
-    let out = c.ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force", "--yes", "--jobs", "evict", "--timeout", "3m"]).output().unwrap();
+    let out = c
+        .ippool(&[
+            "migrate",
+            "--from",
+            OLD,
+            "--to",
+            "10.0.0.0/16",
+            "--force",
+            "--yes",
+            "--jobs",
+            "evict",
+            "--timeout",
+            "3m",
+        ])
+        .output()
+        .unwrap();
     let took = start.elapsed();
     let lowest = watcher.finish();
     assert!(out.status.success(), "migrate failed:\n{}\n{}\n{}", stdout_of(&out), stderr_of(&out), c.log_tail());
@@ -241,7 +280,8 @@ fn seed_refusals_dry_run_then_full_migration() {
 #[test]
 fn kops_pool_overlapping_service_cidr_moves_into_cluster_cidr() {
     let c = TestCluster::start(&["--scenario", "kops"]);
-    let out = c.ippool(&["migrate", "--from", OLD, "--to", "100.96.0.0/16", "--yes", "--timeout", "3m"]).output().unwrap();
+    let out =
+        c.ippool(&["migrate", "--from", OLD, "--to", "100.96.0.0/16", "--yes", "--timeout", "3m"]).output().unwrap();
     assert!(out.status.success(), "{}\n{}", stdout_of(&out), stderr_of(&out));
     let pool = json(&c, &["get", "ippools.crd.projectcalico.org", "100.96.0.0-16"]);
     assert_eq!(pool["spec"]["ipipMode"], "CrossSubnet", "copied from the old pool");
@@ -256,13 +296,31 @@ fn kops_pool_overlapping_service_cidr_moves_into_cluster_cidr() {
 fn concurrent_run_refused_then_sigkill_and_resume() {
     let c = TestCluster::start(&["--scenario", "seed", "--readiness-delay", "2s"]);
     c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
-    let args = ["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force", "--yes", "--jobs", "evict", "--timeout", "3m"];
+    let args =
+        ["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force", "--yes", "--jobs", "evict", "--timeout", "3m"];
     let bin = assert_cmd::cargo::cargo_bin("kubectl-ippool");
-    let mut first = Command::new(&bin).env("KUBECONFIG", &c.kubeconfig).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut first = Command::new(&bin)
+        .env("KUBECONFIG", &c.kubeconfig)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
 
     let phase = || -> String {
-        let out = c.kubectl(&["get", "configmap", "-n", "kube-system", "kubectl-ippool-migration", "-o", "jsonpath={.data.state\\.json}"]);
-        serde_json::from_slice::<Value>(&out.stdout).ok().and_then(|v| v["phase"].as_str().map(str::to_string)).unwrap_or_default()
+        let out = c.kubectl(&[
+            "get",
+            "configmap",
+            "-n",
+            "kube-system",
+            "kubectl-ippool-migration",
+            "-o",
+            "jsonpath={.data.state\\.json}",
+        ]);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v["phase"].as_str().map(str::to_string))
+            .unwrap_or_default()
     };
     c.wait_until("the first run to start moving pods", Duration::from_secs(120), || phase() == "MovingPods");
 
@@ -275,13 +333,30 @@ fn concurrent_run_refused_then_sigkill_and_resume() {
     Command::new("kill").args(["-INT", &first.id().to_string()]).status().unwrap();
     let status = first.wait().unwrap();
     assert_eq!(status.code(), Some(130), "Ctrl-C exit code");
-    assert!(!c.kubectl(&["get", "lease", "-n", "kube-system", "kubectl-ippool"]).status.success(), "lease released on Ctrl-C");
+    assert!(
+        !c.kubectl(&["get", "lease", "-n", "kube-system", "kubectl-ippool"]).status.success(),
+        "lease released on Ctrl-C"
+    );
     assert_eq!(phase(), "MovingPods");
 
     // Resume, then SIGKILL it: the lease stays behind, held by a dead process.
-    let mut second = Command::new(&bin).env("KUBECONFIG", &c.kubeconfig).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut second = Command::new(&bin)
+        .env("KUBECONFIG", &c.kubeconfig)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     c.wait_until("the second run to hold the lease", Duration::from_secs(60), || {
-        let out = c.kubectl(&["get", "lease", "-n", "kube-system", "kubectl-ippool", "-o", "jsonpath={.spec.holderIdentity}"]);
+        let out = c.kubectl(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-system",
+            "kubectl-ippool",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ]);
         String::from_utf8_lossy(&out.stdout).ends_with(&format!(":{}", second.id()))
     });
     std::thread::sleep(Duration::from_millis(1500));
@@ -304,7 +379,22 @@ fn concurrent_run_refused_then_sigkill_and_resume() {
 fn operator_mode_goes_through_the_installation() {
     let c = TestCluster::start(&["--scenario", "seed", "--operator"]);
     c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
-    let out = c.ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force", "--yes", "--jobs", "evict", "--timeout", "3m"]).output().unwrap();
+    let out = c
+        .ippool(&[
+            "migrate",
+            "--from",
+            OLD,
+            "--to",
+            "10.0.0.0/16",
+            "--force",
+            "--yes",
+            "--jobs",
+            "evict",
+            "--timeout",
+            "3m",
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}\n{}\n{}", stdout_of(&out), stderr_of(&out), c.log_tail());
     assert!(stdout_of(&out).contains("IPPool default-ipv4-ippool deleted"));
     let inst = json(&c, &["get", "installations.operator.tigera.io", "default"]);
@@ -314,7 +404,8 @@ fn operator_mode_goes_through_the_installation() {
     assert_eq!(pools[0]["encapsulation"], "IPIP");
     let pool = json(&c, &["get", "ippools.crd.projectcalico.org", "10.0.0.0-16"]);
     // libcalico's v1 backend keeps v3 labels in the projectcalico.org/metadata annotation.
-    let meta = format!("{} {}", pool["metadata"]["labels"], pool["metadata"]["annotations"]["projectcalico.org/metadata"]);
+    let meta =
+        format!("{} {}", pool["metadata"]["labels"], pool["metadata"]["annotations"]["projectcalico.org/metadata"]);
     assert!(meta.contains("tigera-operator"), "the operator created the pool: {meta}");
     assert_all_pods_in(&c, "10.0.0.0/16");
     assert_old_pool_gone(&c, OLD, "192.168.0.0/16", "10.0.0.0/16");
@@ -341,7 +432,23 @@ fn filtered_run_rollback_then_to_pool_on(c: &TestCluster, group: &str) {
     let ippools = format!("ippools.{group}");
     c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
     // Filtered run: only shop/web moves, the old pool is kept (disabled); then roll back.
-    let out = c.ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "-n", "shop", "-l", "app=web", "--yes", "--timeout", "2m"]).output().unwrap();
+    let out = c
+        .ippool(&[
+            "migrate",
+            "--from",
+            OLD,
+            "--to",
+            "10.0.0.0/16",
+            "-n",
+            "shop",
+            "-l",
+            "app=web",
+            "--yes",
+            "--timeout",
+            "2m",
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}\n{}", stdout_of(&out), stderr_of(&out));
     assert!(stdout_of(&out).contains("kept (disabled)"), "{}", stdout_of(&out));
     let out = c.ippool(&["migrate", "--from", OLD, "--rollback", "--yes"]).output().unwrap();
@@ -353,13 +460,32 @@ fn filtered_run_rollback_then_to_pool_on(c: &TestCluster, group: &str) {
 
     // A fresh, full migration into the (re-enabled) new pool.
     c.kubectl_ok(&["patch", &ippools, "10.0.0.0-16", "--type", "merge", "-p", r#"{"spec":{"disabled":false}}"#]);
-    let out = c.ippool(&["migrate", "--from", OLD, "--to-pool", "10.0.0.0-16", "--force", "--yes", "--jobs", "evict", "--timeout", "3m"]).output().unwrap();
+    let out = c
+        .ippool(&[
+            "migrate",
+            "--from",
+            OLD,
+            "--to-pool",
+            "10.0.0.0-16",
+            "--force",
+            "--yes",
+            "--jobs",
+            "evict",
+            "--timeout",
+            "3m",
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}\n{}\n{}", stdout_of(&out), stderr_of(&out), c.log_tail());
     assert_all_pods_in(c, "10.0.0.0/16");
     let pools = c.kubectl_ok(&["get", &ippools, "-o", "name"]);
     assert!(!pools.contains(OLD), "{pools}");
     let blocks = json(c, &["get", &format!("ipamblocks.{group}")]);
-    assert!(blocks["items"].as_array().unwrap().iter().all(|b| !b["spec"]["cidr"].as_str().unwrap().starts_with("192.168.")));
+    assert!(blocks["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|b| !b["spec"]["cidr"].as_str().unwrap().starts_with("192.168.")));
     c.assert_ipam_clean();
 }
 
@@ -369,8 +495,28 @@ fn filtered_run_rollback_then_to_pool_on(c: &TestCluster, group: &str) {
 fn evict_strategy_backs_off_on_pdb() {
     let c = TestCluster::start(&["--scenario", "seed", "--readiness-delay", "3s"]);
     c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
-    let watcher = ReadyWatcher::start(&c, &[("deployment", "shop", "web"), ("deployment", "shop", "api"), ("deployment", "kube-system", "coredns")]);
-    let out = c.ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--strategy", "evict", "--force", "--yes", "--jobs", "evict", "--timeout", "3m"]).output().unwrap();
+    let watcher = ReadyWatcher::start(
+        &c,
+        &[("deployment", "shop", "web"), ("deployment", "shop", "api"), ("deployment", "kube-system", "coredns")],
+    );
+    let out = c
+        .ippool(&[
+            "migrate",
+            "--from",
+            OLD,
+            "--to",
+            "10.0.0.0/16",
+            "--strategy",
+            "evict",
+            "--force",
+            "--yes",
+            "--jobs",
+            "evict",
+            "--timeout",
+            "3m",
+        ])
+        .output()
+        .unwrap();
     let lowest = watcher.finish();
     assert!(out.status.success(), "{}\n{}", stdout_of(&out), stderr_of(&out));
     assert!(stderr_of(&out).contains("will retry after 5s"), "expected a PDB back-off:\n{}", stderr_of(&out));
@@ -387,7 +533,24 @@ fn evict_strategy_backs_off_on_pdb() {
 fn drain_strategy_cordons_and_uncordons() {
     let c = TestCluster::start(&["--scenario", "seed", "--readiness-delay", "1s"]);
     c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
-    let out = c.ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--strategy", "drain", "--force", "--yes", "--jobs", "evict", "--timeout", "3m"]).output().unwrap();
+    let out = c
+        .ippool(&[
+            "migrate",
+            "--from",
+            OLD,
+            "--to",
+            "10.0.0.0/16",
+            "--strategy",
+            "drain",
+            "--force",
+            "--yes",
+            "--jobs",
+            "evict",
+            "--timeout",
+            "3m",
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}\n{}", stdout_of(&out), stderr_of(&out));
     let se = stderr_of(&out);
     assert!(se.contains("node/kubesim-node-0 cordoned") && se.contains("node/kubesim-node-0 uncordoned"), "{se}");
@@ -409,18 +572,31 @@ fn permission_preflight_and_migrator_role() {
     c.kubectl_ok(&["apply", "-f", common::repo_root().join("deploy/rbac.yaml").to_str().unwrap()]);
     for (sa, role) in [("viewer", "ippool-reader"), ("migrator", "ippool-migrator")] {
         c.kubectl_ok(&["create", "serviceaccount", sa, "-n", "default"]);
-        c.kubectl_ok(&["create", "clusterrolebinding", sa, &format!("--clusterrole={role}"), &format!("--serviceaccount=default:{sa}")]);
+        c.kubectl_ok(&[
+            "create",
+            "clusterrolebinding",
+            sa,
+            &format!("--clusterrole={role}"),
+            &format!("--serviceaccount=default:{sa}"),
+        ]);
     }
     c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
     let before = fingerprint(&c);
-    let args = ["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force", "--yes", "--jobs", "evict", "--timeout", "3m"];
+    let args =
+        ["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force", "--yes", "--jobs", "evict", "--timeout", "3m"];
 
     let mut as_viewer = args.to_vec();
     as_viewer.extend(["--as", "system:serviceaccount:default:viewer"]);
     let out = c.ippool(&as_viewer).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let se = stderr_of(&out);
-    for want in ["missing permissions (nothing was changed)", "create ippools.crd.projectcalico.org", "patch deployments.apps -n shop", "create pods --subresource=eviction -n shop", "kubectl auth can-i"] {
+    for want in [
+        "missing permissions (nothing was changed)",
+        "create ippools.crd.projectcalico.org",
+        "patch deployments.apps -n shop",
+        "create pods --subresource=eviction -n shop",
+        "kubectl auth can-i",
+    ] {
         assert!(se.contains(want), "{want:?} not in:\n{se}");
     }
     assert_eq!(before, fingerprint(&c), "the preflight wrote something");

@@ -13,7 +13,13 @@ fn setup(c: &common::TestCluster) {
     c.kubectl_ok(&["apply", "-f", rbac.to_str().unwrap()]);
     c.kubectl_ok(&["create", "serviceaccount", "ippool-viewer", "-n", "default"]);
     c.kubectl_ok(&["create", "serviceaccount", "nobody", "-n", "default"]);
-    c.kubectl_ok(&["create", "clusterrolebinding", "ippool-viewer", "--clusterrole=ippool-reader", &format!("--serviceaccount=default:ippool-viewer")]);
+    c.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "ippool-viewer",
+        "--clusterrole=ippool-reader",
+        &format!("--serviceaccount=default:ippool-viewer"),
+    ]);
 }
 
 #[test]
@@ -28,7 +34,12 @@ fn reader_role_is_enough_for_status_and_verify_and_nobody_gets_a_clear_403() {
     assert!(v["clusterNetworks"]["podCidrs"].as_array().unwrap().len() > 0, "reader can discover the pod CIDR");
 
     let out = c.ippool(&["verify", "-o", "json", "--as", VIEWER]).output().unwrap();
-    assert!(matches!(out.status.code(), Some(0) | Some(1)), "verify as reader must run (exit 0/1), got {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "verify as reader must run (exit 0/1), got {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // No permissions at all: one clear error naming what is missing and how to check.
     c.ippool(&["status", "--as", NOBODY])

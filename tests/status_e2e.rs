@@ -61,7 +61,12 @@ fn stable_view(v: &Value) -> Value {
             })
         })
         .collect();
-    let warnings: Vec<Value> = v["warnings"].as_array().unwrap().iter().map(|w| serde_json::json!({"code": w["code"], "objects": w["objects"]})).collect();
+    let warnings: Vec<Value> = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| serde_json::json!({"code": w["code"], "objects": w["objects"]}))
+        .collect();
     serde_json::json!({"kind": v["kind"], "calico": v["calico"], "clusterNetworks": v["clusterNetworks"], "pools": pools, "warnings": warnings})
 }
 
@@ -86,13 +91,34 @@ fn seed_status_matches_calicoctl_and_the_table_reads_like_kubectl() {
     assert!(stdout.starts_with("NAME "), "{stdout}");
     assert!(stdout.lines().next().unwrap().contains("USED/CAPACITY"));
     assert!(!stdout.contains("Warning"), "warnings belong on stderr");
-    assert!(stderr.contains("Warning: IPPool default-ipv4-ippool (192.168.0.0/16) lies outside the cluster pod CIDR"), "{stderr}");
+    assert!(
+        stderr.contains("Warning: IPPool default-ipv4-ippool (192.168.0.0/16) lies outside the cluster pod CIDR"),
+        "{stderr}"
+    );
     assert!(stderr.contains("namespace legacy pins"), "{stderr}");
 
     // --pool lists the pods by owner; --nodes shows per-node blocks.
     let detail = status_json(&c, &["--pool", "default-ipv4-ippool", "--nodes"]);
-    let owners: Vec<String> = detail["pool"]["owners"].as_array().unwrap().iter().map(|o| format!("{} {}/{}", o["owner"]["kind"].as_str().unwrap(), o["owner"]["namespace"].as_str().unwrap(), o["owner"]["name"].as_str().unwrap())).collect();
-    for expected in ["Deployment shop/web", "StatefulSet shop/db", "DaemonSet shop/agent", "Bare shop/debug", "Deployment legacy/old-app"] {
+    let owners: Vec<String> = detail["pool"]["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            format!(
+                "{} {}/{}",
+                o["owner"]["kind"].as_str().unwrap(),
+                o["owner"]["namespace"].as_str().unwrap(),
+                o["owner"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for expected in [
+        "Deployment shop/web",
+        "StatefulSet shop/db",
+        "DaemonSet shop/agent",
+        "Bare shop/debug",
+        "Deployment legacy/old-app",
+    ] {
         assert!(owners.iter().any(|o| o == expected), "{expected} not in {owners:?}");
     }
     assert!(!owners.iter().any(|o| o.contains("node-probe")), "hostNetwork pods hold no pool IP");
@@ -105,7 +131,10 @@ fn seed_status_matches_calicoctl_and_the_table_reads_like_kubectl() {
     let parsed: Value = serde_yaml_ng::from_slice(&yaml.stdout).expect("yaml parses");
     assert_eq!(parsed["kind"], "IPPoolStatus");
 
-    c.ippool(&["status", "--pool", "nope"]).assert().code(2).stderr(predicates::str::contains("IPPool \"nope\" not found"));
+    c.ippool(&["status", "--pool", "nope"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("IPPool \"nope\" not found"));
 }
 
 #[test]

@@ -25,7 +25,8 @@ fn verify(c: &common::TestCluster, extra: &[&str]) -> (Value, i32) {
     let out = c.ippool(&args).output().unwrap();
     let code = out.status.code().unwrap_or(-1);
     assert!(code == 0 || code == 1, "verify exited {code}: {}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("verify -o json is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("verify -o json is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
     assert_eq!(v["kind"], "IPPoolVerify");
     // The human summary goes to stderr, never into the data.
     assert!(String::from_utf8_lossy(&out.stderr).contains("verify "), "no summary line on stderr");
@@ -33,7 +34,12 @@ fn verify(c: &common::TestCluster, extra: &[&str]) -> (Value, i32) {
 }
 
 fn check<'a>(v: &'a Value, code: &str) -> &'a Value {
-    v["checks"].as_array().unwrap().iter().find(|c| c["code"] == code).unwrap_or_else(|| panic!("no check {code} in {v:#}"))
+    v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["code"] == code)
+        .unwrap_or_else(|| panic!("no check {code} in {v:#}"))
 }
 
 fn status(v: &Value, code: &str) -> String {
@@ -49,7 +55,8 @@ fn calicoctl_problems(c: &common::TestCluster) -> u64 {
     let out = c.calicoctl(&["ipam", "check"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "calicoctl ipam check failed: {text}{}", String::from_utf8_lossy(&out.stderr));
-    let line = text.lines().find(|l| l.contains("Check complete; found")).unwrap_or_else(|| panic!("no summary in {text}"));
+    let line =
+        text.lines().find(|l| l.contains("Check complete; found")).unwrap_or_else(|| panic!("no summary in {text}"));
     line.split_whitespace().nth(3).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("cannot read {line:?}"))
 }
 
@@ -68,17 +75,27 @@ fn assert_agrees_with_calicoctl(c: &common::TestCluster, v: &Value) {
         figures = again["ipam"].clone();
         theirs = calicoctl_problems(c);
     }
-    assert_eq!(ours, theirs, "verify counts {ours} problems in calicoctl's classes, calicoctl ipam check found {theirs}: {figures:#}");
+    assert_eq!(
+        ours, theirs,
+        "verify counts {ours} problems in calicoctl's classes, calicoctl ipam check found {theirs}: {figures:#}"
+    );
 }
 
 fn failing(v: &Value) -> Vec<String> {
-    v["checks"].as_array().unwrap().iter().filter(|c| c["status"] == "FAIL").map(|c| c["code"].as_str().unwrap().to_string()).collect()
+    v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "FAIL")
+        .map(|c| c["code"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// Allocate a free address of the first IPAMBlock to a pod that does not
 /// exist (see the module comment). Returns the block name.
 fn inject_leak(c: &common::TestCluster) -> String {
-    let list: Value = serde_json::from_str(&c.kubectl_ok(&["get", "ipamblocks.crd.projectcalico.org", "-o", "json"])).unwrap();
+    let list: Value =
+        serde_json::from_str(&c.kubectl_ok(&["get", "ipamblocks.crd.projectcalico.org", "-o", "json"])).unwrap();
     let mut block = list["items"][0].clone();
     let name = block["metadata"]["name"].as_str().unwrap().to_string();
     let spec = block["spec"].as_object_mut().unwrap();
@@ -101,8 +118,10 @@ fn inject_leak(c: &common::TestCluster) -> String {
 /// hand out again, its handle has no addresses, and the block keeps an
 /// unreferenced attribute.
 fn unallocate_pod_ip(c: &common::TestCluster, ns: &str, pod: &str) {
-    let ip: std::net::IpAddr = c.kubectl_ok(&["get", "pod", "-n", ns, pod, "-o", "jsonpath={.status.podIP}"]).trim().parse().unwrap();
-    let list: Value = serde_json::from_str(&c.kubectl_ok(&["get", "ipamblocks.crd.projectcalico.org", "-o", "json"])).unwrap();
+    let ip: std::net::IpAddr =
+        c.kubectl_ok(&["get", "pod", "-n", ns, pod, "-o", "jsonpath={.status.podIP}"]).trim().parse().unwrap();
+    let list: Value =
+        serde_json::from_str(&c.kubectl_ok(&["get", "ipamblocks.crd.projectcalico.org", "-o", "json"])).unwrap();
     let mut block = list["items"]
         .as_array()
         .unwrap()
@@ -134,7 +153,11 @@ fn create_orphan_handle(c: &common::TestCluster) {
 }
 
 fn probe_namespaces(c: &common::TestCluster) -> Vec<String> {
-    c.kubectl_ok(&["get", "namespaces", "-o", "name"]).lines().filter(|l| l.contains("kubectl-ippool-probe-")).map(str::to_string).collect()
+    c.kubectl_ok(&["get", "namespaces", "-o", "name"])
+        .lines()
+        .filter(|l| l.contains("kubectl-ippool-probe-"))
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
@@ -200,7 +223,14 @@ fn seed_clean_then_each_failure_class() {
 
     // Disable the seed pool: the pinned namespace, the pods left on it, and
     // a pod recreated there stuck Pending with Calico's reason.
-    c.kubectl_ok(&["patch", "ippools.crd.projectcalico.org", "default-ipv4-ippool", "--type=merge", "-p", r#"{"spec":{"disabled":true}}"#]);
+    c.kubectl_ok(&[
+        "patch",
+        "ippools.crd.projectcalico.org",
+        "default-ipv4-ippool",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"disabled":true}}"#,
+    ]);
     let old_pods = c.kubectl_ok(&["get", "pods", "-n", "legacy", "-o", "name"]);
     c.kubectl_ok(&["delete", "pods", "-n", "legacy", "--all", "--wait=false"]);
     c.wait_until("a legacy pod stuck Pending on IPAM", Duration::from_secs(60), || {
@@ -222,7 +252,11 @@ fn seed_clean_then_each_failure_class() {
     assert_eq!(status(&v, "targetPool"), "FAIL", "no enabled pool is left");
     // The pod without an allocation is now outside every active pool (calicoctl's other class).
     assert_eq!(objects(&v, "ipsWithoutAllocation"), Vec::<String>::new());
-    assert!(objects(&v, "ipsOutsideActivePools").iter().any(|o| o.starts_with("Pod shop/debug (")), "{:#}", check(&v, "ipsOutsideActivePools"));
+    assert!(
+        objects(&v, "ipsOutsideActivePools").iter().any(|o| o.starts_with("Pod shop/debug (")),
+        "{:#}",
+        check(&v, "ipsOutsideActivePools")
+    );
     assert_agrees_with_calicoctl(&c, &v);
 
     // A workload template pinned to the disabled pool is named too (its
@@ -256,8 +290,16 @@ fn seed_clean_then_each_failure_class() {
     let exit = child.wait().unwrap();
     assert_eq!(exit.code(), Some(130), "Ctrl-C exits 130");
     c.wait_until("probe namespace deleted after Ctrl-C", Duration::from_secs(60), || {
-        let phase = c.kubectl(&["get", "namespaces", "-o", "jsonpath={range .items[*]}{.metadata.name}={.status.phase}{\"\\n\"}{end}"]);
-        String::from_utf8_lossy(&phase.stdout).lines().filter(|l| l.starts_with("kubectl-ippool-probe-")).all(|l| l.ends_with("=Terminating"))
+        let phase = c.kubectl(&[
+            "get",
+            "namespaces",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.status.phase}{\"\\n\"}{end}",
+        ]);
+        String::from_utf8_lossy(&phase.stdout)
+            .lines()
+            .filter(|l| l.starts_with("kubectl-ippool-probe-"))
+            .all(|l| l.ends_with("=Terminating"))
     });
 
     // Blocks affine to a deleted node.
@@ -266,7 +308,10 @@ fn seed_clean_then_each_failure_class() {
     assert_eq!(code, 1);
     let aff = objects(&v, "affinityForMissingNode");
     assert!(!aff.is_empty() && aff.iter().all(|o| o.contains("missing Node kubesim-node-2")), "{aff:?}");
-    assert!(aff.iter().any(|o| o.starts_with("IPAMBlock ")) && aff.iter().any(|o| o.starts_with("BlockAffinity ")), "{aff:?}");
+    assert!(
+        aff.iter().any(|o| o.starts_with("IPAMBlock ")) && aff.iter().any(|o| o.starts_with("BlockAffinity ")),
+        "{aff:?}"
+    );
     assert_agrees_with_calicoctl(&c, &v);
 }
 
@@ -285,7 +330,14 @@ fn kops_pool_over_the_service_range_fails() {
         "createdTarget": true, "phase": "MovingPods", "startedAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:05:00Z",
         "startedBy": "test@host", "originalFromPool": null, "total": 5, "done": ["Deployment shop/web"], "failed": []
     });
-    c.kubectl_ok(&["create", "configmap", "-n", "kube-system", "kubectl-ippool-migration", &format!("--from-literal=state.json={record}")]);
+    c.kubectl_ok(&[
+        "create",
+        "configmap",
+        "-n",
+        "kube-system",
+        "kubectl-ippool-migration",
+        &format!("--from-literal=state.json={record}"),
+    ]);
     let (v, code) = verify(&c, &[]);
     assert_eq!(code, 1);
     assert_eq!(status(&v, "migrationComplete"), "FAIL");
@@ -298,7 +350,10 @@ fn kops_pool_over_the_service_range_fails() {
     let out = c.ippool(&["verify", "-o", "wide"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.lines().any(|l| l.starts_with("poolOverlapsServiceCidr") && l.ends_with("IPPool default-ipv4-ippool")), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("poolOverlapsServiceCidr") && l.ends_with("IPPool default-ipv4-ippool")),
+        "{text}"
+    );
 }
 
 /// A migration done by hand: new pool, old pool disabled, pods moved. While
@@ -314,7 +369,14 @@ fn hand_migration_is_verified_clean() {
     });
     std::fs::write(&path, serde_json::to_vec(&pool).unwrap()).unwrap();
     c.kubectl_ok(&["create", "-f", path.to_str().unwrap()]);
-    c.kubectl_ok(&["patch", "ippools.crd.projectcalico.org", "default-ipv4-ippool", "--type=merge", "-p", r#"{"spec":{"disabled":true}}"#]);
+    c.kubectl_ok(&[
+        "patch",
+        "ippools.crd.projectcalico.org",
+        "default-ipv4-ippool",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"disabled":true}}"#,
+    ]);
 
     let (v, code) = verify(&c, &["--to", "new-pool", "--from", "default-ipv4-ippool"]);
     assert_eq!(code, 1);
@@ -331,7 +393,9 @@ fn hand_migration_is_verified_clean() {
     // handle when a same-name replacement races with the old pod's removal
     // (seen once: shop/db-0 running with no allocation; verify flagged it).
     c.kubectl_ok(&["scale", "statefulset", "-n", "shop", "db", "--replicas=0"]);
-    c.wait_until("StatefulSet db scaled to 0", Duration::from_secs(60), || c.kubectl_ok(&["get", "pods", "-n", "shop", "-o", "name"]).lines().all(|l| !l.starts_with("pod/db-")));
+    c.wait_until("StatefulSet db scaled to 0", Duration::from_secs(60), || {
+        c.kubectl_ok(&["get", "pods", "-n", "shop", "-o", "name"]).lines().all(|l| !l.starts_with("pod/db-"))
+    });
     c.kubectl_ok(&["delete", "pods", "-n", "shop", "--all", "--wait=false"]);
     c.kubectl_ok(&["scale", "statefulset", "-n", "shop", "db", "--replicas=2"]);
     c.kubectl_ok(&["delete", "pods", "-n", "legacy", "--all", "--wait=false"]);
@@ -339,7 +403,13 @@ fn hand_migration_is_verified_clean() {
     let start = std::time::Instant::now();
     loop {
         let (v, _) = verify(&c, &["--to", "new-pool", "--from", "default-ipv4-ippool"]);
-        let last = v["checks"].as_array().unwrap().iter().filter(|c| c["status"] == "FAIL").map(|c| c["message"].clone()).collect::<Vec<_>>();
+        let last = v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["status"] == "FAIL")
+            .map(|c| c["message"].clone())
+            .collect::<Vec<_>>();
         if last.is_empty() {
             break;
         }
@@ -350,7 +420,8 @@ fn hand_migration_is_verified_clean() {
     // Delete the old pool the way calicoctl does (releases its empty blocks).
     let out = c.calicoctl(&["delete", "ippool", "default-ipv4-ippool"]);
     assert!(out.status.success(), "calicoctl delete ippool: {}", String::from_utf8_lossy(&out.stderr));
-    let (v, code) = verify(&c, &["--to", "new-pool", "--from", "default-ipv4-ippool", "--from-cidr", "192.168.0.0/16", "--strict"]);
+    let (v, code) =
+        verify(&c, &["--to", "new-pool", "--from", "default-ipv4-ippool", "--from-cidr", "192.168.0.0/16", "--strict"]);
     let not_pass: Vec<_> = v["checks"].as_array().unwrap().iter().filter(|c| c["status"] != "PASS").collect();
     assert!(not_pass.is_empty(), "{not_pass:#?}");
     assert_eq!(code, 0);
@@ -366,6 +437,7 @@ fn errors_exit_2() {
     let out = std::process::Command::new(&bin).args(["verify", "--from-cidr", "10.0.0.1/8"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("10.0.0.0/8"), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = std::process::Command::new(&bin).args(["verify", "--kubeconfig", "/nonexistent/kubeconfig"]).output().unwrap();
+    let out =
+        std::process::Command::new(&bin).args(["verify", "--kubeconfig", "/nonexistent/kubeconfig"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }

@@ -21,7 +21,13 @@ pub struct Need {
 
 impl Need {
     pub fn new(verb: &'static str, group: &str, resource: &str, namespace: Option<&str>) -> Need {
-        Need { verb, group: group.to_string(), resource: resource.to_string(), subresource: None, namespace: namespace.map(str::to_string) }
+        Need {
+            verb,
+            group: group.to_string(),
+            resource: resource.to_string(),
+            subresource: None,
+            namespace: namespace.map(str::to_string),
+        }
     }
 
     pub fn sub(mut self, subresource: &'static str) -> Need {
@@ -31,7 +37,8 @@ impl Need {
 
     /// The arguments of `kubectl auth can-i` for this need.
     pub fn can_i_args(&self) -> String {
-        let res = if self.group.is_empty() { self.resource.clone() } else { format!("{}.{}", self.resource, self.group) };
+        let res =
+            if self.group.is_empty() { self.resource.clone() } else { format!("{}.{}", self.resource, self.group) };
         let sub = self.subresource.map(|s| format!(" --subresource={s}")).unwrap_or_default();
         let ns = match &self.namespace {
             Some(n) => format!(" -n {n}"),
@@ -82,7 +89,13 @@ mod tests {
 
     #[test]
     fn can_i_arguments() {
-        assert_eq!(Need::new("patch", "crd.projectcalico.org", "ippools", None).can_i_args(), "patch ippools.crd.projectcalico.org");
-        assert_eq!(Need::new("create", "", "pods", Some("shop")).sub("eviction").can_i_args(), "create pods --subresource=eviction -n shop");
+        assert_eq!(
+            Need::new("patch", "crd.projectcalico.org", "ippools", None).can_i_args(),
+            "patch ippools.crd.projectcalico.org"
+        );
+        assert_eq!(
+            Need::new("create", "", "pods", Some("shop")).sub("eviction").can_i_args(),
+            "create pods --subresource=eviction -n shop"
+        );
     }
 }

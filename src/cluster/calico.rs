@@ -20,7 +20,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{list_paged, Cluster};
-use crate::core::model::{Affinity, Allocation, Block, EncapMode, Handle, Ipam, ManagedBy, Pool, LABEL_MANAGED_BY, OPERATOR_MANAGER};
+use crate::core::model::{
+    Affinity, Allocation, Block, EncapMode, Handle, Ipam, ManagedBy, Pool, LABEL_MANAGED_BY, OPERATOR_MANAGER,
+};
 use crate::error::{Error, KubeResultExt, Result};
 
 pub const GROUP_V1: &str = "crd.projectcalico.org";
@@ -83,7 +85,10 @@ impl Calico {
 
         // A datastore migration (v1 -> v3 CRDs) locks IPAM in its last phase.
         if has(GROUP_MIGRATION) {
-            let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP_MIGRATION, "v1", "DatastoreMigration"), "datastoremigrations");
+            let ar = ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk(GROUP_MIGRATION, "v1", "DatastoreMigration"),
+                "datastoremigrations",
+            );
             let api: Api<DynamicObject> = Api::all_with(cluster.client.clone(), &ar);
             if let Ok(list) = api.list(&ListParams::default()).await {
                 for m in list.items {
@@ -98,9 +103,15 @@ impl Calico {
             }
         }
 
-        let info_api: Api<DynamicObject> = Api::all_with(cluster.client.clone(), &calico.resource(Kind::ClusterInformation));
+        let info_api: Api<DynamicObject> =
+            Api::all_with(cluster.client.clone(), &calico.resource(Kind::ClusterInformation));
         if let Some(info) = info_api.get_opt("default").await.op("get", "clusterinformations", None)? {
-            calico.calico_version = info.data.pointer("/spec/calicoVersion").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+            calico.calico_version = info
+                .data
+                .pointer("/spec/calicoVersion")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string);
             calico.cluster_type = info.data.pointer("/spec/clusterType").and_then(Value::as_str).map(str::to_string);
             if info.data.pointer("/spec/datastoreReady").and_then(Value::as_bool) == Some(false) {
                 return Err(Error::Calico(
@@ -110,7 +121,11 @@ impl Calico {
         }
 
         if has(GROUP_OPERATOR) {
-            if let Some(inst) = installation_api(cluster).get_opt("default").await.op("get", "installations.operator.tigera.io", None)? {
+            if let Some(inst) = installation_api(cluster).get_opt("default").await.op(
+                "get",
+                "installations.operator.tigera.io",
+                None,
+            )? {
                 calico.operator = true;
                 let ipam = inst.data.pointer("/spec/cni/ipam/type").and_then(Value::as_str).unwrap_or("Calico");
                 if ipam != "Calico" {
@@ -122,7 +137,8 @@ impl Calico {
         }
         if !calico.operator {
             // Manifest installs keep the CNI config in a ConfigMap.
-            let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(cluster.client.clone(), "kube-system");
+            let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+                Api::namespaced(cluster.client.clone(), "kube-system");
             if let Ok(Some(cm)) = cms.get_opt("calico-config").await {
                 let cni = cm.data.as_ref().and_then(|d| d.get("cni_network_config")).cloned().unwrap_or_default();
                 if cni.contains("host-local") && !cni.contains("calico-ipam") {
@@ -166,7 +182,8 @@ impl Calico {
 
     pub async fn list_pools(&self, cluster: &Cluster) -> Result<Vec<Pool>> {
         let objs = self.list_pool_objects(cluster).await?;
-        let mut pools: Vec<Pool> = objs.iter().map(|o| pool_from_object(o).map_err(Error::Calico)).collect::<Result<_>>()?;
+        let mut pools: Vec<Pool> =
+            objs.iter().map(|o| pool_from_object(o).map_err(Error::Calico)).collect::<Result<_>>()?;
         pools.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(pools)
     }
@@ -181,20 +198,26 @@ impl Calico {
     pub async fn read_ipam_with(&self, cluster: &Cluster, handles: bool) -> Result<Ipam> {
         let mut ipam = Ipam::default();
         let mut problems = Vec::new();
-        list_paged(&self.api(cluster, Kind::IPAMBlock), ListParams::default(), "ipamblocks", None, |o| match block_from_object(&o) {
-            Ok(b) => ipam.blocks.push(b),
-            Err(e) => problems.push(e),
+        list_paged(&self.api(cluster, Kind::IPAMBlock), ListParams::default(), "ipamblocks", None, |o| {
+            match block_from_object(&o) {
+                Ok(b) => ipam.blocks.push(b),
+                Err(e) => problems.push(e),
+            }
         })
         .await?;
-        list_paged(&self.api(cluster, Kind::BlockAffinity), ListParams::default(), "blockaffinities", None, |o| match affinity_from_object(&o) {
-            Ok(a) => ipam.affinities.push(a),
-            Err(e) => problems.push(e),
+        list_paged(&self.api(cluster, Kind::BlockAffinity), ListParams::default(), "blockaffinities", None, |o| {
+            match affinity_from_object(&o) {
+                Ok(a) => ipam.affinities.push(a),
+                Err(e) => problems.push(e),
+            }
         })
         .await?;
         if handles {
-            list_paged(&self.api(cluster, Kind::IPAMHandle), ListParams::default(), "ipamhandles", None, |o| match handle_from_object(&o) {
-                Ok(h) => ipam.handles.push(h),
-                Err(e) => problems.push(e),
+            list_paged(&self.api(cluster, Kind::IPAMHandle), ListParams::default(), "ipamhandles", None, |o| {
+                match handle_from_object(&o) {
+                    Ok(h) => ipam.handles.push(h),
+                    Err(e) => problems.push(e),
+                }
             })
             .await?;
         }
@@ -207,7 +230,10 @@ impl Calico {
 }
 
 pub fn installation_api(cluster: &Cluster) -> Api<DynamicObject> {
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP_OPERATOR, "v1", "Installation"), "installations");
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(GROUP_OPERATOR, "v1", "Installation"),
+        "installations",
+    );
     Api::all_with(cluster.client.clone(), &ar)
 }
 
@@ -249,7 +275,11 @@ pub fn pool_from_object(o: &DynamicObject) -> Result<Pool, String> {
         };
     }
     pool.vxlan_mode = EncapMode::parse(str_at(&spec, "/vxlanMode"));
-    pool.nat_outgoing = spec.get("natOutgoing").and_then(Value::as_bool).or_else(|| spec.get("nat-outgoing").and_then(Value::as_bool)).unwrap_or(false);
+    pool.nat_outgoing = spec
+        .get("natOutgoing")
+        .and_then(Value::as_bool)
+        .or_else(|| spec.get("nat-outgoing").and_then(Value::as_bool))
+        .unwrap_or(false);
     pool.disabled = spec.get("disabled").and_then(Value::as_bool).unwrap_or(false);
     pool.disable_bgp_export = spec.get("disableBGPExport").and_then(Value::as_bool).unwrap_or(false);
     if let Some(s) = str_at(&spec, "/nodeSelector").filter(|s| !s.is_empty()) {
@@ -302,7 +332,8 @@ pub fn block_from_object(o: &DynamicObject) -> Result<Block, String> {
     let name = name_of(o);
     let spec = o.data.get("spec").cloned().unwrap_or(Value::Null);
     let cidr_text = str_at(&spec, "/cidr").ok_or_else(|| format!("IPAMBlock {name} has no spec.cidr"))?;
-    let cidr: IpNet = cidr_text.parse().map_err(|_| format!("IPAMBlock {name} has an invalid spec.cidr {cidr_text:?}"))?;
+    let cidr: IpNet =
+        cidr_text.parse().map_err(|_| format!("IPAMBlock {name} has an invalid spec.cidr {cidr_text:?}"))?;
     let affinity = str_at(&spec, "/affinity").filter(|s| !s.is_empty()).map(str::to_string);
     let affinity_node = affinity.as_deref().and_then(|a| a.strip_prefix("host:")).map(str::to_string);
     let attrs: Vec<Value> = spec.get("attributes").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -339,7 +370,11 @@ pub fn block_from_object(o: &DynamicObject) -> Result<Block, String> {
             problems.push(format!("attribute {i} is not referenced by any allocation"));
         }
     }
-    let unallocated: Vec<u64> = spec.get("unallocated").and_then(Value::as_array).map(|v| v.iter().filter_map(Value::as_u64).collect()).unwrap_or_default();
+    let unallocated: Vec<u64> = spec
+        .get("unallocated")
+        .and_then(Value::as_array)
+        .map(|v| v.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
     let mut seen = std::collections::HashSet::new();
     for u in &unallocated {
         if !seen.insert(*u) {
@@ -350,7 +385,11 @@ pub fn block_from_object(o: &DynamicObject) -> Result<Block, String> {
         }
     }
     if !allocs.is_empty() && (unallocated.len() + allocations.len()) as u128 != size {
-        problems.push(format!("{} unallocated + {} allocated != {size} addresses", unallocated.len(), allocations.len()));
+        problems.push(format!(
+            "{} unallocated + {} allocated != {size} addresses",
+            unallocated.len(),
+            allocations.len()
+        ));
     }
     Ok(Block { name, cidr, affinity_node, affinity, allocations, deleted: loose_bool(spec.get("deleted")), problems })
 }
@@ -359,7 +398,8 @@ pub fn affinity_from_object(o: &DynamicObject) -> Result<Affinity, String> {
     let name = name_of(o);
     let spec = o.data.get("spec").cloned().unwrap_or(Value::Null);
     let cidr_text = str_at(&spec, "/cidr").ok_or_else(|| format!("BlockAffinity {name} has no spec.cidr"))?;
-    let cidr: IpNet = cidr_text.parse().map_err(|_| format!("BlockAffinity {name} has an invalid spec.cidr {cidr_text:?}"))?;
+    let cidr: IpNet =
+        cidr_text.parse().map_err(|_| format!("BlockAffinity {name} has an invalid spec.cidr {cidr_text:?}"))?;
     Ok(Affinity {
         name,
         node: str_at(&spec, "/node").unwrap_or_default().to_string(),
@@ -408,8 +448,10 @@ mod tests {
 
     #[test]
     fn operator_label_marks_pool() {
-        let o = obj(json!({"apiVersion":"projectcalico.org/v3","kind":"IPPool","metadata":{"name":"p","labels":{"app.kubernetes.io/managed-by":"tigera-operator"}},
-            "spec":{"cidr":"10.0.0.0/16","vxlanMode":"Always","blockSize":24,"disabled":true}}));
+        let o = obj(
+            json!({"apiVersion":"projectcalico.org/v3","kind":"IPPool","metadata":{"name":"p","labels":{"app.kubernetes.io/managed-by":"tigera-operator"}},
+            "spec":{"cidr":"10.0.0.0/16","vxlanMode":"Always","blockSize":24,"disabled":true}}),
+        );
         let p = pool_from_object(&o).unwrap();
         assert_eq!(p.managed_by, ManagedBy::Operator);
         assert_eq!(p.vxlan_mode, EncapMode::Always);
@@ -432,11 +474,13 @@ mod tests {
         allocations[1] = json!(1);
         allocations[5] = json!(7); // no attribute 7
         let unallocated: Vec<u64> = (2..64).filter(|i| *i != 5).collect();
-        let o = obj(json!({"apiVersion":"crd.projectcalico.org/v1","kind":"IPAMBlock","metadata":{"name":"192-168-0-0-26"},
+        let o = obj(
+            json!({"apiVersion":"crd.projectcalico.org/v1","kind":"IPAMBlock","metadata":{"name":"192-168-0-0-26"},
             "spec":{"cidr":"192.168.0.0/26","affinity":"host:n1","allocations":allocations,"unallocated":unallocated,
               "attributes":[{"handle_id":"ipip-tunnel-addr-n1","secondary":{"node":"n1","type":"ipipTunnelAddress"}},
                             {"handle_id":"k8s-pod-network.abc","secondary":{"namespace":"shop","pod":"web-1","node":"n1"}}],
-              "strictAffinity":false}}));
+              "strictAffinity":false}}),
+        );
         let b = block_from_object(&o).unwrap();
         assert_eq!(b.affinity_node.as_deref(), Some("n1"));
         assert_eq!(b.allocations.len(), 3);
@@ -448,8 +492,10 @@ mod tests {
 
     #[test]
     fn affinity_deleted_string_or_bool() {
-        let a = obj(json!({"apiVersion":"crd.projectcalico.org/v1","kind":"BlockAffinity","metadata":{"name":"n1-192-168-0-0-26"},
-            "spec":{"cidr":"192.168.0.0/26","node":"n1","state":"confirmed","deleted":"true"}}));
+        let a = obj(
+            json!({"apiVersion":"crd.projectcalico.org/v1","kind":"BlockAffinity","metadata":{"name":"n1-192-168-0-0-26"},
+            "spec":{"cidr":"192.168.0.0/26","node":"n1","state":"confirmed","deleted":"true"}}),
+        );
         assert!(affinity_from_object(&a).unwrap().deleted);
         let b = obj(json!({"apiVersion":"projectcalico.org/v3","kind":"BlockAffinity","metadata":{"name":"x"},
             "spec":{"cidr":"192.168.0.0/26","node":"n1","state":"confirmed","deleted":false}}));

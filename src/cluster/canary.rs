@@ -26,10 +26,18 @@ pub fn canary_namespace() -> String {
 
 /// Start the canary pods in `ns` and wait until each has an IP; every IP
 /// must lie in `target`. The caller deletes the namespace afterwards.
-pub async fn run(cluster: &Cluster, ns: &str, nodes: &[String], target: &IpNet, timeout: Duration) -> Result<Vec<(String, IpAddr)>> {
+pub async fn run(
+    cluster: &Cluster,
+    ns: &str,
+    nodes: &[String],
+    target: &IpNet,
+    timeout: Duration,
+) -> Result<Vec<(String, IpAddr)>> {
     let ns_api: Api<Namespace> = Api::all(cluster.client.clone());
-    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns, "labels": {CANARY_LABEL: "true", "app.kubernetes.io/managed-by": COMPONENT}}}))
-        .map_err(|e| Error::Other(e.to_string()))?;
+    let namespace: Namespace = serde_json::from_value(
+        json!({"metadata": {"name": ns, "labels": {CANARY_LABEL: "true", "app.kubernetes.io/managed-by": COMPONENT}}}),
+    )
+    .map_err(|e| Error::Other(e.to_string()))?;
     match ns_api.create(&PostParams::default(), &namespace).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -49,8 +57,9 @@ pub async fn run(cluster: &Cluster, ns: &str, nodes: &[String], target: &IpNet, 
         if let Some(n) = node {
             spec["nodeName"] = json!(n);
         }
-        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name, "labels": {CANARY_LABEL: "true"}}, "spec": spec}))
-            .map_err(|e| Error::Other(e.to_string()))?;
+        let pod: Pod =
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": {CANARY_LABEL: "true"}}, "spec": spec}))
+                .map_err(|e| Error::Other(e.to_string()))?;
         match pods.create(&PostParams::default(), &pod).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -60,10 +69,15 @@ pub async fn run(cluster: &Cluster, ns: &str, nodes: &[String], target: &IpNet, 
     }
     let mut out = Vec::new();
     for name in names {
-        let has_ip = |p: Option<&Pod>| p.and_then(|p| p.status.as_ref()).and_then(|s| s.pod_ip.as_ref()).is_some_and(|ip| !ip.is_empty());
+        let has_ip = |p: Option<&Pod>| {
+            p.and_then(|p| p.status.as_ref()).and_then(|s| s.pod_ip.as_ref()).is_some_and(|ip| !ip.is_empty())
+        };
         let pod = tokio::time::timeout(timeout, await_condition(pods.clone(), &name, has_ip))
             .await
-            .map_err(|_| Error::Timeout { what: format!("canary pod {ns}/{name} to get an IP (check `kubectl describe pod -n {ns} {name}`)"), after: timeout })?
+            .map_err(|_| Error::Timeout {
+                what: format!("canary pod {ns}/{name} to get an IP (check `kubectl describe pod -n {ns} {name}`)"),
+                after: timeout,
+            })?
             .map_err(|e| Error::Other(format!("watching canary pod {ns}/{name}: {e}")))?;
         let pod = pod.ok_or_else(|| Error::Other(format!("canary pod {ns}/{name} disappeared")))?;
         let ip: IpAddr = pod

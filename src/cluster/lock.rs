@@ -68,7 +68,9 @@ impl LeaseGuard {
         let identity = holder_identity();
         for _ in 0..5 {
             let now = micro_now();
-            let Some(existing) = api.get_opt(LEASE_NAME).await.op("get", "leases.coordination.k8s.io", Some(STATE_NAMESPACE))? else {
+            let Some(existing) =
+                api.get_opt(LEASE_NAME).await.op("get", "leases.coordination.k8s.io", Some(STATE_NAMESPACE))?
+            else {
                 let lease: Lease = serde_json::from_value(json!({
                     "metadata": {"name": LEASE_NAME, "namespace": STATE_NAMESPACE},
                     "spec": {"holderIdentity": identity, "leaseDurationSeconds": LEASE_SECONDS, "acquireTime": now, "renewTime": now}
@@ -83,8 +85,13 @@ impl LeaseGuard {
             let spec = existing.spec.clone().unwrap_or_default();
             let holder = spec.holder_identity.clone().unwrap_or_default();
             let ttl = spec.lease_duration_seconds.map(i64::from).unwrap_or(LEASE_SECONDS);
-            let renewed = serde_json::to_value(&existing).ok().and_then(|v| v.pointer("/spec/renewTime").and_then(|t| t.as_str()).map(str::to_string));
-            let age = renewed.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| Utc::now().signed_duration_since(t));
+            let renewed = serde_json::to_value(&existing)
+                .ok()
+                .and_then(|v| v.pointer("/spec/renewTime").and_then(|t| t.as_str()).map(str::to_string));
+            let age = renewed
+                .as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| Utc::now().signed_duration_since(t));
             let expired = holder.is_empty() || age.is_none_or(|a| a.num_seconds() > ttl);
             if !(expired || holder == identity || is_dead_local_holder(&holder)) {
                 let age = age.map(|a| format!("{}s", a.num_seconds().max(0))).unwrap_or_else(|| "?".into());
@@ -126,7 +133,13 @@ impl LeaseGuard {
         let api: Api<Lease> = Api::namespaced(self.cluster.client.clone(), STATE_NAMESPACE);
         if let Ok(Some(l)) = api.get_opt(LEASE_NAME).await {
             if l.spec.and_then(|s| s.holder_identity).as_deref() == Some(self.identity.as_str()) {
-                let dp = DeleteParams { preconditions: l.metadata.resource_version.map(|rv| kube::api::Preconditions { resource_version: Some(rv), uid: None }), ..Default::default() };
+                let dp = DeleteParams {
+                    preconditions: l
+                        .metadata
+                        .resource_version
+                        .map(|rv| kube::api::Preconditions { resource_version: Some(rv), uid: None }),
+                    ..Default::default()
+                };
                 let _ = api.delete(LEASE_NAME, &dp).await;
             }
         }
@@ -181,7 +194,9 @@ pub async fn write_state(cluster: &Cluster, state: &MigrationState) -> Result<()
             }
         }
     }
-    Err(Error::Other(format!("ConfigMap {STATE_NAMESPACE}/{STATE_CONFIGMAP} kept changing; could not save the migration record")))
+    Err(Error::Other(format!(
+        "ConfigMap {STATE_NAMESPACE}/{STATE_CONFIGMAP} kept changing; could not save the migration record"
+    )))
 }
 
 /// What an Event is about.

@@ -56,18 +56,26 @@ impl Cluster {
     /// make one cheap request so a dead server fails here with one clear line.
     pub async fn connect(args: &KubeArgs) -> Result<Cluster> {
         let kubeconfig = match &args.kubeconfig {
-            Some(path) => Kubeconfig::read_from(path).map_err(|e| Error::Kubeconfig(format!("{}: {}", path.display(), root_cause(&e))))?,
-            None => Kubeconfig::read().map_err(|e| Error::Kubeconfig(format!("{} (set --kubeconfig or $KUBECONFIG)", root_cause(&e))))?,
+            Some(path) => Kubeconfig::read_from(path)
+                .map_err(|e| Error::Kubeconfig(format!("{}: {}", path.display(), root_cause(&e))))?,
+            None => Kubeconfig::read()
+                .map_err(|e| Error::Kubeconfig(format!("{} (set --kubeconfig or $KUBECONFIG)", root_cause(&e))))?,
         };
         let context = match &args.context {
             Some(c) => {
                 if !kubeconfig.contexts.iter().any(|nc| &nc.name == c) {
                     let known: Vec<&str> = kubeconfig.contexts.iter().map(|c| c.name.as_str()).collect();
-                    return Err(Error::Kubeconfig(format!("context {c:?} not found; known contexts: {}", known.join(", "))));
+                    return Err(Error::Kubeconfig(format!(
+                        "context {c:?} not found; known contexts: {}",
+                        known.join(", ")
+                    )));
                 }
                 c.clone()
             }
-            None => kubeconfig.current_context.clone().ok_or_else(|| Error::Kubeconfig("no current-context set; pass --context".into()))?,
+            None => kubeconfig
+                .current_context
+                .clone()
+                .ok_or_else(|| Error::Kubeconfig("no current-context set; pass --context".into()))?,
         };
         if let Some(cl) = &args.cluster {
             if !kubeconfig.clusters.iter().any(|c| &c.name == cl) {
@@ -88,7 +96,11 @@ impl Cluster {
                 .map(|c| c.cluster.clone())
                 .unwrap_or_default()
         });
-        let options = KubeConfigOptions { context: Some(context.clone()), cluster: args.cluster.clone(), user: args.user.clone() };
+        let options = KubeConfigOptions {
+            context: Some(context.clone()),
+            cluster: args.cluster.clone(),
+            user: args.user.clone(),
+        };
         let mut config = Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
             .map_err(|e| Error::Kubeconfig(format!("context {context:?}: {}", root_cause(&e))))?;
@@ -108,7 +120,8 @@ impl Cluster {
             config.connect_timeout = t.or(config.connect_timeout);
         }
         let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
-        let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| Error::Kubeconfig(format!("context {context:?}: {}", root_cause(&e))))?;
+        let builder = kube::client::ClientBuilder::try_from(config)
+            .map_err(|e| Error::Kubeconfig(format!("context {context:?}: {}", root_cause(&e))))?;
         // Count requests so `migrate` can report API requests per pod moved.
         let counting = tower::util::MapRequestLayer::new(|req: http::Request<kube::client::Body>| {
             REQUESTS.fetch_add(1, Ordering::Relaxed);

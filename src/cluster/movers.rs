@@ -9,8 +9,8 @@ use futures::{StreamExt, TryStreamExt};
 use ipnet::IpNet;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::policy::v1::Eviction;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, Condition};
@@ -19,12 +19,12 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::list_paged;
 use super::workloads::owner_of;
+use super::workloads::pins_from;
 use super::Cluster;
 use crate::core::model::{Owner, OwnerKind};
 use crate::core::plan::{CniPools, PdbInfo, WorkloadInfo};
-use super::workloads::pins_from;
-use super::list_paged;
 use crate::error::{Error, KubeResultExt, Result};
 use crate::output::Printer;
 
@@ -38,7 +38,13 @@ pub const CORDONED_ANNOTATION: &str = "ippool.kubectl.io/cordoned";
 const EVICT_RETRY: Duration = Duration::from_secs(5);
 
 /// Watch one object until `cond` holds, or fail after `timeout`.
-pub async fn wait_object<K>(api: Api<K>, name: &str, what: &str, timeout: Duration, cond: impl Condition<K>) -> Result<Option<K>>
+pub async fn wait_object<K>(
+    api: Api<K>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    cond: impl Condition<K>,
+) -> Result<Option<K>>
 where
     K: Clone + Debug + Send + DeserializeOwned + Resource + 'static,
 {
@@ -51,7 +57,13 @@ where
 
 /// Watch a set of objects (a LIST + WATCH kept in memory) until `done`
 /// holds for the current set, or fail after `timeout`.
-pub async fn wait_list<K>(api: Api<K>, config: watcher::Config, what: &str, timeout: Duration, mut done: impl FnMut(&[&K]) -> bool) -> Result<()>
+pub async fn wait_list<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    what: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&[&K]) -> bool,
+) -> Result<()>
 where
     K: Clone + Debug + Send + DeserializeOwned + Resource + 'static,
 {
@@ -87,10 +99,15 @@ where
         }
         Err(Error::Other(format!("watch of {what} ended")))
     };
-    tokio::time::timeout(timeout, run).await.unwrap_or_else(|_| Err(Error::Timeout { what: what.to_string(), after: timeout }))
+    tokio::time::timeout(timeout, run)
+        .await
+        .unwrap_or_else(|_| Err(Error::Timeout { what: what.to_string(), after: timeout }))
 }
 
-fn watcher<K>(api: Api<K>, config: watcher::Config) -> impl futures::Stream<Item = std::result::Result<Event<K>, watcher::Error>> + Send
+fn watcher<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl futures::Stream<Item = std::result::Result<Event<K>, watcher::Error>> + Send
 where
     K: Clone + Debug + Send + DeserializeOwned + Resource + 'static,
 {
@@ -106,7 +123,10 @@ pub fn pod_in(p: &Pod, cidr: &IpNet) -> bool {
     if matches!(status.and_then(|s| s.phase.as_deref()), Some("Succeeded") | Some("Failed")) {
         return false;
     }
-    let ips = status.and_then(|s| s.pod_ips.as_ref()).map(|v| v.iter().map(|i| i.ip.clone()).collect::<Vec<_>>()).unwrap_or_default();
+    let ips = status
+        .and_then(|s| s.pod_ips.as_ref())
+        .map(|v| v.iter().map(|i| i.ip.clone()).collect::<Vec<_>>())
+        .unwrap_or_default();
     let ips = if ips.is_empty() { status.and_then(|s| s.pod_ip.clone()).into_iter().collect() } else { ips };
     ips.iter().filter_map(|i| i.parse::<std::net::IpAddr>().ok()).any(|ip| cidr.contains(&ip))
 }
@@ -130,9 +150,15 @@ pub async fn restart(cluster: &Cluster, owner: &Owner, note: &str) -> Result<()>
     let ns = owner.namespace.as_str();
     let c = cluster.client.clone();
     let r = match owner.kind {
-        OwnerKind::Deployment => Api::<Deployment>::namespaced(c, ns).patch(&owner.name, &pp, &Patch::Merge(&patch)).await.map(|_| ()),
-        OwnerKind::StatefulSet => Api::<StatefulSet>::namespaced(c, ns).patch(&owner.name, &pp, &Patch::Merge(&patch)).await.map(|_| ()),
-        OwnerKind::DaemonSet => Api::<DaemonSet>::namespaced(c, ns).patch(&owner.name, &pp, &Patch::Merge(&patch)).await.map(|_| ()),
+        OwnerKind::Deployment => {
+            Api::<Deployment>::namespaced(c, ns).patch(&owner.name, &pp, &Patch::Merge(&patch)).await.map(|_| ())
+        }
+        OwnerKind::StatefulSet => {
+            Api::<StatefulSet>::namespaced(c, ns).patch(&owner.name, &pp, &Patch::Merge(&patch)).await.map(|_| ())
+        }
+        OwnerKind::DaemonSet => {
+            Api::<DaemonSet>::namespaced(c, ns).patch(&owner.name, &pp, &Patch::Merge(&patch)).await.map(|_| ())
+        }
         _ => return Err(Error::Other(format!("{} cannot be restarted", owner.display()))),
     };
     r.op("patch", &format!("{}s.apps", owner.kind.as_str().to_lowercase()), Some(ns))
@@ -142,16 +168,34 @@ pub async fn restart(cluster: &Cluster, owner: &Owner, note: &str) -> Result<()>
 pub async fn wait_rollout(cluster: &Cluster, owner: &Owner, timeout: Duration) -> Result<()> {
     let ns = owner.namespace.as_str();
     let c = cluster.client.clone();
-    let what = format!("the rollout of {} (check `kubectl rollout status -n {ns} {}/{}`)", owner.display(), owner.kind.as_str().to_lowercase(), owner.name);
+    let what = format!(
+        "the rollout of {} (check `kubectl rollout status -n {ns} {}/{}`)",
+        owner.display(),
+        owner.kind.as_str().to_lowercase(),
+        owner.name
+    );
     match owner.kind {
         OwnerKind::Deployment => {
-            wait_object(Api::<Deployment>::namespaced(c, ns), &owner.name, &what, timeout, |d: Option<&Deployment>| d.is_none_or(deployment_done)).await?;
+            wait_object(Api::<Deployment>::namespaced(c, ns), &owner.name, &what, timeout, |d: Option<&Deployment>| {
+                d.is_none_or(deployment_done)
+            })
+            .await?;
         }
         OwnerKind::StatefulSet => {
-            wait_object(Api::<StatefulSet>::namespaced(c, ns), &owner.name, &what, timeout, |s: Option<&StatefulSet>| s.is_none_or(statefulset_done)).await?;
+            wait_object(
+                Api::<StatefulSet>::namespaced(c, ns),
+                &owner.name,
+                &what,
+                timeout,
+                |s: Option<&StatefulSet>| s.is_none_or(statefulset_done),
+            )
+            .await?;
         }
         OwnerKind::DaemonSet => {
-            wait_object(Api::<DaemonSet>::namespaced(c, ns), &owner.name, &what, timeout, |d: Option<&DaemonSet>| d.is_none_or(daemonset_done)).await?;
+            wait_object(Api::<DaemonSet>::namespaced(c, ns), &owner.name, &what, timeout, |d: Option<&DaemonSet>| {
+                d.is_none_or(daemonset_done)
+            })
+            .await?;
         }
         _ => {}
     }
@@ -186,19 +230,34 @@ pub fn daemonset_done(ds: &DaemonSet) -> bool {
 /// Evict one pod the way `kubectl drain` does: 429 (a PodDisruptionBudget
 /// says no) is reported and retried, never forced; 404 means it is gone.
 /// Then wait until the pod with that UID no longer exists.
-pub async fn evict(cluster: &Cluster, printer: &Printer, namespace: &str, name: &str, uid: &str, timeout: Duration) -> Result<()> {
+pub async fn evict(
+    cluster: &Cluster,
+    printer: &Printer,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    timeout: Duration,
+) -> Result<()> {
     let api: Api<Pod> = Api::namespaced(cluster.client.clone(), namespace);
     let eviction = Eviction {
-        metadata: kube::api::ObjectMeta { name: Some(name.to_string()), namespace: Some(namespace.to_string()), ..Default::default() },
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            ..Default::default()
+        },
         delete_options: Some(DeleteOptions {
-            preconditions: (!uid.is_empty()).then(|| k8s_openapi::apimachinery::pkg::apis::meta::v1::Preconditions { uid: Some(uid.to_string()), resource_version: None }),
+            preconditions: (!uid.is_empty()).then(|| k8s_openapi::apimachinery::pkg::apis::meta::v1::Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: None,
+            }),
             ..Default::default()
         }),
     };
     let deadline = tokio::time::Instant::now() + timeout;
     let mut delay = EVICT_RETRY;
     loop {
-        let r: std::result::Result<serde_json::Value, _> = api.create_subresource("eviction", name, &PostParams::default(), &eviction).await;
+        let r: std::result::Result<serde_json::Value, _> =
+            api.create_subresource("eviction", name, &PostParams::default(), &eviction).await;
         match r {
             Ok(_) => break,
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
@@ -206,9 +265,16 @@ pub async fn evict(cluster: &Cluster, printer: &Printer, namespace: &str, name: 
             Err(kube::Error::Api(s)) if s.code == 409 => return Ok(()),
             Err(kube::Error::Api(s)) if s.code == 429 => {
                 if tokio::time::Instant::now() + delay > deadline {
-                    return Err(Error::Timeout { what: format!("a PodDisruptionBudget to allow evicting pod {namespace}/{name} ({})", s.message), after: timeout });
+                    return Err(Error::Timeout {
+                        what: format!("a PodDisruptionBudget to allow evicting pod {namespace}/{name} ({})", s.message),
+                        after: timeout,
+                    });
                 }
-                printer.note(format!("error when evicting pods/\"{name}\" -n \"{namespace}\" (will retry after {}s): {}", delay.as_secs(), s.message));
+                printer.note(format!(
+                    "error when evicting pods/\"{name}\" -n \"{namespace}\" (will retry after {}s): {}",
+                    delay.as_secs(),
+                    s.message
+                ));
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
@@ -217,7 +283,10 @@ pub async fn evict(cluster: &Cluster, printer: &Printer, namespace: &str, name: 
     }
     let uid = uid.to_string();
     let left = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_secs(1));
-    wait_object(api, name, &format!("pod {namespace}/{name} to terminate"), left, move |p: Option<&Pod>| p.is_none_or(|p| p.uid().as_deref() != Some(uid.as_str()))).await?;
+    wait_object(api, name, &format!("pod {namespace}/{name} to terminate"), left, move |p: Option<&Pod>| {
+        p.is_none_or(|p| p.uid().as_deref() != Some(uid.as_str()))
+    })
+    .await?;
     Ok(())
 }
 
@@ -246,7 +315,10 @@ pub async fn wait_job(cluster: &Cluster, owner: &Owner, cidr: &IpNet, timeout: D
     let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &owner.namespace);
     let cfg = watcher::Config::default().labels(&format!("job-name={}", owner.name));
     let cidr = *cidr;
-    wait_list(api, cfg, &format!("{} to finish (or pass --jobs evict|skip)", owner.display()), timeout, move |pods| !pods.iter().any(|p| pod_in(p, &cidr))).await
+    wait_list(api, cfg, &format!("{} to finish (or pass --jobs evict|skip)", owner.display()), timeout, move |pods| {
+        !pods.iter().any(|p| pod_in(p, &cidr))
+    })
+    .await
 }
 
 /// Deployments, StatefulSets and DaemonSets (of `-n`, or all), with their
@@ -304,7 +376,11 @@ macro_rules! resource_like {
                 self.name_any()
             }
             fn template_annotations(&self) -> BTreeMap<String, String> {
-                self.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.annotations.clone()).unwrap_or_default()
+                self.spec
+                    .as_ref()
+                    .and_then(|s| s.template.metadata.as_ref())
+                    .and_then(|m| m.annotations.clone())
+                    .unwrap_or_default()
             }
         }
     };
@@ -320,7 +396,10 @@ pub async fn list_pdbs(cluster: &Cluster) -> Result<Vec<PdbInfo>> {
         None => Api::all(cluster.client.clone()),
     };
     let mut pdbs = Vec::new();
-    list_paged(&api, ListParams::default(), "poddisruptionbudgets.policy", cluster.namespace.as_deref(), |p| pdbs.push(p)).await?;
+    list_paged(&api, ListParams::default(), "poddisruptionbudgets.policy", cluster.namespace.as_deref(), |p| {
+        pdbs.push(p)
+    })
+    .await?;
     let mut out = Vec::new();
     for p in pdbs {
         let ns = p.namespace().unwrap_or_default();
@@ -328,10 +407,20 @@ pub async fn list_pdbs(cluster: &Cluster) -> Result<Vec<PdbInfo>> {
         let mut pods = Vec::new();
         if !selector.is_empty() {
             let papi: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
-            list_paged(&papi, ListParams::default().labels(&selector), "pods", Some(&ns), |pod| pods.push(format!("{ns}/{}", pod.name_any()))).await?;
+            list_paged(&papi, ListParams::default().labels(&selector), "pods", Some(&ns), |pod| {
+                pods.push(format!("{ns}/{}", pod.name_any()))
+            })
+            .await?;
         }
         let st = p.status.clone().unwrap_or_default();
-        out.push(PdbInfo { namespace: ns, name: p.name_any(), disruptions_allowed: st.disruptions_allowed, current_healthy: st.current_healthy, expected_pods: st.expected_pods, pods });
+        out.push(PdbInfo {
+            namespace: ns,
+            name: p.name_any(),
+            disruptions_allowed: st.disruptions_allowed,
+            current_healthy: st.current_healthy,
+            expected_pods: st.expected_pods,
+            pods,
+        });
     }
     Ok(out)
 }
@@ -365,7 +454,9 @@ pub async fn read_cni_pools(cluster: &Cluster) -> Option<CniPools> {
             serde_json::Value::Object(m) => {
                 for (k, val) in m {
                     if k == "ipv4_pools" || k == "ipv6_pools" {
-                        pools.extend(val.as_array().into_iter().flatten().filter_map(|p| p.as_str()).map(str::to_string));
+                        pools.extend(
+                            val.as_array().into_iter().flatten().filter_map(|p| p.as_str()).map(str::to_string),
+                        );
                     } else {
                         visit.push(val);
                     }
@@ -375,7 +466,8 @@ pub async fn read_cni_pools(cluster: &Cluster) -> Option<CniPools> {
             _ => {}
         }
     }
-    (!pools.is_empty()).then(|| CniPools { source: "ConfigMap kube-system/calico-config (cni_network_config)".into(), pools })
+    (!pools.is_empty())
+        .then(|| CniPools { source: "ConfigMap kube-system/calico-config (cni_network_config)".into(), pools })
 }
 
 #[cfg(test)]
@@ -384,12 +476,16 @@ mod tests {
 
     #[test]
     fn rollout_completion_rules() {
-        let d: Deployment = serde_json::from_value(json!({"metadata":{"name":"web","generation":3},"spec":{"replicas":3,"selector":{},"template":{}},
-            "status":{"observedGeneration":3,"replicas":4,"updatedReplicas":3,"availableReplicas":3}}))
+        let d: Deployment = serde_json::from_value(
+            json!({"metadata":{"name":"web","generation":3},"spec":{"replicas":3,"selector":{},"template":{}},
+            "status":{"observedGeneration":3,"replicas":4,"updatedReplicas":3,"availableReplicas":3}}),
+        )
         .unwrap();
         assert!(!deployment_done(&d), "an old pod is still terminating");
-        let d: Deployment = serde_json::from_value(json!({"metadata":{"name":"web","generation":3},"spec":{"replicas":3,"selector":{},"template":{}},
-            "status":{"observedGeneration":3,"replicas":3,"updatedReplicas":3,"availableReplicas":3}}))
+        let d: Deployment = serde_json::from_value(
+            json!({"metadata":{"name":"web","generation":3},"spec":{"replicas":3,"selector":{},"template":{}},
+            "status":{"observedGeneration":3,"replicas":3,"updatedReplicas":3,"availableReplicas":3}}),
+        )
         .unwrap();
         assert!(deployment_done(&d));
         let ss: StatefulSet = serde_json::from_value(json!({"metadata":{"name":"db","generation":2},"spec":{"replicas":2,"selector":{},"template":{},"serviceName":"db"},
@@ -401,9 +497,15 @@ mod tests {
     #[test]
     fn pod_in_pool_ignores_finished_and_host_network() {
         let cidr: IpNet = "192.168.0.0/16".parse().unwrap();
-        let p: Pod = serde_json::from_value(json!({"metadata":{"name":"a"},"status":{"phase":"Running","podIPs":[{"ip":"192.168.1.1"}]}})).unwrap();
+        let p: Pod = serde_json::from_value(
+            json!({"metadata":{"name":"a"},"status":{"phase":"Running","podIPs":[{"ip":"192.168.1.1"}]}}),
+        )
+        .unwrap();
         assert!(pod_in(&p, &cidr));
-        let p: Pod = serde_json::from_value(json!({"metadata":{"name":"a"},"status":{"phase":"Succeeded","podIP":"192.168.1.1"}})).unwrap();
+        let p: Pod = serde_json::from_value(
+            json!({"metadata":{"name":"a"},"status":{"phase":"Succeeded","podIP":"192.168.1.1"}}),
+        )
+        .unwrap();
         assert!(!pod_in(&p, &cidr));
     }
 }

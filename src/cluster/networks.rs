@@ -19,7 +19,11 @@ pub async fn discover(cluster: &Cluster) -> ClusterNetworks {
         if let Some(cfg) = cm.data.as_ref().and_then(|d| d.get("ClusterConfiguration")) {
             let src = "ConfigMap kube-system/kubeadm-config";
             push_all(&mut nets.pod_cidrs, yaml_field(cfg, "podSubnet"), &format!("{src} (networking.podSubnet)"));
-            push_all(&mut nets.service_cidrs, yaml_field(cfg, "serviceSubnet"), &format!("{src} (networking.serviceSubnet)"));
+            push_all(
+                &mut nets.service_cidrs,
+                yaml_field(cfg, "serviceSubnet"),
+                &format!("{src} (networking.serviceSubnet)"),
+            );
         }
     }
 
@@ -50,7 +54,11 @@ pub async fn discover(cluster: &Cluster) -> ClusterNetworks {
 
     if let Ok(Some(cm)) = cms.get_opt("kube-proxy").await {
         if let Some(cfg) = cm.data.as_ref().and_then(|d| d.get("config.conf")) {
-            push_all(&mut nets.pod_cidrs, yaml_field(cfg, "clusterCIDR"), "ConfigMap kube-system/kube-proxy (clusterCIDR)");
+            push_all(
+                &mut nets.pod_cidrs,
+                yaml_field(cfg, "clusterCIDR"),
+                "ConfigMap kube-system/kube-proxy (clusterCIDR)",
+            );
         }
     }
 
@@ -113,7 +121,11 @@ mod tests {
 
     #[test]
     fn reads_flags_both_ways() {
-        let args: Vec<String> = ["kube-controller-manager", "--cluster-cidr=10.0.0.0/8", "--service-cluster-ip-range", "10.96.0.0/12"].iter().map(|s| s.to_string()).collect();
+        let args: Vec<String> =
+            ["kube-controller-manager", "--cluster-cidr=10.0.0.0/8", "--service-cluster-ip-range", "10.96.0.0/12"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         assert_eq!(flag_value(&args, "--cluster-cidr").as_deref(), Some("10.0.0.0/8"));
         assert_eq!(flag_value(&args, "--service-cluster-ip-range").as_deref(), Some("10.96.0.0/12"));
     }

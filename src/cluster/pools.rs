@@ -100,7 +100,10 @@ impl PoolWriter<'_> {
         if let Some(o) = self.get(&pool.name).await? {
             let have = pool_from_object(&o).map_err(Error::Calico)?;
             if have.cidr != pool.cidr {
-                return Err(Error::Other(format!("IPPool {} exists with CIDR {}, not {}", pool.name, have.cidr, pool.cidr)));
+                return Err(Error::Other(format!(
+                    "IPPool {} exists with CIDR {}, not {}",
+                    pool.name, have.cidr, pool.cidr
+                )));
             }
         } else if self.via_operator {
             let entry = installation_entry(pool);
@@ -136,7 +139,8 @@ impl PoolWriter<'_> {
             let name2 = name.to_string();
             self.edit_installation(move |pools| {
                 let entry = pools.iter_mut().find(|p| p.get("name").and_then(Value::as_str) == Some(name2.as_str()));
-                let entry = entry.ok_or_else(|| Error::Other(format!("IPPool {name2} is not in Installation default")))?;
+                let entry =
+                    entry.ok_or_else(|| Error::Other(format!("IPPool {name2} is not in Installation default")))?;
                 entry["disableNewAllocations"] = json!(disabled);
                 Ok(())
             })
@@ -198,7 +202,11 @@ impl PoolWriter<'_> {
         if !self.calico.operator {
             return Ok(false);
         }
-        let inst = installation_api(self.cluster).get_opt("default").await.op("get", "installations.operator.tigera.io", None)?;
+        let inst = installation_api(self.cluster).get_opt("default").await.op(
+            "get",
+            "installations.operator.tigera.io",
+            None,
+        )?;
         Ok(inst
             .and_then(|i| i.data.pointer("/spec/calicoNetwork/ipPools").and_then(Value::as_array).cloned())
             .is_some_and(|pools| pools.iter().any(|p| p.get("name").and_then(Value::as_str) == Some(name))))
@@ -209,7 +217,8 @@ impl PoolWriter<'_> {
         let api = installation_api(self.cluster);
         for _ in 0..CONFLICT_RETRIES {
             let mut inst = api.get("default").await.op("get", "installations.operator.tigera.io", None)?;
-            let mut pools = inst.data.pointer("/spec/calicoNetwork/ipPools").and_then(Value::as_array).cloned().unwrap_or_default();
+            let mut pools =
+                inst.data.pointer("/spec/calicoNetwork/ipPools").and_then(Value::as_array).cloned().unwrap_or_default();
             let before = pools.clone();
             change(&mut pools)?;
             if pools == before {
@@ -225,8 +234,16 @@ impl PoolWriter<'_> {
         Err(Error::Other("Installation default kept changing under us; try again".into()))
     }
 
-    async fn wait_pool(&self, name: &str, what: &str, cond: impl Fn(Option<&Pool>) -> bool + Send + 'static) -> Result<()> {
-        let label = format!("IPPool {name} {what}{}", if self.via_operator { " (the operator applies Installation default)" } else { "" });
+    async fn wait_pool(
+        &self,
+        name: &str,
+        what: &str,
+        cond: impl Fn(Option<&Pool>) -> bool + Send + 'static,
+    ) -> Result<()> {
+        let label = format!(
+            "IPPool {name} {what}{}",
+            if self.via_operator { " (the operator applies Installation default)" } else { "" }
+        );
         wait_object(self.api(), name, &label, self.timeout, move |o: Option<&DynamicObject>| {
             let pool = o.filter(|o| o.metadata.deletion_timestamp.is_none()).and_then(|o| pool_from_object(o).ok());
             cond(pool.as_ref())
@@ -245,7 +262,12 @@ pub async fn release_affinities(cluster: &Cluster, calico: &Calico, cidr: &IpNet
     let block_api = calico.api(cluster, Kind::IPAMBlock);
     let mut affinities = Vec::new();
     list_paged(&aff_api, ListParams::default(), "blockaffinities", None, |o: DynamicObject| {
-        let in_pool = o.data.pointer("/spec/cidr").and_then(Value::as_str).and_then(|c| c.parse::<IpNet>().ok()).is_some_and(|c| within(&c, cidr) && keep.is_none_or(|k| !within(&c, &k)));
+        let in_pool = o
+            .data
+            .pointer("/spec/cidr")
+            .and_then(Value::as_str)
+            .and_then(|c| c.parse::<IpNet>().ok())
+            .is_some_and(|c| within(&c, cidr) && keep.is_none_or(|k| !within(&c, &k)));
         if in_pool {
             affinities.push(o);
         }
@@ -261,8 +283,13 @@ pub async fn release_affinities(cluster: &Cluster, calico: &Calico, cidr: &IpNet
         .await?;
         let block_name = block_cidr.replace(['.', ':', '/'], "-");
         if let Some(block) = block_api.get_opt(&block_name).await.op("get", "ipamblocks", None)? {
-            let affine_here = block.data.pointer("/spec/affinity").and_then(Value::as_str) == Some(&format!("host:{node}"));
-            let empty = block.data.pointer("/spec/allocations").and_then(Value::as_array).is_none_or(|a| a.iter().all(Value::is_null));
+            let affine_here =
+                block.data.pointer("/spec/affinity").and_then(Value::as_str) == Some(&format!("host:{node}"));
+            let empty = block
+                .data
+                .pointer("/spec/allocations")
+                .and_then(Value::as_array)
+                .is_none_or(|a| a.iter().all(Value::is_null));
             if affine_here && empty {
                 update_with_retry(&block_api, &block_name, "ipamblocks", |o| {
                     o.data["spec"]["deleted"] = json!(true);
@@ -283,7 +310,12 @@ pub async fn release_affinities(cluster: &Cluster, calico: &Calico, cidr: &IpNet
     Ok(())
 }
 
-async fn update_with_retry(api: &Api<DynamicObject>, name: &str, what: &str, change: impl Fn(&mut DynamicObject)) -> Result<()> {
+async fn update_with_retry(
+    api: &Api<DynamicObject>,
+    name: &str,
+    what: &str,
+    change: impl Fn(&mut DynamicObject),
+) -> Result<()> {
     for _ in 0..CONFLICT_RETRIES {
         let Some(mut o) = api.get_opt(name).await.op("get", what, None)? else { return Ok(()) };
         let before = o.data.clone();
@@ -311,9 +343,9 @@ async fn delete_with_uid(api: &Api<DynamicObject>, name: &str, uid: Option<Strin
         // then the same object is still there and we must not go on as if
         // it were gone (an IPAMBlock would be orphaned without its affinity).
         Err(kube::Error::Api(s)) if s.code == 409 => match api.get_opt(name).await.op("get", what, None)? {
-            Some(o) if o.metadata.uid == dp.preconditions.as_ref().and_then(|p| p.uid.clone()) => {
-                Err(Error::Other(format!("delete {what} {name}: {} (409); it still exists, re-run to continue", s.message)))
-            }
+            Some(o) if o.metadata.uid == dp.preconditions.as_ref().and_then(|p| p.uid.clone()) => Err(Error::Other(
+                format!("delete {what} {name}: {} (409); it still exists, re-run to continue", s.message),
+            )),
             _ => Ok(()),
         },
         Err(e) => Err(e).op("delete", what, None),
@@ -336,7 +368,10 @@ mod tests {
         assert_eq!(s["assignmentMode"], "Automatic");
         assert_eq!(s["allowedUses"], json!(["Workload", "Tunnel"]));
         let e = installation_entry(&p);
-        assert_eq!(e, json!({"name":"10.0.0.0-16","cidr":"10.0.0.0/16","encapsulation":"IPIP","natOutgoing":"Enabled","blockSize":26,"nodeSelector":"all()"}));
+        assert_eq!(
+            e,
+            json!({"name":"10.0.0.0-16","cidr":"10.0.0.0/16","encapsulation":"IPIP","natOutgoing":"Enabled","blockSize":26,"nodeSelector":"all()"})
+        );
         p.ipip_mode = EncapMode::Never;
         p.vxlan_mode = EncapMode::CrossSubnet;
         assert_eq!(installation_entry(&p)["encapsulation"], "VXLANCrossSubnet");

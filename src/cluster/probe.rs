@@ -45,10 +45,15 @@ pub async fn run(cluster: &Cluster, opts: &ProbeOptions) -> Result<Vec<ProbeOutc
     let names: Vec<String> = targets.iter().map(|(n, _)| n.clone()).collect();
     let cleanup = cleanup(cluster, &ns, &names).await;
     match outcome {
-        None => Err(Error::Interrupted(format!("probe stopped; namespace {ns} deleted{}", cleanup.err().map(|e| format!(" (cleanup failed: {e})")).unwrap_or_default()))),
+        None => Err(Error::Interrupted(format!(
+            "probe stopped; namespace {ns} deleted{}",
+            cleanup.err().map(|e| format!(" (cleanup failed: {e})")).unwrap_or_default()
+        ))),
         Some(r) => {
             if let Err(e) = cleanup {
-                tracing::warn!("could not delete probe namespace {ns}: {e}; delete it with kubectl delete namespace {ns}");
+                tracing::warn!(
+                    "could not delete probe namespace {ns}: {e}; delete it with kubectl delete namespace {ns}"
+                );
             }
             r
         }
@@ -63,16 +68,27 @@ fn probe_targets(opts: &ProbeOptions) -> Vec<(String, Option<String>)> {
     }
 }
 
-async fn probe_in(cluster: &Cluster, ns: &str, opts: &ProbeOptions, targets: &[(String, Option<String>)]) -> Result<Vec<ProbeOutcome>> {
+async fn probe_in(
+    cluster: &Cluster,
+    ns: &str,
+    opts: &ProbeOptions,
+    targets: &[(String, Option<String>)],
+) -> Result<Vec<ProbeOutcome>> {
     let labels = BTreeMap::from([(LABEL_MANAGED_BY.to_string(), "kubectl-ippool".to_string())]);
     let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
-    let namespace = Namespace { metadata: ObjectMeta { name: Some(ns.to_string()), labels: Some(labels.clone()), ..Default::default() }, ..Default::default() };
+    let namespace = Namespace {
+        metadata: ObjectMeta { name: Some(ns.to_string()), labels: Some(labels.clone()), ..Default::default() },
+        ..Default::default()
+    };
     namespaces.create(&PostParams::default(), &namespace).await.op("create", "namespaces", None)?;
 
     // Admission refuses pods until the namespace's default ServiceAccount
     // exists; create it rather than wait for the controller.
     let sas: Api<ServiceAccount> = Api::namespaced(cluster.client.clone(), ns);
-    let sa = ServiceAccount { metadata: ObjectMeta { name: Some("default".into()), ..Default::default() }, ..Default::default() };
+    let sa = ServiceAccount {
+        metadata: ObjectMeta { name: Some("default".into()), ..Default::default() },
+        ..Default::default()
+    };
     // Without permission to create it (the minimal role lacks it), the
     // controller's copy is used and pod creation retries below.
     match sas.create(&PostParams::default(), &sa).await {
@@ -96,7 +112,11 @@ async fn probe_in(cluster: &Cluster, ns: &str, opts: &ProbeOptions, targets: &[(
                 Ok(Err(e)) => return Err(Error::Other(format!("watching probe pod {ns}/{name}: {e}"))),
                 Err(_) => None,
             };
-            let ip = pod.as_ref().and_then(|p| p.status.as_ref()).and_then(|s| s.pod_ip.as_ref()).and_then(|i| i.parse().ok());
+            let ip = pod
+                .as_ref()
+                .and_then(|p| p.status.as_ref())
+                .and_then(|s| s.pod_ip.as_ref())
+                .and_then(|i| i.parse().ok());
             let node = pod.as_ref().and_then(|p| p.spec.as_ref()).and_then(|s| s.node_name.clone()).or(node.clone());
             Ok((name.clone(), node, ip))
         }
@@ -108,7 +128,11 @@ async fn probe_in(cluster: &Cluster, ns: &str, opts: &ProbeOptions, targets: &[(
     for (name, node, ip) in results {
         let error = match ip {
             Some(_) => None,
-            None => Some(sandbox_error(cluster, ns, &name).await.unwrap_or_else(|| format!("no address after {}", humantime::format_duration(opts.timeout)))),
+            None => Some(
+                sandbox_error(cluster, ns, &name)
+                    .await
+                    .unwrap_or_else(|| format!("no address after {}", humantime::format_duration(opts.timeout))),
+            ),
         };
         out.push(ProbeOutcome { pod: format!("{ns}/{name}"), node, ip, error });
     }
@@ -134,12 +158,14 @@ async fn create_pod(pods: &Api<Pod>, pod: &Pod, ns: &str) -> Result<()> {
 
 fn has_ip_or_finished(p: Option<&Pod>) -> bool {
     let Some(status) = p.and_then(|p| p.status.as_ref()) else { return false };
-    status.pod_ip.as_deref().is_some_and(|i| !i.is_empty()) || matches!(status.phase.as_deref(), Some("Failed") | Some("Succeeded"))
+    status.pod_ip.as_deref().is_some_and(|i| !i.is_empty())
+        || matches!(status.phase.as_deref(), Some("Failed") | Some("Succeeded"))
 }
 
 async fn sandbox_error(cluster: &Cluster, ns: &str, pod: &str) -> Option<String> {
     let events: Api<Event> = Api::namespaced(cluster.client.clone(), ns);
-    let lp = ListParams::default().fields(&format!("involvedObject.name={pod},reason={}", super::templates::SANDBOX_FAILURE_REASON));
+    let lp = ListParams::default()
+        .fields(&format!("involvedObject.name={pod},reason={}", super::templates::SANDBOX_FAILURE_REASON));
     let list = events.list(&lp).await.ok()?;
     let msg = list.items.last()?.message.clone()?;
     let reason = match msg.rfind("failed (add): ") {

@@ -29,7 +29,8 @@ impl SafeRetry {
 
 /// Reads, and writes that only ask a question.
 fn only_reads(req: &Request<Body>) -> bool {
-    matches!(*req.method(), Method::GET | Method::HEAD) || (req.method() == Method::POST && req.uri().path().ends_with("/selfsubjectaccessreviews"))
+    matches!(*req.method(), Method::GET | Method::HEAD)
+        || (req.method() == Method::POST && req.uri().path().ends_with("/selfsubjectaccessreviews"))
 }
 
 /// Whether a request may be retried after this outcome.
@@ -49,14 +50,23 @@ pub fn retryable(method_reads: bool, path: &str, status: Option<StatusCode>) -> 
 impl<Res> tower::retry::Policy<Request<Body>, Response<Res>, tower::BoxError> for SafeRetry {
     type Future = tokio::time::Sleep;
 
-    fn retry(&mut self, req: &mut Request<Body>, result: &mut Result<Response<Res>, tower::BoxError>) -> Option<Self::Future> {
+    fn retry(
+        &mut self,
+        req: &mut Request<Body>,
+        result: &mut Result<Response<Res>, tower::BoxError>,
+    ) -> Option<Self::Future> {
         if self.attempt >= MAX_RETRIES {
             return None;
         }
         let (status, retry_after) = match result {
             Ok(r) if r.status().is_success() => return None,
             Ok(r) => {
-                let after = r.headers().get("Retry-After").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()).map(Duration::from_secs);
+                let after = r
+                    .headers()
+                    .get("Retry-After")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .map(Duration::from_secs);
                 (Some(r.status()), after)
             }
             Err(_) => (None, None),
@@ -66,13 +76,23 @@ impl<Res> tower::retry::Policy<Request<Body>, Response<Res>, tower::BoxError> fo
         }
         let wait = self.delay(retry_after);
         self.attempt += 1;
-        tracing::debug!("retrying {} {} after {wait:?} ({})", req.method(), req.uri().path(), status.map(|s| s.to_string()).unwrap_or_else(|| "connection lost".into()));
+        tracing::debug!(
+            "retrying {} {} after {wait:?} ({})",
+            req.method(),
+            req.uri().path(),
+            status.map(|s| s.to_string()).unwrap_or_else(|| "connection lost".into())
+        );
         Some(tokio::time::sleep(wait))
     }
 
     fn clone_request(&mut self, req: &Request<Body>) -> Option<Request<Body>> {
         let body = req.body().try_clone()?;
-        let mut new = Request::builder().method(req.method().clone()).uri(req.uri().clone()).version(req.version()).body(body).ok()?;
+        let mut new = Request::builder()
+            .method(req.method().clone())
+            .uri(req.uri().clone())
+            .version(req.version())
+            .body(body)
+            .ok()?;
         *new.headers_mut() = req.headers().clone();
         *new.extensions_mut() = req.extensions().clone();
         Some(new)

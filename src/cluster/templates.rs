@@ -31,7 +31,13 @@ where
 }
 
 /// LIST one workload kind and keep the templates that carry pool annotations.
-async fn pinned_templates<K>(cluster: &Cluster, kind: &str, plural: &str, template: impl Fn(&K) -> Option<&PodTemplateSpec>, skip: impl Fn(&K) -> bool) -> Result<Vec<WorkloadTemplate>>
+async fn pinned_templates<K>(
+    cluster: &Cluster,
+    kind: &str,
+    plural: &str,
+    template: impl Fn(&K) -> Option<&PodTemplateSpec>,
+    skip: impl Fn(&K) -> bool,
+) -> Result<Vec<WorkloadTemplate>>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
     <K as Resource>::DynamicType: Default,
@@ -41,12 +47,18 @@ where
         if skip(&o) {
             return;
         }
-        let Some(annotations) = template(&o).and_then(|t| t.metadata.as_ref()).and_then(|m| m.annotations.as_ref()) else {
+        let Some(annotations) = template(&o).and_then(|t| t.metadata.as_ref()).and_then(|m| m.annotations.as_ref())
+        else {
             return;
         };
         let pins = pins_from(annotations);
         if !pins.is_empty() {
-            out.push(WorkloadTemplate { kind: kind.to_string(), namespace: o.namespace().unwrap_or_default(), name: o.name_any(), pins });
+            out.push(WorkloadTemplate {
+                kind: kind.to_string(),
+                namespace: o.namespace().unwrap_or_default(),
+                name: o.name_any(),
+                pins,
+            });
         }
     })
     .await?;
@@ -58,10 +70,34 @@ where
 /// keep stale templates), and so are finished Jobs (they start no pods).
 pub async fn list_pinned_templates(cluster: &Cluster) -> Result<Vec<WorkloadTemplate>> {
     let (d, s, ds, rs, j) = tokio::try_join!(
-        pinned_templates::<Deployment>(cluster, "Deployment", "deployments", |o| o.spec.as_ref().map(|s| &s.template), |_| false),
-        pinned_templates::<StatefulSet>(cluster, "StatefulSet", "statefulsets", |o| o.spec.as_ref().map(|s| &s.template), |_| false),
-        pinned_templates::<DaemonSet>(cluster, "DaemonSet", "daemonsets", |o| o.spec.as_ref().map(|s| &s.template), |_| false),
-        pinned_templates::<ReplicaSet>(cluster, "ReplicaSet", "replicasets", |o| o.spec.as_ref().and_then(|s| s.template.as_ref()), |o| !o.owner_references().is_empty()),
+        pinned_templates::<Deployment>(
+            cluster,
+            "Deployment",
+            "deployments",
+            |o| o.spec.as_ref().map(|s| &s.template),
+            |_| false
+        ),
+        pinned_templates::<StatefulSet>(
+            cluster,
+            "StatefulSet",
+            "statefulsets",
+            |o| o.spec.as_ref().map(|s| &s.template),
+            |_| false
+        ),
+        pinned_templates::<DaemonSet>(
+            cluster,
+            "DaemonSet",
+            "daemonsets",
+            |o| o.spec.as_ref().map(|s| &s.template),
+            |_| false
+        ),
+        pinned_templates::<ReplicaSet>(
+            cluster,
+            "ReplicaSet",
+            "replicasets",
+            |o| o.spec.as_ref().and_then(|s| s.template.as_ref()),
+            |o| !o.owner_references().is_empty()
+        ),
         pinned_templates::<Job>(cluster, "Job", "jobs", |o| o.spec.as_ref().map(|s| &s.template), job_finished),
     )?;
     Ok([d, s, ds, rs, j].into_iter().flatten().collect())
@@ -89,7 +125,12 @@ pub async fn list_sandbox_failures(cluster: &Cluster) -> Result<Vec<SandboxFailu
             .map(|t| t.0)
             .or_else(|| e.event_time.as_ref().map(|t| t.0))
             .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0));
-        let failure = SandboxFailure { namespace: ns.clone(), pod: pod.clone(), message: e.message.clone().unwrap_or_default(), count: e.count.unwrap_or(1) };
+        let failure = SandboxFailure {
+            namespace: ns.clone(),
+            pod: pod.clone(),
+            message: e.message.clone().unwrap_or_default(),
+            count: e.count.unwrap_or(1),
+        };
         let entry = latest.entry((ns, pod)).or_insert_with(|| (when, failure.clone()));
         if when > entry.0 {
             *entry = (when, failure);
@@ -108,7 +149,10 @@ mod tests {
 
     #[test]
     fn finished_jobs_are_recognised() {
-        let done: Job = serde_json::from_value(json!({"metadata":{"name":"report"},"status":{"conditions":[{"type":"Complete","status":"True"}]}})).unwrap();
+        let done: Job = serde_json::from_value(
+            json!({"metadata":{"name":"report"},"status":{"conditions":[{"type":"Complete","status":"True"}]}}),
+        )
+        .unwrap();
         let running: Job = serde_json::from_value(json!({"metadata":{"name":"report"},"status":{"active":1}})).unwrap();
         assert!(job_finished(&done));
         assert!(!job_finished(&running));

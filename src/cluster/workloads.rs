@@ -7,7 +7,9 @@ use kube::api::{Api, ListParams};
 use kube::ResourceExt;
 
 use super::{list_paged, Cluster};
-use crate::core::model::{NamespaceInfo, NodeInfo, Owner, OwnerKind, PodInfo, PoolPins, ANNOT_IPADDRS, ANNOT_IPV4POOLS, ANNOT_IPV6POOLS};
+use crate::core::model::{
+    NamespaceInfo, NodeInfo, Owner, OwnerKind, PodInfo, PoolPins, ANNOT_IPADDRS, ANNOT_IPV4POOLS, ANNOT_IPV6POOLS,
+};
 use crate::error::Result;
 
 /// Node annotations where calico-node keeps its tunnel addresses.
@@ -108,11 +110,17 @@ pub fn pod_info(p: &Pod) -> PodInfo {
 /// ReplicaSet in the cluster.
 pub fn owner_of(p: &Pod) -> Owner {
     let ns = p.namespace().unwrap_or_default();
-    let mk = |kind, name: &str, other: Option<&str>| Owner { kind, other_kind: other.map(str::to_string), namespace: ns.clone(), name: name.to_string() };
+    let mk = |kind, name: &str, other: Option<&str>| Owner {
+        kind,
+        other_kind: other.map(str::to_string),
+        namespace: ns.clone(),
+        name: name.to_string(),
+    };
     if p.annotations().contains_key("kubernetes.io/config.mirror") {
         return mk(OwnerKind::Static, &p.name_any(), None);
     }
-    let Some(ctl) = p.owner_references().iter().find(|o| o.controller == Some(true)).or(p.owner_references().first()) else {
+    let Some(ctl) = p.owner_references().iter().find(|o| o.controller == Some(true)).or(p.owner_references().first())
+    else {
         return mk(OwnerKind::Bare, &p.name_any(), None);
     };
     match ctl.kind.as_str() {

@@ -31,7 +31,10 @@ use crate::cluster::snapshot::Snapshot;
 use crate::cluster::state::{STATE_CONFIGMAP, STATE_NAMESPACE};
 use crate::cluster::{canary, workloads, Cluster};
 use crate::core::model::{EncapMode, ManagedBy, OwnerKind};
-use crate::core::plan::{self, CniPools, JobsPolicy, Move, MoveKind, PdbInfo, Plan, PlanInput, PoolOverrides, PoolStep, Strategy, TargetRequest, WorkloadInfo};
+use crate::core::plan::{
+    self, CniPools, JobsPolicy, Move, MoveKind, PdbInfo, Plan, PlanInput, PoolOverrides, PoolStep, Strategy,
+    TargetRequest, WorkloadInfo,
+};
 use crate::core::state::{MigrationState, Phase};
 use crate::error::{Error, Result};
 use crate::output::Printer;
@@ -198,7 +201,13 @@ impl Facts {
             async { Ok(movers::read_cni_pools(cluster).await) },
             async {
                 match &args.selector {
-                    Some(sel) => Ok(Some(workloads::list_pods(cluster, Some(sel)).await?.into_iter().map(|p| p.key()).collect::<BTreeSet<_>>())),
+                    Some(sel) => Ok(Some(
+                        workloads::list_pods(cluster, Some(sel))
+                            .await?
+                            .into_iter()
+                            .map(|p| p.key())
+                            .collect::<BTreeSet<_>>(),
+                    )),
                     None => Ok(None),
                 }
             },
@@ -267,14 +276,19 @@ pub async fn run(kube: &KubeArgs, args: &MigrateArgs) -> Result<i32> {
     let probe = PoolWriter { cluster: &cluster, calico: &calico, via_operator: true, timeout: args.timeout };
     let operator = calico.operator
         && (probe.in_installation(&args.from).await?
-            || facts.snap.inventory.pool_named(&args.from).is_some_and(|i| facts.snap.inventory.pools[i].managed_by == ManagedBy::Operator));
+            || facts
+                .snap
+                .inventory
+                .pool_named(&args.from)
+                .is_some_and(|i| facts.snap.inventory.pools[i].managed_by == ManagedBy::Operator));
     if facts.snap.inventory.pool_named(&args.from).is_none() {
         if let Some(state) = record {
             // The old pool is gone: only the record is left to close.
             return finish_without_pool(&printer, &cluster, state).await;
         }
     }
-    let mut plan = plan::make_plan(&facts.plan_input(args, operator)).map_err(|reasons| Error::refused(format!("migrate {} (nothing was changed)", args.from), reasons))?;
+    let mut plan = plan::make_plan(&facts.plan_input(args, operator))
+        .map_err(|reasons| Error::refused(format!("migrate {} (nothing was changed)", args.from), reasons))?;
     if operator {
         plan.warnings.extend(operator_warnings(&cluster, &plan).await);
     }
@@ -282,7 +296,10 @@ pub async fn run(kube: &KubeArgs, args: &MigrateArgs) -> Result<i32> {
 
     // 2. Preflight: blockers, then permissions.
     if !plan.blockers.is_empty() {
-        return Err(Error::refused(format!("migrate {} until these are fixed (nothing was changed)", args.from), plan.blockers.clone()));
+        return Err(Error::refused(
+            format!("migrate {} until these are fixed (nothing was changed)", args.from),
+            plan.blockers.clone(),
+        ));
     }
     if args.dry_run {
         printer.note("Dry run: nothing was changed.");
@@ -291,14 +308,29 @@ pub async fn run(kube: &KubeArgs, args: &MigrateArgs) -> Result<i32> {
     access::check(&cluster, &permissions_needed(&calico, &plan, args)).await?;
 
     // 3. Confirm.
-    let question = format!("Migrate {} pod(s) from {} to {} in {}?", plan.pod_count(), plan.from.name, plan.to.name, cluster.describe());
+    let question = format!(
+        "Migrate {} pod(s) from {} to {} in {}?",
+        plan.pod_count(),
+        plan.from.name,
+        plan.to.name,
+        cluster.describe()
+    );
     printer.confirm(&question, args.yes)?;
 
     // 4. Execute, holding the lease.
     let lease = LeaseGuard::acquire(&cluster).await?;
-    let original = PoolWriter { cluster: &cluster, calico: &calico, via_operator: operator, timeout: args.timeout }.get(&plan.from.name).await?;
+    let original = PoolWriter { cluster: &cluster, calico: &calico, via_operator: operator, timeout: args.timeout }
+        .get(&plan.from.name)
+        .await?;
     let state = record.unwrap_or_else(|| new_record(&plan, &lease, original));
-    let ctx = Ctx { printer: &printer, cluster: &cluster, calico: &calico, args, canary_ns: Arc::new(Mutex::new(None)), lease: &lease };
+    let ctx = Ctx {
+        printer: &printer,
+        cluster: &cluster,
+        calico: &calico,
+        args,
+        canary_ns: Arc::new(Mutex::new(None)),
+        lease: &lease,
+    };
     let outcome = tokio::select! {
         r = execute(&ctx, &plan, state, &facts) => r,
         _ = tokio::signal::ctrl_c() => Err(Error::Interrupted(format!(
@@ -326,7 +358,11 @@ pub async fn run(kube: &KubeArgs, args: &MigrateArgs) -> Result<i32> {
             summary.from,
             summary.to,
             summary.seconds,
-            if summary.old_pool_deleted { format!("IPPool {} deleted", summary.from) } else { format!("IPPool {} kept (disabled)", summary.from) }
+            if summary.old_pool_deleted {
+                format!("IPPool {} deleted", summary.from)
+            } else {
+                format!("IPPool {} kept (disabled)", summary.from)
+            }
         ));
         printer.note(format!(
             "API requests: {} ({:.1} per pod moved)",
@@ -341,7 +377,12 @@ pub async fn run(kube: &KubeArgs, args: &MigrateArgs) -> Result<i32> {
 async fn operator_warnings(cluster: &Cluster, plan: &Plan) -> Vec<String> {
     let mut out = Vec::new();
     if let Ok(Some(inst)) = crate::cluster::calico::installation_api(cluster).get_opt("default").await {
-        let helm = inst.metadata.labels.as_ref().and_then(|l| l.get("app.kubernetes.io/managed-by")).is_some_and(|v| v == "Helm")
+        let helm = inst
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app.kubernetes.io/managed-by"))
+            .is_some_and(|v| v == "Helm")
             || inst.metadata.annotations.as_ref().is_some_and(|a| a.contains_key("meta.helm.sh/release-name"));
         if helm {
             out.push(format!(
@@ -402,7 +443,9 @@ fn new_record(plan: &Plan, lease: &LeaseGuard, original: Option<DynamicObject>) 
 /// Save progress, stopping if another process took our lease.
 async fn checkpoint(ctx: &Ctx<'_>, state: &mut MigrationState, phase: Phase) -> Result<()> {
     if ctx.lease.lost() {
-        return Err(Error::Other("another process took over the migration lease; stopping (the record is left for it)".into()));
+        return Err(Error::Other(
+            "another process took over the migration lease; stopping (the record is left for it)".into(),
+        ));
     }
     save(ctx.cluster, state, phase).await
 }
@@ -418,9 +461,19 @@ async fn save(cluster: &Cluster, state: &mut MigrationState, phase: Phase) -> Re
 async fn execute(ctx: &Ctx<'_>, plan: &Plan, mut state: MigrationState, facts: &Facts) -> Result<Summary> {
     let started = Instant::now();
     let p = ctx.printer;
-    let writer = PoolWriter { cluster: ctx.cluster, calico: ctx.calico, via_operator: plan.via_operator, timeout: ctx.args.timeout };
+    let writer = PoolWriter {
+        cluster: ctx.cluster,
+        calico: ctx.calico,
+        via_operator: plan.via_operator,
+        timeout: ctx.args.timeout,
+    };
     if state.phase > Phase::Started {
-        p.note(format!("Resuming the migration from {} to {} at phase {}.", state.from_pool, state.to_pool, state.phase.as_str()));
+        p.note(format!(
+            "Resuming the migration from {} to {} at phase {}.",
+            state.from_pool,
+            state.to_pool,
+            state.phase.as_str()
+        ));
     }
     let phase = state.phase;
     checkpoint(ctx, &mut state, phase).await?;
@@ -448,8 +501,12 @@ async fn execute(ctx: &Ctx<'_>, plan: &Plan, mut state: MigrationState, facts: &
         api_requests: 0,
     };
     if filtered || !skipped.is_empty() {
-        let why = if filtered { "only pods matching -n/-l were moved" } else { "some pods were skipped (listed above)" };
-        p.warn(format!("IPPool {} is kept, disabled: {why}. Run again without filters (or once they are gone) to finish.", plan.from.name));
+        let why =
+            if filtered { "only pods matching -n/-l were moved" } else { "some pods were skipped (listed above)" };
+        p.warn(format!(
+            "IPPool {} is kept, disabled: {why}. Run again without filters (or once they are gone) to finish.",
+            plan.from.name
+        ));
         summary.seconds = started.elapsed().as_secs_f64();
         return Ok(summary);
     }
@@ -466,7 +523,12 @@ fn pool_event<'a>(name: &'a str, api_version: &'a str) -> EventTarget<'a> {
     EventTarget { api_version, kind: "IPPool", namespace: None, name }
 }
 
-async fn phase_target_ready(ctx: &Ctx<'_>, writer: &PoolWriter<'_>, plan: &Plan, state: &mut MigrationState) -> Result<()> {
+async fn phase_target_ready(
+    ctx: &Ctx<'_>,
+    writer: &PoolWriter<'_>,
+    plan: &Plan,
+    state: &mut MigrationState,
+) -> Result<()> {
     if state.phase >= Phase::SourceDeleted {
         return Ok(());
     }
@@ -474,21 +536,36 @@ async fn phase_target_ready(ctx: &Ctx<'_>, writer: &PoolWriter<'_>, plan: &Plan,
     writer.ensure_created(&plan.to).await?;
     if state.phase < Phase::TargetReady {
         let av = ctx.calico.resource(Kind::IPPool).api_version;
-        lock::record_event(ctx.cluster, pool_event(&plan.to.name, &av), &format!("kubectl-ippool migrate: target pool for moving pods off {}", plan.from.name)).await;
+        lock::record_event(
+            ctx.cluster,
+            pool_event(&plan.to.name, &av),
+            &format!("kubectl-ippool migrate: target pool for moving pods off {}", plan.from.name),
+        )
+        .await;
         ctx.printer.note(format!("IPPool {} ({}) ready.", plan.to.name, plan.to.cidr));
         checkpoint(ctx, state, Phase::TargetReady).await?;
     }
     Ok(())
 }
 
-async fn phase_source_disabled(ctx: &Ctx<'_>, writer: &PoolWriter<'_>, plan: &Plan, state: &mut MigrationState) -> Result<()> {
+async fn phase_source_disabled(
+    ctx: &Ctx<'_>,
+    writer: &PoolWriter<'_>,
+    plan: &Plan,
+    state: &mut MigrationState,
+) -> Result<()> {
     if state.phase >= Phase::SourceDeleted {
         return Ok(());
     }
     writer.set_disabled(&plan.from.name, true).await?;
     if state.phase < Phase::SourceDisabled {
         let av = ctx.calico.resource(Kind::IPPool).api_version;
-        lock::record_event(ctx.cluster, pool_event(&plan.from.name, &av), &format!("kubectl-ippool migrate: disabled; pods move to {}", plan.to.name)).await;
+        lock::record_event(
+            ctx.cluster,
+            pool_event(&plan.from.name, &av),
+            &format!("kubectl-ippool migrate: disabled; pods move to {}", plan.to.name),
+        )
+        .await;
         ctx.printer.note(format!("IPPool {} disabled: new pods get addresses from {}.", plan.from.name, plan.to.name));
         checkpoint(ctx, state, Phase::SourceDisabled).await?;
     }
@@ -500,8 +577,13 @@ async fn phase_canary(ctx: &Ctx<'_>, plan: &Plan, facts: &Facts, state: &mut Mig
     if let Ok(mut g) = ctx.canary_ns.lock() {
         *g = Some(ns.clone());
     }
-    let nodes: Vec<String> = if ctx.args.canary_per_node { facts.snap.nodes.iter().filter(|n| !n.unschedulable).map(|n| n.name.clone()).collect() } else { vec![] };
-    let result = canary::run(ctx.cluster, &ns, &nodes, &plan.to.cidr, ctx.args.timeout.min(Duration::from_secs(300))).await;
+    let nodes: Vec<String> = if ctx.args.canary_per_node {
+        facts.snap.nodes.iter().filter(|n| !n.unschedulable).map(|n| n.name.clone()).collect()
+    } else {
+        vec![]
+    };
+    let result =
+        canary::run(ctx.cluster, &ns, &nodes, &plan.to.cidr, ctx.args.timeout.min(Duration::from_secs(300))).await;
     canary::cleanup(ctx.cluster, &ns).await;
     if let Ok(mut g) = ctx.canary_ns.lock() {
         *g = None;
@@ -514,7 +596,11 @@ async fn phase_canary(ctx: &Ctx<'_>, plan: &Plan, facts: &Facts, state: &mut Mig
 
 /// Move pods, re-scanning after each round: pods created while the old
 /// pool was still enabled, or re-created by a controller, are moved too.
-async fn phase_move_pods(ctx: &Ctx<'_>, plan: &Plan, state: &mut MigrationState) -> Result<(usize, usize, Vec<String>)> {
+async fn phase_move_pods(
+    ctx: &Ctx<'_>,
+    plan: &Plan,
+    state: &mut MigrationState,
+) -> Result<(usize, usize, Vec<String>)> {
     if state.phase >= Phase::Draining {
         return Ok((0, 0, vec![]));
     }
@@ -545,7 +631,11 @@ async fn phase_move_pods(ctx: &Ctx<'_>, plan: &Plan, state: &mut MigrationState)
             break;
         }
         if round > 0 {
-            ctx.printer.note(format!("{} more pod(s) appeared on {}; moving them too.", moves.iter().map(|m| m.pods.len()).sum::<usize>(), plan.from.name));
+            ctx.printer.note(format!(
+                "{} more pod(s) appeared on {}; moving them too.",
+                moves.iter().map(|m| m.pods.len()).sum::<usize>(),
+                plan.from.name
+            ));
         }
         let bar_w = ctx.printer.progress(moves.len() as u64, "workloads");
         let bar_p = ctx.printer.progress(moves.iter().map(|m| m.pods.len() as u64).sum(), "pods");
@@ -614,7 +704,12 @@ async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &IpNet, target: &str) -> Result<
             movers::restart(ctx.cluster, owner, &format!("kubectl-ippool: moved off {old} to {target}")).await?;
             lock::record_event(
                 ctx.cluster,
-                EventTarget { api_version: "apps/v1", kind: owner.kind.as_str(), namespace: Some(&owner.namespace), name: &owner.name },
+                EventTarget {
+                    api_version: "apps/v1",
+                    kind: owner.kind.as_str(),
+                    namespace: Some(&owner.namespace),
+                    name: &owner.name,
+                },
                 &format!("kubectl-ippool migrate: restarted to move pods off {old} to IPPool {target}"),
             )
             .await;
@@ -622,9 +717,25 @@ async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &IpNet, target: &str) -> Result<
             // A rollout can finish with old pods left (e.g. a paused or
             // partitioned one): evict those, the controller replaces them.
             let left = movers::owner_pods_in(ctx.cluster, owner, old).await?;
-            let keys: Vec<(String, String)> = left.iter().map(|p| (format!("{}/{}", p.metadata.namespace.clone().unwrap_or_default(), p.metadata.name.clone().unwrap_or_default()), p.metadata.uid.clone().unwrap_or_default())).collect();
+            let keys: Vec<(String, String)> = left
+                .iter()
+                .map(|p| {
+                    (
+                        format!(
+                            "{}/{}",
+                            p.metadata.namespace.clone().unwrap_or_default(),
+                            p.metadata.name.clone().unwrap_or_default()
+                        ),
+                        p.metadata.uid.clone().unwrap_or_default(),
+                    )
+                })
+                .collect();
             if !keys.is_empty() {
-                ctx.printer.note(format!("{}: {} pod(s) still on {old} after the rollout; evicting them", owner.display(), keys.len()));
+                ctx.printer.note(format!(
+                    "{}: {} pod(s) still on {old} after the rollout; evicting them",
+                    owner.display(),
+                    keys.len()
+                ));
                 evict_all(keys).await?;
             }
             Ok(())
@@ -641,7 +752,11 @@ async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &IpNet, target: &str) -> Result<
         }
         MoveKind::WaitJob => {
             let owner = m.owner.as_ref().ok_or_else(|| Error::Other("job without an owner".into()))?;
-            ctx.printer.note(format!("waiting for {} to finish (up to {})", owner.display(), humantime::format_duration(t)));
+            ctx.printer.note(format!(
+                "waiting for {} to finish (up to {})",
+                owner.display(),
+                humantime::format_duration(t)
+            ));
             movers::wait_job(ctx.cluster, owner, old, t).await
         }
     }
@@ -657,18 +772,37 @@ async fn phase_drain(ctx: &Ctx<'_>, plan: &Plan, state: &mut MigrationState) -> 
     checkpoint(ctx, state, Phase::Draining).await?;
     let (old, new) = (plan.from.cidr, plan.to.cidr);
     let api = ctx.calico.api(ctx.cluster, Kind::IPAMBlock);
-    ctx.printer.note(format!("Waiting for every address of {} (pods and node tunnel addresses) to be released...", plan.from.name));
+    ctx.printer.note(format!(
+        "Waiting for every address of {} (pods and node tunnel addresses) to be released...",
+        plan.from.name
+    ));
     let mut remaining: Vec<String> = Vec::new();
-    let r = movers::wait_list(api, Default::default(), &format!("the addresses of {} to be released", plan.from.name), ctx.args.timeout, |blocks: &[&DynamicObject]| {
-        remaining = blocks
-            .iter()
-            .filter_map(|b| crate::cluster::calico::block_from_object(b).ok())
-            .filter(|b| crate::core::cidr::within(&b.cidr, &old) && !crate::core::cidr::within(&b.cidr, &new))
-            .flat_map(|b| b.allocations.into_iter())
-            .map(|a| format!("{} ({})", a.ip, a.pod.map(|p| format!("pod {}/{p}", a.namespace.unwrap_or_default())).or(a.kind).or(a.handle).unwrap_or_default()))
-            .collect();
-        remaining.is_empty()
-    })
+    let r = movers::wait_list(
+        api,
+        Default::default(),
+        &format!("the addresses of {} to be released", plan.from.name),
+        ctx.args.timeout,
+        |blocks: &[&DynamicObject]| {
+            remaining = blocks
+                .iter()
+                .filter_map(|b| crate::cluster::calico::block_from_object(b).ok())
+                .filter(|b| crate::core::cidr::within(&b.cidr, &old) && !crate::core::cidr::within(&b.cidr, &new))
+                .flat_map(|b| b.allocations.into_iter())
+                .map(|a| {
+                    format!(
+                        "{} ({})",
+                        a.ip,
+                        a.pod
+                            .map(|p| format!("pod {}/{p}", a.namespace.unwrap_or_default()))
+                            .or(a.kind)
+                            .or(a.handle)
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            remaining.is_empty()
+        },
+    )
     .await;
     if let Err(Error::Timeout { after, .. }) = r {
         return Err(Error::Timeout {
@@ -683,18 +817,32 @@ async fn phase_drain(ctx: &Ctx<'_>, plan: &Plan, state: &mut MigrationState) -> 
     r
 }
 
-async fn phase_delete_source(ctx: &Ctx<'_>, writer: &PoolWriter<'_>, plan: &Plan, state: &mut MigrationState) -> Result<()> {
+async fn phase_delete_source(
+    ctx: &Ctx<'_>,
+    writer: &PoolWriter<'_>,
+    plan: &Plan,
+    state: &mut MigrationState,
+) -> Result<()> {
     if state.phase >= Phase::SourceDeleted {
         return Ok(());
     }
-    let from_writer = PoolWriter { via_operator: writer.via_operator || plan.from.managed_by == ManagedBy::Operator && ctx.calico.operator, ..*writer };
+    let from_writer = PoolWriter {
+        via_operator: writer.via_operator || plan.from.managed_by == ManagedBy::Operator && ctx.calico.operator,
+        ..*writer
+    };
     from_writer.delete_safely(&plan.from, Some(plan.to.cidr)).await?;
     let av = ctx.calico.resource(Kind::IPPool).api_version;
-    lock::record_event(ctx.cluster, pool_event(&plan.from.name, &av), &format!("kubectl-ippool migrate: deleted after every pod moved to {}", plan.to.name)).await;
+    lock::record_event(
+        ctx.cluster,
+        pool_event(&plan.from.name, &av),
+        &format!("kubectl-ippool migrate: deleted after every pod moved to {}", plan.to.name),
+    )
+    .await;
     ctx.printer.note(format!("IPPool {} deleted.", plan.from.name));
     checkpoint(ctx, state, Phase::SourceDeleted).await?;
     let ipam = ctx.calico.read_ipam(ctx.cluster).await?;
-    let old_only = |c: &IpNet| crate::core::cidr::within(c, &plan.from.cidr) && !crate::core::cidr::within(c, &plan.to.cidr);
+    let old_only =
+        |c: &IpNet| crate::core::cidr::within(c, &plan.from.cidr) && !crate::core::cidr::within(c, &plan.to.cidr);
     let left: Vec<String> = ipam
         .blocks
         .iter()
@@ -703,7 +851,11 @@ async fn phase_delete_source(ctx: &Ctx<'_>, writer: &PoolWriter<'_>, plan: &Plan
         .chain(ipam.affinities.iter().filter(|a| old_only(&a.cidr)).map(|a| format!("BlockAffinity {}", a.name)))
         .collect();
     if !left.is_empty() {
-        ctx.printer.warn(format!("IPAM objects of {} remain: {}; `kubectl ippool verify` shows them", plan.from.cidr, crate::core::findings::name_some(&left)));
+        ctx.printer.warn(format!(
+            "IPAM objects of {} remain: {}; `kubectl ippool verify` shows them",
+            plan.from.cidr,
+            crate::core::findings::name_some(&left)
+        ));
     }
     Ok(())
 }
@@ -726,15 +878,27 @@ async fn finish_without_pool(printer: &Printer, cluster: &Cluster, mut state: Mi
 async fn rollback(printer: &Printer, cluster: &Cluster, calico: &Calico, args: &MigrateArgs) -> Result<i32> {
     let rec = crate::cluster::state::read_state(cluster).await?;
     let Some(mut state) = rec.filter(|r| r.from_pool == args.from && !r.phase.is_finished()) else {
-        return Err(Error::refused(format!("roll back a migration from {}", args.from), vec![format!("no unfinished migration from {} is recorded", args.from)]));
+        return Err(Error::refused(
+            format!("roll back a migration from {}", args.from),
+            vec![format!("no unfinished migration from {} is recorded", args.from)],
+        ));
     };
     if state.phase >= Phase::SourceDeleted {
         return Err(Error::refused(
             format!("roll back the migration from {}", args.from),
-            vec![format!("IPPool {} was already deleted (phase {}); re-create it by hand if needed", state.from_pool, state.phase.as_str())],
+            vec![format!(
+                "IPPool {} was already deleted (phase {}); re-create it by hand if needed",
+                state.from_pool,
+                state.phase.as_str()
+            )],
         ));
     }
-    printer.note(format!("Rollback in {}: re-enable IPPool {}, disable IPPool {} (pods already moved keep their addresses).", cluster.describe(), state.from_pool, state.to_pool));
+    printer.note(format!(
+        "Rollback in {}: re-enable IPPool {}, disable IPPool {} (pods already moved keep their addresses).",
+        cluster.describe(),
+        state.from_pool,
+        state.to_pool
+    ));
     if args.dry_run {
         printer.note("Dry run: nothing was changed.");
         return Ok(0);
@@ -750,7 +914,12 @@ async fn rollback(printer: &Printer, cluster: &Cluster, calico: &Calico, args: &
             w(&state.to_pool).set_disabled(&state.to_pool, true).await?;
         }
         let av = calico.resource(Kind::IPPool).api_version;
-        lock::record_event(cluster, EventTarget { api_version: &av, kind: "IPPool", namespace: None, name: &state.from_pool }, "kubectl-ippool migrate --rollback: re-enabled").await;
+        lock::record_event(
+            cluster,
+            EventTarget { api_version: &av, kind: "IPPool", namespace: None, name: &state.from_pool },
+            "kubectl-ippool migrate --rollback: re-enabled",
+        )
+        .await;
         canary::cleanup_leftovers(cluster).await;
         movers::uncordon_ours(cluster).await?;
         save(cluster, &mut state, Phase::RolledBack).await
@@ -795,7 +964,8 @@ fn permissions_needed(calico: &Calico, plan: &Plan, args: &MigrateArgs) -> Vec<N
                 }
             }
             (MoveKind::Evict | MoveKind::EvictForGood, _) | (MoveKind::Drain, _) => {
-                let namespaces: BTreeSet<String> = m.pods.iter().filter_map(|k| k.split_once('/').map(|(n, _)| n.to_string())).collect();
+                let namespaces: BTreeSet<String> =
+                    m.pods.iter().filter_map(|k| k.split_once('/').map(|(n, _)| n.to_string())).collect();
                 for n in namespaces {
                     if seen.insert(("create", "pods/eviction", Some(n.clone()))) {
                         needs.push(Need::new("create", "", "pods", Some(&n)).sub("eviction"));
@@ -820,14 +990,26 @@ fn permissions_needed(calico: &Calico, plan: &Plan, args: &MigrateArgs) -> Vec<N
 
 /// Print the plan: a readable list (stdout), or JSON/YAML; warnings and
 /// blockers on stderr.
-fn show_plan(printer: &Printer, cluster: &Cluster, plan: &Plan, args: &MigrateArgs, resume: Option<Phase>) -> Result<()> {
+fn show_plan(
+    printer: &Printer,
+    cluster: &Cluster,
+    plan: &Plan,
+    args: &MigrateArgs,
+    resume: Option<Phase>,
+) -> Result<()> {
     printer.note(format!("Cluster: {}", cluster.describe()));
     if printer.is_machine_readable() {
         // A real run prints one document: the summary at the end.
         if !args.dry_run {
             return Ok(());
         }
-        printer.data(&PlanDocument { kind: "IPPoolMigrationPlan", context: cluster.context.clone(), dry_run: args.dry_run, resume_from_phase: resume, plan })?;
+        printer.data(&PlanDocument {
+            kind: "IPPoolMigrationPlan",
+            context: cluster.context.clone(),
+            dry_run: args.dry_run,
+            resume_from_phase: resume,
+            plan,
+        })?;
     } else {
         printer.stdout(&render_plan(plan, resume, printer.wide()));
     }
@@ -844,7 +1026,10 @@ pub fn render_plan(plan: &Plan, resume: Option<Phase>, wide: bool) -> String {
     if let Some(phase) = resume {
         out.push_str(&format!("Resuming at phase {}.\n", phase.as_str()));
     }
-    out.push_str(&format!("Plan: move pods from IPPool {} ({}) to IPPool {} ({})\n", plan.from.name, plan.from.cidr, to.name, to.cidr));
+    out.push_str(&format!(
+        "Plan: move pods from IPPool {} ({}) to IPPool {} ({})\n",
+        plan.from.name, plan.from.cidr, to.name, to.cidr
+    ));
     for (i, s) in plan.steps.iter().enumerate() {
         let line = match s {
             PoolStep::CreatePool { name, cidr, via } => format!(
@@ -855,11 +1040,21 @@ pub fn render_plan(plan: &Plan, resume: Option<Phase>, wide: bool) -> String {
                 to.node_selector
             ),
             PoolStep::UseExistingPool { name, cidr } => format!("use the existing IPPool {name} ({cidr})"),
-            PoolStep::DisablePool { name, via } => format!("disable IPPool {name} (existing pods keep working) via {via}"),
-            PoolStep::Canary { pods } => format!("canary: {pods} test pod(s) in a temporary namespace must get an address from {}", to.cidr),
-            PoolStep::MovePods { workloads, pods } => format!("move {pods} pod(s) of {workloads} workload(s), in this order:"),
-            PoolStep::WaitForTunnelAddresses { pool } => format!("wait until nothing holds an address of {pool} (pods, node tunnel addresses)"),
-            PoolStep::DeletePool { name, .. } => format!("delete IPPool {name}: release its block affinities, then delete it"),
+            PoolStep::DisablePool { name, via } => {
+                format!("disable IPPool {name} (existing pods keep working) via {via}")
+            }
+            PoolStep::Canary { pods } => {
+                format!("canary: {pods} test pod(s) in a temporary namespace must get an address from {}", to.cidr)
+            }
+            PoolStep::MovePods { workloads, pods } => {
+                format!("move {pods} pod(s) of {workloads} workload(s), in this order:")
+            }
+            PoolStep::WaitForTunnelAddresses { pool } => {
+                format!("wait until nothing holds an address of {pool} (pods, node tunnel addresses)")
+            }
+            PoolStep::DeletePool { name, .. } => {
+                format!("delete IPPool {name}: release its block affinities, then delete it")
+            }
         };
         out.push_str(&format!("  {}. {line}\n", i + 1));
         if matches!(s, PoolStep::MovePods { .. }) {
@@ -942,7 +1137,18 @@ mod tests {
         assert_eq!(a.strategy, Strategy::Rollout);
         assert_eq!(a.jobs, JobsPolicy::Wait);
         assert_eq!(a.timeout, Duration::from_secs(600));
-        let a = args(&["--to", "10.0.0.0/16", "--ipip-mode", "CrossSubnet", "--nat-outgoing", "false", "--strategy", "drain", "--jobs", "skip"]);
+        let a = args(&[
+            "--to",
+            "10.0.0.0/16",
+            "--ipip-mode",
+            "CrossSubnet",
+            "--nat-outgoing",
+            "false",
+            "--strategy",
+            "drain",
+            "--jobs",
+            "skip",
+        ]);
         assert_eq!(a.ipip_mode, Some(EncapMode::CrossSubnet));
         assert_eq!(a.nat_outgoing, Some(false));
         assert!(Wrap::try_parse_from(["migrate", "--from", "old"]).is_err(), "a target is required");
@@ -964,8 +1170,14 @@ mod tests {
     #[test]
     fn permissions_cover_pools_moves_and_bookkeeping() {
         use crate::core::model::{Owner, Pool};
-        let calico = Calico { mode: crate::cluster::calico::ApiMode::CrdV1, operator: false, calico_version: None, cluster_type: None };
-        let owner = Owner { kind: OwnerKind::Deployment, other_kind: None, namespace: "shop".into(), name: "web".into() };
+        let calico = Calico {
+            mode: crate::cluster::calico::ApiMode::CrdV1,
+            operator: false,
+            calico_version: None,
+            cluster_type: None,
+        };
+        let owner =
+            Owner { kind: OwnerKind::Deployment, other_kind: None, namespace: "shop".into(), name: "web".into() };
         let plan = Plan {
             from: Pool::new("old", "192.168.0.0/16".parse().unwrap()),
             to: Pool::new("new", "10.0.0.0/16".parse().unwrap()),
@@ -973,14 +1185,31 @@ mod tests {
             via_operator: false,
             steps: vec![],
             moves: vec![
-                Move { target: owner.display(), kind: MoveKind::Rollout, owner: Some(owner.clone()), pods: vec!["shop/web-1".into()], pod_uids: vec!["u".into()], note: None },
-                Move { target: "Bare shop/debug".into(), kind: MoveKind::EvictForGood, owner: None, pods: vec!["shop/debug".into()], pod_uids: vec!["u".into()], note: None },
+                Move {
+                    target: owner.display(),
+                    kind: MoveKind::Rollout,
+                    owner: Some(owner.clone()),
+                    pods: vec!["shop/web-1".into()],
+                    pod_uids: vec!["u".into()],
+                    note: None,
+                },
+                Move {
+                    target: "Bare shop/debug".into(),
+                    kind: MoveKind::EvictForGood,
+                    owner: None,
+                    pods: vec!["shop/debug".into()],
+                    pod_uids: vec!["u".into()],
+                    note: None,
+                },
             ],
             skipped: vec![],
             blockers: vec![],
             warnings: vec![],
         };
-        let needs: Vec<String> = permissions_needed(&calico, &plan, &args(&["--to", "10.0.0.0/16"])).iter().map(|n| n.can_i_args()).collect();
+        let needs: Vec<String> = permissions_needed(&calico, &plan, &args(&["--to", "10.0.0.0/16"]))
+            .iter()
+            .map(|n| n.can_i_args())
+            .collect();
         for want in [
             "create ippools.crd.projectcalico.org",
             "delete blockaffinities.crd.projectcalico.org",
@@ -992,7 +1221,13 @@ mod tests {
         ] {
             assert!(needs.iter().any(|n| n == want), "{want} missing from {needs:?}");
         }
-        let doc = PlanDocument { kind: "IPPoolMigrationPlan", context: "c".into(), dry_run: true, resume_from_phase: None, plan: &plan };
+        let doc = PlanDocument {
+            kind: "IPPoolMigrationPlan",
+            context: "c".into(),
+            dry_run: true,
+            resume_from_phase: None,
+            plan: &plan,
+        };
         let yaml = serde_yaml_ng::to_string(&doc).unwrap();
         assert!(yaml.contains("kind: IPPoolMigrationPlan") && yaml.contains("kind: evictForGood"), "{yaml}");
         let text = render_plan(&plan, Some(Phase::MovingPods), true);

@@ -203,7 +203,12 @@ fn pool_detail(inv: &Inventory, idx: usize) -> PoolDetail {
                 .map(|p| PodRow {
                     namespace: p.namespace.clone(),
                     name: p.name.clone(),
-                    ip: p.ips.iter().find(|ip| inv.pools[idx].cidr.contains(*ip)).map(|i| i.to_string()).unwrap_or_default(),
+                    ip: p
+                        .ips
+                        .iter()
+                        .find(|ip| inv.pools[idx].cidr.contains(*ip))
+                        .map(|i| i.to_string())
+                        .unwrap_or_default(),
                     node: p.node.clone(),
                     ready: p.ready,
                 })
@@ -214,13 +219,18 @@ fn pool_detail(inv: &Inventory, idx: usize) -> PoolDetail {
 }
 
 fn yes_no(b: bool) -> String {
-    if b { "true".into() } else { "false".into() }
+    if b {
+        "true".into()
+    } else {
+        "false".into()
+    }
 }
 
 /// The human view: pool table on stdout, warnings on stderr.
 pub fn render(printer: &Printer, r: &StatusReport) {
     let wide = printer.wide();
-    let mut headers = vec!["NAME", "CIDR", "BLOCK", "DISABLED", "ENCAP", "NAT", "PODS", "BLOCKS", "USED/CAPACITY", "MANAGED-BY"];
+    let mut headers =
+        vec!["NAME", "CIDR", "BLOCK", "DISABLED", "ENCAP", "NAT", "PODS", "BLOCKS", "USED/CAPACITY", "MANAGED-BY"];
     if wide {
         headers.extend(["NODE-SELECTOR", "ALLOWED-USES", "NODES"]);
     }
@@ -265,7 +275,15 @@ pub fn render(printer: &Printer, r: &StatusReport) {
             .iter()
             .flat_map(|o| {
                 let owner = o.owner.display();
-                o.pods.iter().map(move |p| vec![owner.clone(), p.name.clone(), p.ip.clone(), p.node.clone().unwrap_or_default(), yes_no(p.ready)])
+                o.pods.iter().map(move |p| {
+                    vec![
+                        owner.clone(),
+                        p.name.clone(),
+                        p.ip.clone(),
+                        p.node.clone().unwrap_or_default(),
+                        yes_no(p.ready),
+                    ]
+                })
             })
             .collect();
         if rows.is_empty() {
@@ -279,14 +297,29 @@ pub fn render(printer: &Printer, r: &StatusReport) {
         printer.stdout("\n");
         let rows = nodes
             .iter()
-            .map(|n| vec![n.node.clone(), n.usage.blocks.to_string(), n.usage.pods.to_string(), used_of(n.usage.allocated, n.usage.capacity as u128)])
+            .map(|n| {
+                vec![
+                    n.node.clone(),
+                    n.usage.blocks.to_string(),
+                    n.usage.pods.to_string(),
+                    used_of(n.usage.allocated, n.usage.capacity as u128),
+                ]
+            })
             .collect();
         printer.table(&["NODE", "BLOCKS", "PODS", "USED/CAPACITY"], rows);
     }
 
     if let Some(m) = &r.migration {
         if !m.phase.is_finished() {
-            printer.note(format!("\nMigration {} -> {}: phase {}, {}/{} moved, {} failed", m.from_pool, m.to_pool, m.phase.as_str(), m.done.len(), m.total, m.failed.len()));
+            printer.note(format!(
+                "\nMigration {} -> {}: phase {}, {}/{} moved, {} failed",
+                m.from_pool,
+                m.to_pool,
+                m.phase.as_str(),
+                m.done.len(),
+                m.total,
+                m.failed.len()
+            ));
         }
     }
     for w in &r.warnings {

@@ -106,7 +106,12 @@ pub struct VerifyReport {
 
 pub async fn run(kube: &KubeArgs, args: &VerifyArgs) -> Result<i32> {
     let printer = Printer::new(args.output);
-    let from_cidr = args.from_cidr.as_deref().map(parse_canonical).transpose().map_err(|e| Error::Usage(format!("--from-cidr: {e}")))?;
+    let from_cidr = args
+        .from_cidr
+        .as_deref()
+        .map(parse_canonical)
+        .transpose()
+        .map_err(|e| Error::Usage(format!("--from-cidr: {e}")))?;
     let cluster = Cluster::connect(kube).await?;
     let calico = Calico::detect(&cluster).await?;
 
@@ -119,7 +124,12 @@ pub async fn run(kube: &KubeArgs, args: &VerifyArgs) -> Result<i32> {
         templates::list_sandbox_failures(&cluster),
     )?;
 
-    let expect = Expectations { targets: args.to.clone(), from: args.from.clone(), from_cidr, namespace: cluster.namespace.clone() };
+    let expect = Expectations {
+        targets: args.to.clone(),
+        from: args.from.clone(),
+        from_cidr,
+        namespace: cluster.namespace.clone(),
+    };
     let input = VerifyInput {
         inv: &snap.inventory,
         nodes: &snap.nodes,
@@ -215,7 +225,9 @@ pub fn render_text(r: &VerifyReport, wide: bool) -> String {
             .checks
             .iter()
             .filter(|c| c.status != Severity::Pass)
-            .flat_map(|c| c.objects.iter().map(move |o| vec![c.code.to_string(), status_label(c.status).to_string(), o.clone()]))
+            .flat_map(|c| {
+                c.objects.iter().map(move |o| vec![c.code.to_string(), status_label(c.status).to_string(), o.clone()])
+            })
             .collect();
         if !rows.is_empty() {
             out.push('\n');
@@ -232,7 +244,14 @@ mod tests {
 
     fn report() -> VerifyReport {
         let checks = vec![
-            Check { code: "targetPool", name: "Target pool", category: Category::Pools, status: Severity::Pass, message: "new exists".into(), objects: vec![] },
+            Check {
+                code: "targetPool",
+                name: "Target pool",
+                category: Category::Pools,
+                status: Severity::Pass,
+                message: "new exists".into(),
+                objects: vec![],
+            },
             Check {
                 code: "pinnedToRetiredPool",
                 name: "Pool pins",

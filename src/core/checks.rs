@@ -44,7 +44,14 @@ pub struct Check {
 }
 
 impl Check {
-    fn new(code: &'static str, name: &'static str, category: Category, status: Severity, message: impl Into<String>, objects: Vec<String>) -> Check {
+    fn new(
+        code: &'static str,
+        name: &'static str,
+        category: Category,
+        status: Severity,
+        message: impl Into<String>,
+        objects: Vec<String>,
+    ) -> Check {
         Check { code, name, category, status, message: message.into(), objects }
     }
 
@@ -192,10 +199,18 @@ pub fn pool_checks(input: &VerifyInput) -> Vec<Check> {
 
     // Target pools: exist, enabled, inside the cluster CIDR.
     if targets.is_empty() {
-        let active: Vec<String> = inv.pools.iter().filter(|p| p.is_active()).map(|p| format!("IPPool {}", p.name)).collect();
+        let active: Vec<String> =
+            inv.pools.iter().filter(|p| p.is_active()).map(|p| format!("IPPool {}", p.name)).collect();
         out.push(if active.is_empty() {
             let all = inv.pools.iter().map(|p| format!("IPPool {}", p.name)).collect();
-            Check::new("targetPool", "Target pool", Category::Pools, Severity::Fail, "no IP pool is enabled: new pods cannot get an address", all)
+            Check::new(
+                "targetPool",
+                "Target pool",
+                Category::Pools,
+                Severity::Fail,
+                "no IP pool is enabled: new pods cannot get an address",
+                all,
+            )
         } else {
             Check::new(
                 "targetPool",
@@ -226,10 +241,15 @@ pub fn pool_checks(input: &VerifyInput) -> Vec<Check> {
                         problems.push(format!("IPPool {t} is being deleted"));
                         bad = true;
                     }
-                    let fam: Vec<_> = pod_nets.iter().filter(|n| n.addr().is_ipv4() == p.cidr.addr().is_ipv4()).collect();
+                    let fam: Vec<_> =
+                        pod_nets.iter().filter(|n| n.addr().is_ipv4() == p.cidr.addr().is_ipv4()).collect();
                     if !fam.is_empty() && !fam.iter().any(|n| within(&p.cidr, n)) {
                         let nets: Vec<String> = fam.iter().map(|n| n.to_string()).collect();
-                        problems.push(format!("IPPool {t} ({}) lies outside the cluster CIDR {}", p.cidr, nets.join(", ")));
+                        problems.push(format!(
+                            "IPPool {t} ({}) lies outside the cluster CIDR {}",
+                            p.cidr,
+                            nets.join(", ")
+                        ));
                         bad = true;
                     }
                     if bad {
@@ -239,7 +259,14 @@ pub fn pool_checks(input: &VerifyInput) -> Vec<Check> {
             }
         }
         out.push(if problems.is_empty() {
-            Check::new("targetPool", "Target pool", Category::Pools, Severity::Pass, format!("{} exist(s), enabled, inside the cluster CIDR", targets.join(", ")), vec![])
+            Check::new(
+                "targetPool",
+                "Target pool",
+                Category::Pools,
+                Severity::Pass,
+                format!("{} exist(s), enabled, inside the cluster CIDR", targets.join(", ")),
+                vec![],
+            )
         } else {
             Check::new("targetPool", "Target pool", Category::Pools, Severity::Fail, problems.join("; "), objects)
         });
@@ -256,18 +283,41 @@ pub fn pool_checks(input: &VerifyInput) -> Vec<Check> {
     let svc_known = !input.networks.service_cidrs.is_empty();
     out.push(if objs.is_empty() {
         let ok = if svc_known {
-            format!("no pool overlaps the Service CIDR ({})", input.networks.service_nets().iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "))
+            format!(
+                "no pool overlaps the Service CIDR ({})",
+                input.networks.service_nets().iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+            )
         } else {
             "Service CIDR unknown (not discoverable); overlap not checked".into()
         };
-        Check::new("poolOverlapsServiceCidr", "Pools vs Service CIDR", Category::Pools, if svc_known { Severity::Pass } else { Severity::Warn }, ok, vec![])
+        Check::new(
+            "poolOverlapsServiceCidr",
+            "Pools vs Service CIDR",
+            Category::Pools,
+            if svc_known { Severity::Pass } else { Severity::Warn },
+            ok,
+            vec![],
+        )
     } else {
-        Check::new("poolOverlapsServiceCidr", "Pools vs Service CIDR", Category::Pools, Severity::Fail, msgs.join("; "), objs)
+        Check::new(
+            "poolOverlapsServiceCidr",
+            "Pools vs Service CIDR",
+            Category::Pools,
+            Severity::Fail,
+            msgs.join("; "),
+            objs,
+        )
     });
     let (objs, msgs) = pick("poolsOverlap");
-    out.push(Check::from_objects("poolsOverlap", "Pool overlap", Category::Pools, Severity::Fail, objs, format!("{} pool(s), none overlap", inv.pools.len()), |_| {
-        msgs.join("; ")
-    }));
+    out.push(Check::from_objects(
+        "poolsOverlap",
+        "Pool overlap",
+        Category::Pools,
+        Severity::Fail,
+        objs,
+        format!("{} pool(s), none overlap", inv.pools.len()),
+        |_| msgs.join("; "),
+    ));
     // Other (non-target) active pools outside the cluster CIDR: a warning.
     let outside: Vec<String> = net_findings
         .iter()
@@ -280,7 +330,14 @@ pub fn pool_checks(input: &VerifyInput) -> Vec<Check> {
         .collect();
     let pod_known = !pod_nets.is_empty();
     out.push(if !pod_known {
-        Check::new("poolOutsideClusterCidr", "Pools vs cluster CIDR", Category::Pools, Severity::Warn, "cluster pod CIDR unknown (not discoverable); not checked", vec![])
+        Check::new(
+            "poolOutsideClusterCidr",
+            "Pools vs cluster CIDR",
+            Category::Pools,
+            Severity::Warn,
+            "cluster pod CIDR unknown (not discoverable); not checked",
+            vec![],
+        )
     } else {
         let nets = pod_nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
         Check::from_objects(
@@ -290,15 +347,34 @@ pub fn pool_checks(input: &VerifyInput) -> Vec<Check> {
             Severity::Warn,
             outside,
             format!("every enabled pool lies inside the cluster CIDR ({nets})"),
-            |o| format!("enabled pool(s) outside the cluster CIDR {nets}: {}; pod traffic may be NATed or dropped", name_some(o)),
+            |o| {
+                format!(
+                    "enabled pool(s) outside the cluster CIDR {nets}: {}; pod traffic may be NATed or dropped",
+                    name_some(o)
+                )
+            },
         )
     });
 
     // The retired pool: disabled or gone.
     out.push(match from.as_deref() {
-        None => Check::new("oldPoolRetired", "Old pool retired", Category::Pools, Severity::Pass, "no old pool named (--from) and no migration recorded", vec![]),
+        None => Check::new(
+            "oldPoolRetired",
+            "Old pool retired",
+            Category::Pools,
+            Severity::Pass,
+            "no old pool named (--from) and no migration recorded",
+            vec![],
+        ),
         Some(f) => match inv.pool_named(f) {
-            None => Check::new("oldPoolRetired", "Old pool retired", Category::Pools, Severity::Pass, format!("IPPool {f} is deleted"), vec![]),
+            None => Check::new(
+                "oldPoolRetired",
+                "Old pool retired",
+                Category::Pools,
+                Severity::Pass,
+                format!("IPPool {f} is deleted"),
+                vec![],
+            ),
             Some(i) if inv.pools[i].is_active() => Check::new(
                 "oldPoolRetired",
                 "Old pool retired",
@@ -309,7 +385,14 @@ pub fn pool_checks(input: &VerifyInput) -> Vec<Check> {
             ),
             Some(i) => {
                 let pods = inv.usage[i].pods;
-                Check::new("oldPoolRetired", "Old pool retired", Category::Pools, Severity::Pass, format!("IPPool {f} is disabled ({pods} pod(s) still on it)"), vec![])
+                Check::new(
+                    "oldPoolRetired",
+                    "Old pool retired",
+                    Category::Pools,
+                    Severity::Pass,
+                    format!("IPPool {f} is disabled ({pods} pod(s) still on it)"),
+                    vec![],
+                )
             }
         },
     });
@@ -406,11 +489,18 @@ pub fn pod_checks(input: &VerifyInput) -> Vec<Check> {
         if !pod.holds_pool_ip() || !in_namespace(expect, &pod.namespace) {
             continue;
         }
-        let ip = |pred: &dyn Fn(&IpAddr) -> bool| pod.ips.iter().find(|i| pred(i)).or(pod.ips.first()).map(|i| i.to_string()).unwrap_or_default();
+        let ip = |pred: &dyn Fn(&IpAddr) -> bool| {
+            pod.ips.iter().find(|i| pred(i)).or(pod.ips.first()).map(|i| i.to_string()).unwrap_or_default()
+        };
         match pool {
             Some(i) if !inv.pools[*i].is_active() => {
                 let p = &inv.pools[*i];
-                retired.push(format!("Pod {} ({} in disabled IPPool {})", pod.key(), ip(&|a| p.cidr.contains(a)), p.name));
+                retired.push(format!(
+                    "Pod {} ({} in disabled IPPool {})",
+                    pod.key(),
+                    ip(&|a| p.cidr.contains(a)),
+                    p.name
+                ));
             }
             Some(_) => {}
             None => match from_cidr.filter(|c| pod.ips.iter().any(|a| c.contains(a))) {
@@ -464,14 +554,27 @@ pub fn pod_checks(input: &VerifyInput) -> Vec<Check> {
         Severity::Fail,
         pinned,
         "no namespace, workload template or pod is pinned to a disabled or missing pool",
-        |objs| format!("{} object(s) are pinned to a disabled or missing pool; their new pods will not start: {}", objs.len(), name_some(&reasons)),
+        |objs| {
+            format!(
+                "{} object(s) are pinned to a disabled or missing pool; their new pods will not start: {}",
+                objs.len(),
+                name_some(&reasons)
+            )
+        },
     ));
 
     // Pods stuck Pending with a sandbox (CNI/IPAM) failure.
-    let failures: HashMap<(&str, &str), &SandboxFailure> = input.sandbox_failures.iter().map(|f| ((f.namespace.as_str(), f.pod.as_str()), f)).collect();
+    let failures: HashMap<(&str, &str), &SandboxFailure> =
+        input.sandbox_failures.iter().map(|f| ((f.namespace.as_str(), f.pod.as_str()), f)).collect();
     let mut stuck = Vec::new();
     let mut why = Vec::new();
-    for p in inv.pods.iter().filter(|p| p.phase == "Pending" && p.ips.is_empty() && !p.host_network && !p.terminating && in_namespace(expect, &p.namespace)) {
+    for p in inv.pods.iter().filter(|p| {
+        p.phase == "Pending"
+            && p.ips.is_empty()
+            && !p.host_network
+            && !p.terminating
+            && in_namespace(expect, &p.namespace)
+    }) {
         if let Some(f) = failures.get(&(p.namespace.as_str(), p.name.as_str())) {
             stuck.push(format!("Pod {}", p.key()));
             why.push(format!("Pod {}: {}", p.key(), f.reason()));
@@ -489,7 +592,14 @@ pub fn pod_checks(input: &VerifyInput) -> Vec<Check> {
     out
 }
 
-fn alloc_label(ip: IpAddr, handle: Option<&str>, ns: Option<&str>, pod: Option<&str>, node: Option<&str>, kind: Option<&str>) -> String {
+fn alloc_label(
+    ip: IpAddr,
+    handle: Option<&str>,
+    ns: Option<&str>,
+    pod: Option<&str>,
+    node: Option<&str>,
+    kind: Option<&str>,
+) -> String {
     let mut parts = Vec::new();
     if let Some(h) = handle {
         parts.push(format!("handle {h}"));
@@ -548,7 +658,8 @@ pub fn ipam_checks(input: &VerifyInput) -> (Vec<Check>, IpamFigures) {
             fig.allocations += 1;
         }
     }
-    let pods_by_key: HashMap<(&str, &str), &PodInfo> = inv.pods.iter().map(|p| ((p.namespace.as_str(), p.name.as_str()), p)).collect();
+    let pods_by_key: HashMap<(&str, &str), &PodInfo> =
+        inv.pods.iter().map(|p| ((p.namespace.as_str(), p.name.as_str()), p)).collect();
 
     // 1. Leaks: allocated, not in use. Also allocations whose pod attribute
     //    names a pod that does not hold the address although someone else
@@ -559,7 +670,16 @@ pub fn ipam_checks(input: &VerifyInput) -> (Vec<Check>, IpamFigures) {
     for (ip, slots) in &allocated {
         for &(bi, ai) in slots {
             let a = &ipam.blocks[bi].allocations[ai];
-            let label = || alloc_label(*ip, a.handle.as_deref(), a.namespace.as_deref(), a.pod.as_deref(), a.node.as_deref(), a.kind.as_deref());
+            let label = || {
+                alloc_label(
+                    *ip,
+                    a.handle.as_deref(),
+                    a.namespace.as_deref(),
+                    a.pod.as_deref(),
+                    a.node.as_deref(),
+                    a.kind.as_deref(),
+                )
+            };
             match in_use.get(ip) {
                 None => leaked.push((*ip, format!("{} in IPAMBlock {}", label(), ipam.blocks[bi].name))),
                 Some(_) => {
@@ -610,17 +730,29 @@ pub fn ipam_checks(input: &VerifyInput) -> (Vec<Check>, IpamFigures) {
 
     // 3. Handles no allocation refers to; 4. referenced handles with no object.
     let handle_ids: HashSet<&str> = ipam.handles.iter().map(|h| h.handle_id.as_str()).collect();
-    let mut orphan_handles: Vec<String> = ipam.handles.iter().filter(|h| !referenced.contains(h.handle_id.as_str())).map(|h| format!("IPAMHandle {}", h.handle_id)).collect();
+    let mut orphan_handles: Vec<String> = ipam
+        .handles
+        .iter()
+        .filter(|h| !referenced.contains(h.handle_id.as_str()))
+        .map(|h| format!("IPAMHandle {}", h.handle_id))
+        .collect();
     orphan_handles.sort();
-    let mut missing_handles: Vec<String> = referenced.iter().filter(|h| !handle_ids.contains(*h)).map(|h| format!("IPAMHandle {h}")).collect();
+    let mut missing_handles: Vec<String> =
+        referenced.iter().filter(|h| !handle_ids.contains(*h)).map(|h| format!("IPAMHandle {h}")).collect();
     missing_handles.sort();
     fig.handles_without_ips = orphan_handles.len();
     fig.missing_handles = missing_handles.len();
 
     // 5. Invalid block structure.
-    let invalid: Vec<String> = ipam.blocks.iter().filter(|b| !b.problems.is_empty()).map(|b| format!("IPAMBlock {}: {}", b.name, b.problems.join("; "))).collect();
+    let invalid: Vec<String> = ipam
+        .blocks
+        .iter()
+        .filter(|b| !b.problems.is_empty())
+        .map(|b| format!("IPAMBlock {}: {}", b.name, b.problems.join("; ")))
+        .collect();
     fig.invalid_blocks = invalid.len();
-    fig.calicoctl_problems = fig.leaked_ips + fig.in_use_not_in_active_pool + fig.in_use_without_allocation + fig.handles_without_ips;
+    fig.calicoctl_problems =
+        fig.leaked_ips + fig.in_use_not_in_active_pool + fig.in_use_without_allocation + fig.handles_without_ips;
 
     // Affinities: missing node, deleted pool, pending deletion.
     let node_names: HashSet<&str> = input.nodes.iter().map(|n| n.name.as_str()).collect();
@@ -644,46 +776,141 @@ pub fn ipam_checks(input: &VerifyInput) -> (Vec<Check>, IpamFigures) {
         }
     }
     let missing_node: Vec<String> = missing_node.into_iter().collect();
-    let orphan_blocks: Vec<String> = inv.orphan_blocks().map(|b| format!("IPAMBlock {} ({}, {} allocation(s))", b.name, b.cidr, b.allocations.len())).collect();
+    let orphan_blocks: Vec<String> = inv
+        .orphan_blocks()
+        .map(|b| format!("IPAMBlock {} ({}, {} allocation(s))", b.name, b.cidr, b.allocations.len()))
+        .collect();
 
     let c = Category::Ipam;
     let out = vec![
-        Check::from_objects("leakedAllocations", "Leaked allocations", c, Severity::Fail, leaked, "every allocated address is used by a pod or a node tunnel", |o| {
-            format!("{} address(es) allocated in IPAM but used by no pod or node: {}", o.len(), name_some(o))
-        }),
-        Check::from_objects("allocationOwnerMismatch", "Allocation owners", c, Severity::Warn, mismatched, "every pod allocation names the pod that uses the address", |o| {
-            format!("{} allocation(s) name a pod that does not hold the address (it is used by another): {}", o.len(), name_some(o))
-        }),
-        Check::from_objects("ipsOutsideActivePools", "In-use IPs outside active pools", c, Severity::Fail, outside_active, "every in-use address is allocated or lies in an active pool", |o| {
-            format!("{} in-use address(es) have no IPAM allocation and lie in no active pool: {}", o.len(), name_some(o))
-        }),
-        Check::from_objects("ipsWithoutAllocation", "In-use IPs without allocation", c, Severity::Fail, unallocated, "every in-use address in an active pool is allocated in IPAM", |o| {
-            format!("{} in-use address(es) in an active pool have no IPAM allocation (they can be handed out twice): {}", o.len(), name_some(o))
-        }),
-        Check::from_objects("duplicateIps", "Duplicate IPs", c, Severity::Fail, multi, "no address is used by more than one pod or node", |o| {
-            format!("{} address(es) are used by more than one pod or node: {}", o.len(), name_some(o))
-        }),
-        Check::from_objects("handlesWithoutIps", "Orphan handles", c, Severity::Fail, orphan_handles, "every IPAMHandle has allocations", |o| {
-            format!("{} IPAMHandle(s) have no allocated address: {}", o.len(), name_some(o))
-        }),
-        Check::from_objects("missingHandles", "Missing handles", c, Severity::Warn, missing_handles, "every handle used by an allocation has an IPAMHandle object", |o| {
-            format!("{} handle(s) used by allocations have no IPAMHandle object: {}", o.len(), name_some(o))
-        }),
-        Check::from_objects("affinityForMissingNode", "Affinities of missing nodes", c, Severity::Fail, missing_node, "every block affinity names an existing node", |o| {
-            format!("{} block(s)/affinit(ies) are affine to a node that no longer exists: {}", o.len(), name_some(o))
-        }),
-        Check::from_objects("affinityForDeletedPool", "Affinities of deleted pools", c, Severity::Warn, for_deleted_pool, "every BlockAffinity lies in an IP pool", |o| {
-            format!("{} BlockAffinit(ies) lie in no IP pool (left from a deleted pool): {}", o.len(), name_some(o))
-        }),
-        Check::from_objects("affinityPendingDeletion", "Affinities pending deletion", c, Severity::Warn, pending_deletion, "no BlockAffinity is stuck in pendingDeletion", |o| {
-            format!("{} BlockAffinit(ies) are in state pendingDeletion: {}", o.len(), name_some(o))
-        }),
-        Check::from_objects("blocksOutsidePools", "Blocks outside pools", c, Severity::Warn, orphan_blocks, "every IPAM block lies in an IP pool", |o| {
-            format!("{} IPAM block(s) lie in no IP pool (left from a deleted pool): {}", o.len(), name_some(o))
-        }),
-        Check::from_objects("invalidBlocks", "Block structure", c, Severity::Fail, invalid, "every IPAM block is structurally valid", |o| {
-            format!("{} IPAM block(s) are corrupt: {}", o.len(), name_some(o))
-        }),
+        Check::from_objects(
+            "leakedAllocations",
+            "Leaked allocations",
+            c,
+            Severity::Fail,
+            leaked,
+            "every allocated address is used by a pod or a node tunnel",
+            |o| format!("{} address(es) allocated in IPAM but used by no pod or node: {}", o.len(), name_some(o)),
+        ),
+        Check::from_objects(
+            "allocationOwnerMismatch",
+            "Allocation owners",
+            c,
+            Severity::Warn,
+            mismatched,
+            "every pod allocation names the pod that uses the address",
+            |o| {
+                format!(
+                    "{} allocation(s) name a pod that does not hold the address (it is used by another): {}",
+                    o.len(),
+                    name_some(o)
+                )
+            },
+        ),
+        Check::from_objects(
+            "ipsOutsideActivePools",
+            "In-use IPs outside active pools",
+            c,
+            Severity::Fail,
+            outside_active,
+            "every in-use address is allocated or lies in an active pool",
+            |o| {
+                format!(
+                    "{} in-use address(es) have no IPAM allocation and lie in no active pool: {}",
+                    o.len(),
+                    name_some(o)
+                )
+            },
+        ),
+        Check::from_objects(
+            "ipsWithoutAllocation",
+            "In-use IPs without allocation",
+            c,
+            Severity::Fail,
+            unallocated,
+            "every in-use address in an active pool is allocated in IPAM",
+            |o| {
+                format!("{} in-use address(es) in an active pool have no IPAM allocation (they can be handed out twice): {}", o.len(), name_some(o))
+            },
+        ),
+        Check::from_objects(
+            "duplicateIps",
+            "Duplicate IPs",
+            c,
+            Severity::Fail,
+            multi,
+            "no address is used by more than one pod or node",
+            |o| format!("{} address(es) are used by more than one pod or node: {}", o.len(), name_some(o)),
+        ),
+        Check::from_objects(
+            "handlesWithoutIps",
+            "Orphan handles",
+            c,
+            Severity::Fail,
+            orphan_handles,
+            "every IPAMHandle has allocations",
+            |o| format!("{} IPAMHandle(s) have no allocated address: {}", o.len(), name_some(o)),
+        ),
+        Check::from_objects(
+            "missingHandles",
+            "Missing handles",
+            c,
+            Severity::Warn,
+            missing_handles,
+            "every handle used by an allocation has an IPAMHandle object",
+            |o| format!("{} handle(s) used by allocations have no IPAMHandle object: {}", o.len(), name_some(o)),
+        ),
+        Check::from_objects(
+            "affinityForMissingNode",
+            "Affinities of missing nodes",
+            c,
+            Severity::Fail,
+            missing_node,
+            "every block affinity names an existing node",
+            |o| {
+                format!(
+                    "{} block(s)/affinit(ies) are affine to a node that no longer exists: {}",
+                    o.len(),
+                    name_some(o)
+                )
+            },
+        ),
+        Check::from_objects(
+            "affinityForDeletedPool",
+            "Affinities of deleted pools",
+            c,
+            Severity::Warn,
+            for_deleted_pool,
+            "every BlockAffinity lies in an IP pool",
+            |o| format!("{} BlockAffinit(ies) lie in no IP pool (left from a deleted pool): {}", o.len(), name_some(o)),
+        ),
+        Check::from_objects(
+            "affinityPendingDeletion",
+            "Affinities pending deletion",
+            c,
+            Severity::Warn,
+            pending_deletion,
+            "no BlockAffinity is stuck in pendingDeletion",
+            |o| format!("{} BlockAffinit(ies) are in state pendingDeletion: {}", o.len(), name_some(o)),
+        ),
+        Check::from_objects(
+            "blocksOutsidePools",
+            "Blocks outside pools",
+            c,
+            Severity::Warn,
+            orphan_blocks,
+            "every IPAM block lies in an IP pool",
+            |o| format!("{} IPAM block(s) lie in no IP pool (left from a deleted pool): {}", o.len(), name_some(o)),
+        ),
+        Check::from_objects(
+            "invalidBlocks",
+            "Block structure",
+            c,
+            Severity::Fail,
+            invalid,
+            "every IPAM block is structurally valid",
+            |o| format!("{} IPAM block(s) are corrupt: {}", o.len(), name_some(o)),
+        ),
     ];
     (out, fig)
 }
@@ -714,7 +941,9 @@ pub fn probe_check(input: &VerifyInput, outcomes: &[ProbeOutcome]) -> Check {
             (Some(ip), _) => match input.inv.pool_of(ip) {
                 None => Some(format!("got {ip}{on}, which is in no IP pool")),
                 Some(p) if !p.is_active() => Some(format!("got {ip}{on} from disabled IPPool {}", p.name)),
-                Some(p) if !targets.is_empty() && !targets.contains(&p.name) => Some(format!("got {ip}{on} from IPPool {}, not from {}", p.name, targets.join(", "))),
+                Some(p) if !targets.is_empty() && !targets.contains(&p.name) => {
+                    Some(format!("got {ip}{on} from IPPool {}, not from {}", p.name, targets.join(", ")))
+                }
                 Some(p) => {
                     good.push(format!("{ip}{on} from IPPool {}", p.name));
                     None
@@ -729,9 +958,23 @@ pub fn probe_check(input: &VerifyInput, outcomes: &[ProbeOutcome]) -> Check {
     if outcomes.is_empty() {
         Check::new("probe", "Probe pod", Category::Probe, Severity::Fail, "no probe pod was started", vec![])
     } else if bad.is_empty() {
-        Check::new("probe", "Probe pod", Category::Probe, Severity::Pass, format!("{} probe pod(s) got addresses: {}", outcomes.len(), name_some(&good)), vec![])
+        Check::new(
+            "probe",
+            "Probe pod",
+            Category::Probe,
+            Severity::Pass,
+            format!("{} probe pod(s) got addresses: {}", outcomes.len(), name_some(&good)),
+            vec![],
+        )
     } else {
-        Check::new("probe", "Probe pod", Category::Probe, Severity::Fail, format!("{} of {} probe pod(s) failed: {}", bad.len(), outcomes.len(), name_some(&why)), bad)
+        Check::new(
+            "probe",
+            "Probe pod",
+            Category::Probe,
+            Severity::Fail,
+            format!("{} of {} probe pod(s) failed: {}", bad.len(), outcomes.len(), name_some(&why)),
+            bad,
+        )
     }
 }
 
@@ -785,7 +1028,11 @@ mod tests {
     }
 
     fn node(name: &str, tunnel: &[&str]) -> NodeInfo {
-        NodeInfo { name: name.into(), tunnel_ips: tunnel.iter().map(|t| t.parse().unwrap()).collect(), ..Default::default() }
+        NodeInfo {
+            name: name.into(),
+            tunnel_ips: tunnel.iter().map(|t| t.parse().unwrap()).collect(),
+            ..Default::default()
+        }
     }
 
     fn handle(id: &str) -> Handle {
@@ -796,7 +1043,14 @@ mod tests {
     fn pod_alloc(b: &mut Block, handles: &mut Vec<Handle>, ns: &str, name: &str, ip: &str) -> PodInfo {
         let p = pod(ns, name, ip, OwnerKind::Deployment, "web");
         let h = format!("k8s-pod-network.cid-{name}");
-        b.allocations.push(Allocation { ip: ip.parse().unwrap(), handle: Some(h.clone()), namespace: Some(ns.into()), pod: Some(name.into()), node: Some("node-0".into()), kind: None });
+        b.allocations.push(Allocation {
+            ip: ip.parse().unwrap(),
+            handle: Some(h.clone()),
+            namespace: Some(ns.into()),
+            pod: Some(name.into()),
+            node: Some("node-0".into()),
+            kind: None,
+        });
         handles.push(handle(&h));
         p
     }
@@ -847,8 +1101,17 @@ mod tests {
             node: Some("node-0".into()),
             kind: Some("ipipTunnelAddress".into()),
         });
-        let pods = vec![pod_alloc(&mut b, &mut handles, "shop", "web-1", "10.1.0.1"), pod_alloc(&mut b, &mut handles, "shop", "web-2", "10.1.0.2")];
-        let affinities = vec![Affinity { name: "node-0-10-1-0-0-26".into(), node: "node-0".into(), cidr: net("10.1.0.0/26"), state: "confirmed".into(), deleted: false }];
+        let pods = vec![
+            pod_alloc(&mut b, &mut handles, "shop", "web-1", "10.1.0.1"),
+            pod_alloc(&mut b, &mut handles, "shop", "web-2", "10.1.0.2"),
+        ];
+        let affinities = vec![Affinity {
+            name: "node-0-10-1-0-0-26".into(),
+            node: "node-0".into(),
+            cidr: net("10.1.0.0/26"),
+            state: "confirmed".into(),
+            deleted: false,
+        }];
         let ipam = Ipam { blocks: vec![b], affinities, handles };
         World {
             inv: Inventory::build(vec![new, old], pods, ipam),
@@ -880,7 +1143,13 @@ mod tests {
         let c = check(&cs, "targetPool");
         assert_eq!(c.status, Severity::Fail);
         assert_eq!(c.objects, vec!["IPPool nope", "IPPool old"]);
-        assert!(c.message.contains("does not exist") && c.message.contains("disabled") && c.message.contains("outside the cluster CIDR"), "{}", c.message);
+        assert!(
+            c.message.contains("does not exist")
+                && c.message.contains("disabled")
+                && c.message.contains("outside the cluster CIDR"),
+            "{}",
+            c.message
+        );
     }
 
     #[test]
@@ -895,7 +1164,11 @@ mod tests {
     #[test]
     fn service_overlap_and_pool_overlap_fail() {
         let mut w = clean_world();
-        let pools = vec![Pool::new("new", net("10.1.0.0/16")), Pool::new("kops", net("10.96.0.0/11")), Pool::new("dup", net("10.1.128.0/17"))];
+        let pools = vec![
+            Pool::new("new", net("10.1.0.0/16")),
+            Pool::new("kops", net("10.96.0.0/11")),
+            Pool::new("dup", net("10.1.128.0/17")),
+        ];
         w.inv = Inventory::build(pools, w.inv.pods.clone(), w.inv.ipam.clone());
         w.expect = Expectations::default();
         let (cs, _) = w.run();
@@ -941,14 +1214,20 @@ mod tests {
         pods.push(pod("shop", "stray", "172.16.0.1", OwnerKind::Bare, "stray"));
         w.inv = Inventory::build(w.inv.pools.clone(), pods.clone(), w.inv.ipam.clone());
         let (cs, _) = w.run();
-        assert_eq!(check(&cs, "podsOnRetiredPools").objects, vec!["Pod shop/db-0 (192.168.1.5 in disabled IPPool old)"]);
+        assert_eq!(
+            check(&cs, "podsOnRetiredPools").objects,
+            vec!["Pod shop/db-0 (192.168.1.5 in disabled IPPool old)"]
+        );
         assert_eq!(check(&cs, "podsOutsidePools").objects, vec!["Pod shop/stray (172.16.0.1)"]);
 
         // The old pool deleted: its CIDR comes from --from-cidr.
         w.inv = Inventory::build(vec![w.inv.pools[0].clone()], pods, w.inv.ipam.clone());
         w.expect.from_cidr = Some(net("192.168.0.0/16"));
         let (cs, _) = w.run();
-        assert_eq!(check(&cs, "podsOnRetiredPools").objects, vec!["Pod shop/db-0 (192.168.1.5 in deleted pool 192.168.0.0/16)"]);
+        assert_eq!(
+            check(&cs, "podsOnRetiredPools").objects,
+            vec!["Pod shop/db-0 (192.168.1.5 in deleted pool 192.168.0.0/16)"]
+        );
         assert_eq!(check(&cs, "oldPoolRetired").status, Severity::Pass);
         // -n elsewhere hides them.
         w.expect.namespace = Some("other".into());
@@ -959,9 +1238,22 @@ mod tests {
     #[test]
     fn pins_to_disabled_or_missing_pools_fail_naming_the_object() {
         let mut w = clean_world();
-        w.namespaces.push(NamespaceInfo { name: "legacy".into(), labels: Default::default(), pins: PoolPins { pools: vec!["old".into()], ..Default::default() } });
-        w.namespaces.push(NamespaceInfo { name: "good".into(), labels: Default::default(), pins: PoolPins { pools: vec!["10.1.0.0/16".into()], ..Default::default() } });
-        w.templates.push(WorkloadTemplate { kind: "Deployment".into(), namespace: "shop".into(), name: "api".into(), pins: PoolPins { pools: vec!["gone".into()], ..Default::default() } });
+        w.namespaces.push(NamespaceInfo {
+            name: "legacy".into(),
+            labels: Default::default(),
+            pins: PoolPins { pools: vec!["old".into()], ..Default::default() },
+        });
+        w.namespaces.push(NamespaceInfo {
+            name: "good".into(),
+            labels: Default::default(),
+            pins: PoolPins { pools: vec!["10.1.0.0/16".into()], ..Default::default() },
+        });
+        w.templates.push(WorkloadTemplate {
+            kind: "Deployment".into(),
+            namespace: "shop".into(),
+            name: "api".into(),
+            pins: PoolPins { pools: vec!["gone".into()], ..Default::default() },
+        });
         let mut pinned = pod("shop", "fixed", "10.1.0.9", OwnerKind::Bare, "fixed");
         pinned.pins.ip_addrs = vec!["192.168.0.7".into()];
         let mut pods = w.inv.pods.clone();
@@ -991,7 +1283,11 @@ mod tests {
         let (cs, _) = w.run();
         let c = check(&cs, "podsPendingOnIpam");
         assert_eq!(c.objects, vec!["Pod legacy/old-app-1"]);
-        assert!(c.message.contains("the given pool (192.168.0.0/16) does not exist, or is not enabled"), "{}", c.message);
+        assert!(
+            c.message.contains("the given pool (192.168.0.0/16) does not exist, or is not enabled"),
+            "{}",
+            c.message
+        );
         assert!(!c.message.contains("rpc error"));
     }
 
@@ -1018,7 +1314,10 @@ mod tests {
         pods.push(pod("shop", "twin", "10.1.0.1", OwnerKind::Bare, "twin"));
         w.inv = Inventory::build(w.inv.pools.clone(), pods, w.inv.ipam.clone());
         let (cs, fig) = w.run();
-        assert_eq!(check(&cs, "leakedAllocations").objects, vec!["IP 10.1.0.7 (handle k8s-pod-network.gone, pod shop/gone, node node-0) in IPAMBlock 10-1-0-0-26"]);
+        assert_eq!(
+            check(&cs, "leakedAllocations").objects,
+            vec!["IP 10.1.0.7 (handle k8s-pod-network.gone, pod shop/gone, node node-0) in IPAMBlock 10-1-0-0-26"]
+        );
         assert_eq!(check(&cs, "ipsOutsideActivePools").objects, vec!["Pod shop/outside (172.16.0.1)"]);
         assert_eq!(check(&cs, "ipsWithoutAllocation").objects, vec!["Pod shop/unalloc (10.1.0.40)"]);
         assert_eq!(check(&cs, "handlesWithoutIps").objects, vec!["IPAMHandle k8s-pod-network.orphan"]);
@@ -1038,7 +1337,8 @@ mod tests {
         w.nodes[0].tunnel_ips.clear();
         let (cs, fig) = w.run();
         assert_eq!(fig.leaked_ips, 1);
-        assert!(check(&cs, "leakedAllocations").objects[0].starts_with("IP 10.1.0.0 (handle ipip-tunnel-addr-node-0, ipipTunnelAddress"));
+        assert!(check(&cs, "leakedAllocations").objects[0]
+            .starts_with("IP 10.1.0.0 (handle ipip-tunnel-addr-node-0, ipipTunnelAddress"));
     }
 
     #[test]
@@ -1058,14 +1358,35 @@ mod tests {
     fn affinities_of_missing_nodes_deleted_pools_and_pending_deletion() {
         let mut w = clean_world();
         w.inv.ipam.blocks.push(block("10.1.0.64/26", "node-9", &[]));
-        w.inv.ipam.affinities.push(Affinity { name: "node-9-10-1-0-64-26".into(), node: "node-9".into(), cidr: net("10.1.0.64/26"), state: "confirmed".into(), deleted: false });
-        w.inv.ipam.affinities.push(Affinity { name: "node-0-172-30-0-0-26".into(), node: "node-0".into(), cidr: net("172.30.0.0/26"), state: "pendingDeletion".into(), deleted: false });
+        w.inv.ipam.affinities.push(Affinity {
+            name: "node-9-10-1-0-64-26".into(),
+            node: "node-9".into(),
+            cidr: net("10.1.0.64/26"),
+            state: "confirmed".into(),
+            deleted: false,
+        });
+        w.inv.ipam.affinities.push(Affinity {
+            name: "node-0-172-30-0-0-26".into(),
+            node: "node-0".into(),
+            cidr: net("172.30.0.0/26"),
+            state: "pendingDeletion".into(),
+            deleted: false,
+        });
         w.inv = Inventory::build(w.inv.pools.clone(), w.inv.pods.clone(), w.inv.ipam.clone());
         let (cs, _) = w.run();
         let c = check(&cs, "affinityForMissingNode");
         assert_eq!(c.status, Severity::Fail);
-        assert_eq!(c.objects, vec!["BlockAffinity node-9-10-1-0-64-26 (missing Node node-9)", "IPAMBlock 10-1-0-64-26 (affine to missing Node node-9)"]);
-        assert_eq!(check(&cs, "affinityForDeletedPool").objects, vec!["BlockAffinity node-0-172-30-0-0-26 (172.30.0.0/26 on node-0)"]);
+        assert_eq!(
+            c.objects,
+            vec![
+                "BlockAffinity node-9-10-1-0-64-26 (missing Node node-9)",
+                "IPAMBlock 10-1-0-64-26 (affine to missing Node node-9)"
+            ]
+        );
+        assert_eq!(
+            check(&cs, "affinityForDeletedPool").objects,
+            vec!["BlockAffinity node-0-172-30-0-0-26 (172.30.0.0/26 on node-0)"]
+        );
         assert_eq!(check(&cs, "affinityPendingDeletion").status, Severity::Warn);
     }
 
@@ -1077,7 +1398,10 @@ mod tests {
         w.inv.ipam.blocks.push(bad);
         w.inv = Inventory::build(w.inv.pools.clone(), w.inv.pods.clone(), w.inv.ipam.clone());
         let (cs, fig) = w.run();
-        assert_eq!(check(&cs, "blocksOutsidePools").objects, vec!["IPAMBlock 172-30-0-0-26 (172.30.0.0/26, 0 allocation(s))"]);
+        assert_eq!(
+            check(&cs, "blocksOutsidePools").objects,
+            vec!["IPAMBlock 172-30-0-0-26 (172.30.0.0/26, 0 allocation(s))"]
+        );
         assert_eq!(check(&cs, "invalidBlocks").status, Severity::Fail);
         assert_eq!(fig.invalid_blocks, 1);
     }
@@ -1129,7 +1453,12 @@ mod tests {
             sandbox_failures: &[],
             expect: &w.expect,
         };
-        let ok = ProbeOutcome { pod: "p/probe".into(), node: Some("node-0".into()), ip: Some("10.1.0.9".parse().unwrap()), error: None };
+        let ok = ProbeOutcome {
+            pod: "p/probe".into(),
+            node: Some("node-0".into()),
+            ip: Some("10.1.0.9".parse().unwrap()),
+            error: None,
+        };
         assert_eq!(probe_check(&input, std::slice::from_ref(&ok)).status, Severity::Pass);
         let old = ProbeOutcome { ip: Some("192.168.0.9".parse().unwrap()), ..ok.clone() };
         let c = probe_check(&input, &[ok.clone(), old]);

@@ -28,7 +28,11 @@ pub fn parse_canonical(text: &str) -> Result<IpNet, String> {
 /// Number of addresses, saturating at u128::MAX for huge IPv6 nets.
 pub fn size(net: &IpNet) -> u128 {
     let host_bits = (net.max_prefix_len() - net.prefix_len()) as u32;
-    if host_bits >= 128 { u128::MAX } else { 1u128 << host_bits }
+    if host_bits >= 128 {
+        u128::MAX
+    } else {
+        1u128 << host_bits
+    }
 }
 
 pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
@@ -47,7 +51,11 @@ pub fn is_link_local(net: &IpNet) -> bool {
 
 /// Valid blockSize range per family (Calico's validation).
 pub fn block_size_range(is_v4: bool) -> (u8, u8) {
-    if is_v4 { (20, 32) } else { (116, 128) }
+    if is_v4 {
+        (20, 32)
+    } else {
+        (116, 128)
+    }
 }
 
 /// Maps addresses to the smallest-prefix network that contains them, by
@@ -133,7 +141,8 @@ mod tests {
 
     #[test]
     fn prefix_index_finds_most_specific() {
-        let idx = PrefixIndex::new([(net("10.0.0.0/8"), "big"), (net("10.1.0.0/16"), "small"), (net("fd00::/64"), "v6")]);
+        let idx =
+            PrefixIndex::new([(net("10.0.0.0/8"), "big"), (net("10.1.0.0/16"), "small"), (net("fd00::/64"), "v6")]);
         assert_eq!(idx.lookup("10.1.2.3".parse().unwrap()), Some(&"small"));
         assert_eq!(idx.lookup("10.2.2.3".parse().unwrap()), Some(&"big"));
         assert_eq!(idx.lookup("fd00::5".parse().unwrap()), Some(&"v6"));

@@ -49,18 +49,25 @@ pub fn pool_network_findings(pools: &[Pool], nets: &ClusterNetworks) -> Vec<Find
     let pod_nets = nets.pod_nets();
     let svc_nets = nets.service_nets();
     for p in pools {
-        let family_pod_nets: Vec<_> = pod_nets.iter().filter(|n| n.addr().is_ipv4() == p.cidr.addr().is_ipv4()).collect();
+        let family_pod_nets: Vec<_> =
+            pod_nets.iter().filter(|n| n.addr().is_ipv4() == p.cidr.addr().is_ipv4()).collect();
         if !family_pod_nets.is_empty() && !family_pod_nets.iter().any(|n| within(&p.cidr, n)) {
             out.push(Finding::new(
                 "poolOutsideClusterCidr",
                 Severity::Warn,
-                format!("IPPool {} ({}) lies outside the cluster pod CIDR {}; pod traffic may be NATed or dropped", p.name, p.cidr, describe_sources(&nets.pod_cidrs)),
+                format!(
+                    "IPPool {} ({}) lies outside the cluster pod CIDR {}; pod traffic may be NATed or dropped",
+                    p.name,
+                    p.cidr,
+                    describe_sources(&nets.pod_cidrs)
+                ),
                 vec![format!("IPPool {}", p.name)],
             ));
         }
         for s in &svc_nets {
             if overlaps(&p.cidr, s) {
-                let src = nets.service_cidrs.iter().find(|x| x.cidr == *s).map(|x| x.source.clone()).unwrap_or_default();
+                let src =
+                    nets.service_cidrs.iter().find(|x| x.cidr == *s).map(|x| x.source.clone()).unwrap_or_default();
                 out.push(Finding::new(
                     "poolOverlapsServiceCidr",
                     Severity::Fail,
@@ -76,7 +83,10 @@ pub fn pool_network_findings(pools: &[Pool], nets: &ClusterNetworks) -> Vec<Find
                 out.push(Finding::new(
                     "poolsOverlap",
                     Severity::Fail,
-                    format!("IPPools {} ({}) and {} ({}) overlap: the same address could be handed out twice", a.name, a.cidr, b.name, b.cidr),
+                    format!(
+                        "IPPools {} ({}) and {} ({}) overlap: the same address could be handed out twice",
+                        a.name, a.cidr, b.name, b.cidr
+                    ),
                     vec![format!("IPPool {}", a.name), format!("IPPool {}", b.name)],
                 ));
             }
@@ -97,7 +107,12 @@ pub fn pin_findings(inv: &Inventory, namespaces: &[NamespaceInfo]) -> Vec<Findin
             vec![format!("Namespace {}", ns.name)],
         ));
     }
-    let pinned: Vec<String> = inv.pods.iter().filter(|p| p.holds_pool_ip() && !p.pins.is_empty()).map(|p| format!("Pod {}", p.key())).collect();
+    let pinned: Vec<String> = inv
+        .pods
+        .iter()
+        .filter(|p| p.holds_pool_ip() && !p.pins.is_empty())
+        .map(|p| format!("Pod {}", p.key()))
+        .collect();
     if !pinned.is_empty() {
         out.push(Finding::new(
             "podPinned",
@@ -130,16 +145,28 @@ fn describe_pins(pools: &[String], addrs: &[String]) -> String {
     if !addrs.is_empty() {
         parts.push(format!("address(es) {}", addrs.join(", ")));
     }
-    if parts.is_empty() { "an unparsable value".into() } else { parts.join(" and ") }
+    if parts.is_empty() {
+        "an unparsable value".into()
+    } else {
+        parts.join(" and ")
+    }
 }
 
 /// Pods whose IP is in no pool, disabled pools that still hold pods, and
 /// blocks left in no pool.
 pub fn usage_findings(inv: &Inventory) -> Vec<Finding> {
     let mut out = Vec::new();
-    let stray: Vec<String> = inv.pods_without_pool().map(|p| format!("Pod {} ({})", p.key(), p.ips.first().map(|i| i.to_string()).unwrap_or_default())).collect();
+    let stray: Vec<String> = inv
+        .pods_without_pool()
+        .map(|p| format!("Pod {} ({})", p.key(), p.ips.first().map(|i| i.to_string()).unwrap_or_default()))
+        .collect();
     if !stray.is_empty() {
-        out.push(Finding::new("podOutsidePools", Severity::Fail, format!("{} pod(s) hold an IP that is in no IP pool: {}", stray.len(), name_some(&stray)), stray));
+        out.push(Finding::new(
+            "podOutsidePools",
+            Severity::Fail,
+            format!("{} pod(s) hold an IP that is in no IP pool: {}", stray.len(), name_some(&stray)),
+            stray,
+        ));
     }
     for (i, p) in inv.pools.iter().enumerate() {
         if p.disabled && inv.usage[i].pods > 0 {
@@ -153,7 +180,16 @@ pub fn usage_findings(inv: &Inventory) -> Vec<Finding> {
     }
     let orphans: Vec<String> = inv.orphan_blocks().map(|b| format!("IPAMBlock {} ({})", b.name, b.cidr)).collect();
     if !orphans.is_empty() {
-        out.push(Finding::new("blockOutsidePools", Severity::Warn, format!("{} IPAM block(s) lie in no IP pool (left from a deleted pool): {}", orphans.len(), name_some(&orphans)), orphans));
+        out.push(Finding::new(
+            "blockOutsidePools",
+            Severity::Warn,
+            format!(
+                "{} IPAM block(s) lie in no IP pool (left from a deleted pool): {}",
+                orphans.len(),
+                name_some(&orphans)
+            ),
+            orphans,
+        ));
     }
     out
 }
@@ -181,7 +217,10 @@ mod tests {
 
     #[test]
     fn seed_pool_is_outside_cluster_cidr_but_new_pool_is_fine() {
-        let pools = vec![Pool::new("default-ipv4-ippool", "192.168.0.0/16".parse().unwrap()), Pool::new("new", "10.0.0.0/16".parse().unwrap())];
+        let pools = vec![
+            Pool::new("default-ipv4-ippool", "192.168.0.0/16".parse().unwrap()),
+            Pool::new("new", "10.0.0.0/16".parse().unwrap()),
+        ];
         let f = pool_network_findings(&pools, &nets("10.0.0.0/8", "10.96.0.0/12"));
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].objects, vec!["IPPool default-ipv4-ippool"]);
@@ -189,7 +228,8 @@ mod tests {
 
     #[test]
     fn overlapping_pools_flagged_once() {
-        let pools = vec![Pool::new("a", "10.0.0.0/16".parse().unwrap()), Pool::new("b", "10.0.128.0/17".parse().unwrap())];
+        let pools =
+            vec![Pool::new("a", "10.0.0.0/16".parse().unwrap()), Pool::new("b", "10.0.128.0/17".parse().unwrap())];
         let f = pool_network_findings(&pools, &ClusterNetworks::default());
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].code, "poolsOverlap");

@@ -186,7 +186,14 @@ pub(crate) mod tests {
             affinity: Some(format!("host:{node}")),
             allocations: ips
                 .iter()
-                .map(|ip| Allocation { ip: ip.parse().unwrap(), handle: Some(format!("h-{ip}")), namespace: None, pod: None, node: Some(node.into()), kind: None })
+                .map(|ip| Allocation {
+                    ip: ip.parse().unwrap(),
+                    handle: Some(format!("h-{ip}")),
+                    namespace: None,
+                    pod: None,
+                    node: Some(node.into()),
+                    kind: None,
+                })
                 .collect(),
             deleted: false,
             problems: vec![],
@@ -195,7 +202,8 @@ pub(crate) mod tests {
 
     #[test]
     fn joins_pods_and_blocks_to_pools() {
-        let pools = vec![Pool::new("old", "192.168.0.0/16".parse().unwrap()), Pool::new("new", "10.0.0.0/16".parse().unwrap())];
+        let pools =
+            vec![Pool::new("old", "192.168.0.0/16".parse().unwrap()), Pool::new("new", "10.0.0.0/16".parse().unwrap())];
         let mut host = pod("shop", "hostnet", "127.0.1.1", OwnerKind::Bare, "hostnet");
         host.host_network = true;
         let mut done = pod("shop", "done", "192.168.0.9", OwnerKind::Job, "j");
@@ -210,7 +218,11 @@ pub(crate) mod tests {
             done,
         ];
         let ipam = Ipam {
-            blocks: vec![block("192.168.0.0/26", "node-0", &["192.168.0.1", "192.168.0.2"]), block("10.0.0.0/26", "node-0", &["10.0.0.1"]), block("172.30.0.0/26", "node-1", &[])],
+            blocks: vec![
+                block("192.168.0.0/26", "node-0", &["192.168.0.1", "192.168.0.2"]),
+                block("10.0.0.0/26", "node-0", &["10.0.0.1"]),
+                block("172.30.0.0/26", "node-1", &[]),
+            ],
             ..Default::default()
         };
         let inv = Inventory::build(pools, pods, ipam);

@@ -14,7 +14,9 @@ use serde::Serialize;
 use super::cidr::{block_size_range, is_link_local, overlaps, parse_canonical, size, within};
 use super::findings::name_some;
 use super::inventory::Inventory;
-use super::model::{ClusterNetworks, EncapMode, ManagedBy, NamespaceInfo, NodeInfo, Owner, OwnerKind, PodInfo, PoolPins, Pool};
+use super::model::{
+    ClusterNetworks, EncapMode, ManagedBy, NamespaceInfo, NodeInfo, Owner, OwnerKind, PodInfo, Pool, PoolPins,
+};
 
 /// How pods of controllers that support it are moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default, clap::ValueEnum)]
@@ -243,7 +245,10 @@ pub fn make_plan(input: &PlanInput) -> Result<Plan, Vec<String>> {
     }
     node_coverage(input, from_idx, &to, &mut blockers, &mut warnings);
     if within(&to.cidr, &from.cidr) && to.cidr != from.cidr {
-        warnings.push(format!("the new pool {} lies inside {} ({}): pods already in {} stay, and its blocks are kept when {} is deleted", to.cidr, from.name, from.cidr, to.cidr, from.name));
+        warnings.push(format!(
+            "the new pool {} lies inside {} ({}): pods already in {} stay, and its blocks are kept when {} is deleted",
+            to.cidr, from.name, from.cidr, to.cidr, from.name
+        ));
     }
     if from.ipip_mode.enabled() != to.ipip_mode.enabled() || from.vxlan_mode.enabled() != to.vxlan_mode.enabled() {
         warnings.push(format!(
@@ -261,7 +266,8 @@ pub fn make_plan(input: &PlanInput) -> Result<Plan, Vec<String>> {
         steps.push(PoolStep::UseExistingPool { name: to.name.clone(), cidr: to.cidr.to_string() });
     }
     steps.push(PoolStep::DisablePool { name: from.name.clone(), via: via.clone() });
-    let canaries = if input.canary_per_node { input.nodes.iter().filter(|n| !n.unschedulable).count().max(1) } else { 1 };
+    let canaries =
+        if input.canary_per_node { input.nodes.iter().filter(|n| !n.unschedulable).count().max(1) } else { 1 };
     steps.push(PoolStep::Canary { pods: canaries });
     steps.push(PoolStep::MovePods { workloads: moves.len(), pods: moves.iter().map(|m| m.pods.len()).sum() });
     steps.push(PoolStep::WaitForTunnelAddresses { pool: from.name.clone() });
@@ -280,7 +286,9 @@ fn resolve_target(input: &PlanInput, from: &Pool, warnings: &mut Vec<String>) ->
                 return Err(vec![format!("--to-pool {name} is the pool being migrated from; pick a different pool")]);
             }
             let Some(idx) = inv.pool_named(name) else {
-                return Err(vec![format!("--to-pool {name}: no such IPPool; create it first or pass --to CIDR to have it created")]);
+                return Err(vec![format!(
+                    "--to-pool {name}: no such IPPool; create it first or pass --to CIDR to have it created"
+                )]);
             };
             let to = inv.pools[idx].clone();
             let mut reasons = Vec::new();
@@ -288,10 +296,14 @@ fn resolve_target(input: &PlanInput, from: &Pool, warnings: &mut Vec<String>) ->
                 reasons.push(format!("--to-pool {name} is disabled or being deleted; enable it first (calicoctl patch ippool {name} -p '{{\"spec\":{{\"disabled\":false}}}}')"));
             }
             if to.cidr.addr().is_ipv4() != from.cidr.addr().is_ipv4() {
-                reasons.push(format!("--to-pool {name} ({}) is not the same IP family as {} ({})", to.cidr, from.name, from.cidr));
+                reasons.push(format!(
+                    "--to-pool {name} ({}) is not the same IP family as {} ({})",
+                    to.cidr, from.name, from.cidr
+                ));
             }
             if !to.allows_workloads() {
-                reasons.push(format!("--to-pool {name} does not allow Workload use (allowedUses {:?})", to.allowed_uses));
+                reasons
+                    .push(format!("--to-pool {name} does not allow Workload use (allowedUses {:?})", to.allowed_uses));
             }
             if !reasons.is_empty() {
                 return Err(reasons);
@@ -332,10 +344,15 @@ fn resolve_target(input: &PlanInput, from: &Pool, warnings: &mut Vec<String>) ->
                 if name == from.name {
                     reasons.push(format!("the new pool's name {name} is the old pool's name; pass --name"));
                 } else if existing.cidr != cidr {
-                    reasons.push(format!("an IPPool named {name} already exists with CIDR {}; pass --name to choose another name", existing.cidr));
+                    reasons.push(format!(
+                        "an IPPool named {name} already exists with CIDR {}; pass --name to choose another name",
+                        existing.cidr
+                    ));
                 } else if reasons.is_empty() {
                     if !existing.is_active() {
-                        return Err(vec![format!("IPPool {name} ({cidr}) already exists but is disabled; enable it or delete it first")]);
+                        return Err(vec![format!(
+                            "IPPool {name} ({cidr}) already exists but is disabled; enable it or delete it first"
+                        )]);
                     }
                     warnings.push(format!("IPPool {name} ({cidr}) already exists; it is used as the target"));
                     warnings.extend(differences(from, existing));
@@ -367,23 +384,39 @@ fn validate_new_pool(to: &Pool, from: &Pool) -> Vec<String> {
     }
     let (lo, hi) = block_size_range(v4);
     if to.block_size < lo || to.block_size > hi {
-        reasons.push(format!("blockSize {} is out of range: {} pools need {lo}..={hi}", to.block_size, if v4 { "IPv4" } else { "IPv6" }));
+        reasons.push(format!(
+            "blockSize {} is out of range: {} pools need {lo}..={hi}",
+            to.block_size,
+            if v4 { "IPv4" } else { "IPv6" }
+        ));
     } else if to.block_size < to.cidr.prefix_len() {
-        reasons.push(format!("--to {} is smaller than one block (/{}); use a larger CIDR or a larger --block-size", to.cidr, to.block_size));
+        reasons.push(format!(
+            "--to {} is smaller than one block (/{}); use a larger CIDR or a larger --block-size",
+            to.cidr, to.block_size
+        ));
     }
     if is_link_local(&to.cidr) {
         reasons.push(format!("--to {} overlaps the link-local range, which Calico does not allow", to.cidr));
     }
     if !v4 && to.ipip_mode.enabled() {
-        reasons.push("IPv6 pools cannot use IPIP; use --ipip-mode Never (and --vxlan-mode if you need encapsulation)".into());
+        reasons.push(
+            "IPv6 pools cannot use IPIP; use --ipip-mode Never (and --vxlan-mode if you need encapsulation)".into(),
+        );
     }
     if to.ipip_mode.enabled() && to.vxlan_mode.enabled() {
-        reasons.push(format!("IPIP ({}) and VXLAN ({}) cannot both be enabled; set one of --ipip-mode/--vxlan-mode to Never", to.ipip_mode.as_str(), to.vxlan_mode.as_str()));
+        reasons.push(format!(
+            "IPIP ({}) and VXLAN ({}) cannot both be enabled; set one of --ipip-mode/--vxlan-mode to Never",
+            to.ipip_mode.as_str(),
+            to.vxlan_mode.as_str()
+        ));
     }
     if to.node_selector.trim().is_empty() {
         reasons.push("--node-selector must not be empty (use all())".into());
     } else if !balanced(&to.node_selector) {
-        reasons.push(format!("--node-selector {:?} is not a valid Calico selector: unbalanced brackets or quotes", to.node_selector));
+        reasons.push(format!(
+            "--node-selector {:?} is not a valid Calico selector: unbalanced brackets or quotes",
+            to.node_selector
+        ));
     }
     if !is_dns_subdomain(&to.name) {
         reasons.push(format!("--name {:?} is not a valid object name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters", to.name));
@@ -433,16 +466,30 @@ fn differences(from: &Pool, to: &Pool) -> Vec<String> {
     diff("natOutgoing", from.nat_outgoing.to_string(), to.nat_outgoing.to_string());
     diff("blockSize", from.block_size.to_string(), to.block_size.to_string());
     diff("nodeSelector", from.node_selector.clone(), to.node_selector.clone());
-    diff("namespaceSelector", from.namespace_selector.clone().unwrap_or_default(), to.namespace_selector.clone().unwrap_or_default());
+    diff(
+        "namespaceSelector",
+        from.namespace_selector.clone().unwrap_or_default(),
+        to.namespace_selector.clone().unwrap_or_default(),
+    );
     diff("allowedUses", from.allowed_uses.join(","), to.allowed_uses.join(","));
     diff("disableBGPExport", from.disable_bgp_export.to_string(), to.disable_bgp_export.to_string());
-    diff("assignmentMode", from.assignment_mode.clone().unwrap_or_else(|| "Automatic".into()), to.assignment_mode.clone().unwrap_or_else(|| "Automatic".into()));
+    diff(
+        "assignmentMode",
+        from.assignment_mode.clone().unwrap_or_else(|| "Automatic".into()),
+        to.assignment_mode.clone().unwrap_or_else(|| "Automatic".into()),
+    );
     d
 }
 
 /// The target against other pools, the Service CIDR, node addresses and
 /// the cluster CIDR.
-fn check_target_against_cluster(input: &PlanInput, from: &Pool, to: &Pool, create_target: bool, refusals: &mut Vec<String>) {
+fn check_target_against_cluster(
+    input: &PlanInput,
+    from: &Pool,
+    to: &Pool,
+    create_target: bool,
+    refusals: &mut Vec<String>,
+) {
     if to.cidr == from.cidr {
         refusals.push(format!("the target CIDR {} is the CIDR of {} itself; nothing would move", to.cidr, from.name));
         return;
@@ -455,23 +502,36 @@ fn check_target_against_cluster(input: &PlanInput, from: &Pool, to: &Pool, creat
                 continue;
             }
             if overlaps(&p.cidr, &to.cidr) {
-                let state = if p.disabled { " (disabled pools count too: Calico may still hold addresses there)" } else { "" };
-                refusals.push(format!("--to {} overlaps IPPool {} ({}){state}; pick a CIDR that overlaps no pool", to.cidr, p.name, p.cidr));
+                let state =
+                    if p.disabled { " (disabled pools count too: Calico may still hold addresses there)" } else { "" };
+                refusals.push(format!(
+                    "--to {} overlaps IPPool {} ({}){state}; pick a CIDR that overlaps no pool",
+                    to.cidr, p.name, p.cidr
+                ));
             }
         }
     }
     for s in &input.networks.service_cidrs {
         if overlaps(&s.cidr, &to.cidr) {
-            refusals.push(format!("{} overlaps the Service CIDR {} (from {}): pod and Service addresses would collide", to.cidr, s.cidr, s.source));
+            refusals.push(format!(
+                "{} overlaps the Service CIDR {} (from {}): pod and Service addresses would collide",
+                to.cidr, s.cidr, s.source
+            ));
         }
     }
     let hit: Vec<String> = input
         .nodes
         .iter()
-        .flat_map(|n| n.internal_ips.iter().filter(|ip| to.cidr.contains(*ip)).map(move |ip| format!("{} ({ip})", n.name)))
+        .flat_map(|n| {
+            n.internal_ips.iter().filter(|ip| to.cidr.contains(*ip)).map(move |ip| format!("{} ({ip})", n.name))
+        })
         .collect();
     if !hit.is_empty() {
-        refusals.push(format!("{} contains node InternalIPs: {}; pod addresses must not collide with node addresses", to.cidr, name_some(&hit)));
+        refusals.push(format!(
+            "{} contains node InternalIPs: {}; pod addresses must not collide with node addresses",
+            to.cidr,
+            name_some(&hit)
+        ));
     }
     let v4 = to.cidr.addr().is_ipv4();
     let outside: Vec<String> = input
@@ -534,8 +594,11 @@ fn pin_blockers(input: &PlanInput, from: &Pool) -> Vec<String> {
             w.owner.name
         ));
     }
-    let templated: BTreeSet<&Owner> = input.workloads.iter().filter(|w| names_old(&w.template_pins)).map(|w| &w.owner).collect();
-    for p in input.inventory.pods.iter().filter(|p| p.holds_pool_ip() && names_old(&p.pins) && !templated.contains(&p.owner)) {
+    let templated: BTreeSet<&Owner> =
+        input.workloads.iter().filter(|w| names_old(&w.template_pins)).map(|w| &w.owner).collect();
+    for p in
+        input.inventory.pods.iter().filter(|p| p.holds_pool_ip() && names_old(&p.pins) && !templated.contains(&p.owner))
+    {
         out.push(format!(
             "pod {} is pinned to {} by its {} annotation; a replacement would get the same pin. Fix its owner ({}) or: kubectl annotate pod -n {} {} {}-",
             p.key(),
@@ -571,7 +634,8 @@ pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped
     let mut skipped = Vec::new();
     let mut blockers = Vec::new();
     let mut bare = Vec::new();
-    let strategy_of: BTreeMap<&Owner, &str> = input.workloads.iter().map(|w| (&w.owner, w.update_strategy.as_str())).collect();
+    let strategy_of: BTreeMap<&Owner, &str> =
+        input.workloads.iter().map(|w| (&w.owner, w.update_strategy.as_str())).collect();
     // Pods that will be evicted rather than rolled: PDBs matter for those.
     let mut evicted: Vec<&PodInfo> = Vec::new();
     let mut drained: BTreeMap<String, Vec<&PodInfo>> = BTreeMap::new();
@@ -587,29 +651,56 @@ pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped
         }
         let keys = |ps: &[&PodInfo]| ps.iter().map(|p| p.key()).collect::<Vec<_>>();
         let uids = |ps: &[&PodInfo]| ps.iter().map(|p| p.uid.clone()).collect::<Vec<_>>();
-        let mk = |kind, note: Option<String>, ps: &[&PodInfo]| Move { target: owner.display(), kind, owner: Some(owner.clone()), pods: keys(ps), pod_uids: uids(ps), note };
+        let mk = |kind, note: Option<String>, ps: &[&PodInfo]| Move {
+            target: owner.display(),
+            kind,
+            owner: Some(owner.clone()),
+            pods: keys(ps),
+            pod_uids: uids(ps),
+            note,
+        };
         match owner.kind {
             OwnerKind::Static => {
                 for p in &pods {
-                    skipped.push(Skipped { pod: p.key(), reason: "static (mirror) pod: it cannot be moved through the API; restart it on its node".into() });
+                    skipped.push(Skipped {
+                        pod: p.key(),
+                        reason: "static (mirror) pod: it cannot be moved through the API; restart it on its node"
+                            .into(),
+                    });
                 }
             }
             OwnerKind::Job => match input.jobs {
-                JobsPolicy::Wait => moves.push(mk(MoveKind::WaitJob, Some("waits for the Job to finish".into()), &pods)),
+                JobsPolicy::Wait => {
+                    moves.push(mk(MoveKind::WaitJob, Some("waits for the Job to finish".into()), &pods))
+                }
                 JobsPolicy::Skip => {
                     for p in &pods {
-                        skipped.push(Skipped { pod: p.key(), reason: format!("{} left running (--jobs skip); the old pool is kept until it finishes", owner.display()) });
+                        skipped.push(Skipped {
+                            pod: p.key(),
+                            reason: format!(
+                                "{} left running (--jobs skip); the old pool is kept until it finishes",
+                                owner.display()
+                            ),
+                        });
                     }
                 }
                 JobsPolicy::Evict => {
                     evicted.extend(pods.iter().copied());
-                    moves.push(mk(MoveKind::Evict, Some("--jobs evict: the Job starts a new pod; counts against its backoffLimit".into()), &pods));
+                    moves.push(mk(
+                        MoveKind::Evict,
+                        Some("--jobs evict: the Job starts a new pod; counts against its backoffLimit".into()),
+                        &pods,
+                    ));
                 }
             },
             OwnerKind::Bare => {
                 if input.force {
                     evicted.extend(pods.iter().copied());
-                    moves.push(mk(MoveKind::EvictForGood, Some("bare pod: nothing re-creates it, it is gone for good (--force)".into()), &pods));
+                    moves.push(mk(
+                        MoveKind::EvictForGood,
+                        Some("bare pod: nothing re-creates it, it is gone for good (--force)".into()),
+                        &pods,
+                    ));
                 } else {
                     bare.extend(keys(&pods));
                 }
@@ -618,7 +709,9 @@ pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped
                 let on_delete = strategy_of.get(&owner).is_some_and(|s| *s == "OnDelete");
                 let use_rollout = owner.kind == OwnerKind::DaemonSet || input.strategy == Strategy::Rollout;
                 if use_rollout && !on_delete {
-                    let note = (owner.kind == OwnerKind::DaemonSet && input.strategy != Strategy::Rollout).then(|| "DaemonSet pods are always rolled (eviction would not move them off the node)".to_string());
+                    let note = (owner.kind == OwnerKind::DaemonSet && input.strategy != Strategy::Rollout).then(|| {
+                        "DaemonSet pods are always rolled (eviction would not move them off the node)".to_string()
+                    });
                     moves.push(mk(MoveKind::Rollout, note, &pods));
                 } else if input.strategy == Strategy::Drain && owner.kind != OwnerKind::DaemonSet {
                     for p in &pods {
@@ -626,7 +719,9 @@ pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped
                     }
                 } else {
                     evicted.extend(pods.iter().copied());
-                    let note = on_delete.then(|| "updateStrategy OnDelete: a rollout would not replace pods, so they are evicted".to_string());
+                    let note = on_delete.then(|| {
+                        "updateStrategy OnDelete: a rollout would not replace pods, so they are evicted".to_string()
+                    });
                     moves.push(mk(MoveKind::Evict, note, &pods));
                 }
             }
@@ -637,7 +732,11 @@ pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped
                     }
                 } else {
                     evicted.extend(pods.iter().copied());
-                    moves.push(mk(MoveKind::Evict, Some(format!("{} has no rollout; its controller re-creates evicted pods", owner.display())), &pods));
+                    moves.push(mk(
+                        MoveKind::Evict,
+                        Some(format!("{} has no rollout; its controller re-creates evicted pods", owner.display())),
+                        &pods,
+                    ));
                 }
             }
         }
@@ -686,14 +785,26 @@ pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped
 
 /// Every node must be selected by some enabled pool once the old pool is
 /// disabled, or its new pods get no address.
-fn node_coverage(input: &PlanInput, from_idx: usize, to: &Pool, blockers: &mut Vec<String>, warnings: &mut Vec<String>) {
+fn node_coverage(
+    input: &PlanInput,
+    from_idx: usize,
+    to: &Pool,
+    blockers: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
     let v4 = to.cidr.addr().is_ipv4();
     let mut enabled: Vec<&Pool> = input
         .inventory
         .pools
         .iter()
         .enumerate()
-        .filter(|(i, p)| *i != from_idx && p.is_active() && p.allows_workloads() && p.name != to.name && p.cidr.addr().is_ipv4() == v4)
+        .filter(|(i, p)| {
+            *i != from_idx
+                && p.is_active()
+                && p.allows_workloads()
+                && p.name != to.name
+                && p.cidr.addr().is_ipv4() == v4
+        })
         .map(|(_, p)| p)
         .collect();
     enabled.push(to);
@@ -749,7 +860,8 @@ pub fn eval_selector(selector: &str, labels: &BTreeMap<String, String>) -> Optio
 fn eval_term(t: &str, labels: &BTreeMap<String, String>) -> Option<bool> {
     let unquote = |v: &str| {
         let v = v.trim();
-        let q = v.len() >= 2 && ((v.starts_with('\'') && v.ends_with('\'')) || (v.starts_with('"') && v.ends_with('"')));
+        let q =
+            v.len() >= 2 && ((v.starts_with('\'') && v.ends_with('\'')) || (v.starts_with('"') && v.ends_with('"')));
         q.then(|| v[1..v.len() - 1].to_string())
     };
     let key_ok = |k: &str| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
@@ -819,8 +931,14 @@ mod tests {
 
     fn networks() -> ClusterNetworks {
         ClusterNetworks {
-            pod_cidrs: vec![SourcedCidr { cidr: "10.0.0.0/8".parse().unwrap(), source: "ConfigMap kube-system/kubeadm-config (networking.podSubnet)".into() }],
-            service_cidrs: vec![SourcedCidr { cidr: "10.96.0.0/12".parse().unwrap(), source: "ServiceCIDR kubernetes".into() }],
+            pod_cidrs: vec![SourcedCidr {
+                cidr: "10.0.0.0/8".parse().unwrap(),
+                source: "ConfigMap kube-system/kubeadm-config (networking.podSubnet)".into(),
+            }],
+            service_cidrs: vec![SourcedCidr {
+                cidr: "10.96.0.0/12".parse().unwrap(),
+                source: "ServiceCIDR kubernetes".into(),
+            }],
         }
     }
 
@@ -834,7 +952,14 @@ mod tests {
     }
 
     fn world(pools: Vec<Pool>, pods: Vec<PodInfo>) -> World {
-        World { inv: Inventory::build(pools, pods, Ipam::default()), nodes: nodes(), namespaces: vec![], nets: networks(), workloads: vec![], pdbs: vec![] }
+        World {
+            inv: Inventory::build(pools, pods, Ipam::default()),
+            nodes: nodes(),
+            namespaces: vec![],
+            nets: networks(),
+            workloads: vec![],
+            pdbs: vec![],
+        }
     }
 
     fn input<'a>(w: &'a World, to: TargetRequest) -> PlanInput<'a> {
@@ -902,14 +1027,25 @@ mod tests {
         let w = world(seed_pools(), seed_pods());
         let plan = make_plan(&input(&w, cidr("10.0.0.0/16"))).unwrap();
         assert_eq!(plan.blockers.len(), 1);
-        assert!(plan.blockers[0].contains("shop/debug") && plan.blockers[0].contains("--force"), "{}", plan.blockers[0]);
+        assert!(
+            plan.blockers[0].contains("shop/debug") && plan.blockers[0].contains("--force"),
+            "{}",
+            plan.blockers[0]
+        );
     }
 
     #[test]
     fn names_and_overrides() {
         let w = world(seed_pools(), seed_pods());
         let mut i = input(&w, cidr("10.0.0.0/16"));
-        i.overrides = PoolOverrides { name: Some("new-pool".into()), block_size: Some(24), ipip_mode: Some(EncapMode::Never), vxlan_mode: Some(EncapMode::Always), nat_outgoing: Some(false), node_selector: None };
+        i.overrides = PoolOverrides {
+            name: Some("new-pool".into()),
+            block_size: Some(24),
+            ipip_mode: Some(EncapMode::Never),
+            vxlan_mode: Some(EncapMode::Always),
+            nat_outgoing: Some(false),
+            node_selector: None,
+        };
         let plan = make_plan(&i).unwrap();
         assert_eq!(plan.to.name, "new-pool");
         assert_eq!(plan.to.block_size, 24);
@@ -962,14 +1098,18 @@ mod tests {
         let w = world(seed_pools(), seed_pods());
         assert!(refusals(&input(&w, cidr("192.168.0.0/15"))).contains("overlaps IPPool default-ipv4-ippool"));
         assert!(refusals(&input(&w, cidr("192.168.0.0/16"))).contains("is the CIDR of default-ipv4-ippool itself"));
-        assert!(refusals(&input(&w, TargetRequest::Pool("default-ipv4-ippool".into()))).contains("is the pool being migrated from"));
+        assert!(refusals(&input(&w, TargetRequest::Pool("default-ipv4-ippool".into())))
+            .contains("is the pool being migrated from"));
     }
 
     #[test]
     fn a_sub_range_of_the_old_pool_is_allowed_and_its_pods_stay() {
         let mut old = Pool::new("default-ipv4-ippool", "100.64.0.0/10".parse().unwrap());
         old.ipip_mode = EncapMode::CrossSubnet;
-        let pods = vec![pod("shop", "web-1", "100.70.0.1", OwnerKind::Deployment, "web"), pod("shop", "web-2", "100.96.0.5", OwnerKind::Deployment, "web")];
+        let pods = vec![
+            pod("shop", "web-1", "100.70.0.1", OwnerKind::Deployment, "web"),
+            pod("shop", "web-2", "100.96.0.5", OwnerKind::Deployment, "web"),
+        ];
         let mut w = world(vec![old], pods);
         w.nets = ClusterNetworks {
             pod_cidrs: vec![SourcedCidr { cidr: "100.96.0.0/11".parse().unwrap(), source: "kops".into() }],
@@ -985,17 +1125,24 @@ mod tests {
     #[test]
     fn refuses_service_cidr_and_node_ips() {
         let w = world(seed_pools(), seed_pods());
-        assert!(refusals(&input(&w, cidr("10.96.0.0/16"))).contains("overlaps the Service CIDR 10.96.0.0/12 (from ServiceCIDR kubernetes)"));
+        assert!(refusals(&input(&w, cidr("10.96.0.0/16")))
+            .contains("overlaps the Service CIDR 10.96.0.0/12 (from ServiceCIDR kubernetes)"));
         let mut w = world(seed_pools(), seed_pods());
         w.nets.pod_cidrs.clear();
-        assert!(refusals(&input(&w, cidr("172.18.0.0/16"))).contains("contains node InternalIPs: kubesim-node-0 (172.18.0.2)"));
+        assert!(refusals(&input(&w, cidr("172.18.0.0/16")))
+            .contains("contains node InternalIPs: kubesim-node-0 (172.18.0.2)"));
     }
 
     #[test]
     fn refuses_outside_cluster_cidr_naming_where_to_change_it() {
         let w = world(seed_pools(), seed_pods());
         let r = refusals(&input(&w, cidr("172.20.0.0/16")));
-        assert!(r.contains("outside the cluster pod CIDR") && r.contains("10.0.0.0/8 in ConfigMap kube-system/kubeadm-config (networking.podSubnet)") && r.contains("--allow-outside-cluster-cidr"), "{r}");
+        assert!(
+            r.contains("outside the cluster pod CIDR")
+                && r.contains("10.0.0.0/8 in ConfigMap kube-system/kubeadm-config (networking.podSubnet)")
+                && r.contains("--allow-outside-cluster-cidr"),
+            "{r}"
+        );
         let mut i = input(&w, cidr("172.20.0.0/16"));
         i.allow_outside_cluster_cidr = true;
         i.force = true;
@@ -1050,9 +1197,18 @@ mod tests {
         fixed.pins.ip_addrs = vec!["192.168.0.10".into()];
         pods.push(fixed);
         let mut w = world(seed_pools(), pods);
-        w.namespaces = vec![NamespaceInfo { name: "legacy".into(), labels: Default::default(), pins: PoolPins { pools: vec!["default-ipv4-ippool".into()], ..Default::default() } }];
+        w.namespaces = vec![NamespaceInfo {
+            name: "legacy".into(),
+            labels: Default::default(),
+            pins: PoolPins { pools: vec!["default-ipv4-ippool".into()], ..Default::default() },
+        }];
         w.workloads = vec![WorkloadInfo {
-            owner: Owner { kind: OwnerKind::Deployment, other_kind: None, namespace: "legacy".into(), name: "old-app".into() },
+            owner: Owner {
+                kind: OwnerKind::Deployment,
+                other_kind: None,
+                namespace: "legacy".into(),
+                name: "old-app".into(),
+            },
             template_pins: PoolPins { pools: vec!["192.168.0.0/16".into()], ..Default::default() },
             update_strategy: "RollingUpdate".into(),
         }];
@@ -1070,7 +1226,10 @@ mod tests {
         let w = world(seed_pools(), seed_pods());
         let mut i = input(&w, cidr("10.0.0.0/16"));
         i.force = true;
-        i.cni_pools = Some(CniPools { source: "ConfigMap kube-system/calico-config (cni_network_config)".into(), pools: vec!["default-ipv4-ippool".into()] });
+        i.cni_pools = Some(CniPools {
+            source: "ConfigMap kube-system/calico-config (cni_network_config)".into(),
+            pools: vec!["default-ipv4-ippool".into()],
+        });
         let b = make_plan(&i).unwrap().blockers;
         assert!(b[0].contains("calico-config") && b[0].contains("10.0.0.0-16"), "{b:?}");
     }
@@ -1078,7 +1237,14 @@ mod tests {
     #[test]
     fn unsatisfiable_pdb_blocks_evictions_only() {
         let mut w = world(seed_pools(), seed_pods());
-        w.pdbs = vec![PdbInfo { namespace: "shop".into(), name: "web".into(), disruptions_allowed: 0, current_healthy: 1, expected_pods: 1, pods: vec!["shop/web-1".into()] }];
+        w.pdbs = vec![PdbInfo {
+            namespace: "shop".into(),
+            name: "web".into(),
+            disruptions_allowed: 0,
+            current_healthy: 1,
+            expected_pods: 1,
+            pods: vec!["shop/web-1".into()],
+        }];
         let mut i = input(&w, cidr("10.0.0.0/16"));
         i.force = true;
         assert!(make_plan(&i).unwrap().blockers.is_empty(), "rollouts do not go through PDBs");
@@ -1097,7 +1263,12 @@ mod tests {
     fn strategies_evict_drain_on_delete_and_jobs() {
         let mut w = world(seed_pools(), seed_pods());
         w.workloads = vec![WorkloadInfo {
-            owner: Owner { kind: OwnerKind::StatefulSet, other_kind: None, namespace: "shop".into(), name: "db".into() },
+            owner: Owner {
+                kind: OwnerKind::StatefulSet,
+                other_kind: None,
+                namespace: "shop".into(),
+                name: "db".into(),
+            },
             template_pins: PoolPins::default(),
             update_strategy: "OnDelete".into(),
         }];
@@ -1114,7 +1285,11 @@ mod tests {
         let kinds: Vec<(String, MoveKind)> = plan.moves.iter().map(|m| (m.target.clone(), m.kind)).collect();
         assert_eq!(
             kinds,
-            vec![("DaemonSet shop/agent".into(), MoveKind::Rollout), ("Node node-0".into(), MoveKind::Drain), ("Bare shop/debug".into(), MoveKind::EvictForGood)]
+            vec![
+                ("DaemonSet shop/agent".into(), MoveKind::Rollout),
+                ("Node node-0".into(), MoveKind::Drain),
+                ("Bare shop/debug".into(), MoveKind::EvictForGood)
+            ]
         );
         assert_eq!(plan.moves[1].pods.len(), 3);
         assert_eq!(plan.skipped.len(), 1);
@@ -1163,7 +1338,10 @@ mod tests {
         i.force = true;
         i.overrides.node_selector = Some("zone == 'a'".into());
         let b = make_plan(&i).unwrap().blockers;
-        assert!(b[0].contains("no enabled pool would select node(s) kubesim-node-0, kubesim-node-1, kubesim-node-2"), "{b:?}");
+        assert!(
+            b[0].contains("no enabled pool would select node(s) kubesim-node-0, kubesim-node-1, kubesim-node-2"),
+            "{b:?}"
+        );
         i.overrides.node_selector = Some("kubernetes.io/os == 'linux'".into());
         assert!(make_plan(&i).unwrap().blockers.is_empty());
         i.overrides.node_selector = Some("zone in {'a'}".into());
@@ -1174,7 +1352,8 @@ mod tests {
 
     #[test]
     fn selectors() {
-        let labels: BTreeMap<String, String> = [("a".to_string(), "1".to_string()), ("b".to_string(), "x".to_string())].into();
+        let labels: BTreeMap<String, String> =
+            [("a".to_string(), "1".to_string()), ("b".to_string(), "x".to_string())].into();
         assert_eq!(eval_selector("all()", &labels), Some(true));
         assert_eq!(eval_selector("!all()", &labels), Some(false));
         assert_eq!(eval_selector("has(a)", &labels), Some(true));

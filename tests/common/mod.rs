@@ -15,7 +15,11 @@ pub fn repo_root() -> PathBuf {
 
 pub fn kubesim_bin(name: &str) -> PathBuf {
     let p = repo_root().join("target/kubesim").join(name);
-    assert!(p.exists(), "{} is missing: build the local cluster with `scripts/build-kubesim.sh` (or `make kubesim`)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: build the local cluster with `scripts/build-kubesim.sh` (or `make kubesim`)",
+        p.display()
+    );
     p
 }
 

@@ -1,10 +1,10 @@
-//! The top-level command line: kubectl's connection flags, shared by every
-//! verb, and the list of verbs. Each verb's own flags live in its module.
+//! The top-level command line: the list of verbs, with kubectl's connection
+//! flags (`commands::flags`) shared by every verb. Each verb's own flags live
+//! in its module.
 
-use std::time::Duration;
+use clap::{Parser, Subcommand};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-
+use crate::commands::flags::KubeArgs;
 use crate::commands::{migrate, status, verify};
 
 const ABOUT: &str =
@@ -48,71 +48,10 @@ pub enum Command {
     Verify(verify::VerifyArgs),
 }
 
-/// The connection flags kubectl users type after the plugin name.
-#[derive(Debug, Clone, Default, Args)]
-pub struct KubeArgs {
-    /// Path to the kubeconfig file (default: $KUBECONFIG, which may list several files, then ~/.kube/config).
-    #[arg(long, global = true, value_name = "PATH")]
-    pub kubeconfig: Option<std::path::PathBuf>,
-
-    /// The kubeconfig context to use.
-    #[arg(long, global = true, value_name = "NAME")]
-    pub context: Option<String>,
-
-    /// The kubeconfig cluster to use.
-    #[arg(long, global = true, value_name = "NAME")]
-    pub cluster: Option<String>,
-
-    /// The kubeconfig user to use.
-    #[arg(long, global = true, value_name = "NAME")]
-    pub user: Option<String>,
-
-    /// Restrict pods to this namespace.
-    #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
-    pub namespace: Option<String>,
-
-    /// All namespaces: the default, accepted for kubectl compatibility.
-    #[arg(short = 'A', long = "all-namespaces", global = true, conflicts_with = "namespace")]
-    pub all_namespaces: bool,
-
-    /// Impersonate this user.
-    #[arg(long = "as", global = true, value_name = "USER")]
-    pub as_user: Option<String>,
-
-    /// Impersonate these groups (repeatable).
-    #[arg(long = "as-group", global = true, value_name = "GROUP")]
-    pub as_group: Vec<String>,
-
-    /// Give up on a single request after this long (e.g. 30s, 1m; 0 = no limit).
-    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
-    pub request_timeout: Option<Duration>,
-}
-
-/// Output formats shared by the verbs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum OutputFormat {
-    /// kubectl-style table
-    #[default]
-    #[value(hide = true)]
-    Table,
-    /// table with more columns
-    Wide,
-    Json,
-    Yaml,
-}
-
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration (e.g. 30s, 5m): {e}"))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use clap::CommandFactory;
 

@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 /// Exit code for "the command ran and found a problem" (verify drift).
-pub const EXIT_DRIFT: i32 = 1;
+pub const EXIT_DRIFT: u8 = 1;
 /// Exit code for errors: bad input, refused operations, unreachable cluster.
-pub const EXIT_ERROR: i32 = 2;
+pub const EXIT_ERROR: u8 = 2;
 /// Exit code when the user interrupted the command (128 + SIGINT).
-pub const EXIT_INTERRUPTED: i32 = 130;
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -77,7 +77,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> u8 {
         match self {
             Error::Interrupted(_) => EXIT_INTERRUPTED,
             _ => EXIT_ERROR,
@@ -126,6 +126,21 @@ fn api_message(e: &kube::Error) -> String {
         kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
         other => other.to_string(),
     }
+}
+
+/// `error: <message>`, then each cause the message does not already say,
+/// one per line, so the root of a failure is never hidden.
+pub fn describe(e: &Error) -> String {
+    let mut out = format!("error: {e}");
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(&format!("\n  caused by: {text}"));
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// The innermost error message, which is the one that says what happened

@@ -8,13 +8,16 @@ mod cluster;
 mod commands;
 mod core;
 mod error;
+mod migration;
 mod output;
+
+use std::process::ExitCode;
 
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
 
-fn main() {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbosity);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
@@ -25,16 +28,15 @@ fn main() {
             Command::Verify(args) => commands::verify::run(&cli.kube, args).await,
         }
     });
-    let code = match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e}");
-            e.exit_code()
-        }
-    };
     // Drop the runtime without waiting on lingering watch tasks.
     runtime.shutdown_background();
-    std::process::exit(code);
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("{}", error::describe(&e));
+            ExitCode::from(e.exit_code())
+        }
+    }
 }
 
 /// `-v=N` maps to tracing levels the way kubectl's klog levels roughly do;

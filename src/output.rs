@@ -13,8 +13,21 @@ use prettytable::format::{FormatBuilder, LinePosition, LineSeparator};
 use prettytable::{Cell, Row, Table};
 use serde::Serialize;
 
-use crate::cli::OutputFormat;
+use crate::cluster::progress::{Progress, ProgressEvent};
 use crate::error::{Error, Result};
+
+/// Output formats shared by the verbs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum OutputFormat {
+    /// kubectl-style table
+    #[default]
+    #[value(hide = true)]
+    Table,
+    /// table with more columns
+    Wide,
+    Json,
+    Yaml,
+}
 
 pub struct Printer {
     pub format: OutputFormat,
@@ -46,21 +59,24 @@ impl Printer {
                     + "\n"
             }
         };
-        self.stdout(&text);
-        Ok(())
+        self.stdout(&text)
     }
 
-    /// Write text to stdout as is; a closed pipe (`| head`) is not an error.
-    pub fn stdout(&self, text: &str) {
+    /// Write text to stdout as is. A closed pipe (`| head`) is not an
+    /// error: the reader has all it wanted. Any other write error is.
+    pub fn stdout(&self, text: &str) -> Result<()> {
         let mut out = std::io::stdout().lock();
-        let _ = out.write_all(text.as_bytes());
-        let _ = out.flush();
+        match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) => Err(Error::Other(format!("cannot write to standard output: {e}"))),
+        }
     }
 
     /// Print a kubectl-style table (no borders, upper-case headers, columns
     /// three spaces apart) to stdout.
-    pub fn table(&self, headers: &[&str], rows: Vec<Vec<String>>) {
-        self.stdout(&render_table(headers, rows));
+    pub fn table(&self, headers: &[&str], rows: Vec<Vec<String>>) -> Result<()> {
+        self.stdout(&render_table(headers, rows))
     }
 
     /// A line for a person, on stderr.
@@ -107,6 +123,18 @@ impl Printer {
             Ok(())
         } else {
             Err(Error::NotConfirmed("aborted; nothing was changed".into()))
+        }
+    }
+}
+
+impl Progress for Printer {
+    fn report(&self, event: ProgressEvent<'_>) {
+        match event {
+            // kubectl drain's wording, so operators recognise it.
+            ProgressEvent::EvictionRefused { namespace, name, retry_in, message } => self.note(format!(
+                "error when evicting pods/\"{name}\" -n \"{namespace}\" (will retry after {}s): {message}",
+                retry_in.as_secs()
+            )),
         }
     }
 }

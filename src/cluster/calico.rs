@@ -224,7 +224,7 @@ impl Calico {
         for p in problems {
             tracing::warn!("skipping undecodable IPAM object: {p}");
         }
-        ipam.blocks.sort_by(|a, b| a.cidr.cmp(&b.cidr));
+        ipam.blocks.sort_by_key(|b| b.cidr);
         Ok(ipam)
     }
 }
@@ -235,6 +235,15 @@ pub fn installation_api(cluster: &Cluster) -> Api<DynamicObject> {
         "installations",
     );
     Api::all_with(cluster.client.clone(), &ar)
+}
+
+/// Whether a Helm release owns Installation `default` (then a `helm upgrade`
+/// would put back whatever the chart's values say). Unknown counts as no.
+pub async fn installation_is_helm_managed(cluster: &Cluster) -> bool {
+    let Ok(Some(inst)) = installation_api(cluster).get_opt("default").await else { return false };
+    let labelled =
+        inst.metadata.labels.as_ref().and_then(|l| l.get("app.kubernetes.io/managed-by")).is_some_and(|v| v == "Helm");
+    labelled || inst.metadata.annotations.as_ref().is_some_and(|a| a.contains_key("meta.helm.sh/release-name"))
 }
 
 fn name_of(o: &DynamicObject) -> String {

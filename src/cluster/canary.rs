@@ -13,7 +13,7 @@ use kube::runtime::wait::await_condition;
 use kube::ResourceExt;
 use serde_json::json;
 
-use super::lock::COMPONENT;
+use super::lease::COMPONENT;
 use super::Cluster;
 use crate::error::{Error, KubeResultExt, Result};
 

@@ -6,17 +6,21 @@
 //! `projectcalico.org/v3` differences and the operator's Installation.
 
 pub mod access;
+pub mod budgets;
 pub mod calico;
 pub mod canary;
-pub mod lock;
+pub mod events;
+pub mod lease;
 pub mod movers;
 pub mod networks;
 pub mod pools;
 pub mod probe;
+pub mod progress;
+pub mod record;
 pub mod retry;
 pub mod snapshot;
-pub mod state;
 pub mod templates;
+pub mod watch;
 pub mod workloads;
 
 use std::fmt::Debug;
@@ -27,7 +31,6 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde::de::DeserializeOwned;
 
-use crate::cli::KubeArgs;
 use crate::error::{root_cause, Error, KubeResultExt, Result};
 
 /// API requests made by this process (for summaries and benchmarks).
@@ -39,6 +42,21 @@ pub fn requests_made() -> u64 {
 
 /// Page size for LIST requests (kubectl's --chunk-size default).
 pub const PAGE_SIZE: u32 = 500;
+
+/// How to reach the cluster: kubectl's connection flags as plain data.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    pub kubeconfig: Option<std::path::PathBuf>,
+    pub context: Option<String>,
+    pub cluster: Option<String>,
+    pub user: Option<String>,
+    /// Restrict pods to this namespace (None: all namespaces).
+    pub namespace: Option<String>,
+    pub as_user: Option<String>,
+    pub as_group: Vec<String>,
+    /// Per-request timeout; zero means none.
+    pub request_timeout: Option<std::time::Duration>,
+}
 
 /// A connected client plus what we learned about the cluster.
 #[derive(Clone)]
@@ -54,7 +72,7 @@ pub struct Cluster {
 impl Cluster {
     /// Build a client from the kubeconfig flags, the way kubectl would, and
     /// make one cheap request so a dead server fails here with one clear line.
-    pub async fn connect(args: &KubeArgs) -> Result<Cluster> {
+    pub async fn connect(args: &ConnectOptions) -> Result<Cluster> {
         let kubeconfig = match &args.kubeconfig {
             Some(path) => Kubeconfig::read_from(path)
                 .map_err(|e| Error::Kubeconfig(format!("{}: {}", path.display(), root_cause(&e))))?,

@@ -1,32 +1,24 @@
 //! Moving pods: rollout restarts, evictions, node drains, and the waits
 //! that go with them. Every wait is a watch with a deadline.
 
-use std::collections::BTreeMap;
-use std::fmt::Debug;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
 use ipnet::IpNet;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::Eviction;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::wait::{await_condition, Condition};
-use kube::runtime::watcher::{self, Event};
-use kube::{Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::runtime::watcher;
+use kube::ResourceExt;
 use serde_json::json;
 
-use super::list_paged;
+use super::progress::{Progress, ProgressEvent};
+use super::watch::{wait_list, wait_object};
 use super::workloads::owner_of;
-use super::workloads::pins_from;
 use super::Cluster;
 use crate::core::model::{Owner, OwnerKind};
-use crate::core::plan::{CniPools, PdbInfo, WorkloadInfo};
 use crate::error::{Error, KubeResultExt, Result};
-use crate::output::Printer;
 
 /// Annotation kubectl sets for `rollout restart`.
 pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
@@ -36,83 +28,6 @@ pub const MIGRATED_ANNOTATION: &str = "ippool.kubectl.io/migrated";
 pub const CORDONED_ANNOTATION: &str = "ippool.kubectl.io/cordoned";
 /// kubectl drain's delay between eviction attempts refused by a PDB.
 const EVICT_RETRY: Duration = Duration::from_secs(5);
-
-/// Watch one object until `cond` holds, or fail after `timeout`.
-pub async fn wait_object<K>(
-    api: Api<K>,
-    name: &str,
-    what: &str,
-    timeout: Duration,
-    cond: impl Condition<K>,
-) -> Result<Option<K>>
-where
-    K: Clone + Debug + Send + DeserializeOwned + Resource + 'static,
-{
-    match tokio::time::timeout(timeout, await_condition(api, name, cond)).await {
-        Ok(Ok(o)) => Ok(o),
-        Ok(Err(e)) => Err(Error::Other(format!("watching {what}: {e}"))),
-        Err(_) => Err(Error::Timeout { what: what.to_string(), after: timeout }),
-    }
-}
-
-/// Watch a set of objects (a LIST + WATCH kept in memory) until `done`
-/// holds for the current set, or fail after `timeout`.
-pub async fn wait_list<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    what: &str,
-    timeout: Duration,
-    mut done: impl FnMut(&[&K]) -> bool,
-) -> Result<()>
-where
-    K: Clone + Debug + Send + DeserializeOwned + Resource + 'static,
-{
-    let run = async {
-        let mut stream = std::pin::pin!(watcher(api, config));
-        let mut items: BTreeMap<String, K> = BTreeMap::new();
-        let mut initial: BTreeMap<String, K> = BTreeMap::new();
-        let mut synced = false;
-        let key = |o: &K| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
-        while let Some(ev) = stream.try_next().await.map_err(|e| Error::Other(format!("watching {what}: {e}")))? {
-            match ev {
-                Event::Init => initial.clear(),
-                Event::InitApply(o) => {
-                    initial.insert(key(&o), o);
-                }
-                Event::InitDone => {
-                    items = std::mem::take(&mut initial);
-                    synced = true;
-                }
-                Event::Apply(o) => {
-                    items.insert(key(&o), o);
-                }
-                Event::Delete(o) => {
-                    items.remove(&key(&o));
-                }
-            }
-            if synced {
-                let current: Vec<&K> = items.values().collect();
-                if done(&current) {
-                    return Ok(());
-                }
-            }
-        }
-        Err(Error::Other(format!("watch of {what} ended")))
-    };
-    tokio::time::timeout(timeout, run)
-        .await
-        .unwrap_or_else(|_| Err(Error::Timeout { what: what.to_string(), after: timeout }))
-}
-
-fn watcher<K>(
-    api: Api<K>,
-    config: watcher::Config,
-) -> impl futures::Stream<Item = std::result::Result<Event<K>, watcher::Error>> + Send
-where
-    K: Clone + Debug + Send + DeserializeOwned + Resource + 'static,
-{
-    watcher::watcher(api, config).boxed()
-}
 
 /// The pod holds an address of `cidr` and is not on its way out.
 pub fn pod_in(p: &Pod, cidr: &IpNet) -> bool {
@@ -232,7 +147,7 @@ pub fn daemonset_done(ds: &DaemonSet) -> bool {
 /// Then wait until the pod with that UID no longer exists.
 pub async fn evict(
     cluster: &Cluster,
-    printer: &Printer,
+    progress: &dyn Progress,
     namespace: &str,
     name: &str,
     uid: &str,
@@ -270,11 +185,12 @@ pub async fn evict(
                         after: timeout,
                     });
                 }
-                printer.note(format!(
-                    "error when evicting pods/\"{name}\" -n \"{namespace}\" (will retry after {}s): {}",
-                    delay.as_secs(),
-                    s.message
-                ));
+                progress.report(ProgressEvent::EvictionRefused {
+                    namespace,
+                    name,
+                    retry_in: delay,
+                    message: &s.message,
+                });
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
@@ -319,155 +235,6 @@ pub async fn wait_job(cluster: &Cluster, owner: &Owner, cidr: &IpNet, timeout: D
         !pods.iter().any(|p| pod_in(p, &cidr))
     })
     .await
-}
-
-/// Deployments, StatefulSets and DaemonSets (of `-n`, or all), with their
-/// template pins and update strategy.
-pub async fn list_workloads(cluster: &Cluster) -> Result<Vec<WorkloadInfo>> {
-    let mut out = Vec::new();
-    let c = cluster.client.clone();
-    let ns = cluster.namespace.as_deref();
-    fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope>>(c: kube::Client, ns: Option<&str>) -> Api<K>
-    where
-        K::DynamicType: Default,
-    {
-        match ns {
-            Some(n) => Api::namespaced(c, n),
-            None => Api::all(c),
-        }
-    }
-    let mk = |kind, o: &dyn ResourceLike, strategy: Option<String>| WorkloadInfo {
-        owner: Owner { kind, other_kind: None, namespace: o.ns(), name: o.nm() },
-        template_pins: pins_from(&o.template_annotations()),
-        update_strategy: strategy.unwrap_or_else(|| "RollingUpdate".into()),
-    };
-    list_paged(&api::<Deployment>(c.clone(), ns), ListParams::default(), "deployments.apps", ns, |d| {
-        let s = d.spec.as_ref().and_then(|s| s.strategy.as_ref()).and_then(|s| s.type_.clone());
-        out.push(mk(OwnerKind::Deployment, &d, s))
-    })
-    .await?;
-    list_paged(&api::<StatefulSet>(c.clone(), ns), ListParams::default(), "statefulsets.apps", ns, |d| {
-        let s = d.spec.as_ref().and_then(|s| s.update_strategy.as_ref()).and_then(|s| s.type_.clone());
-        out.push(mk(OwnerKind::StatefulSet, &d, s))
-    })
-    .await?;
-    list_paged(&api::<DaemonSet>(c, ns), ListParams::default(), "daemonsets.apps", ns, |d| {
-        let s = d.spec.as_ref().and_then(|s| s.update_strategy.as_ref()).and_then(|s| s.type_.clone());
-        out.push(mk(OwnerKind::DaemonSet, &d, s))
-    })
-    .await?;
-    Ok(out)
-}
-
-/// Just enough of a workload object to describe it.
-trait ResourceLike {
-    fn ns(&self) -> String;
-    fn nm(&self) -> String;
-    fn template_annotations(&self) -> BTreeMap<String, String>;
-}
-
-macro_rules! resource_like {
-    ($t:ty) => {
-        impl ResourceLike for $t {
-            fn ns(&self) -> String {
-                self.namespace().unwrap_or_default()
-            }
-            fn nm(&self) -> String {
-                self.name_any()
-            }
-            fn template_annotations(&self) -> BTreeMap<String, String> {
-                self.spec
-                    .as_ref()
-                    .and_then(|s| s.template.metadata.as_ref())
-                    .and_then(|m| m.annotations.clone())
-                    .unwrap_or_default()
-            }
-        }
-    };
-}
-resource_like!(Deployment);
-resource_like!(StatefulSet);
-resource_like!(DaemonSet);
-
-/// PodDisruptionBudgets with the pods their selectors match.
-pub async fn list_pdbs(cluster: &Cluster) -> Result<Vec<PdbInfo>> {
-    let api: Api<PodDisruptionBudget> = match &cluster.namespace {
-        Some(n) => Api::namespaced(cluster.client.clone(), n),
-        None => Api::all(cluster.client.clone()),
-    };
-    let mut pdbs = Vec::new();
-    list_paged(&api, ListParams::default(), "poddisruptionbudgets.policy", cluster.namespace.as_deref(), |p| {
-        pdbs.push(p)
-    })
-    .await?;
-    let mut out = Vec::new();
-    for p in pdbs {
-        let ns = p.namespace().unwrap_or_default();
-        let selector = p.spec.as_ref().and_then(|s| s.selector.as_ref()).map(label_selector_string).unwrap_or_default();
-        let mut pods = Vec::new();
-        if !selector.is_empty() {
-            let papi: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
-            list_paged(&papi, ListParams::default().labels(&selector), "pods", Some(&ns), |pod| {
-                pods.push(format!("{ns}/{}", pod.name_any()))
-            })
-            .await?;
-        }
-        let st = p.status.clone().unwrap_or_default();
-        out.push(PdbInfo {
-            namespace: ns,
-            name: p.name_any(),
-            disruptions_allowed: st.disruptions_allowed,
-            current_healthy: st.current_healthy,
-            expected_pods: st.expected_pods,
-            pods,
-        });
-    }
-    Ok(out)
-}
-
-/// A LabelSelector in the `-l` syntax the API accepts.
-pub fn label_selector_string(s: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector) -> String {
-    let mut parts: Vec<String> = s.match_labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
-    for e in s.match_expressions.iter().flatten() {
-        let vals = e.values.clone().unwrap_or_default().join(",");
-        parts.push(match e.operator.as_str() {
-            "In" => format!("{} in ({vals})", e.key),
-            "NotIn" => format!("{} notin ({vals})", e.key),
-            "Exists" => e.key.clone(),
-            _ => format!("!{}", e.key),
-        });
-    }
-    parts.join(",")
-}
-
-/// `ipv4_pools`/`ipv6_pools` of the manifest install's CNI config
-/// (ConfigMap kube-system/calico-config, key cni_network_config).
-pub async fn read_cni_pools(cluster: &Cluster) -> Option<CniPools> {
-    let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "kube-system");
-    let cm = api.get_opt("calico-config").await.ok().flatten()?;
-    let text = cm.data.as_ref()?.get("cni_network_config")?.clone();
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let mut pools = Vec::new();
-    let mut visit = vec![&v];
-    while let Some(x) = visit.pop() {
-        match x {
-            serde_json::Value::Object(m) => {
-                for (k, val) in m {
-                    if k == "ipv4_pools" || k == "ipv6_pools" {
-                        pools.extend(
-                            val.as_array().into_iter().flatten().filter_map(|p| p.as_str()).map(str::to_string),
-                        );
-                    } else {
-                        visit.push(val);
-                    }
-                }
-            }
-            serde_json::Value::Array(a) => visit.extend(a.iter()),
-            _ => {}
-        }
-    }
-    (!pools.is_empty())
-        .then(|| CniPools { source: "ConfigMap kube-system/calico-config (cni_network_config)".into(), pools })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use kube::ResourceExt;
 
 use super::Cluster;
 use crate::core::model::{ClusterNetworks, SourcedCidr};
+use crate::core::plan::CniPools;
 
 pub async fn discover(cluster: &Cluster) -> ClusterNetworks {
     let mut nets = ClusterNetworks::default();
@@ -105,6 +106,36 @@ fn push_all(out: &mut Vec<SourcedCidr>, value: Option<String>, source: &str) {
             Err(_) => tracing::debug!("ignoring unparsable CIDR {part:?} from {source}"),
         }
     }
+}
+
+/// `ipv4_pools`/`ipv6_pools` of the manifest install's CNI config
+/// (ConfigMap kube-system/calico-config, key cni_network_config).
+pub async fn read_cni_pools(cluster: &Cluster) -> Option<CniPools> {
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "kube-system");
+    let cm = api.get_opt("calico-config").await.ok().flatten()?;
+    let text = cm.data.as_ref()?.get("cni_network_config")?.clone();
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let mut pools = Vec::new();
+    let mut visit = vec![&v];
+    while let Some(x) = visit.pop() {
+        match x {
+            serde_json::Value::Object(m) => {
+                for (k, val) in m {
+                    if k == "ipv4_pools" || k == "ipv6_pools" {
+                        pools.extend(
+                            val.as_array().into_iter().flatten().filter_map(|p| p.as_str()).map(str::to_string),
+                        );
+                    } else {
+                        visit.push(val);
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => visit.extend(a.iter()),
+            _ => {}
+        }
+    }
+    (!pools.is_empty())
+        .then(|| CniPools { source: "ConfigMap kube-system/calico-config (cni_network_config)".into(), pools })
 }
 
 #[cfg(test)]

@@ -13,8 +13,9 @@ use ipnet::IpNet;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams, Preconditions};
 use serde_json::{json, Value};
 
+use super::calico::block_from_object;
 use super::calico::{installation_api, pool_from_object, Calico, Kind};
-use super::movers::wait_object;
+use super::watch::{wait_list, wait_object};
 use super::{list_paged, Cluster};
 use crate::core::cidr::within;
 use crate::core::model::{EncapMode, Pool};
@@ -80,7 +81,31 @@ pub fn installation_entry(pool: &Pool) -> Value {
     e
 }
 
-impl PoolWriter<'_> {
+impl<'a> PoolWriter<'a> {
+    /// The writer for a migration off pool `from`, deciding once how pools
+    /// are changed: through Installation `default` when the operator lists
+    /// that pool there or labels it as its own (never behind its back),
+    /// directly otherwise.
+    pub async fn for_migration(
+        cluster: &'a Cluster,
+        calico: &'a Calico,
+        from: &str,
+        from_managed_by_operator: bool,
+        timeout: Duration,
+    ) -> Result<PoolWriter<'a>> {
+        let mut w = PoolWriter { cluster, calico, via_operator: false, timeout };
+        if calico.operator {
+            w.via_operator = from_managed_by_operator || w.listed_in_installation(from).await?;
+        }
+        Ok(w)
+    }
+
+    /// A writer that changes each pool through Installation `default` when
+    /// the operator lists that pool there, directly otherwise.
+    pub fn where_listed(cluster: &'a Cluster, calico: &'a Calico, timeout: Duration) -> PoolWriter<'a> {
+        PoolWriter { cluster, calico, via_operator: calico.operator, timeout }
+    }
+
     fn api(&self) -> Api<DynamicObject> {
         self.calico.api(self.cluster, Kind::IPPool)
     }
@@ -198,10 +223,14 @@ impl PoolWriter<'_> {
 
     /// Installation `default` lists this pool (so the operator owns it; its
     /// label is not always visible on the v1 object).
-    pub async fn in_installation(&self, name: &str) -> Result<bool> {
+    async fn in_installation(&self, name: &str) -> Result<bool> {
         if !self.calico.operator {
             return Ok(false);
         }
+        self.listed_in_installation(name).await
+    }
+
+    async fn listed_in_installation(&self, name: &str) -> Result<bool> {
         let inst = installation_api(self.cluster).get_opt("default").await.op(
             "get",
             "installations.operator.tigera.io",
@@ -350,6 +379,54 @@ async fn delete_with_uid(api: &Api<DynamicObject>, name: &str, uid: Option<Strin
         },
         Err(e) => Err(e).op("delete", what, None),
     }
+}
+
+/// Wait until no IPAM block of `pool` (outside `keep`, the new pool's CIDR
+/// when it lies inside the old one) holds an allocation: pods and node
+/// tunnel addresses. calico-node moves tunnel addresses by itself once the
+/// pool is disabled and another allows Tunnel use.
+pub async fn wait_addresses_released(
+    cluster: &Cluster,
+    calico: &Calico,
+    pool: &Pool,
+    keep: IpNet,
+    timeout: Duration,
+) -> Result<()> {
+    let old = pool.cidr;
+    let api = calico.api(cluster, Kind::IPAMBlock);
+    let mut remaining: Vec<String> = Vec::new();
+    let r = wait_list(
+        api,
+        Default::default(),
+        &format!("the addresses of {} to be released", pool.name),
+        timeout,
+        |blocks: &[&DynamicObject]| {
+            remaining = blocks
+                .iter()
+                .filter_map(|b| block_from_object(b).ok())
+                .filter(|b| within(&b.cidr, &old) && !within(&b.cidr, &keep))
+                .flat_map(|b| b.allocations.into_iter())
+                .map(|a| {
+                    let holder =
+                        a.pod.map(|p| format!("pod {}/{p}", a.namespace.unwrap_or_default())).or(a.kind).or(a.handle);
+                    format!("{} ({})", a.ip, holder.unwrap_or_default())
+                })
+                .collect();
+            remaining.is_empty()
+        },
+    )
+    .await;
+    if let Err(Error::Timeout { after, .. }) = r {
+        return Err(Error::Timeout {
+            what: format!(
+                "the addresses of {} to be released; still allocated: {} (check `calicoctl ipam show --ip=<ip>`; the old pool stays disabled, re-run to continue)",
+                pool.name,
+                crate::core::findings::name_some(&remaining)
+            ),
+            after,
+        });
+    }
+    r
 }
 
 #[cfg(test)]

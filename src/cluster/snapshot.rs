@@ -2,7 +2,7 @@
 //! concurrently, each kind LISTed once.
 
 use super::calico::Calico;
-use super::{networks, state, workloads, Cluster};
+use super::{networks, record, workloads, Cluster};
 use crate::core::inventory::Inventory;
 use crate::core::model::{ClusterNetworks, NamespaceInfo, NodeInfo};
 use crate::core::state::MigrationState;
@@ -31,7 +31,7 @@ impl Snapshot {
             workloads::list_nodes(cluster),
             workloads::list_namespaces(cluster),
             async { Ok(networks::discover(cluster).await) },
-            state::read_state(cluster),
+            record::read_state(cluster),
         )?;
         Ok(Snapshot { calico, inventory: Inventory::build(pools, pods, ipam), nodes, namespaces, networks, migration })
     }

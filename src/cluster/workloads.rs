@@ -1,15 +1,18 @@
 //! Pods, nodes and namespaces, reduced to `core::model` values page by page.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, ListParams};
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 
 use super::{list_paged, Cluster};
 use crate::core::model::{
     NamespaceInfo, NodeInfo, Owner, OwnerKind, PodInfo, PoolPins, ANNOT_IPADDRS, ANNOT_IPV4POOLS, ANNOT_IPV6POOLS,
 };
+use crate::core::plan::WorkloadInfo;
 use crate::error::Result;
 
 /// Node annotations where calico-node keeps its tunnel addresses.
@@ -159,6 +162,74 @@ pub fn node_info(n: &Node) -> NodeInfo {
         unschedulable: n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
     }
 }
+
+/// Deployments, StatefulSets and DaemonSets (of `-n`, or all), with their
+/// template pins and update strategy.
+pub async fn list_workloads(cluster: &Cluster) -> Result<Vec<WorkloadInfo>> {
+    let mut out = Vec::new();
+    let c = cluster.client.clone();
+    let ns = cluster.namespace.as_deref();
+    fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope>>(c: kube::Client, ns: Option<&str>) -> Api<K>
+    where
+        K::DynamicType: Default,
+    {
+        match ns {
+            Some(n) => Api::namespaced(c, n),
+            None => Api::all(c),
+        }
+    }
+    let mk = |kind, o: &dyn ResourceLike, strategy: Option<String>| WorkloadInfo {
+        owner: Owner { kind, other_kind: None, namespace: o.ns(), name: o.nm() },
+        template_pins: pins_from(&o.template_annotations()),
+        update_strategy: strategy.unwrap_or_else(|| "RollingUpdate".into()),
+    };
+    list_paged(&api::<Deployment>(c.clone(), ns), ListParams::default(), "deployments.apps", ns, |d| {
+        let s = d.spec.as_ref().and_then(|s| s.strategy.as_ref()).and_then(|s| s.type_.clone());
+        out.push(mk(OwnerKind::Deployment, &d, s))
+    })
+    .await?;
+    list_paged(&api::<StatefulSet>(c.clone(), ns), ListParams::default(), "statefulsets.apps", ns, |d| {
+        let s = d.spec.as_ref().and_then(|s| s.update_strategy.as_ref()).and_then(|s| s.type_.clone());
+        out.push(mk(OwnerKind::StatefulSet, &d, s))
+    })
+    .await?;
+    list_paged(&api::<DaemonSet>(c, ns), ListParams::default(), "daemonsets.apps", ns, |d| {
+        let s = d.spec.as_ref().and_then(|s| s.update_strategy.as_ref()).and_then(|s| s.type_.clone());
+        out.push(mk(OwnerKind::DaemonSet, &d, s))
+    })
+    .await?;
+    Ok(out)
+}
+
+/// Just enough of a workload object to describe it.
+trait ResourceLike {
+    fn ns(&self) -> String;
+    fn nm(&self) -> String;
+    fn template_annotations(&self) -> BTreeMap<String, String>;
+}
+
+macro_rules! resource_like {
+    ($t:ty) => {
+        impl ResourceLike for $t {
+            fn ns(&self) -> String {
+                self.namespace().unwrap_or_default()
+            }
+            fn nm(&self) -> String {
+                self.name_any()
+            }
+            fn template_annotations(&self) -> BTreeMap<String, String> {
+                self.spec
+                    .as_ref()
+                    .and_then(|s| s.template.metadata.as_ref())
+                    .and_then(|m| m.annotations.clone())
+                    .unwrap_or_default()
+            }
+        }
+    };
+}
+resource_like!(Deployment);
+resource_like!(StatefulSet);
+resource_like!(DaemonSet);
 
 #[cfg(test)]
 mod tests {

@@ -4,15 +4,16 @@
 use clap::Args;
 use serde::Serialize;
 
-use crate::cli::{KubeArgs, OutputFormat};
 use crate::cluster::calico::Calico;
 use crate::cluster::snapshot::Snapshot;
 use crate::cluster::Cluster;
+use crate::commands::flags::KubeArgs;
 use crate::core::findings::{self, Finding};
 use crate::core::inventory::{Inventory, NodeBlocks};
 use crate::core::model::{ClusterNetworks, ManagedBy, Owner};
 use crate::core::state::MigrationState;
 use crate::error::{Error, Result};
+use crate::output::OutputFormat;
 use crate::output::{used_of, Printer};
 
 const EXAMPLES: &str = "\
@@ -109,16 +110,16 @@ pub struct NodeRow {
     pub usage: NodeBlocks,
 }
 
-pub async fn run(kube: &KubeArgs, args: &StatusArgs) -> Result<i32> {
+pub async fn run(kube: &KubeArgs, args: &StatusArgs) -> Result<u8> {
     let printer = Printer::new(args.output);
-    let cluster = Cluster::connect(kube).await?;
+    let cluster = Cluster::connect(&kube.connect_options()).await?;
     let calico = Calico::detect(&cluster).await?;
     let snap = Snapshot::read_with(&cluster, calico, false).await?;
     let report = build_report(&cluster.context, snap, args)?;
     if printer.is_machine_readable() {
         printer.data(&report)?;
     } else {
-        render(&printer, &report);
+        render(&printer, &report)?;
     }
     Ok(0)
 }
@@ -227,7 +228,7 @@ fn yes_no(b: bool) -> String {
 }
 
 /// The human view: pool table on stdout, warnings on stderr.
-pub fn render(printer: &Printer, r: &StatusReport) {
+pub fn render(printer: &Printer, r: &StatusReport) -> Result<()> {
     let wide = printer.wide();
     let mut headers =
         vec!["NAME", "CIDR", "BLOCK", "DISABLED", "ENCAP", "NAT", "PODS", "BLOCKS", "USED/CAPACITY", "MANAGED-BY"];
@@ -265,11 +266,11 @@ pub fn render(printer: &Printer, r: &StatusReport) {
     if r.pools.is_empty() {
         printer.note("No IP pools found.");
     } else {
-        printer.table(&headers, rows);
+        printer.table(&headers, rows)?;
     }
 
     if let Some(d) = &r.pool {
-        printer.stdout(&format!("\nPods in pool {}:\n", d.name));
+        printer.stdout(&format!("\nPods in pool {}:\n", d.name))?;
         let rows: Vec<Vec<String>> = d
             .owners
             .iter()
@@ -287,14 +288,14 @@ pub fn render(printer: &Printer, r: &StatusReport) {
             })
             .collect();
         if rows.is_empty() {
-            printer.stdout("  (none)\n");
+            printer.stdout("  (none)\n")?;
         } else {
-            printer.table(&["OWNER", "POD", "IP", "NODE", "READY"], rows);
+            printer.table(&["OWNER", "POD", "IP", "NODE", "READY"], rows)?;
         }
     }
 
     if let Some(nodes) = &r.nodes {
-        printer.stdout("\n");
+        printer.stdout("\n")?;
         let rows = nodes
             .iter()
             .map(|n| {
@@ -306,7 +307,7 @@ pub fn render(printer: &Printer, r: &StatusReport) {
                 ]
             })
             .collect();
-        printer.table(&["NODE", "BLOCKS", "PODS", "USED/CAPACITY"], rows);
+        printer.table(&["NODE", "BLOCKS", "PODS", "USED/CAPACITY"], rows)?;
     }
 
     if let Some(m) = &r.migration {
@@ -325,4 +326,5 @@ pub fn render(printer: &Printer, r: &StatusReport) {
     for w in &r.warnings {
         printer.warn(&w.message);
     }
+    Ok(())
 }

@@ -6,15 +6,16 @@
 use clap::Args;
 use serde::Serialize;
 
-use crate::cli::{parse_duration, KubeArgs, OutputFormat};
 use crate::cluster::calico::Calico;
 use crate::cluster::probe::{self, ProbeOptions, DEFAULT_PROBE_IMAGE};
 use crate::cluster::snapshot::Snapshot;
 use crate::cluster::{templates, Cluster};
+use crate::commands::flags::{parse_duration, KubeArgs};
 use crate::core::checks::{self, Check, Expectations, IpamFigures, ProbeOutcome, Summary, VerifyInput};
 use crate::core::cidr::parse_canonical;
 use crate::core::findings::Severity;
 use crate::error::{Error, Result, EXIT_DRIFT};
+use crate::output::OutputFormat;
 use crate::output::Printer;
 
 const EXAMPLES: &str = "\
@@ -104,7 +105,7 @@ pub struct VerifyReport {
     pub probe: Option<Vec<ProbeOutcome>>,
 }
 
-pub async fn run(kube: &KubeArgs, args: &VerifyArgs) -> Result<i32> {
+pub async fn run(kube: &KubeArgs, args: &VerifyArgs) -> Result<u8> {
     let printer = Printer::new(args.output);
     let from_cidr = args
         .from_cidr
@@ -112,7 +113,7 @@ pub async fn run(kube: &KubeArgs, args: &VerifyArgs) -> Result<i32> {
         .map(parse_canonical)
         .transpose()
         .map_err(|e| Error::Usage(format!("--from-cidr: {e}")))?;
-    let cluster = Cluster::connect(kube).await?;
+    let cluster = Cluster::connect(&kube.connect_options()).await?;
     let calico = Calico::detect(&cluster).await?;
 
     // IPAM is cluster-wide: read every pod; `-n` narrows only the pod checks.
@@ -167,7 +168,7 @@ pub async fn run(kube: &KubeArgs, args: &VerifyArgs) -> Result<i32> {
     if printer.is_machine_readable() {
         printer.data(&report)?;
     } else {
-        render(&printer, &report);
+        render(&printer, &report)?;
     }
     printer.note(summary_line(&report));
     Ok(if report.result == Severity::Fail { EXIT_DRIFT } else { 0 })
@@ -199,8 +200,9 @@ pub fn summary_line(r: &VerifyReport) -> String {
 
 /// The table: CHECK, STATUS, DETAILS; `-o wide` adds CODE and then lists
 /// every object at fault, one per line.
-pub fn render(printer: &Printer, r: &VerifyReport) {
-    printer.stdout(&render_text(r, printer.wide()));
+pub fn render(printer: &Printer, r: &VerifyReport) -> Result<()> {
+    printer.stdout(&render_text(r, printer.wide()))?;
+    Ok(())
 }
 
 pub fn render_text(r: &VerifyReport, wide: bool) -> String {

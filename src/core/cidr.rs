@@ -80,7 +80,7 @@ impl<T: Clone> PrefixIndex<T> {
             }
             map.entry(net).or_insert(v);
         }
-        lens.sort_by(|a, b| b.1.cmp(&a.1));
+        lens.sort_by_key(|l| std::cmp::Reverse(l.1));
         PrefixIndex { lens, map }
     }
 

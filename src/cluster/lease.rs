@@ -1,5 +1,4 @@
-//! The migration lock (a coordination.k8s.io Lease), the migration record
-//! (a ConfigMap) and the audit trail (core/v1 Events).
+//! The migration lock: a coordination.k8s.io Lease.
 //!
 //! Only one `migrate` may run per cluster: the Lease names its holder
 //! (`user@host:pid`) and is renewed every RENEW_EVERY. A second run refuses
@@ -12,13 +11,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
-use super::state::{LEASE_NAME, STATE_CONFIGMAP, STATE_KEY, STATE_NAMESPACE};
+use super::record::{LEASE_NAME, STATE_NAMESPACE};
 use super::Cluster;
-use crate::core::state::MigrationState;
 use crate::error::{Error, KubeResultExt, Result};
 
 pub const LEASE_SECONDS: i64 = 30;
@@ -163,78 +160,6 @@ async fn renew_loop(cluster: Cluster, identity: String, lost: Arc<AtomicBool>) {
                 tracing::warn!("renewing lease {STATE_NAMESPACE}/{LEASE_NAME}: {e}");
             }
         }
-    }
-}
-
-/// Write the migration record (create or replace, re-reading on conflict).
-pub async fn write_state(cluster: &Cluster, state: &MigrationState) -> Result<()> {
-    let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), STATE_NAMESPACE);
-    let text = serde_json::to_string_pretty(state).map_err(|e| Error::Other(format!("migration record: {e}")))?;
-    for _ in 0..5 {
-        match api.get_opt(STATE_CONFIGMAP).await.op("get", "configmaps", Some(STATE_NAMESPACE))? {
-            None => {
-                let cm: ConfigMap = serde_json::from_value(json!({
-                    "metadata": {"name": STATE_CONFIGMAP, "namespace": STATE_NAMESPACE, "labels": {"app.kubernetes.io/managed-by": COMPONENT}},
-                    "data": {STATE_KEY: text}
-                }))
-                .map_err(|e| Error::Other(e.to_string()))?;
-                match api.create(&PostParams::default(), &cm).await {
-                    Ok(_) => return Ok(()),
-                    Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                    Err(e) => return Err(e).op("create", "configmaps", Some(STATE_NAMESPACE)),
-                }
-            }
-            Some(mut cm) => {
-                cm.data.get_or_insert_with(Default::default).insert(STATE_KEY.into(), text.clone());
-                match api.replace(STATE_CONFIGMAP, &PostParams::default(), &cm).await {
-                    Ok(_) => return Ok(()),
-                    Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                    Err(e) => return Err(e).op("update", "configmaps", Some(STATE_NAMESPACE)),
-                }
-            }
-        }
-    }
-    Err(Error::Other(format!(
-        "ConfigMap {STATE_NAMESPACE}/{STATE_CONFIGMAP} kept changing; could not save the migration record"
-    )))
-}
-
-/// What an Event is about.
-pub struct EventTarget<'a> {
-    pub api_version: &'a str,
-    pub kind: &'a str,
-    /// None for cluster-scoped objects (the Event then goes to `default`).
-    pub namespace: Option<&'a str>,
-    pub name: &'a str,
-}
-
-/// Record an audit Event (reason `IPPoolMigration`). Best effort: a
-/// missing permission to create Events never stops a migration.
-pub async fn record_event(cluster: &Cluster, target: EventTarget<'_>, message: &str) {
-    let ns = target.namespace.unwrap_or("default");
-    let api: Api<Event> = Api::namespaced(cluster.client.clone(), ns);
-    let now = Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let suffix: u32 = rand::random();
-    let ev = json!({
-        "metadata": {"name": format!("{}.{:x}", target.name.to_lowercase().replace(['/', ':'], "-"), suffix), "namespace": ns},
-        "involvedObject": {"apiVersion": target.api_version, "kind": target.kind, "name": target.name, "namespace": target.namespace},
-        "reason": "IPPoolMigration",
-        "message": message,
-        "type": "Normal",
-        "source": {"component": COMPONENT},
-        "reportingComponent": COMPONENT,
-        "reportingInstance": holder_identity(),
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1
-    });
-    match serde_json::from_value::<Event>(ev) {
-        Ok(ev) => {
-            if let Err(e) = api.create(&PostParams::default(), &ev).await {
-                tracing::debug!("could not record event: {e}");
-            }
-        }
-        Err(e) => tracing::debug!("could not build event: {e}"),
     }
 }
 

@@ -1,0 +1,70 @@
+//! The migration record: ConfigMap `kube-system/kubectl-ippool-migration`,
+//! key `state.json`, guarded by Lease `kube-system/kubectl-ippool`.
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+use super::lease::COMPONENT;
+use super::Cluster;
+use crate::core::state::MigrationState;
+use crate::error::{Error, KubeResultExt, Result};
+
+pub const STATE_NAMESPACE: &str = "kube-system";
+pub const STATE_CONFIGMAP: &str = "kubectl-ippool-migration";
+pub const STATE_KEY: &str = "state.json";
+pub const LEASE_NAME: &str = "kubectl-ippool";
+
+/// The recorded migration, if any. A user who may not read kube-system
+/// ConfigMaps gets `None` and a debug log, not an error: `status` must
+/// work read-only with little access.
+pub async fn read_state(cluster: &Cluster) -> Result<Option<MigrationState>> {
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), STATE_NAMESPACE);
+    let cm = match api.get_opt(STATE_CONFIGMAP).await {
+        Ok(cm) => cm,
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            tracing::debug!("cannot read ConfigMap {STATE_NAMESPACE}/{STATE_CONFIGMAP}: {}", s.message);
+            return Ok(None);
+        }
+        Err(e) => return Err(e).op("get", "configmaps", Some(STATE_NAMESPACE)),
+    };
+    let Some(text) = cm.and_then(|c| c.data).and_then(|d| d.get(STATE_KEY).cloned()) else {
+        return Ok(None);
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::Other(format!("ConfigMap {STATE_NAMESPACE}/{STATE_CONFIGMAP} holds an unreadable migration record ({e}); inspect it with kubectl get cm -n {STATE_NAMESPACE} {STATE_CONFIGMAP} -o yaml")))
+}
+
+/// Write the migration record (create or replace, re-reading on conflict).
+pub async fn write_state(cluster: &Cluster, state: &MigrationState) -> Result<()> {
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), STATE_NAMESPACE);
+    let text = serde_json::to_string_pretty(state).map_err(|e| Error::Other(format!("migration record: {e}")))?;
+    for _ in 0..5 {
+        match api.get_opt(STATE_CONFIGMAP).await.op("get", "configmaps", Some(STATE_NAMESPACE))? {
+            None => {
+                let cm: ConfigMap = serde_json::from_value(json!({
+                    "metadata": {"name": STATE_CONFIGMAP, "namespace": STATE_NAMESPACE, "labels": {"app.kubernetes.io/managed-by": COMPONENT}},
+                    "data": {STATE_KEY: text}
+                }))
+                .map_err(|e| Error::Other(e.to_string()))?;
+                match api.create(&PostParams::default(), &cm).await {
+                    Ok(_) => return Ok(()),
+                    Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                    Err(e) => return Err(e).op("create", "configmaps", Some(STATE_NAMESPACE)),
+                }
+            }
+            Some(mut cm) => {
+                cm.data.get_or_insert_with(Default::default).insert(STATE_KEY.into(), text.clone());
+                match api.replace(STATE_CONFIGMAP, &PostParams::default(), &cm).await {
+                    Ok(_) => return Ok(()),
+                    Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                    Err(e) => return Err(e).op("update", "configmaps", Some(STATE_NAMESPACE)),
+                }
+            }
+        }
+    }
+    Err(Error::Other(format!(
+        "ConfigMap {STATE_NAMESPACE}/{STATE_CONFIGMAP} kept changing; could not save the migration record"
+    )))
+}

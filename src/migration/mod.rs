@@ -1,0 +1,416 @@
+//! The migration: move every pod off one IP pool onto another, without an
+//! outage, resumably.
+//!
+//! `run` reads as four steps: plan (pure, `core::plan`) → preflight
+//! (blockers, permissions) → confirm → execute. Execution (`phases`) walks
+//! the phases of `core::state::Phase`; after each one the record in
+//! ConfigMap kube-system/kubectl-ippool-migration is updated, so a re-run of
+//! the same command (after Ctrl-C, a crash or SIGKILL) continues at the
+//! recorded phase. Each phase re-checks the cluster rather than trusting the
+//! record: creating a pool that exists, disabling a disabled pool or
+//! restarting a workload whose pods already moved are no-ops.
+
+mod permissions;
+mod phases;
+mod plan_view;
+mod rollback;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::api::DynamicObject;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::cluster::calico::Calico;
+use crate::cluster::lease::LeaseGuard;
+use crate::cluster::pools::PoolWriter;
+use crate::cluster::record::{STATE_CONFIGMAP, STATE_NAMESPACE};
+use crate::cluster::snapshot::Snapshot;
+use crate::cluster::{access, budgets, canary, movers, networks, workloads, Cluster};
+
+use crate::core::model::ManagedBy;
+use crate::core::plan::{self, JobsPolicy, Plan, PlanInput, PoolOverrides, Strategy, TargetRequest};
+use crate::core::plan::{CniPools, PdbInfo, WorkloadInfo};
+use crate::core::state::{MigrationState, Phase};
+use crate::error::{Error, Result};
+use crate::output::Printer;
+use permissions::permissions_needed;
+use plan_view::show_plan;
+
+pub use rollback::{rollback, RollbackOptions};
+
+/// What to migrate and how: the verb's flags as plain data.
+#[derive(Debug, Clone)]
+pub struct MigrateOptions {
+    pub from: String,
+    pub to: TargetRequest,
+    pub overrides: PoolOverrides,
+    pub strategy: Strategy,
+    pub max_parallel: u16,
+    /// Only pods matching this label selector.
+    pub selector: Option<String>,
+    pub jobs: JobsPolicy,
+    pub force: bool,
+    pub allow_outside_cluster_cidr: bool,
+    /// Bound on any single wait.
+    pub timeout: Duration,
+    pub canary_per_node: bool,
+    pub dry_run: bool,
+    pub yes: bool,
+}
+
+/// The final report.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Summary {
+    kind: &'static str,
+    from: String,
+    to: String,
+    phase: Phase,
+    workloads_moved: usize,
+    pods_moved: usize,
+    failed: Vec<String>,
+    skipped: Vec<String>,
+    old_pool_deleted: bool,
+    seconds: f64,
+    /// API requests this run made (for `make bench`).
+    api_requests: u64,
+}
+
+/// Everything read from the cluster before planning.
+pub(crate) struct Facts {
+    snap: Snapshot,
+    workloads: Vec<WorkloadInfo>,
+    pdbs: Vec<PdbInfo>,
+    cni: Option<CniPools>,
+    /// Pods selected by `-l` (None: no label filter).
+    label_filter: Option<BTreeSet<String>>,
+}
+
+impl Facts {
+    async fn read(cluster: &Cluster, calico: Calico, opts: &MigrateOptions) -> Result<Facts> {
+        let (snap, workloads, pdbs, cni, labelled) = tokio::try_join!(
+            Snapshot::read(cluster, calico),
+            workloads::list_workloads(cluster),
+            budgets::list_pdbs(cluster),
+            async { Ok(networks::read_cni_pools(cluster).await) },
+            async {
+                match &opts.selector {
+                    Some(sel) => Ok(Some(
+                        workloads::list_pods(cluster, Some(sel))
+                            .await?
+                            .into_iter()
+                            .map(|p| p.key())
+                            .collect::<BTreeSet<_>>(),
+                    )),
+                    None => Ok(None),
+                }
+            },
+        )?;
+        Ok(Facts { snap, workloads, pdbs, cni, label_filter: labelled })
+    }
+
+    fn plan_input<'a>(&'a self, opts: &'a MigrateOptions, operator: bool) -> PlanInput<'a> {
+        PlanInput {
+            from: &opts.from,
+            to: opts.to.clone(),
+            overrides: opts.overrides.clone(),
+            strategy: opts.strategy,
+            jobs: opts.jobs,
+            force: opts.force,
+            allow_outside_cluster_cidr: opts.allow_outside_cluster_cidr,
+            operator,
+            inventory: &self.snap.inventory,
+            nodes: &self.snap.nodes,
+            namespaces: &self.snap.namespaces,
+            networks: &self.snap.networks,
+            workloads: &self.workloads,
+            pdbs: &self.pdbs,
+            cni_pools: self.cni.clone(),
+            pod_filter: self.label_filter.as_ref(),
+            canary_per_node: opts.canary_per_node,
+        }
+    }
+}
+
+/// The run's shared context.
+pub(crate) struct Ctx<'a> {
+    printer: &'a Printer,
+    cluster: &'a Cluster,
+    calico: &'a Calico,
+    /// How pools are written (directly or through the operator's Installation), decided once.
+    writer: &'a PoolWriter<'a>,
+    opts: &'a MigrateOptions,
+    /// The canary namespace in use, for cleanup on Ctrl-C.
+    canary_ns: Arc<Mutex<Option<String>>>,
+    lease: &'a LeaseGuard,
+}
+
+/// Plan, check, confirm and carry out a migration.
+pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &MigrateOptions) -> Result<()> {
+    // 1. Plan (no writes).
+    let facts = Facts::read(cluster, calico.clone(), opts).await?;
+    let record = resumable_record(facts.snap.migration.as_ref(), opts)?;
+    let from_managed_by_operator = facts
+        .snap
+        .inventory
+        .pool_named(&opts.from)
+        .is_some_and(|i| facts.snap.inventory.pools[i].managed_by == ManagedBy::Operator);
+    let writer = PoolWriter::for_migration(cluster, calico, &opts.from, from_managed_by_operator, opts.timeout).await?;
+    let operator = writer.via_operator;
+    if facts.snap.inventory.pool_named(&opts.from).is_none() {
+        if let Some(state) = record {
+            // The old pool is gone: only the record is left to close.
+            return rollback::finish_without_pool(printer, cluster, state).await;
+        }
+    }
+    let mut plan = plan::make_plan(&facts.plan_input(opts, operator))
+        .map_err(|reasons| Error::refused(format!("migrate {} (nothing was changed)", opts.from), reasons))?;
+    if operator {
+        plan.warnings.extend(plan_view::operator_warnings(
+            &plan,
+            crate::cluster::calico::installation_is_helm_managed(cluster).await,
+        ));
+    }
+    show_plan(printer, cluster, &plan, opts, record.as_ref().map(|r| r.phase))?;
+
+    // 2. Preflight: blockers, then permissions.
+    if !plan.blockers.is_empty() {
+        return Err(Error::refused(
+            format!("migrate {} until these are fixed (nothing was changed)", opts.from),
+            plan.blockers.clone(),
+        ));
+    }
+    if opts.dry_run {
+        printer.note("Dry run: nothing was changed.");
+        return Ok(());
+    }
+    access::check(cluster, &permissions_needed(calico, &plan, opts)).await?;
+
+    // 3. Confirm.
+    let question = format!(
+        "Migrate {} pod(s) from {} to {} in {}?",
+        plan.pod_count(),
+        plan.from.name,
+        plan.to.name,
+        cluster.describe()
+    );
+    printer.confirm(&question, opts.yes)?;
+
+    // 4. Execute, holding the lease.
+    let lease = LeaseGuard::acquire(cluster).await?;
+    let original = writer.get(&plan.from.name).await?;
+    let state = record.unwrap_or_else(|| new_record(&plan, &lease, original));
+    let ctx =
+        Ctx { printer, cluster, calico, writer: &writer, opts, canary_ns: Arc::new(Mutex::new(None)), lease: &lease };
+    let outcome = tokio::select! {
+        r = phases::execute(&ctx, &plan, state, &facts) => r,
+        _ = tokio::signal::ctrl_c() => Err(Error::Interrupted(format!(
+            "the migration record in ConfigMap {STATE_NAMESPACE}/{STATE_CONFIGMAP} keeps the progress; run the same command again to continue, or add --rollback to undo"))),
+    };
+    // Clean up on every path (the canary namespace, nodes we cordoned).
+    if let Some(ns) = ctx.canary_ns.lock().ok().and_then(|mut g| g.take()) {
+        canary::cleanup(cluster, &ns).await;
+    }
+    if let Ok(nodes) = movers::uncordon_ours(cluster).await {
+        for n in nodes {
+            printer.note(format!("node/{n} uncordoned"));
+        }
+    }
+    lease.release().await;
+    let mut summary = outcome?;
+    summary.api_requests = crate::cluster::requests_made();
+    if printer.is_machine_readable() {
+        printer.data(&summary)?;
+    } else {
+        printer.stdout(&format!(
+            "Migrated {} pod(s) of {} workload(s) from {} to {} in {:.0}s; {}.\n",
+            summary.pods_moved,
+            summary.workloads_moved,
+            summary.from,
+            summary.to,
+            summary.seconds,
+            if summary.old_pool_deleted {
+                format!("IPPool {} deleted", summary.from)
+            } else {
+                format!("IPPool {} kept (disabled)", summary.from)
+            }
+        ))?;
+        printer.note(format!(
+            "API requests: {} ({:.1} per pod moved)",
+            summary.api_requests,
+            summary.api_requests as f64 / summary.pods_moved.max(1) as f64
+        ));
+    }
+    Ok(())
+}
+
+/// An unfinished record for the same `--from` is resumed; one for another
+/// pool refuses (one migration at a time).
+fn resumable_record(rec: Option<&MigrationState>, opts: &MigrateOptions) -> Result<Option<MigrationState>> {
+    let Some(rec) = rec.filter(|r| !r.phase.is_finished()) else { return Ok(None) };
+    let same_target = match &opts.to {
+        TargetRequest::Cidr(c) => {
+            c.trim() == rec.to_cidr && opts.overrides.name.as_ref().is_none_or(|n| n == &rec.to_pool)
+        }
+        TargetRequest::Pool(p) => p == &rec.to_pool,
+    };
+    if rec.from_pool == opts.from && same_target {
+        return Ok(Some(rec.clone()));
+    }
+    Err(Error::refused(
+        format!("start a migration from {}", opts.from),
+        vec![format!(
+            "a migration from {} to {} ({}) is recorded in phase {} (started {} by {}); run `kubectl ippool migrate --from {} --to {}` to finish it, or add --rollback to undo it",
+            rec.from_pool, rec.to_pool, rec.to_cidr, rec.phase.as_str(), rec.started_at, rec.started_by, rec.from_pool, rec.to_cidr
+        )],
+    ))
+}
+
+fn new_record(plan: &Plan, lease: &LeaseGuard, original: Option<DynamicObject>) -> MigrationState {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    MigrationState {
+        from_pool: plan.from.name.clone(),
+        from_cidr: plan.from.cidr.to_string(),
+        to_pool: plan.to.name.clone(),
+        to_cidr: plan.to.cidr.to_string(),
+        created_target: plan.create_target,
+        phase: Phase::Started,
+        started_at: now.clone(),
+        updated_at: now,
+        started_by: lease.identity().to_string(),
+        original_from_pool: original.and_then(|o| serde_json::to_value(o).ok()).unwrap_or(Value::Null),
+        total: plan.pod_count(),
+        done: vec![],
+        failed: vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_view::{render_plan, PlanDocument};
+    use super::*;
+    use crate::core::model::OwnerKind;
+    use crate::core::plan::{Move, MoveKind};
+
+    /// The options `migrate --from old` plus `extra` flags (`--to C` or `--to-pool P`) give.
+    fn args(extra: &[&str]) -> MigrateOptions {
+        let to = match extra {
+            ["--to", c] => TargetRequest::Cidr(c.to_string()),
+            ["--to-pool", p] => TargetRequest::Pool(p.to_string()),
+            _ => panic!("unexpected flags {extra:?}"),
+        };
+        MigrateOptions {
+            from: "old".into(),
+            to,
+            overrides: PoolOverrides::default(),
+            strategy: Strategy::Rollout,
+            max_parallel: 1,
+            selector: None,
+            jobs: JobsPolicy::Wait,
+            force: false,
+            allow_outside_cluster_cidr: false,
+            timeout: Duration::from_secs(600),
+            canary_per_node: false,
+            dry_run: false,
+            yes: false,
+        }
+    }
+
+    fn record(phase: Phase) -> MigrationState {
+        MigrationState {
+            from_pool: "old".into(),
+            from_cidr: "192.168.0.0/16".into(),
+            to_pool: "10.0.0.0-16".into(),
+            to_cidr: "10.0.0.0/16".into(),
+            created_target: true,
+            phase,
+            started_at: "t".into(),
+            updated_at: "t".into(),
+            started_by: "me@host:1".into(),
+            original_from_pool: Value::Null,
+            total: 3,
+            done: vec![],
+            failed: vec![],
+        }
+    }
+
+    #[test]
+    fn unfinished_record_for_the_same_migration_is_resumed() {
+        let r = record(Phase::MovingPods);
+        assert!(resumable_record(Some(&r), &args(&["--to", "10.0.0.0/16"])).unwrap().is_some());
+        assert!(resumable_record(Some(&r), &args(&["--to-pool", "10.0.0.0-16"])).unwrap().is_some());
+        assert!(resumable_record(Some(&record(Phase::Done)), &args(&["--to", "10.0.0.0/16"])).unwrap().is_none());
+        let e = resumable_record(Some(&r), &args(&["--to", "10.1.0.0/16"])).unwrap_err().to_string();
+        assert!(e.contains("is recorded in phase MovingPods") && e.contains("--rollback"), "{e}");
+    }
+
+    #[test]
+    fn permissions_cover_pools_moves_and_bookkeeping() {
+        use crate::core::model::{Owner, Pool};
+        let calico = Calico {
+            mode: crate::cluster::calico::ApiMode::CrdV1,
+            operator: false,
+            calico_version: None,
+            cluster_type: None,
+        };
+        let owner =
+            Owner { kind: OwnerKind::Deployment, other_kind: None, namespace: "shop".into(), name: "web".into() };
+        let plan = Plan {
+            from: Pool::new("old", "192.168.0.0/16".parse().unwrap()),
+            to: Pool::new("new", "10.0.0.0/16".parse().unwrap()),
+            create_target: true,
+            via_operator: false,
+            steps: vec![],
+            moves: vec![
+                Move {
+                    target: owner.display(),
+                    kind: MoveKind::Rollout,
+                    owner: Some(owner.clone()),
+                    pods: vec!["shop/web-1".into()],
+                    pod_uids: vec!["u".into()],
+                    note: None,
+                },
+                Move {
+                    target: "Bare shop/debug".into(),
+                    kind: MoveKind::EvictForGood,
+                    owner: None,
+                    pods: vec!["shop/debug".into()],
+                    pod_uids: vec!["u".into()],
+                    note: None,
+                },
+            ],
+            skipped: vec![],
+            blockers: vec![],
+            warnings: vec![],
+        };
+        let needs: Vec<String> = permissions_needed(&calico, &plan, &args(&["--to", "10.0.0.0/16"]))
+            .iter()
+            .map(|n| n.can_i_args())
+            .collect();
+        for want in [
+            "create ippools.crd.projectcalico.org",
+            "delete blockaffinities.crd.projectcalico.org",
+            "patch deployments.apps -n shop",
+            "create pods --subresource=eviction -n shop",
+            "create namespaces",
+            "update leases.coordination.k8s.io -n kube-system",
+            "update configmaps -n kube-system",
+        ] {
+            assert!(needs.iter().any(|n| n == want), "{want} missing from {needs:?}");
+        }
+        let doc = PlanDocument {
+            kind: "IPPoolMigrationPlan",
+            context: "c".into(),
+            dry_run: true,
+            resume_from_phase: None,
+            plan: &plan,
+        };
+        let yaml = serde_yaml_ng::to_string(&doc).unwrap();
+        assert!(yaml.contains("kind: IPPoolMigrationPlan") && yaml.contains("kind: evictForGood"), "{yaml}");
+        let text = render_plan(&plan, Some(Phase::MovingPods), true);
+        assert!(text.starts_with("Resuming at phase MovingPods."), "{text}");
+    }
+}

@@ -1,0 +1,68 @@
+//! Every permission a run will use, asked up front (SelfSubjectAccessReview)
+//! so a missing one refuses before anything is written.
+
+use std::collections::BTreeSet;
+
+use super::MigrateOptions;
+use crate::cluster::access::Need;
+use crate::cluster::calico::{Calico, Kind, GROUP_OPERATOR};
+use crate::cluster::record::STATE_NAMESPACE;
+use crate::core::model::OwnerKind;
+use crate::core::plan::{MoveKind, Plan, Strategy};
+
+/// Every permission the run will use, asked up front.
+pub(crate) fn permissions_needed(calico: &Calico, plan: &Plan, opts: &MigrateOptions) -> Vec<Need> {
+    let ks = Some(STATE_NAMESPACE);
+    let mut needs = Vec::new();
+    let pool = calico.resource(Kind::IPPool);
+    if plan.via_operator {
+        needs.push(Need::new("get", GROUP_OPERATOR, "installations", None));
+        needs.push(Need::new("update", GROUP_OPERATOR, "installations", None));
+    } else {
+        for verb in ["create", "update", "delete"] {
+            needs.push(Need::new(verb, &pool.group, "ippools", None));
+        }
+        for kind in [Kind::BlockAffinity, Kind::IPAMBlock] {
+            let r = calico.resource(kind);
+            needs.push(Need::new("update", &r.group, &r.plural, None));
+            needs.push(Need::new("delete", &r.group, &r.plural, None));
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for m in &plan.moves {
+        let ns = m.owner.as_ref().map(|o| o.namespace.clone());
+        match (m.kind, &m.owner) {
+            (MoveKind::Rollout, Some(o)) => {
+                let res = match o.kind {
+                    OwnerKind::Deployment => "deployments",
+                    OwnerKind::StatefulSet => "statefulsets",
+                    _ => "daemonsets",
+                };
+                if seen.insert(("patch", res, ns.clone())) {
+                    needs.push(Need::new("patch", "apps", res, ns.as_deref()));
+                }
+            }
+            (MoveKind::Evict | MoveKind::EvictForGood, _) | (MoveKind::Drain, _) => {
+                let namespaces: BTreeSet<String> =
+                    m.pods.iter().filter_map(|k| k.split_once('/').map(|(n, _)| n.to_string())).collect();
+                for n in namespaces {
+                    if seen.insert(("create", "pods/eviction", Some(n.clone()))) {
+                        needs.push(Need::new("create", "", "pods", Some(&n)).sub("eviction"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if opts.strategy == Strategy::Drain {
+        needs.push(Need::new("patch", "", "nodes", None));
+    }
+    needs.push(Need::new("create", "", "namespaces", None));
+    needs.push(Need::new("delete", "", "namespaces", None));
+    needs.push(Need::new("create", "", "pods", None));
+    for verb in ["get", "create", "update"] {
+        needs.push(Need::new(verb, "", "configmaps", ks));
+        needs.push(Need::new(verb, "coordination.k8s.io", "leases", ks));
+    }
+    needs
+}

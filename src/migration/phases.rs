@@ -1,0 +1,387 @@
+//! The phase machine: one function per phase, each skipped when the record
+//! says it is done and the cluster agrees; `checkpoint` saves progress.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use ipnet::IpNet;
+
+use super::{Ctx, Facts, Summary};
+use crate::cluster::calico::Kind;
+use crate::cluster::events::{self, EventTarget};
+use crate::cluster::pools::PoolWriter;
+use crate::cluster::{canary, movers, pools, record, Cluster};
+use crate::core::plan::{self, Move, MoveKind, Plan};
+use crate::core::state::{MigrationState, Phase};
+use crate::error::{Error, Result};
+
+/// Save progress, stopping if another process took our lease.
+pub(crate) async fn checkpoint(ctx: &Ctx<'_>, state: &mut MigrationState, phase: Phase) -> Result<()> {
+    if ctx.lease.lost() {
+        return Err(Error::Other(
+            "another process took over the migration lease; stopping (the record is left for it)".into(),
+        ));
+    }
+    save(ctx.cluster, state, phase).await
+}
+
+pub(crate) async fn save(cluster: &Cluster, state: &mut MigrationState, phase: Phase) -> Result<()> {
+    state.phase = phase;
+    state.updated_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    record::write_state(cluster, state).await
+}
+
+/// The phases, in order; each one is skipped when the record says it is
+/// done and reality agrees.
+pub(crate) async fn execute(ctx: &Ctx<'_>, plan: &Plan, mut state: MigrationState, facts: &Facts) -> Result<Summary> {
+    let started = Instant::now();
+    let p = ctx.printer;
+    let writer = ctx.writer;
+    if state.phase > Phase::Started {
+        p.note(format!(
+            "Resuming the migration from {} to {} at phase {}.",
+            state.from_pool,
+            state.to_pool,
+            state.phase.as_str()
+        ));
+    }
+    let phase = state.phase;
+    checkpoint(ctx, &mut state, phase).await?;
+    canary::cleanup_leftovers(ctx.cluster).await;
+    movers::uncordon_ours(ctx.cluster).await?;
+
+    phase_target_ready(ctx, writer, plan, &mut state).await?;
+    phase_source_disabled(ctx, writer, plan, &mut state).await?;
+    if state.phase < Phase::CanaryPassed {
+        phase_canary(ctx, plan, facts, &mut state).await?;
+    }
+    let (workloads_moved, pods_moved, skipped) = phase_move_pods(ctx, plan, &mut state).await?;
+    let filtered = ctx.cluster.namespace.is_some() || ctx.opts.selector.is_some();
+    let mut summary = Summary {
+        kind: "IPPoolMigration",
+        from: state.from_pool.clone(),
+        to: state.to_pool.clone(),
+        phase: state.phase,
+        workloads_moved,
+        pods_moved,
+        failed: state.failed.clone(),
+        skipped: skipped.clone(),
+        old_pool_deleted: false,
+        seconds: 0.0,
+        api_requests: 0,
+    };
+    if filtered || !skipped.is_empty() {
+        let why =
+            if filtered { "only pods matching -n/-l were moved" } else { "some pods were skipped (listed above)" };
+        p.warn(format!(
+            "IPPool {} is kept, disabled: {why}. Run again without filters (or once they are gone) to finish.",
+            plan.from.name
+        ));
+        summary.seconds = started.elapsed().as_secs_f64();
+        return Ok(summary);
+    }
+    phase_drain(ctx, plan, &mut state).await?;
+    phase_delete_source(ctx, writer, plan, &mut state).await?;
+    checkpoint(ctx, &mut state, Phase::Done).await?;
+    summary.phase = Phase::Done;
+    summary.old_pool_deleted = true;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn pool_event<'a>(name: &'a str, api_version: &'a str) -> EventTarget<'a> {
+    EventTarget { api_version, kind: "IPPool", namespace: None, name }
+}
+
+async fn phase_target_ready(
+    ctx: &Ctx<'_>,
+    writer: &PoolWriter<'_>,
+    plan: &Plan,
+    state: &mut MigrationState,
+) -> Result<()> {
+    if state.phase >= Phase::SourceDeleted {
+        return Ok(());
+    }
+    // Re-checked even when recorded: someone may have deleted it since.
+    writer.ensure_created(&plan.to).await?;
+    if state.phase < Phase::TargetReady {
+        let av = ctx.calico.resource(Kind::IPPool).api_version;
+        events::record_event(
+            ctx.cluster,
+            pool_event(&plan.to.name, &av),
+            &format!("kubectl-ippool migrate: target pool for moving pods off {}", plan.from.name),
+        )
+        .await;
+        ctx.printer.note(format!("IPPool {} ({}) ready.", plan.to.name, plan.to.cidr));
+        checkpoint(ctx, state, Phase::TargetReady).await?;
+    }
+    Ok(())
+}
+
+async fn phase_source_disabled(
+    ctx: &Ctx<'_>,
+    writer: &PoolWriter<'_>,
+    plan: &Plan,
+    state: &mut MigrationState,
+) -> Result<()> {
+    if state.phase >= Phase::SourceDeleted {
+        return Ok(());
+    }
+    writer.set_disabled(&plan.from.name, true).await?;
+    if state.phase < Phase::SourceDisabled {
+        let av = ctx.calico.resource(Kind::IPPool).api_version;
+        events::record_event(
+            ctx.cluster,
+            pool_event(&plan.from.name, &av),
+            &format!("kubectl-ippool migrate: disabled; pods move to {}", plan.to.name),
+        )
+        .await;
+        ctx.printer.note(format!("IPPool {} disabled: new pods get addresses from {}.", plan.from.name, plan.to.name));
+        checkpoint(ctx, state, Phase::SourceDisabled).await?;
+    }
+    Ok(())
+}
+
+async fn phase_canary(ctx: &Ctx<'_>, plan: &Plan, facts: &Facts, state: &mut MigrationState) -> Result<()> {
+    let ns = canary::canary_namespace();
+    if let Ok(mut g) = ctx.canary_ns.lock() {
+        *g = Some(ns.clone());
+    }
+    let nodes: Vec<String> = if ctx.opts.canary_per_node {
+        facts.snap.nodes.iter().filter(|n| !n.unschedulable).map(|n| n.name.clone()).collect()
+    } else {
+        vec![]
+    };
+    let result =
+        canary::run(ctx.cluster, &ns, &nodes, &plan.to.cidr, ctx.opts.timeout.min(Duration::from_secs(300))).await;
+    canary::cleanup(ctx.cluster, &ns).await;
+    if let Ok(mut g) = ctx.canary_ns.lock() {
+        *g = None;
+    }
+    let got = result?;
+    let shown: Vec<String> = got.iter().map(|(n, ip)| format!("{ip} on {n}")).collect();
+    ctx.printer.note(format!("Canary passed: {}.", shown.join(", ")));
+    checkpoint(ctx, state, Phase::CanaryPassed).await
+}
+
+/// Move pods, re-scanning after each round: pods created while the old
+/// pool was still enabled, or re-created by a controller, are moved too.
+async fn phase_move_pods(
+    ctx: &Ctx<'_>,
+    plan: &Plan,
+    state: &mut MigrationState,
+) -> Result<(usize, usize, Vec<String>)> {
+    if state.phase >= Phase::Draining {
+        return Ok((0, 0, vec![]));
+    }
+    let args = ctx.opts;
+    let mut workloads_moved = 0;
+    let mut pods_moved = 0;
+    let mut skipped = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    let operator = plan.via_operator;
+    for round in 0..3 {
+        let facts = Facts::read(ctx.cluster, ctx.calico.clone(), args).await?;
+        let Some(from_idx) = facts.snap.inventory.pool_named(&plan.from.name) else { break };
+        let input = facts.plan_input(args, operator);
+        let (moves, skip, blockers) = plan::plan_moves(&input, from_idx);
+        if !blockers.is_empty() {
+            return Err(Error::refused("move the remaining pods", blockers));
+        }
+        skipped = skip.iter().map(|s| format!("{}: {}", s.pod, s.reason)).collect();
+        for s in &skipped {
+            ctx.printer.warn(format!("not moved: {s}"));
+        }
+        if round == 0 {
+            state.total = state.done.len() + moves.iter().map(|m| m.pods.len()).sum::<usize>();
+            state.failed.clear();
+            checkpoint(ctx, state, Phase::MovingPods).await?;
+        }
+        if moves.is_empty() {
+            break;
+        }
+        if round > 0 {
+            ctx.printer.note(format!(
+                "{} more pod(s) appeared on {}; moving them too.",
+                moves.iter().map(|m| m.pods.len()).sum::<usize>(),
+                plan.from.name
+            ));
+        }
+        let bar_w = ctx.printer.progress(moves.len() as u64, "workloads");
+        let bar_p = ctx.printer.progress(moves.iter().map(|m| m.pods.len() as u64).sum(), "pods");
+        let cidr = plan.from.cidr;
+        let target = plan.to.name.clone();
+        let mut results = futures::stream::iter(moves.into_iter().map(|m| {
+            let target = target.clone();
+            async move {
+                let r = run_move(ctx, &m, &cidr, &target).await;
+                (m, r)
+            }
+        }))
+        .buffer_unordered(ctx.opts.max_parallel as usize);
+        while let Some((m, r)) = results.next().await {
+            bar_w.inc(1);
+            bar_p.inc(m.pods.len() as u64);
+            match r {
+                Ok(()) => {
+                    workloads_moved += 1;
+                    pods_moved += m.pods.len();
+                    bar_w.set_message(m.target.clone());
+                    if !state.done.contains(&m.target) {
+                        state.done.push(m.target.clone());
+                    }
+                    if !bar_w.is_hidden() {
+                        bar_w.println(format!("moved {} ({} pod(s))", m.target, m.pods.len()));
+                    } else {
+                        ctx.printer.note(format!("moved {} ({} pod(s))", m.target, m.pods.len()));
+                    }
+                }
+                Err(e) => {
+                    ctx.printer.warn(format!("could not move {}: {e}", m.target));
+                    failures.push(format!("{}: {e}", m.target));
+                    state.failed.push(format!("{}: {e}", m.target));
+                }
+            }
+            checkpoint(ctx, state, Phase::MovingPods).await?;
+        }
+        bar_w.finish_and_clear();
+        bar_p.finish_and_clear();
+        if !failures.is_empty() {
+            return Err(Error::Other(format!(
+                "{} workload(s) could not be moved (nothing else was rolled back; the old pool stays disabled):\n  - {}\nFix the cause and run the same command again to continue.",
+                failures.len(),
+                failures.join("\n  - ")
+            )));
+        }
+    }
+    Ok((workloads_moved, pods_moved, skipped))
+}
+
+/// One entry of the move list.
+async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &IpNet, target: &str) -> Result<()> {
+    let t = ctx.opts.timeout;
+    let evict_all = |keys: Vec<(String, String)>| async move {
+        for (key, uid) in keys {
+            let (ns, name) = key.split_once('/').unwrap_or(("", &key));
+            movers::evict(ctx.cluster, ctx.printer, ns, name, &uid, t).await?;
+        }
+        Ok::<(), Error>(())
+    };
+    let pairs = || m.pods.iter().cloned().zip(m.pod_uids.iter().cloned()).collect::<Vec<_>>();
+    match m.kind {
+        MoveKind::Rollout => {
+            let owner = m.owner.as_ref().ok_or_else(|| Error::Other("rollout without an owner".into()))?;
+            movers::restart(ctx.cluster, owner, &format!("kubectl-ippool: moved off {old} to {target}")).await?;
+            events::record_event(
+                ctx.cluster,
+                EventTarget {
+                    api_version: "apps/v1",
+                    kind: owner.kind.as_str(),
+                    namespace: Some(&owner.namespace),
+                    name: &owner.name,
+                },
+                &format!("kubectl-ippool migrate: restarted to move pods off {old} to IPPool {target}"),
+            )
+            .await;
+            movers::wait_rollout(ctx.cluster, owner, t).await?;
+            // A rollout can finish with old pods left (e.g. a paused or
+            // partitioned one): evict those, the controller replaces them.
+            let left = movers::owner_pods_in(ctx.cluster, owner, old).await?;
+            let keys: Vec<(String, String)> = left
+                .iter()
+                .map(|p| {
+                    (
+                        format!(
+                            "{}/{}",
+                            p.metadata.namespace.clone().unwrap_or_default(),
+                            p.metadata.name.clone().unwrap_or_default()
+                        ),
+                        p.metadata.uid.clone().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            if !keys.is_empty() {
+                ctx.printer.note(format!(
+                    "{}: {} pod(s) still on {old} after the rollout; evicting them",
+                    owner.display(),
+                    keys.len()
+                ));
+                evict_all(keys).await?;
+            }
+            Ok(())
+        }
+        MoveKind::Evict | MoveKind::EvictForGood => evict_all(pairs()).await,
+        MoveKind::Drain => {
+            let node = m.target.strip_prefix("Node ").unwrap_or(&m.target).to_string();
+            movers::cordon(ctx.cluster, &node, true).await?;
+            ctx.printer.note(format!("node/{node} cordoned"));
+            let r = evict_all(pairs()).await;
+            movers::cordon(ctx.cluster, &node, false).await?;
+            ctx.printer.note(format!("node/{node} uncordoned"));
+            r
+        }
+        MoveKind::WaitJob => {
+            let owner = m.owner.as_ref().ok_or_else(|| Error::Other("job without an owner".into()))?;
+            ctx.printer.note(format!(
+                "waiting for {} to finish (up to {})",
+                owner.display(),
+                humantime::format_duration(t)
+            ));
+            movers::wait_job(ctx.cluster, owner, old, t).await
+        }
+    }
+}
+
+/// Wait until nothing (pods, node tunnel addresses) holds an address of
+/// the old pool: calico-node moves tunnel addresses by itself once the old
+/// pool is disabled and the new one allows Tunnel use.
+async fn phase_drain(ctx: &Ctx<'_>, plan: &Plan, state: &mut MigrationState) -> Result<()> {
+    if state.phase >= Phase::SourceDeleted {
+        return Ok(());
+    }
+    checkpoint(ctx, state, Phase::Draining).await?;
+    ctx.printer.note(format!(
+        "Waiting for every address of {} (pods and node tunnel addresses) to be released...",
+        plan.from.name
+    ));
+    pools::wait_addresses_released(ctx.cluster, ctx.calico, &plan.from, plan.to.cidr, ctx.opts.timeout).await
+}
+
+async fn phase_delete_source(
+    ctx: &Ctx<'_>,
+    writer: &PoolWriter<'_>,
+    plan: &Plan,
+    state: &mut MigrationState,
+) -> Result<()> {
+    if state.phase >= Phase::SourceDeleted {
+        return Ok(());
+    }
+    writer.delete_safely(&plan.from, Some(plan.to.cidr)).await?;
+    let av = ctx.calico.resource(Kind::IPPool).api_version;
+    events::record_event(
+        ctx.cluster,
+        pool_event(&plan.from.name, &av),
+        &format!("kubectl-ippool migrate: deleted after every pod moved to {}", plan.to.name),
+    )
+    .await;
+    ctx.printer.note(format!("IPPool {} deleted.", plan.from.name));
+    checkpoint(ctx, state, Phase::SourceDeleted).await?;
+    let ipam = ctx.calico.read_ipam(ctx.cluster).await?;
+    let old_only =
+        |c: &IpNet| crate::core::cidr::within(c, &plan.from.cidr) && !crate::core::cidr::within(c, &plan.to.cidr);
+    let left: Vec<String> = ipam
+        .blocks
+        .iter()
+        .filter(|b| old_only(&b.cidr))
+        .map(|b| format!("IPAMBlock {}", b.name))
+        .chain(ipam.affinities.iter().filter(|a| old_only(&a.cidr)).map(|a| format!("BlockAffinity {}", a.name)))
+        .collect();
+    if !left.is_empty() {
+        ctx.printer.warn(format!(
+            "IPAM objects of {} remain: {}; `kubectl ippool verify` shows them",
+            plan.from.cidr,
+            crate::core::findings::name_some(&left)
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! The plan as a person reads it (text) and as a program reads it
+//! (`--dry-run -o json|yaml`).
+
+use serde::Serialize;
+
+use super::MigrateOptions;
+use crate::cluster::Cluster;
+use crate::core::plan::{MoveKind, Plan, PoolStep};
+use crate::core::state::Phase;
+use crate::error::Result;
+use crate::output::Printer;
+
+/// What `--dry-run -o json` prints.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PlanDocument<'a> {
+    pub(crate) kind: &'static str,
+    pub(crate) context: String,
+    pub(crate) dry_run: bool,
+    pub(crate) resume_from_phase: Option<Phase>,
+    #[serde(flatten)]
+    pub(crate) plan: &'a Plan,
+}
+
+/// What to know before letting the operator apply our pool changes;
+/// `helm` says whether a Helm release owns the Installation.
+pub(crate) fn operator_warnings(plan: &Plan, helm: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    if helm {
+        out.push(format!(
+            "Installation default is managed by Helm: after this migration, put IPPool {} ({}) into the chart's installation.calicoNetwork.ipPools values, or the next helm upgrade brings {} back",
+            plan.to.name, plan.to.cidr, plan.from.name
+        ));
+    }
+    if crate::core::cidr::within(&plan.to.cidr, &plan.from.cidr) {
+        out.push(format!(
+            "the operator deletes {} by releasing every block affinity inside {}, including those of the new pool {}; its blocks lose their node affinity (pods keep working, nodes claim new blocks)",
+            plan.from.name, plan.from.cidr, plan.to.cidr
+        ));
+    }
+    out
+}
+
+/// Print the plan: a readable list (stdout), or JSON/YAML; warnings and
+/// blockers on stderr.
+pub(crate) fn show_plan(
+    printer: &Printer,
+    cluster: &Cluster,
+    plan: &Plan,
+    opts: &MigrateOptions,
+    resume: Option<Phase>,
+) -> Result<()> {
+    printer.note(format!("Cluster: {}", cluster.describe()));
+    if printer.is_machine_readable() {
+        // A real run prints one document: the summary at the end.
+        if !opts.dry_run {
+            return Ok(());
+        }
+        printer.data(&PlanDocument {
+            kind: "IPPoolMigrationPlan",
+            context: cluster.context.clone(),
+            dry_run: opts.dry_run,
+            resume_from_phase: resume,
+            plan,
+        })?;
+    } else {
+        printer.stdout(&render_plan(plan, resume, printer.wide()))?;
+    }
+    for w in &plan.warnings {
+        printer.warn(w);
+    }
+    Ok(())
+}
+
+/// The plan as text; `wide` names every pod, otherwise pods are counted.
+pub fn render_plan(plan: &Plan, resume: Option<Phase>, wide: bool) -> String {
+    let mut out = String::new();
+    let to = &plan.to;
+    if let Some(phase) = resume {
+        out.push_str(&format!("Resuming at phase {}.\n", phase.as_str()));
+    }
+    out.push_str(&format!(
+        "Plan: move pods from IPPool {} ({}) to IPPool {} ({})\n",
+        plan.from.name, plan.from.cidr, to.name, to.cidr
+    ));
+    for (i, s) in plan.steps.iter().enumerate() {
+        let line = match s {
+            PoolStep::CreatePool { name, cidr, via } => format!(
+                "create IPPool {name} ({cidr}, blockSize {}, {}, natOutgoing {}, nodeSelector {}) via {via}",
+                to.block_size,
+                to.encap_label(),
+                to.nat_outgoing,
+                to.node_selector
+            ),
+            PoolStep::UseExistingPool { name, cidr } => format!("use the existing IPPool {name} ({cidr})"),
+            PoolStep::DisablePool { name, via } => {
+                format!("disable IPPool {name} (existing pods keep working) via {via}")
+            }
+            PoolStep::Canary { pods } => {
+                format!("canary: {pods} test pod(s) in a temporary namespace must get an address from {}", to.cidr)
+            }
+            PoolStep::MovePods { workloads, pods } => {
+                format!("move {pods} pod(s) of {workloads} workload(s), in this order:")
+            }
+            PoolStep::WaitForTunnelAddresses { pool } => {
+                format!("wait until nothing holds an address of {pool} (pods, node tunnel addresses)")
+            }
+            PoolStep::DeletePool { name, .. } => {
+                format!("delete IPPool {name}: release its block affinities, then delete it")
+            }
+        };
+        out.push_str(&format!("  {}. {line}\n", i + 1));
+        if matches!(s, PoolStep::MovePods { .. }) {
+            let rows: Vec<Vec<String>> = plan
+                .moves
+                .iter()
+                .enumerate()
+                .map(|(j, m)| {
+                    let kind = match m.kind {
+                        MoveKind::Rollout => "rollout restart",
+                        MoveKind::Evict => "evict",
+                        MoveKind::EvictForGood => "evict (gone for good)",
+                        MoveKind::Drain => "drain node",
+                        MoveKind::WaitJob => "wait to finish",
+                    };
+                    let pods = if wide { m.pods.join(",") } else { m.pods.len().to_string() };
+                    vec![format!("{}", j + 1), m.target.clone(), kind.into(), pods, m.note.clone().unwrap_or_default()]
+                })
+                .collect();
+            if rows.is_empty() {
+                out.push_str("       (no pods to move)\n");
+            } else {
+                for line in crate::output::render_table(&["#", "workload", "strategy", "pods", "note"], rows).lines() {
+                    out.push_str(&format!("       {line}\n"));
+                }
+            }
+        }
+    }
+    for s in &plan.skipped {
+        out.push_str(&format!("Not moved: {}: {}\n", s.pod, s.reason));
+    }
+    if !plan.blockers.is_empty() {
+        out.push_str("Blockers (fix these first; nothing will change until then):\n");
+        for b in &plan.blockers {
+            out.push_str(&format!("  - {b}\n"));
+        }
+    }
+    out
+}

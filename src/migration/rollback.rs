@@ -1,0 +1,94 @@
+//! Undoing and closing: `--rollback`, and closing a record whose old pool
+//! is already gone.
+
+use std::time::Duration;
+
+use super::phases::save;
+use crate::cluster::calico::{Calico, Kind};
+use crate::cluster::events::{self, EventTarget};
+use crate::cluster::lease::LeaseGuard;
+use crate::cluster::pools::PoolWriter;
+use crate::cluster::{canary, movers, record, Cluster};
+use crate::core::state::{MigrationState, Phase};
+use crate::error::{Error, Result};
+use crate::output::Printer;
+
+/// What `--rollback` needs to know.
+#[derive(Debug, Clone)]
+pub struct RollbackOptions {
+    pub from: String,
+    pub timeout: Duration,
+    pub dry_run: bool,
+    pub yes: bool,
+}
+
+/// The old pool no longer exists but the record was not closed (killed
+/// right after the delete): close it.
+pub(crate) async fn finish_without_pool(printer: &Printer, cluster: &Cluster, mut state: MigrationState) -> Result<()> {
+    let lease = LeaseGuard::acquire(cluster).await?;
+    printer.note(format!("IPPool {} is already deleted; closing the migration record.", state.from_pool));
+    let r = save(cluster, &mut state, Phase::Done).await;
+    lease.release().await;
+    r?;
+    printer.stdout(&format!("Migration from {} to {} is done.\n", state.from_pool, state.to_pool))?;
+    Ok(())
+}
+
+/// `--rollback`: before the old pool is deleted, re-enable it and disable
+/// the new one. Pods already moved keep their addresses (a disabled pool
+/// only stops new allocations).
+pub async fn rollback(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &RollbackOptions) -> Result<()> {
+    let rec = record::read_state(cluster).await?;
+    let Some(mut state) = rec.filter(|r| r.from_pool == opts.from && !r.phase.is_finished()) else {
+        return Err(Error::refused(
+            format!("roll back a migration from {}", opts.from),
+            vec![format!("no unfinished migration from {} is recorded", opts.from)],
+        ));
+    };
+    if state.phase >= Phase::SourceDeleted {
+        return Err(Error::refused(
+            format!("roll back the migration from {}", opts.from),
+            vec![format!(
+                "IPPool {} was already deleted (phase {}); re-create it by hand if needed",
+                state.from_pool,
+                state.phase.as_str()
+            )],
+        ));
+    }
+    printer.note(format!(
+        "Rollback in {}: re-enable IPPool {}, disable IPPool {} (pods already moved keep their addresses).",
+        cluster.describe(),
+        state.from_pool,
+        state.to_pool
+    ));
+    if opts.dry_run {
+        printer.note("Dry run: nothing was changed.");
+        return Ok(());
+    }
+    printer.confirm("Roll back?", opts.yes)?;
+    let lease = LeaseGuard::acquire(cluster).await?;
+    let r = async {
+        let pools = calico.list_pools(cluster).await?;
+        let w = PoolWriter::where_listed(cluster, calico, opts.timeout);
+        w.set_disabled(&state.from_pool, false).await?;
+        if pools.iter().any(|p| p.name == state.to_pool) {
+            w.set_disabled(&state.to_pool, true).await?;
+        }
+        let av = calico.resource(Kind::IPPool).api_version;
+        events::record_event(
+            cluster,
+            EventTarget { api_version: &av, kind: "IPPool", namespace: None, name: &state.from_pool },
+            "kubectl-ippool migrate --rollback: re-enabled",
+        )
+        .await;
+        canary::cleanup_leftovers(cluster).await;
+        movers::uncordon_ours(cluster).await?;
+        save(cluster, &mut state, Phase::RolledBack).await
+    }
+    .await;
+    lease.release().await;
+    r?;
+    printer
+        .stdout(&format!("Rolled back: IPPool {} enabled, IPPool {} disabled.\n", state.from_pool, state.to_pool))?;
+    Ok(())
+}

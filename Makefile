@@ -8,7 +8,7 @@ CARGO ?= cargo
 E2E_THREADS ?= 2
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
-.PHONY: all build kubesim test unit demo bench faults dist cluster-up cluster-down
+.PHONY: all build kubesim test lint unit demo bench faults dist cluster-up cluster-down
 
 all: build
 
@@ -18,16 +18,21 @@ build:
 kubesim:
 	scripts/build-kubesim.sh
 
-## Unit and CLI tests (no cluster), then end-to-end tests on fresh local clusters.
-test: kubesim
+## Format and lint (seconds), unit tests, then every test file in tests/:
+## CLI tests, the krew install test and the end-to-end suites on local clusters.
+test: kubesim lint
 	$(CARGO) build --tests
 	$(CARGO) test --bin kubectl-ippool
-	$(CARGO) test --test cli
-	$(CARGO) test --test krew_install -- --test-threads=1
-	$(CARGO) test --test status_e2e -- --test-threads=$(E2E_THREADS)
-	@for t in rbac_e2e verify_e2e migrate_e2e bad_inputs faults_e2e; do \
-	  if [ -f tests/$$t.rs ]; then $(CARGO) test --test $$t -- --test-threads=$(E2E_THREADS) || exit 1; fi; \
+	@for f in tests/*.rs; do \
+	  t=$$(basename $$f .rs); threads=$(E2E_THREADS); \
+	  case $$t in krew_install) threads=1;; esac; \
+	  echo "== tests/$$t.rs"; \
+	  $(CARGO) test --test $$t -- --test-threads=$$threads || exit 1; \
 	done
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
 
 unit:
 	$(CARGO) test --bin kubectl-ippool

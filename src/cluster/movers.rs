@@ -23,8 +23,7 @@ use super::list_paged;
 use super::workloads::owner_of;
 use super::workloads::pins_from;
 use super::Cluster;
-use crate::core::model::{Owner, OwnerKind};
-use crate::core::plan::{CniPools, PdbInfo, WorkloadInfo};
+use crate::core::model::{CniPools, Owner, OwnerKind, PdbInfo, WorkloadInfo};
 use crate::error::{Error, KubeResultExt, Result};
 use crate::output::Printer;
 

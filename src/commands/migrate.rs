@@ -30,10 +30,9 @@ use crate::cluster::pools::PoolWriter;
 use crate::cluster::snapshot::Snapshot;
 use crate::cluster::state::{STATE_CONFIGMAP, STATE_NAMESPACE};
 use crate::cluster::{canary, workloads, Cluster};
-use crate::core::model::{EncapMode, ManagedBy, OwnerKind};
+use crate::core::model::{CniPools, EncapMode, ManagedBy, OwnerKind, PdbInfo, WorkloadInfo};
 use crate::core::plan::{
-    self, CniPools, JobsPolicy, Move, MoveKind, PdbInfo, Plan, PlanInput, PoolOverrides, PoolStep, Strategy,
-    TargetRequest, WorkloadInfo,
+    self, JobsPolicy, Move, MoveKind, Plan, PlanInput, PoolOverrides, PoolStep, Strategy, TargetRequest,
 };
 use crate::core::state::{MigrationState, Phase};
 use crate::error::{Error, Result};

@@ -6,7 +6,7 @@ use kube::api::{Api, ListParams};
 use kube::ResourceExt;
 
 use super::{list_paged, Cluster};
-use crate::core::plan::PdbInfo;
+use crate::core::model::PdbInfo;
 use crate::error::Result;
 
 /// PodDisruptionBudgets with the pods their selectors match.

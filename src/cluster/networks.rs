@@ -9,8 +9,8 @@ use kube::api::{Api, ListParams};
 use kube::ResourceExt;
 
 use super::Cluster;
+use crate::core::model::CniPools;
 use crate::core::model::{ClusterNetworks, SourcedCidr};
-use crate::core::plan::CniPools;
 
 pub async fn discover(cluster: &Cluster) -> ClusterNetworks {
     let mut nets = ClusterNetworks::default();

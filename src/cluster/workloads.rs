@@ -9,10 +9,10 @@ use kube::api::{Api, ListParams};
 use kube::{Resource, ResourceExt};
 
 use super::{list_paged, Cluster};
+use crate::core::model::WorkloadInfo;
 use crate::core::model::{
     NamespaceInfo, NodeInfo, Owner, OwnerKind, PodInfo, PoolPins, ANNOT_IPADDRS, ANNOT_IPV4POOLS, ANNOT_IPV6POOLS,
 };
-use crate::core::plan::WorkloadInfo;
 use crate::error::Result;
 
 /// Node annotations where calico-node keeps its tunnel addresses.

@@ -7,4 +7,5 @@ pub mod findings;
 pub mod inventory;
 pub mod model;
 pub mod plan;
+pub mod selector;
 pub mod state;

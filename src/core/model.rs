@@ -345,3 +345,40 @@ fn dedup(it: impl Iterator<Item = IpNet>) -> Vec<IpNet> {
     }
     v
 }
+
+/// A Deployment, StatefulSet or DaemonSet: what the plan needs to know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadInfo {
+    pub owner: Owner,
+    /// Pool annotations on `spec.template.metadata.annotations`.
+    pub template_pins: PoolPins,
+    /// `RollingUpdate`, `OnDelete`, `Recreate`.
+    pub update_strategy: String,
+}
+
+/// A PodDisruptionBudget with the pods it covers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PdbInfo {
+    pub namespace: String,
+    pub name: String,
+    pub disruptions_allowed: i32,
+    pub current_healthy: i32,
+    pub expected_pods: i32,
+    /// `namespace/name` of the pods its selector matches.
+    pub pods: Vec<String>,
+}
+
+impl PdbInfo {
+    /// Every expected pod is healthy and still no disruption is allowed
+    /// (e.g. maxUnavailable: 0): an eviction can never succeed.
+    pub fn never_allows_disruption(&self) -> bool {
+        self.disruptions_allowed == 0 && self.expected_pods > 0 && self.current_healthy >= self.expected_pods
+    }
+}
+
+/// The CNI config's `ipv4_pools`/`ipv6_pools`, and where it was read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CniPools {
+    pub source: String,
+    pub pools: Vec<String>,
+}

@@ -29,10 +29,8 @@ use crate::cluster::pools::PoolWriter;
 use crate::cluster::record::{STATE_CONFIGMAP, STATE_NAMESPACE};
 use crate::cluster::snapshot::Snapshot;
 use crate::cluster::{access, budgets, canary, movers, networks, workloads, Cluster};
-
-use crate::core::model::ManagedBy;
+use crate::core::model::{CniPools, ManagedBy, PdbInfo, WorkloadInfo};
 use crate::core::plan::{self, JobsPolicy, Plan, PlanInput, PoolOverrides, Strategy, TargetRequest};
-use crate::core::plan::{CniPools, PdbInfo, WorkloadInfo};
 use crate::core::state::{MigrationState, Phase};
 use crate::error::{Error, Result};
 use crate::output::Printer;

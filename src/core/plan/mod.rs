@@ -1,0 +1,428 @@
+//! The migration plan, decided from plain data: is the target pool valid,
+//! what blocks the move, and which workloads and pods move how, in order.
+//!
+//! Nothing here does I/O. `commands::migrate` gathers a snapshot, calls
+//! [`make_plan`], shows the result and then executes it; after the old pool
+//! is disabled it calls [`plan_moves`] again on a fresh snapshot so pods
+//! created in between are moved too.
+//!
+//! This module holds the plan's types and [`make_plan`]; `target` validates
+//! the target pool and `moves` decides what moves how.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use super::cidr::within;
+use super::inventory::Inventory;
+use super::model::{ClusterNetworks, CniPools, EncapMode, NamespaceInfo, NodeInfo, Owner, PdbInfo, Pool, WorkloadInfo};
+
+mod moves;
+mod target;
+
+pub use moves::plan_moves;
+use moves::{node_coverage, pin_blockers};
+use target::{check_capacity, check_target_against_cluster, resolve_target};
+
+/// How pods of controllers that support it are moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "camelCase")]
+pub enum Strategy {
+    /// `kubectl rollout restart` each Deployment/StatefulSet/DaemonSet; the
+    /// workload's own update strategy limits disruption.
+    #[default]
+    Rollout,
+    /// Evict pod by pod through the Eviction API (PodDisruptionBudgets apply).
+    Evict,
+    /// Node by node: cordon, evict the node's pods, uncordon.
+    Drain,
+}
+
+/// What to do with pods owned by Jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "camelCase")]
+pub enum JobsPolicy {
+    /// Wait for the Job's pods to finish (up to --timeout).
+    #[default]
+    Wait,
+    /// Leave them running on the old pool and report them; the old pool is
+    /// then kept (disabled) until they finish.
+    Skip,
+    /// Evict them; the Job controller starts a replacement (this counts
+    /// against the Job's backoffLimit and restarts its work).
+    Evict,
+}
+
+/// How one workload or pod is moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MoveKind {
+    /// Restart through the template annotation and wait for the rollout.
+    Rollout,
+    /// Evict each pod; its controller re-creates it.
+    Evict,
+    /// Evict a pod nobody re-creates: it is gone for good (--force).
+    EvictForGood,
+    /// Cordon the node, evict these pods, uncordon.
+    Drain,
+    /// Wait for a Job's pods to finish.
+    WaitJob,
+}
+
+/// One entry of the plan's move list.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Move {
+    /// `Deployment shop/web`, or `Node kubesim-node-1` for drain steps.
+    pub target: String,
+    pub kind: MoveKind,
+    /// The workload, for owner-based moves (absent for node drains).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// Pods (`namespace/name`) on the old pool that this step moves.
+    pub pods: Vec<String>,
+    /// UIDs of those pods, same order (evictions wait on UIDs).
+    #[serde(skip)]
+    pub pod_uids: Vec<String>,
+    /// Why this strategy, when it is not the obvious one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A pod the plan will not move, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Skipped {
+    pub pod: String,
+    pub reason: String,
+}
+
+/// A change to an IP pool, in execution order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "action")]
+pub enum PoolStep {
+    CreatePool { name: String, cidr: String, via: String },
+    UseExistingPool { name: String, cidr: String },
+    DisablePool { name: String, via: String },
+    Canary { pods: usize },
+    MovePods { workloads: usize, pods: usize },
+    WaitForTunnelAddresses { pool: String },
+    DeletePool { name: String, via: String },
+}
+
+/// The new pool as the user asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetRequest {
+    /// `--to CIDR`: create a pool.
+    Cidr(String),
+    /// `--to-pool NAME`: use this existing, enabled pool.
+    Pool(String),
+}
+
+/// Flags that override what is copied from the old pool.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoolOverrides {
+    pub name: Option<String>,
+    pub block_size: Option<u8>,
+    pub ipip_mode: Option<EncapMode>,
+    pub vxlan_mode: Option<EncapMode>,
+    pub nat_outgoing: Option<bool>,
+    pub node_selector: Option<String>,
+}
+
+/// Everything the planner looks at.
+#[derive(Debug, Clone)]
+pub struct PlanInput<'a> {
+    pub from: &'a str,
+    pub to: TargetRequest,
+    pub overrides: PoolOverrides,
+    pub strategy: Strategy,
+    pub jobs: JobsPolicy,
+    pub force: bool,
+    pub allow_outside_cluster_cidr: bool,
+    /// Pools are changed through the operator's Installation.
+    pub operator: bool,
+    pub inventory: &'a Inventory,
+    pub nodes: &'a [NodeInfo],
+    pub namespaces: &'a [NamespaceInfo],
+    pub networks: &'a ClusterNetworks,
+    pub workloads: &'a [WorkloadInfo],
+    pub pdbs: &'a [PdbInfo],
+    pub cni_pools: Option<CniPools>,
+    /// Only pods matching `-n`/`-l` are considered (None = all).
+    pub pod_filter: Option<&'a BTreeSet<String>>,
+    pub canary_per_node: bool,
+}
+
+/// The plan `--dry-run` prints and `migrate` executes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub from: Pool,
+    pub to: Pool,
+    /// The target pool does not exist yet.
+    pub create_target: bool,
+    /// Pools are changed through Installation `default`.
+    pub via_operator: bool,
+    pub steps: Vec<PoolStep>,
+    pub moves: Vec<Move>,
+    pub skipped: Vec<Skipped>,
+    /// Things to fix before anything can change.
+    pub blockers: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    pub fn pod_count(&self) -> usize {
+        self.moves.iter().map(|m| m.pods.len()).sum()
+    }
+}
+
+/// Validate the target and build the plan. `Err` lists every reason the
+/// target is refused (each one says what to do); blockers of the move
+/// itself are returned inside the plan, so `--dry-run` can show them.
+pub fn make_plan(input: &PlanInput) -> Result<Plan, Vec<String>> {
+    let inv = input.inventory;
+    let from_idx = inv.pool_named(input.from).ok_or_else(|| {
+        let known: Vec<&str> = inv.pools.iter().map(|p| p.name.as_str()).collect();
+        vec![format!("IPPool {:?} not found; pools: {}", input.from, known.join(", "))]
+    })?;
+    let from = inv.pools[from_idx].clone();
+    let mut warnings = Vec::new();
+    let (to, create_target) = resolve_target(input, &from, &mut warnings)?;
+
+    let mut refusals = Vec::new();
+    check_target_against_cluster(input, &from, &to, create_target, &mut refusals);
+    let (moves, skipped, mut blockers) = plan_moves(input, from_idx);
+    check_capacity(input, &to, &moves, &mut refusals);
+    if !refusals.is_empty() {
+        return Err(refusals);
+    }
+
+    blockers.extend(pin_blockers(input, &from));
+    if let Some(cni) = &input.cni_pools {
+        if cni.pools.iter().any(|p| p == &from.name || p == &from.cidr.to_string()) {
+            blockers.push(format!(
+                "the CNI config in {} sets ipv4_pools/ipv6_pools to {:?}, which names the old pool: once it is disabled every new pod would fail. Edit it to name {} (and roll calico-node), then re-run",
+                cni.source, cni.pools, to.name
+            ));
+        }
+    }
+    node_coverage(input, from_idx, &to, &mut blockers, &mut warnings);
+    if within(&to.cidr, &from.cidr) && to.cidr != from.cidr {
+        warnings.push(format!(
+            "the new pool {} lies inside {} ({}): pods already in {} stay, and its blocks are kept when {} is deleted",
+            to.cidr, from.name, from.cidr, to.cidr, from.name
+        ));
+    }
+    if from.ipip_mode.enabled() != to.ipip_mode.enabled() || from.vxlan_mode.enabled() != to.vxlan_mode.enabled() {
+        warnings.push(format!(
+            "encapsulation changes from {} to {}: nodes' tunnel devices and addresses change with it",
+            from.encap_label(),
+            to.encap_label()
+        ));
+    }
+
+    let via = if input.operator { "Installation default (operator)" } else { "Calico API" }.to_string();
+    let mut steps = Vec::new();
+    if create_target {
+        steps.push(PoolStep::CreatePool { name: to.name.clone(), cidr: to.cidr.to_string(), via: via.clone() });
+    } else {
+        steps.push(PoolStep::UseExistingPool { name: to.name.clone(), cidr: to.cidr.to_string() });
+    }
+    steps.push(PoolStep::DisablePool { name: from.name.clone(), via: via.clone() });
+    let canaries =
+        if input.canary_per_node { input.nodes.iter().filter(|n| !n.unschedulable).count().max(1) } else { 1 };
+    steps.push(PoolStep::Canary { pods: canaries });
+    steps.push(PoolStep::MovePods { workloads: moves.len(), pods: moves.iter().map(|m| m.pods.len()).sum() });
+    steps.push(PoolStep::WaitForTunnelAddresses { pool: from.name.clone() });
+    steps.push(PoolStep::DeletePool { name: from.name.clone(), via });
+
+    Ok(Plan { via_operator: input.operator, from, to, create_target, steps, moves, skipped, blockers, warnings })
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    //! A small cluster shared by the planner's tests: one IPv4 pool, a pod
+    //! of each owner kind, three nodes, kubeadm-style networks.
+
+    use super::*;
+    use crate::core::inventory::tests::pod;
+    use crate::core::model::{Ipam, OwnerKind, PodInfo, SourcedCidr};
+
+    pub(crate) fn seed_pools() -> Vec<Pool> {
+        let mut old = Pool::new("default-ipv4-ippool", "192.168.0.0/16".parse().unwrap());
+        old.ipip_mode = EncapMode::Always;
+        old.nat_outgoing = true;
+        vec![old]
+    }
+
+    pub(crate) fn seed_pods() -> Vec<PodInfo> {
+        let mut host = pod("shop", "node-probe", "172.18.0.2", OwnerKind::Bare, "node-probe");
+        host.host_network = true;
+        vec![
+            pod("kube-system", "coredns-1", "192.168.0.2", OwnerKind::Deployment, "coredns"),
+            pod("shop", "web-1", "192.168.0.3", OwnerKind::Deployment, "web"),
+            pod("shop", "db-0", "192.168.0.4", OwnerKind::StatefulSet, "db"),
+            pod("shop", "agent-x", "192.168.0.5", OwnerKind::DaemonSet, "agent"),
+            pod("shop", "report-1", "192.168.0.6", OwnerKind::Job, "report"),
+            pod("shop", "debug", "192.168.0.7", OwnerKind::Bare, "debug"),
+            host,
+        ]
+    }
+
+    pub(crate) fn nodes() -> Vec<NodeInfo> {
+        (0..3)
+            .map(|i| NodeInfo {
+                name: format!("kubesim-node-{i}"),
+                labels: [("kubernetes.io/os".to_string(), "linux".to_string())].into(),
+                internal_ips: vec![format!("172.18.0.{}", i + 2).parse().unwrap()],
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    pub(crate) fn networks() -> ClusterNetworks {
+        ClusterNetworks {
+            pod_cidrs: vec![SourcedCidr {
+                cidr: "10.0.0.0/8".parse().unwrap(),
+                source: "ConfigMap kube-system/kubeadm-config (networking.podSubnet)".into(),
+            }],
+            service_cidrs: vec![SourcedCidr {
+                cidr: "10.96.0.0/12".parse().unwrap(),
+                source: "ServiceCIDR kubernetes".into(),
+            }],
+        }
+    }
+
+    pub(crate) struct World {
+        pub(crate) inv: Inventory,
+        pub(crate) nodes: Vec<NodeInfo>,
+        pub(crate) namespaces: Vec<NamespaceInfo>,
+        pub(crate) nets: ClusterNetworks,
+        pub(crate) workloads: Vec<WorkloadInfo>,
+        pub(crate) pdbs: Vec<PdbInfo>,
+    }
+
+    pub(crate) fn world(pools: Vec<Pool>, pods: Vec<PodInfo>) -> World {
+        World {
+            inv: Inventory::build(pools, pods, Ipam::default()),
+            nodes: nodes(),
+            namespaces: vec![],
+            nets: networks(),
+            workloads: vec![],
+            pdbs: vec![],
+        }
+    }
+
+    pub(crate) fn input<'a>(w: &'a World, to: TargetRequest) -> PlanInput<'a> {
+        PlanInput {
+            from: "default-ipv4-ippool",
+            to,
+            overrides: PoolOverrides::default(),
+            strategy: Strategy::Rollout,
+            jobs: JobsPolicy::Wait,
+            force: false,
+            allow_outside_cluster_cidr: false,
+            operator: false,
+            inventory: &w.inv,
+            nodes: &w.nodes,
+            namespaces: &w.namespaces,
+            networks: &w.nets,
+            workloads: &w.workloads,
+            pdbs: &w.pdbs,
+            cni_pools: None,
+            pod_filter: None,
+            canary_per_node: false,
+        }
+    }
+
+    pub(crate) fn cidr(s: &str) -> TargetRequest {
+        TargetRequest::Cidr(s.into())
+    }
+
+    pub(crate) fn refusals(i: &PlanInput) -> String {
+        make_plan(i).expect_err("should be refused").join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+    use crate::core::inventory::tests::pod;
+    use crate::core::model::{OwnerKind, SourcedCidr};
+
+    #[test]
+    fn seed_plan_copies_the_old_pool_and_orders_moves() {
+        let w = world(seed_pools(), seed_pods());
+        let mut i = input(&w, cidr("10.0.0.0/16"));
+        i.force = true;
+        let plan = make_plan(&i).unwrap();
+        assert_eq!(plan.to.name, "10.0.0.0-16");
+        assert_eq!(plan.to.ipip_mode, EncapMode::Always);
+        assert!(plan.to.nat_outgoing);
+        assert_eq!(plan.to.block_size, 26);
+        assert!(plan.create_target);
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+        assert!(plan.blockers.is_empty(), "{:?}", plan.blockers);
+        let kinds: Vec<(String, MoveKind)> = plan.moves.iter().map(|m| (m.target.clone(), m.kind)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("Deployment kube-system/coredns".into(), MoveKind::Rollout),
+                ("Deployment shop/web".into(), MoveKind::Rollout),
+                ("StatefulSet shop/db".into(), MoveKind::Rollout),
+                ("DaemonSet shop/agent".into(), MoveKind::Rollout),
+                ("Bare shop/debug".into(), MoveKind::EvictForGood),
+                ("Job shop/report".into(), MoveKind::WaitJob),
+            ]
+        );
+        assert_eq!(plan.pod_count(), 6, "hostNetwork pod excluded");
+        assert!(matches!(plan.steps[0], PoolStep::CreatePool { .. }));
+        assert!(matches!(plan.steps.last(), Some(PoolStep::DeletePool { .. })));
+    }
+
+    #[test]
+    fn a_sub_range_of_the_old_pool_is_allowed_and_its_pods_stay() {
+        let mut old = Pool::new("default-ipv4-ippool", "100.64.0.0/10".parse().unwrap());
+        old.ipip_mode = EncapMode::CrossSubnet;
+        let pods = vec![
+            pod("shop", "web-1", "100.70.0.1", OwnerKind::Deployment, "web"),
+            pod("shop", "web-2", "100.96.0.5", OwnerKind::Deployment, "web"),
+        ];
+        let mut w = world(vec![old], pods);
+        w.nets = ClusterNetworks {
+            pod_cidrs: vec![SourcedCidr { cidr: "100.96.0.0/11".parse().unwrap(), source: "kops".into() }],
+            service_cidrs: vec![SourcedCidr { cidr: "100.64.0.0/13".parse().unwrap(), source: "kops".into() }],
+        };
+        let plan = make_plan(&input(&w, cidr("100.96.0.0/16"))).unwrap();
+        assert_eq!(plan.moves.len(), 1);
+        assert_eq!(plan.moves[0].pods, vec!["shop/web-1"]);
+        assert!(plan.warnings.iter().any(|w| w.contains("lies inside default-ipv4-ippool")), "{:?}", plan.warnings);
+        assert!(refusals(&input(&w, cidr("100.0.0.0/8"))).contains("overlaps IPPool default-ipv4-ippool"));
+    }
+
+    #[test]
+    fn cni_config_naming_the_old_pool_is_a_blocker() {
+        let w = world(seed_pools(), seed_pods());
+        let mut i = input(&w, cidr("10.0.0.0/16"));
+        i.force = true;
+        i.cni_pools = Some(CniPools {
+            source: "ConfigMap kube-system/calico-config (cni_network_config)".into(),
+            pools: vec!["default-ipv4-ippool".into()],
+        });
+        let b = make_plan(&i).unwrap().blockers;
+        assert!(b[0].contains("calico-config") && b[0].contains("10.0.0.0-16"), "{b:?}");
+    }
+
+    #[test]
+    fn plan_serialises() {
+        let w = world(seed_pools(), seed_pods());
+        let mut i = input(&w, cidr("10.0.0.0/16"));
+        i.force = true;
+        let v = serde_json::to_value(make_plan(&i).unwrap()).unwrap();
+        assert_eq!(v["steps"][0]["action"], "createPool");
+        assert_eq!(v["moves"][0]["kind"], "rollout");
+        assert_eq!(v["to"]["cidr"], "10.0.0.0/16");
+    }
+}

@@ -1,0 +1,436 @@
+//! What moves how: pods on the old pool grouped into moves, pins that would
+//! keep new pods on the old pool, and nodes no enabled pool would serve.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
+
+use super::{JobsPolicy, Move, MoveKind, PlanInput, Skipped, Strategy, TargetRequest};
+use crate::core::cidr::parse_canonical;
+use crate::core::findings::name_some;
+use crate::core::model::{Owner, OwnerKind, PodInfo, Pool, PoolPins};
+use crate::core::selector::eval_selector;
+
+/// Namespaces, pods and workload templates pinned to the old pool.
+pub(super) fn pin_blockers(input: &PlanInput, from: &Pool) -> Vec<String> {
+    let names_old = |pins: &PoolPins| {
+        pins.pools.iter().any(|p| p == &from.name || p == &from.cidr.to_string())
+            || pins.ip_addrs.iter().any(|a| a.parse::<std::net::IpAddr>().is_ok_and(|ip| from.cidr.contains(&ip)))
+    };
+    let mut out = Vec::new();
+    for ns in input.namespaces.iter().filter(|n| names_old(&n.pins)) {
+        out.push(format!(
+            "namespace {} pins new pods to {} by annotation; its pods would stay Pending once the pool is disabled. Fix: kubectl annotate namespace {} {}- (or set it to the new pool)",
+            ns.name,
+            from.name,
+            ns.name,
+            pin_key(&ns.pins)
+        ));
+    }
+    for w in input.workloads.iter().filter(|w| names_old(&w.template_pins)) {
+        out.push(format!(
+            "{} pins its pods to {} in spec.template.metadata.annotations; remove {} from the template (kubectl edit {} -n {} {})",
+            w.owner.display(),
+            from.name,
+            pin_key(&w.template_pins),
+            w.owner.kind.as_str().to_lowercase(),
+            w.owner.namespace,
+            w.owner.name
+        ));
+    }
+    let templated: BTreeSet<&Owner> =
+        input.workloads.iter().filter(|w| names_old(&w.template_pins)).map(|w| &w.owner).collect();
+    for p in
+        input.inventory.pods.iter().filter(|p| p.holds_pool_ip() && names_old(&p.pins) && !templated.contains(&p.owner))
+    {
+        out.push(format!(
+            "pod {} is pinned to {} by its {} annotation; a replacement would get the same pin. Fix its owner ({}) or: kubectl annotate pod -n {} {} {}-",
+            p.key(),
+            from.name,
+            pin_key(&p.pins),
+            p.owner.display(),
+            p.namespace,
+            p.name,
+            pin_key(&p.pins)
+        ));
+    }
+    out
+}
+
+fn pin_key(pins: &PoolPins) -> &'static str {
+    if !pins.ip_addrs.is_empty() {
+        crate::core::model::ANNOT_IPADDRS
+    } else {
+        crate::core::model::ANNOT_IPV4POOLS
+    }
+}
+
+/// Pods on the old pool, grouped into moves by owner (or by node for
+/// `--strategy drain`). Returns (moves, skipped, blockers).
+pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped>, Vec<String>) {
+    let inv = input.inventory;
+    // Pods already inside the target CIDR (a sub-range of the old pool) stay.
+    let target_cidr: Option<IpNet> = match &input.to {
+        TargetRequest::Cidr(c) => parse_canonical(c).ok(),
+        TargetRequest::Pool(n) => inv.pool_named(n).map(|i| inv.pools[i].cidr),
+    };
+    let mut moves = Vec::new();
+    let mut skipped = Vec::new();
+    let mut blockers = Vec::new();
+    let mut bare = Vec::new();
+    let strategy_of: BTreeMap<&Owner, &str> =
+        input.workloads.iter().map(|w| (&w.owner, w.update_strategy.as_str())).collect();
+    // Pods that will be evicted rather than rolled: PDBs matter for those.
+    let mut evicted: Vec<&PodInfo> = Vec::new();
+    let mut drained: BTreeMap<String, Vec<&PodInfo>> = BTreeMap::new();
+
+    for (owner, pods) in inv.pods_by_owner(from_idx) {
+        let pods: Vec<&PodInfo> = pods
+            .into_iter()
+            .filter(|p| !p.terminating && input.pod_filter.is_none_or(|f| f.contains(&p.key())))
+            .filter(|p| target_cidr.is_none_or(|t| !p.ips.iter().any(|ip| t.contains(ip))))
+            .collect();
+        if pods.is_empty() {
+            continue;
+        }
+        let keys = |ps: &[&PodInfo]| ps.iter().map(|p| p.key()).collect::<Vec<_>>();
+        let uids = |ps: &[&PodInfo]| ps.iter().map(|p| p.uid.clone()).collect::<Vec<_>>();
+        let mk = |kind, note: Option<String>, ps: &[&PodInfo]| Move {
+            target: owner.display(),
+            kind,
+            owner: Some(owner.clone()),
+            pods: keys(ps),
+            pod_uids: uids(ps),
+            note,
+        };
+        match owner.kind {
+            OwnerKind::Static => {
+                for p in &pods {
+                    skipped.push(Skipped {
+                        pod: p.key(),
+                        reason: "static (mirror) pod: it cannot be moved through the API; restart it on its node"
+                            .into(),
+                    });
+                }
+            }
+            OwnerKind::Job => match input.jobs {
+                JobsPolicy::Wait => {
+                    moves.push(mk(MoveKind::WaitJob, Some("waits for the Job to finish".into()), &pods))
+                }
+                JobsPolicy::Skip => {
+                    for p in &pods {
+                        skipped.push(Skipped {
+                            pod: p.key(),
+                            reason: format!(
+                                "{} left running (--jobs skip); the old pool is kept until it finishes",
+                                owner.display()
+                            ),
+                        });
+                    }
+                }
+                JobsPolicy::Evict => {
+                    evicted.extend(pods.iter().copied());
+                    moves.push(mk(
+                        MoveKind::Evict,
+                        Some("--jobs evict: the Job starts a new pod; counts against its backoffLimit".into()),
+                        &pods,
+                    ));
+                }
+            },
+            OwnerKind::Bare => {
+                if input.force {
+                    evicted.extend(pods.iter().copied());
+                    moves.push(mk(
+                        MoveKind::EvictForGood,
+                        Some("bare pod: nothing re-creates it, it is gone for good (--force)".into()),
+                        &pods,
+                    ));
+                } else {
+                    bare.extend(keys(&pods));
+                }
+            }
+            OwnerKind::Deployment | OwnerKind::StatefulSet | OwnerKind::DaemonSet => {
+                let on_delete = strategy_of.get(&owner).is_some_and(|s| *s == "OnDelete");
+                let use_rollout = owner.kind == OwnerKind::DaemonSet || input.strategy == Strategy::Rollout;
+                if use_rollout && !on_delete {
+                    let note = (owner.kind == OwnerKind::DaemonSet && input.strategy != Strategy::Rollout).then(|| {
+                        "DaemonSet pods are always rolled (eviction would not move them off the node)".to_string()
+                    });
+                    moves.push(mk(MoveKind::Rollout, note, &pods));
+                } else if input.strategy == Strategy::Drain && owner.kind != OwnerKind::DaemonSet {
+                    for p in &pods {
+                        drained.entry(p.node.clone().unwrap_or_default()).or_default().push(p);
+                    }
+                } else {
+                    evicted.extend(pods.iter().copied());
+                    let note = on_delete.then(|| {
+                        "updateStrategy OnDelete: a rollout would not replace pods, so they are evicted".to_string()
+                    });
+                    moves.push(mk(MoveKind::Evict, note, &pods));
+                }
+            }
+            OwnerKind::ReplicaSet | OwnerKind::Other => {
+                if input.strategy == Strategy::Drain {
+                    for p in &pods {
+                        drained.entry(p.node.clone().unwrap_or_default()).or_default().push(p);
+                    }
+                } else {
+                    evicted.extend(pods.iter().copied());
+                    moves.push(mk(
+                        MoveKind::Evict,
+                        Some(format!("{} has no rollout; its controller re-creates evicted pods", owner.display())),
+                        &pods,
+                    ));
+                }
+            }
+        }
+    }
+    for (node, pods) in drained {
+        evicted.extend(pods.iter().copied());
+        moves.push(Move {
+            target: format!("Node {node}"),
+            kind: MoveKind::Drain,
+            owner: None,
+            pods: pods.iter().map(|p| p.key()).collect(),
+            pod_uids: pods.iter().map(|p| p.uid.clone()).collect(),
+            note: Some("cordon, evict, uncordon".into()),
+        });
+    }
+    if !bare.is_empty() {
+        blockers.push(format!(
+            "bare pod(s) with no controller: {}; moving them deletes them for good (nothing re-creates them). Re-run with --force to evict them anyway, or delete/recreate them yourself",
+            name_some(&bare)
+        ));
+    }
+    let evicted_keys: BTreeSet<String> = evicted.iter().map(|p| p.key()).collect();
+    for pdb in input.pdbs.iter().filter(|p| p.never_allows_disruption()) {
+        let hit: Vec<String> = pdb.pods.iter().filter(|k| evicted_keys.contains(*k)).cloned().collect();
+        if !hit.is_empty() {
+            blockers.push(format!(
+                "PodDisruptionBudget {}/{} allows no disruption even with all {} pods healthy, so evicting {} can never succeed; relax it (e.g. maxUnavailable: 1) or use --strategy rollout",
+                pdb.namespace,
+                pdb.name,
+                pdb.expected_pods,
+                name_some(&hit)
+            ));
+        }
+    }
+    // Rollouts first (least disruptive, each guarded by its own strategy),
+    // then evictions, drains, and Jobs last: they may take longest.
+    moves.sort_by_key(|m| match m.kind {
+        MoveKind::Rollout => 0,
+        MoveKind::Evict => 1,
+        MoveKind::Drain => 2,
+        MoveKind::EvictForGood => 3,
+        MoveKind::WaitJob => 4,
+    });
+    (moves, skipped, blockers)
+}
+
+/// Every node must be selected by some enabled pool once the old pool is
+/// disabled, or its new pods get no address.
+pub(super) fn node_coverage(
+    input: &PlanInput,
+    from_idx: usize,
+    to: &Pool,
+    blockers: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    let v4 = to.cidr.addr().is_ipv4();
+    let mut enabled: Vec<&Pool> = input
+        .inventory
+        .pools
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| {
+            *i != from_idx
+                && p.is_active()
+                && p.allows_workloads()
+                && p.name != to.name
+                && p.cidr.addr().is_ipv4() == v4
+        })
+        .map(|(_, p)| p)
+        .collect();
+    enabled.push(to);
+    let mut uncovered = Vec::new();
+    let mut unknown = BTreeSet::new();
+    for n in input.nodes {
+        let covered = enabled.iter().any(|p| match eval_selector(&p.node_selector, &n.labels) {
+            Some(b) => b,
+            None => {
+                unknown.insert(format!("{} ({:?})", p.name, p.node_selector));
+                true
+            }
+        });
+        if !covered {
+            uncovered.push(n.name.clone());
+        }
+    }
+    for u in unknown {
+        warnings.push(format!("cannot evaluate the nodeSelector of IPPool {u}; assuming it selects every node"));
+    }
+    if !uncovered.is_empty() {
+        blockers.push(format!(
+            "no enabled pool would select node(s) {} once {} is disabled (the new pool's nodeSelector is {:?}); their new pods would get no address. Fix --node-selector",
+            name_some(&uncovered),
+            input.inventory.pools[from_idx].name,
+            to.node_selector
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::inventory::tests::pod;
+    use crate::core::model::{NamespaceInfo, PdbInfo, WorkloadInfo};
+    use crate::core::plan::fixtures::*;
+    use crate::core::plan::make_plan;
+
+    #[test]
+    fn bare_pods_need_force() {
+        let w = world(seed_pools(), seed_pods());
+        let plan = make_plan(&input(&w, cidr("10.0.0.0/16"))).unwrap();
+        assert_eq!(plan.blockers.len(), 1);
+        assert!(
+            plan.blockers[0].contains("shop/debug") && plan.blockers[0].contains("--force"),
+            "{}",
+            plan.blockers[0]
+        );
+    }
+
+    #[test]
+    fn pinned_namespace_template_and_pod_are_blockers_with_fixes() {
+        let mut pods = seed_pods();
+        let mut pinned = pod("legacy", "old-app-1", "192.168.0.9", OwnerKind::Deployment, "old-app");
+        pinned.pins.pools = vec!["default-ipv4-ippool".into()];
+        pods.push(pinned);
+        let mut fixed = pod("shop", "fixed", "192.168.0.10", OwnerKind::ReplicaSet, "fixed-rs");
+        fixed.pins.ip_addrs = vec!["192.168.0.10".into()];
+        pods.push(fixed);
+        let mut w = world(seed_pools(), pods);
+        w.namespaces = vec![NamespaceInfo {
+            name: "legacy".into(),
+            labels: Default::default(),
+            pins: PoolPins { pools: vec!["default-ipv4-ippool".into()], ..Default::default() },
+        }];
+        w.workloads = vec![WorkloadInfo {
+            owner: Owner {
+                kind: OwnerKind::Deployment,
+                other_kind: None,
+                namespace: "legacy".into(),
+                name: "old-app".into(),
+            },
+            template_pins: PoolPins { pools: vec!["192.168.0.0/16".into()], ..Default::default() },
+            update_strategy: "RollingUpdate".into(),
+        }];
+        let mut i = input(&w, cidr("10.0.0.0/16"));
+        i.force = true;
+        let b = make_plan(&i).unwrap().blockers;
+        assert_eq!(b.len(), 3, "{b:#?}");
+        assert!(b[0].contains("kubectl annotate namespace legacy cni.projectcalico.org/ipv4pools-"), "{}", b[0]);
+        assert!(b[1].contains("Deployment legacy/old-app pins its pods"), "{}", b[1]);
+        assert!(b[2].contains("pod shop/fixed") && b[2].contains("cni.projectcalico.org/ipAddrs"), "{}", b[2]);
+    }
+
+    #[test]
+    fn unsatisfiable_pdb_blocks_evictions_only() {
+        let mut w = world(seed_pools(), seed_pods());
+        w.pdbs = vec![PdbInfo {
+            namespace: "shop".into(),
+            name: "web".into(),
+            disruptions_allowed: 0,
+            current_healthy: 1,
+            expected_pods: 1,
+            pods: vec!["shop/web-1".into()],
+        }];
+        let mut i = input(&w, cidr("10.0.0.0/16"));
+        i.force = true;
+        assert!(make_plan(&i).unwrap().blockers.is_empty(), "rollouts do not go through PDBs");
+        i.strategy = Strategy::Evict;
+        let b = make_plan(&i).unwrap().blockers;
+        assert!(b[0].contains("PodDisruptionBudget shop/web allows no disruption"), "{b:?}");
+        // A PDB that is at zero only because a pod is unhealthy is transient.
+        w.pdbs[0].current_healthy = 0;
+        let mut i = input(&w, cidr("10.0.0.0/16"));
+        i.force = true;
+        i.strategy = Strategy::Evict;
+        assert!(make_plan(&i).unwrap().blockers.is_empty());
+    }
+
+    #[test]
+    fn strategies_evict_drain_on_delete_and_jobs() {
+        let mut w = world(seed_pools(), seed_pods());
+        w.workloads = vec![WorkloadInfo {
+            owner: Owner {
+                kind: OwnerKind::StatefulSet,
+                other_kind: None,
+                namespace: "shop".into(),
+                name: "db".into(),
+            },
+            template_pins: PoolPins::default(),
+            update_strategy: "OnDelete".into(),
+        }];
+        let mut i = input(&w, cidr("10.0.0.0/16"));
+        i.force = true;
+        let plan = make_plan(&i).unwrap();
+        let db = plan.moves.iter().find(|m| m.target == "StatefulSet shop/db").unwrap();
+        assert_eq!(db.kind, MoveKind::Evict);
+        assert!(db.note.as_deref().unwrap().contains("OnDelete"));
+
+        i.strategy = Strategy::Drain;
+        i.jobs = JobsPolicy::Skip;
+        let plan = make_plan(&i).unwrap();
+        let kinds: Vec<(String, MoveKind)> = plan.moves.iter().map(|m| (m.target.clone(), m.kind)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("DaemonSet shop/agent".into(), MoveKind::Rollout),
+                ("Node node-0".into(), MoveKind::Drain),
+                ("Bare shop/debug".into(), MoveKind::EvictForGood)
+            ]
+        );
+        assert_eq!(plan.moves[1].pods.len(), 3);
+        assert_eq!(plan.skipped.len(), 1);
+        assert!(plan.skipped[0].reason.contains("--jobs skip"));
+
+        i.strategy = Strategy::Evict;
+        i.jobs = JobsPolicy::Evict;
+        let plan = make_plan(&i).unwrap();
+        assert!(plan.moves.iter().filter(|m| m.kind == MoveKind::Evict).count() == 4, "{:?}", plan.moves);
+    }
+
+    #[test]
+    fn static_pods_are_reported_and_filters_apply() {
+        let mut pods = seed_pods();
+        pods.push(pod("kube-system", "etcd-node-0", "192.168.0.20", OwnerKind::Static, "etcd-node-0"));
+        let w = world(seed_pools(), pods);
+        let mut i = input(&w, cidr("10.0.0.0/16"));
+        i.force = true;
+        let plan = make_plan(&i).unwrap();
+        assert!(plan.skipped.iter().any(|s| s.pod == "kube-system/etcd-node-0" && s.reason.contains("static")));
+        let only: BTreeSet<String> = ["shop/web-1".to_string()].into();
+        i.pod_filter = Some(&only);
+        let plan = make_plan(&i).unwrap();
+        assert_eq!(plan.pod_count(), 1);
+    }
+
+    #[test]
+    fn node_coverage_blocks_when_no_pool_selects_a_node() {
+        let w = world(seed_pools(), seed_pods());
+        let mut i = input(&w, cidr("10.0.0.0/16"));
+        i.force = true;
+        i.overrides.node_selector = Some("zone == 'a'".into());
+        let b = make_plan(&i).unwrap().blockers;
+        assert!(
+            b[0].contains("no enabled pool would select node(s) kubesim-node-0, kubesim-node-1, kubesim-node-2"),
+            "{b:?}"
+        );
+        i.overrides.node_selector = Some("kubernetes.io/os == 'linux'".into());
+        assert!(make_plan(&i).unwrap().blockers.is_empty());
+        i.overrides.node_selector = Some("zone in {'a'}".into());
+        let plan = make_plan(&i).unwrap();
+        assert!(plan.blockers.is_empty());
+        assert!(plan.warnings.iter().any(|w| w.contains("cannot evaluate the nodeSelector")), "{:?}", plan.warnings);
+    }
+}

@@ -11,9 +11,10 @@ use crate::cluster::calico::Calico;
 use crate::cluster::probe::{self, ProbeOptions, DEFAULT_PROBE_IMAGE};
 use crate::cluster::snapshot::Snapshot;
 use crate::cluster::{templates, Cluster};
-use crate::core::checks::{self, Check, Expectations, IpamFigures, ProbeOutcome, Summary, VerifyInput};
+use crate::core::checks::{self, Check, Expectations, IpamFigures, Summary, VerifyInput};
 use crate::core::cidr::parse_canonical;
 use crate::core::findings::Severity;
+use crate::core::model::ProbeOutcome;
 use crate::error::{Error, Result, EXIT_DRIFT};
 use crate::output::Printer;
 

@@ -593,7 +593,7 @@ fn fault_stats(dir: &Path) -> Value {
 
 /// Run `migrate` through the faulty kubeconfig until it succeeds (at most
 /// `max` runs). Every failed run must be an orderly `error:` with exit 2.
-fn run_until_done(c: &TestCluster, faulty: &PathBuf, args: &[String], max: usize, during: impl Fn(&Child)) -> usize {
+fn run_until_done(c: &TestCluster, faulty: &Path, args: &[String], max: usize, during: impl Fn(&Child)) -> usize {
     let mut last = String::new();
     for run in 1..=max {
         // A shorter --timeout bounds a run whose wait never ends (seen once: the canary
@@ -617,7 +617,7 @@ fn run_until_done(c: &TestCluster, faulty: &PathBuf, args: &[String], max: usize
             }
             return run;
         }
-        let last_error = err.lines().filter(|l| l.starts_with("error:")).last().unwrap_or("").to_string();
+        let last_error = err.lines().rfind(|l| l.starts_with("error:")).unwrap_or("").to_string();
         println!("run {run} failed ({status}): {last_error}");
         last = err.clone();
         assert_eq!(status.code(), Some(2), "a failed run must exit 2:\n{err}");

@@ -18,7 +18,7 @@ fn setup(c: &common::TestCluster) {
         "clusterrolebinding",
         "ippool-viewer",
         "--clusterrole=ippool-reader",
-        &format!("--serviceaccount=default:ippool-viewer"),
+        "--serviceaccount=default:ippool-viewer",
     ]);
 }
 
@@ -31,7 +31,7 @@ fn reader_role_is_enough_for_status_and_verify_and_nobody_gets_a_clear_403() {
     assert!(out.status.success(), "status as reader: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["pools"][0]["name"], "default-ipv4-ippool");
-    assert!(v["clusterNetworks"]["podCidrs"].as_array().unwrap().len() > 0, "reader can discover the pod CIDR");
+    assert!(!v["clusterNetworks"]["podCidrs"].as_array().unwrap().is_empty(), "reader can discover the pod CIDR");
 
     let out = c.ippool(&["verify", "-o", "json", "--as", VIEWER]).output().unwrap();
     assert!(

@@ -11,8 +11,7 @@ use kube::runtime::wait::await_condition;
 use rand::Rng;
 
 use super::Cluster;
-use crate::core::checks::ProbeOutcome;
-use crate::core::model::LABEL_MANAGED_BY;
+use crate::core::model::{ProbeOutcome, LABEL_MANAGED_BY};
 use crate::error::{Error, KubeResultExt, Result};
 
 pub const PROBE_NAMESPACE_PREFIX: &str = "kubectl-ippool-probe-";

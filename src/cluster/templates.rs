@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::workloads::pins_from;
 use super::{list_paged, Cluster};
-use crate::core::checks::{SandboxFailure, WorkloadTemplate};
+use crate::core::model::{SandboxFailure, WorkloadTemplate};
 use crate::error::Result;
 
 /// The event reason kubelet uses when CNI ADD (and so Calico IPAM) fails.

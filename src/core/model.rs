@@ -382,3 +382,43 @@ pub struct CniPools {
     pub source: String,
     pub pools: Vec<String>,
 }
+
+/// A workload's pod template pool annotations (Deployment, StatefulSet, ...).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkloadTemplate {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub pins: PoolPins,
+}
+
+/// The latest `FailedCreatePodSandBox` event of a pod.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SandboxFailure {
+    pub namespace: String,
+    pub pod: String,
+    pub message: String,
+    pub count: i32,
+}
+
+impl SandboxFailure {
+    /// The part of the CNI error that says why (`the given pool (...) does not exist, or is not enabled`).
+    pub fn reason(&self) -> &str {
+        match self.message.rfind("failed (add): ") {
+            Some(i) => &self.message[i + "failed (add): ".len()..],
+            None => &self.message,
+        }
+    }
+}
+
+/// What one probe pod got.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeOutcome {
+    /// `namespace/name` of the probe pod.
+    pub pod: String,
+    pub node: Option<String>,
+    pub ip: Option<IpAddr>,
+    /// Why it got no address (timeout, Calico's sandbox error).
+    pub error: Option<String>,
+}

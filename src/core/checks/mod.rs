@@ -1,0 +1,310 @@
+//! The checks of `verify`: plain data in, a list of PASS/WARN/FAIL results
+//! out, each naming the objects at fault.
+//!
+//! Every check is always present in the result (PASS when clean) so the
+//! output has a stable shape for scripts. The IPAM checks classify problems
+//! the way `calicoctl ipam check` does, so `IpamFigures::calicoctl_problems`
+//! equals calicoctl's "found N problems" on the same cluster.
+//!
+//! Each check's code, title and category are written once, in [`defs`];
+//! `pools`, `pods`, `ipam` and `probe` hold the checks themselves.
+
+#[cfg(test)]
+mod fixtures;
+mod ipam;
+mod pods;
+mod pools;
+mod probe;
+
+pub use probe::probe_check;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use super::findings::Severity;
+use super::inventory::Inventory;
+use super::model::{ClusterNetworks, NamespaceInfo, NodeInfo, SandboxFailure, WorkloadTemplate};
+use super::state::{MigrationState, Phase};
+
+/// Which part of the cluster a check looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    Pools,
+    Pods,
+    Ipam,
+    Probe,
+}
+
+/// One check and its outcome.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Check {
+    /// Stable identifier for scripts, e.g. `leakedAllocations`.
+    pub code: &'static str,
+    /// Short human title, shown in the CHECK column.
+    pub name: &'static str,
+    pub category: Category,
+    pub status: Severity,
+    pub message: String,
+    /// Every object at fault (`Pod shop/web-1`, `IPAMBlock 192-168-0-0-26`).
+    pub objects: Vec<String>,
+}
+
+impl Check {
+    fn new(def: CheckDef, status: Severity, message: impl Into<String>, objects: Vec<String>) -> Check {
+        Check { code: def.code, name: def.title, category: def.category, status, message: message.into(), objects }
+    }
+
+    /// PASS with `message` and no objects.
+    fn pass(def: CheckDef, message: impl Into<String>) -> Check {
+        Check::new(def, Severity::Pass, message, vec![])
+    }
+
+    /// PASS with `ok` when `objects` is empty, else `bad` with `msg(objects)`.
+    fn from_objects(
+        def: CheckDef,
+        bad: Severity,
+        objects: Vec<String>,
+        ok: impl Into<String>,
+        msg: impl FnOnce(&[String]) -> String,
+    ) -> Check {
+        if objects.is_empty() {
+            Check::pass(def, ok)
+        } else {
+            let m = msg(&objects);
+            Check::new(def, bad, m, objects)
+        }
+    }
+}
+
+/// What never changes about a check: its code, its title and its category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckDef {
+    /// Stable identifier for scripts (`Check::code`).
+    pub code: &'static str,
+    /// Short human title (`Check::name`, the CHECK column).
+    pub title: &'static str,
+    pub category: Category,
+}
+
+/// Writes the table below: one `CheckDef` constant per row and, for the
+/// tests, `ALL` with every row in table order.
+macro_rules! check_defs {
+    ($($id:ident: $code:literal, $title:literal, $category:ident;)+) => {
+        $(pub const $id: CheckDef = CheckDef { code: $code, title: $title, category: Category::$category };)+
+
+        /// Every check, in table order.
+        #[cfg(test)]
+        pub const ALL: &[CheckDef] = &[$($id),+];
+    };
+}
+
+/// Every check `verify` can report. The codes and titles are the stable
+/// output (JSON `code`/`name`, the CHECK column); the rows are in the order
+/// the checks appear in the output, which `run_checks` plus the probe keep.
+pub mod defs {
+    use super::{Category, CheckDef};
+
+    check_defs! {
+        // constant                 code                        title                               category
+        TARGET_POOL:                "targetPool",               "Target pool",                      Pools;
+        POOL_OVERLAPS_SERVICE_CIDR: "poolOverlapsServiceCidr",  "Pools vs Service CIDR",            Pools;
+        POOLS_OVERLAP:              "poolsOverlap",             "Pool overlap",                     Pools;
+        POOL_OUTSIDE_CLUSTER_CIDR:  "poolOutsideClusterCidr",   "Pools vs cluster CIDR",            Pools;
+        OLD_POOL_RETIRED:           "oldPoolRetired",           "Old pool retired",                 Pools;
+        MIGRATION_COMPLETE:         "migrationComplete",        "Migration record",                 Pools;
+        PODS_ON_RETIRED_POOLS:      "podsOnRetiredPools",       "Pods on retired pools",            Pods;
+        PODS_OUTSIDE_POOLS:         "podsOutsidePools",         "Pods outside pools",               Pods;
+        PINNED_TO_RETIRED_POOL:     "pinnedToRetiredPool",      "Pool pins",                        Pods;
+        PODS_PENDING_ON_IPAM:       "podsPendingOnIpam",        "Pods pending on IPAM",             Pods;
+        LEAKED_ALLOCATIONS:         "leakedAllocations",        "Leaked allocations",               Ipam;
+        ALLOCATION_OWNER_MISMATCH:  "allocationOwnerMismatch",  "Allocation owners",                Ipam;
+        IPS_OUTSIDE_ACTIVE_POOLS:   "ipsOutsideActivePools",    "In-use IPs outside active pools",  Ipam;
+        IPS_WITHOUT_ALLOCATION:     "ipsWithoutAllocation",     "In-use IPs without allocation",    Ipam;
+        DUPLICATE_IPS:              "duplicateIps",             "Duplicate IPs",                    Ipam;
+        HANDLES_WITHOUT_IPS:        "handlesWithoutIps",        "Orphan handles",                   Ipam;
+        MISSING_HANDLES:            "missingHandles",           "Missing handles",                  Ipam;
+        AFFINITY_FOR_MISSING_NODE:  "affinityForMissingNode",   "Affinities of missing nodes",      Ipam;
+        AFFINITY_FOR_DELETED_POOL:  "affinityForDeletedPool",   "Affinities of deleted pools",      Ipam;
+        AFFINITY_PENDING_DELETION:  "affinityPendingDeletion",  "Affinities pending deletion",      Ipam;
+        BLOCKS_OUTSIDE_POOLS:       "blocksOutsidePools",       "Blocks outside pools",             Ipam;
+        INVALID_BLOCKS:             "invalidBlocks",            "Block structure",                  Ipam;
+        PROBE:                      "probe",                    "Probe pod",                        Probe;
+    }
+}
+
+/// What `verify` was asked about, beyond what the cluster says.
+#[derive(Debug, Clone, Default)]
+pub struct Expectations {
+    /// Pools (names) new pods should get addresses from (`--to`).
+    pub targets: Vec<String>,
+    /// The pool being retired (`--from`), which may already be deleted.
+    pub from: Option<String>,
+    /// Its CIDR, for when the pool is gone (`--from-cidr` or the record).
+    pub from_cidr: Option<IpNet>,
+    /// Restrict pod-level checks to this namespace (`-n`).
+    pub namespace: Option<String>,
+}
+
+/// Everything the checks look at.
+pub struct VerifyInput<'a> {
+    pub inv: &'a Inventory,
+    pub nodes: &'a [NodeInfo],
+    pub namespaces: &'a [NamespaceInfo],
+    pub networks: &'a ClusterNetworks,
+    pub migration: Option<&'a MigrationState>,
+    pub templates: &'a [WorkloadTemplate],
+    pub sandbox_failures: &'a [SandboxFailure],
+    pub expect: &'a Expectations,
+}
+
+/// The IPAM figures, in `calicoctl ipam check`'s classes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpamFigures {
+    pub blocks: usize,
+    /// Allocated addresses over all blocks.
+    pub allocations: usize,
+    /// Addresses in use by pods (workload endpoints) and node tunnels.
+    pub in_use_ips: usize,
+    /// Allocated but not in use (calicoctl: "allocated in IPAM but not actually in use").
+    pub leaked_ips: usize,
+    /// In use, not allocated, outside every active pool.
+    pub in_use_not_in_active_pool: usize,
+    /// In use, not allocated, inside an active pool.
+    pub in_use_without_allocation: usize,
+    /// IPAMHandles no allocation refers to.
+    pub handles_without_ips: usize,
+    /// Handles named by allocations that have no IPAMHandle object (calicoctl lists these but does not count them).
+    pub missing_handles: usize,
+    /// Addresses claimed by more than one pod or node (calicoctl lists these but does not count them).
+    pub multiple_owners: usize,
+    /// Blocks with structural problems (calicoctl >= 3.32 counts these).
+    pub invalid_blocks: usize,
+    /// The number `calicoctl ipam check` (3.31) reports as "found N problems".
+    pub calicoctl_problems: usize,
+}
+
+/// The pool names the checks treat as targets and as the retired pool:
+/// flags first, then an unfinished-or-done (not rolled back) migration record.
+fn targets_and_from(input: &VerifyInput) -> (Vec<String>, Option<String>, Option<IpNet>) {
+    let record = input.migration.filter(|m| m.phase != Phase::RolledBack);
+    let targets = if !input.expect.targets.is_empty() {
+        input.expect.targets.clone()
+    } else {
+        record.map(|m| vec![m.to_pool.clone()]).unwrap_or_default()
+    };
+    let from = input.expect.from.clone().or_else(|| record.map(|m| m.from_pool.clone()));
+    let from_cidr = input.expect.from_cidr.or_else(|| {
+        let from = from.as_deref()?;
+        if let Some(i) = input.inv.pool_named(from) {
+            return Some(input.inv.pools[i].cidr);
+        }
+        record.filter(|m| m.from_pool == from).and_then(|m| m.from_cidr.parse::<IpNet>().ok()).map(|n| n.trunc())
+    });
+    (targets, from, from_cidr)
+}
+
+/// Run every check (the probe is added by the caller).
+pub fn run_checks(input: &VerifyInput) -> (Vec<Check>, IpamFigures) {
+    let mut out = pools::pool_checks(input);
+    out.extend(pods::pod_checks(input));
+    let (ipam, figures) = ipam::ipam_checks(input);
+    out.extend(ipam);
+    (out, figures)
+}
+
+/// Counts per status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub total: usize,
+    pub passed: usize,
+    pub warnings: usize,
+    pub failed: usize,
+}
+
+pub fn summarize(checks: &[Check]) -> Summary {
+    let mut s = Summary { total: checks.len(), ..Default::default() };
+    for c in checks {
+        match c.status {
+            Severity::Pass => s.passed += 1,
+            Severity::Warn => s.warnings += 1,
+            Severity::Fail => s.failed += 1,
+        }
+    }
+    s
+}
+
+/// The overall result; `--strict` counts warnings as failures.
+pub fn overall(checks: &[Check], strict: bool) -> Severity {
+    let worst = checks.iter().map(|c| c.status).max().unwrap_or(Severity::Pass);
+    if strict && worst == Severity::Warn {
+        Severity::Fail
+    } else {
+        worst
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+
+    #[test]
+    fn clean_cluster_passes_everything() {
+        let (cs, fig) = clean_world().run();
+        let bad: Vec<_> = cs.iter().filter(|c| c.status != Severity::Pass).collect();
+        assert!(bad.is_empty(), "{bad:#?}");
+        assert_eq!(fig.calicoctl_problems, 0);
+        assert_eq!(fig.allocations, 3);
+        assert_eq!(fig.in_use_ips, 3);
+        assert_eq!(overall(&cs, true), Severity::Pass);
+    }
+
+    #[test]
+    fn every_check_is_always_present_in_a_stable_order() {
+        let (cs, _) = clean_world().run();
+        let codes: Vec<_> = cs.iter().map(|c| c.code).collect();
+        assert_eq!(
+            codes,
+            vec![
+                "targetPool",
+                "poolOverlapsServiceCidr",
+                "poolsOverlap",
+                "poolOutsideClusterCidr",
+                "oldPoolRetired",
+                "migrationComplete",
+                "podsOnRetiredPools",
+                "podsOutsidePools",
+                "pinnedToRetiredPool",
+                "podsPendingOnIpam",
+                "leakedAllocations",
+                "allocationOwnerMismatch",
+                "ipsOutsideActivePools",
+                "ipsWithoutAllocation",
+                "duplicateIps",
+                "handlesWithoutIps",
+                "missingHandles",
+                "affinityForMissingNode",
+                "affinityForDeletedPool",
+                "affinityPendingDeletion",
+                "blocksOutsidePools",
+                "invalidBlocks",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_table_lists_the_checks_in_output_order() {
+        let w = clean_world();
+        let nets = nets();
+        let input = w.input(&nets);
+        let (mut cs, _) = run_checks(&input);
+        cs.push(probe_check(&input, &[]));
+        let got: Vec<_> = cs.iter().map(|c| (c.code, c.name, c.category)).collect();
+        let table: Vec<_> = defs::ALL.iter().map(|d| (d.code, d.title, d.category)).collect();
+        assert_eq!(got, table);
+    }
+}

@@ -1,0 +1,218 @@
+//! The pod checks: pods on retired pools or outside every pool, pins to
+//! disabled or missing pools, and pods stuck Pending on a sandbox failure.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use super::defs::*;
+use super::pools::bad_pins;
+use super::{targets_and_from, Check, Expectations, VerifyInput};
+use crate::core::findings::{name_some, Severity};
+use crate::core::model::{PoolPins, SandboxFailure};
+
+fn in_namespace(expect: &Expectations, ns: &str) -> bool {
+    expect.namespace.as_deref().is_none_or(|n| n == ns)
+}
+
+pub fn pod_checks(input: &VerifyInput) -> Vec<Check> {
+    let inv = input.inv;
+    let expect = input.expect;
+    let (_, _, from_cidr) = targets_and_from(input);
+    let mut out = Vec::new();
+
+    // Pods on a disabled pool, or in the retired CIDR once its pool is gone;
+    // pods in no pool at all.
+    let mut retired = Vec::new();
+    let mut stray = Vec::new();
+    for (pod, pool) in inv.pods.iter().zip(&inv.pod_pool) {
+        if !pod.holds_pool_ip() || !in_namespace(expect, &pod.namespace) {
+            continue;
+        }
+        let ip = |pred: &dyn Fn(&IpAddr) -> bool| {
+            pod.ips.iter().find(|i| pred(i)).or(pod.ips.first()).map(|i| i.to_string()).unwrap_or_default()
+        };
+        match pool {
+            Some(i) if !inv.pools[*i].is_active() => {
+                let p = &inv.pools[*i];
+                retired.push(format!(
+                    "Pod {} ({} in disabled IPPool {})",
+                    pod.key(),
+                    ip(&|a| p.cidr.contains(a)),
+                    p.name
+                ));
+            }
+            Some(_) => {}
+            None => match from_cidr.filter(|c| pod.ips.iter().any(|a| c.contains(a))) {
+                Some(c) => retired.push(format!("Pod {} ({} in deleted pool {c})", pod.key(), ip(&|a| c.contains(a)))),
+                None => stray.push(format!("Pod {} ({})", pod.key(), ip(&|_| true))),
+            },
+        }
+    }
+    out.push(Check::from_objects(
+        PODS_ON_RETIRED_POOLS,
+        Severity::Fail,
+        retired,
+        "no running pod holds an address of a disabled or deleted pool",
+        |o| format!("{} pod(s) still hold an address of a disabled or deleted pool: {}", o.len(), name_some(o)),
+    ));
+    out.push(Check::from_objects(
+        PODS_OUTSIDE_POOLS,
+        Severity::Fail,
+        stray,
+        "every running pod's address lies in an IP pool",
+        |o| format!("{} pod(s) hold an address that is in no IP pool: {}", o.len(), name_some(o)),
+    ));
+
+    // Pins to disabled or missing pools, on namespaces, pods and templates.
+    let mut pinned = Vec::new();
+    let mut reasons = Vec::new();
+    let mut note = |object: String, pins: &PoolPins| {
+        let bad = bad_pins(pins, inv);
+        if !bad.is_empty() {
+            reasons.push(format!("{object}: {}", bad.join(", ")));
+            pinned.push(object);
+        }
+    };
+    for ns in input.namespaces.iter().filter(|n| !n.pins.is_empty() && in_namespace(expect, &n.name)) {
+        note(format!("Namespace {}", ns.name), &ns.pins);
+    }
+    for t in input.templates.iter().filter(|t| !t.pins.is_empty() && in_namespace(expect, &t.namespace)) {
+        note(format!("{} {}/{}", t.kind, t.namespace, t.name), &t.pins);
+    }
+    for p in inv.pods.iter().filter(|p| !p.pins.is_empty() && !p.is_finished() && in_namespace(expect, &p.namespace)) {
+        note(format!("Pod {}", p.key()), &p.pins);
+    }
+    out.push(Check::from_objects(
+        PINNED_TO_RETIRED_POOL,
+        Severity::Fail,
+        pinned,
+        "no namespace, workload template or pod is pinned to a disabled or missing pool",
+        |objs| {
+            format!(
+                "{} object(s) are pinned to a disabled or missing pool; their new pods will not start: {}",
+                objs.len(),
+                name_some(&reasons)
+            )
+        },
+    ));
+
+    // Pods stuck Pending with a sandbox (CNI/IPAM) failure.
+    let failures: HashMap<(&str, &str), &SandboxFailure> =
+        input.sandbox_failures.iter().map(|f| ((f.namespace.as_str(), f.pod.as_str()), f)).collect();
+    let mut stuck = Vec::new();
+    let mut why = Vec::new();
+    for p in inv.pods.iter().filter(|p| {
+        p.phase == "Pending"
+            && p.ips.is_empty()
+            && !p.host_network
+            && !p.terminating
+            && in_namespace(expect, &p.namespace)
+    }) {
+        if let Some(f) = failures.get(&(p.namespace.as_str(), p.name.as_str())) {
+            stuck.push(format!("Pod {}", p.key()));
+            why.push(format!("Pod {}: {}", p.key(), f.reason()));
+        }
+    }
+    out.push(Check::from_objects(
+        PODS_PENDING_ON_IPAM,
+        Severity::Fail,
+        stuck,
+        "no pod is stuck Pending on a network (sandbox) failure",
+        |objs| format!("{} pod(s) stuck Pending (FailedCreatePodSandBox): {}", objs.len(), name_some(&why)),
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::checks::fixtures::*;
+    use crate::core::inventory::tests::pod;
+    use crate::core::inventory::Inventory;
+    use crate::core::model::*;
+
+    #[test]
+    fn pods_on_disabled_or_deleted_pool_and_outside_pools_fail() {
+        let mut w = clean_world();
+        let mut pods = w.inv.pods.clone();
+        pods.push(pod("shop", "db-0", "192.168.1.5", OwnerKind::StatefulSet, "db"));
+        pods.push(pod("shop", "stray", "172.16.0.1", OwnerKind::Bare, "stray"));
+        w.inv = Inventory::build(w.inv.pools.clone(), pods.clone(), w.inv.ipam.clone());
+        let (cs, _) = w.run();
+        assert_eq!(
+            check(&cs, "podsOnRetiredPools").objects,
+            vec!["Pod shop/db-0 (192.168.1.5 in disabled IPPool old)"]
+        );
+        assert_eq!(check(&cs, "podsOutsidePools").objects, vec!["Pod shop/stray (172.16.0.1)"]);
+
+        // The old pool deleted: its CIDR comes from --from-cidr.
+        w.inv = Inventory::build(vec![w.inv.pools[0].clone()], pods, w.inv.ipam.clone());
+        w.expect.from_cidr = Some(net("192.168.0.0/16"));
+        let (cs, _) = w.run();
+        assert_eq!(
+            check(&cs, "podsOnRetiredPools").objects,
+            vec!["Pod shop/db-0 (192.168.1.5 in deleted pool 192.168.0.0/16)"]
+        );
+        assert_eq!(check(&cs, "oldPoolRetired").status, Severity::Pass);
+        // -n elsewhere hides them.
+        w.expect.namespace = Some("other".into());
+        let (cs, _) = w.run();
+        assert_eq!(check(&cs, "podsOnRetiredPools").status, Severity::Pass);
+    }
+
+    #[test]
+    fn pins_to_disabled_or_missing_pools_fail_naming_the_object() {
+        let mut w = clean_world();
+        w.namespaces.push(NamespaceInfo {
+            name: "legacy".into(),
+            labels: Default::default(),
+            pins: PoolPins { pools: vec!["old".into()], ..Default::default() },
+        });
+        w.namespaces.push(NamespaceInfo {
+            name: "good".into(),
+            labels: Default::default(),
+            pins: PoolPins { pools: vec!["10.1.0.0/16".into()], ..Default::default() },
+        });
+        w.templates.push(WorkloadTemplate {
+            kind: "Deployment".into(),
+            namespace: "shop".into(),
+            name: "api".into(),
+            pins: PoolPins { pools: vec!["gone".into()], ..Default::default() },
+        });
+        let mut pinned = pod("shop", "fixed", "10.1.0.9", OwnerKind::Bare, "fixed");
+        pinned.pins.ip_addrs = vec!["192.168.0.7".into()];
+        let mut pods = w.inv.pods.clone();
+        pods.push(pinned);
+        w.inv = Inventory::build(w.inv.pools.clone(), pods, w.inv.ipam.clone());
+        let (cs, _) = w.run();
+        let c = check(&cs, "pinnedToRetiredPool");
+        assert_eq!(c.status, Severity::Fail);
+        assert_eq!(c.objects, vec!["Namespace legacy", "Deployment shop/api", "Pod shop/fixed"]);
+        assert!(c.message.contains("pool old is disabled"), "{}", c.message);
+        assert!(c.message.contains("pool gone does not exist"), "{}", c.message);
+    }
+
+    #[test]
+    fn pending_pods_report_calicos_reason() {
+        let mut w = clean_world();
+        let mut pods = w.inv.pods.clone();
+        pods.push(pod("legacy", "old-app-1", "", OwnerKind::Deployment, "old-app"));
+        pods.push(pod("legacy", "old-app-2", "", OwnerKind::Deployment, "old-app"));
+        w.inv = Inventory::build(w.inv.pools.clone(), pods, w.inv.ipam.clone());
+        w.failures.push(SandboxFailure {
+            namespace: "legacy".into(),
+            pod: "old-app-1".into(),
+            message: "Failed to create pod sandbox: rpc error: plugin type=\"calico\" failed (add): the given pool (192.168.0.0/16) does not exist, or is not enabled".into(),
+            count: 3,
+        });
+        let (cs, _) = w.run();
+        let c = check(&cs, "podsPendingOnIpam");
+        assert_eq!(c.objects, vec!["Pod legacy/old-app-1"]);
+        assert!(
+            c.message.contains("the given pool (192.168.0.0/16) does not exist, or is not enabled"),
+            "{}",
+            c.message
+        );
+        assert!(!c.message.contains("rpc error"));
+    }
+}

@@ -1,4 +1,4 @@
-//! Reliability suite (issue 6), part 1: a table of bad inputs against ONE
+//! Reliability suite, part 1: a table of bad inputs against ONE
 //! seed cluster. Every row must exit 2 with a clear `error:` on stderr that
 //! names the problem, and the whole table must write nothing: the
 //! resourceVersions of pools, workloads, namespaces and kube-system

@@ -1,4 +1,4 @@
-//! Reliability suite (issue 6): crashes, concurrent edits, control-plane
+//! Reliability suite: crashes, concurrent edits, control-plane
 //! faults and Ctrl-C cleanup, on fresh local kubesim clusters.
 //!
 //! Run: `cargo test --test faults_e2e -- --test-threads=1`

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::cluster::calico::Calico;
 use crate::cluster::Cluster;
@@ -80,9 +80,12 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub allow_outside_cluster_cidr: bool,
 
-    /// How to move pods of Deployments/StatefulSets/DaemonSets.
-    #[arg(long, value_enum, default_value_t = Strategy::Rollout)]
-    pub strategy: Strategy,
+    /// How to move pods of Deployments/StatefulSets/DaemonSets, as a
+    /// preference: whatever it says, no PodDisruptionBudget is ever taken
+    /// below what it allows (a rollout that could break one is replaced by
+    /// evictions, paced by the budget).
+    #[arg(long, value_enum, default_value_t = StrategyArg::Rollout)]
+    pub strategy: StrategyArg,
 
     /// Workloads moved at once. Default 1: each rollout is already limited by
     /// its own strategy and PDBs, but several at once can exhaust spare
@@ -95,8 +98,8 @@ pub struct MigrateArgs {
     pub selector: Option<String>,
 
     /// Pods owned by Jobs: wait for them to finish, skip them, or evict them (the Job re-runs them).
-    #[arg(long, value_enum, default_value_t = JobsPolicy::Wait)]
-    pub jobs: JobsPolicy,
+    #[arg(long, value_enum, default_value_t = JobsArg::Wait)]
+    pub jobs: JobsArg,
 
     /// Also evict bare pods (no controller): they are gone for good.
     #[arg(long)]
@@ -127,6 +130,48 @@ pub struct MigrateArgs {
     pub output: OutputFormat,
 }
 
+/// `--strategy`: the CLI's spelling of `core::plan::Strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StrategyArg {
+    /// `kubectl rollout restart` each workload where its update strategy cannot break a PodDisruptionBudget.
+    Rollout,
+    /// Evict pod by pod through the Eviction API.
+    Evict,
+    /// Node by node: cordon, evict the node's pods, uncordon.
+    Drain,
+}
+
+impl From<StrategyArg> for Strategy {
+    fn from(s: StrategyArg) -> Strategy {
+        match s {
+            StrategyArg::Rollout => Strategy::Rollout,
+            StrategyArg::Evict => Strategy::Evict,
+            StrategyArg::Drain => Strategy::Drain,
+        }
+    }
+}
+
+/// `--jobs`: the CLI's spelling of `core::plan::JobsPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JobsArg {
+    /// Wait for the Job's pods to finish (up to --timeout).
+    Wait,
+    /// Leave them on the old pool, which is then kept (disabled) until they finish.
+    Skip,
+    /// Evict them; the Job starts replacements (counts against its backoffLimit).
+    Evict,
+}
+
+impl From<JobsArg> for JobsPolicy {
+    fn from(j: JobsArg) -> JobsPolicy {
+        match j {
+            JobsArg::Wait => JobsPolicy::Wait,
+            JobsArg::Skip => JobsPolicy::Skip,
+            JobsArg::Evict => JobsPolicy::Evict,
+        }
+    }
+}
+
 impl MigrateArgs {
     pub fn options(&self) -> MigrateOptions {
         MigrateOptions {
@@ -144,10 +189,10 @@ impl MigrateArgs {
                 nat_outgoing: self.nat_outgoing,
                 node_selector: self.node_selector.clone(),
             },
-            strategy: self.strategy,
+            strategy: self.strategy.into(),
             max_parallel: self.max_parallel,
             selector: self.selector.clone(),
-            jobs: self.jobs,
+            jobs: self.jobs.into(),
             force: self.force,
             allow_outside_cluster_cidr: self.allow_outside_cluster_cidr,
             timeout: self.timeout,
@@ -191,8 +236,8 @@ mod tests {
     fn flags_parse_with_safe_defaults() {
         let a = args(&["--to", "10.0.0.0/16"]);
         assert_eq!(a.max_parallel, 1);
-        assert_eq!(a.strategy, Strategy::Rollout);
-        assert_eq!(a.jobs, JobsPolicy::Wait);
+        assert_eq!(a.options().strategy, Strategy::Rollout);
+        assert_eq!(a.options().jobs, JobsPolicy::Wait);
         assert_eq!(a.timeout, Duration::from_secs(600));
         let a = args(&[
             "--to",

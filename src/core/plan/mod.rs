@@ -25,7 +25,7 @@ use moves::{node_coverage, pin_blockers};
 use target::{check_capacity, check_target_against_cluster, resolve_target};
 
 /// How pods of controllers that support it are moved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub enum Strategy {
     /// `kubectl rollout restart` each Deployment/StatefulSet/DaemonSet; the
@@ -39,7 +39,7 @@ pub enum Strategy {
 }
 
 /// What to do with pods owned by Jobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub enum JobsPolicy {
     /// Wait for the Job's pods to finish (up to --timeout).

@@ -5,7 +5,12 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
 
+use std::time::Duration;
+
+use super::watch::wait_object;
+use super::workloads::int_or_percent;
 use super::{list_paged, Cluster};
+use crate::core::budget::BudgetSpec;
 use crate::core::model::PdbInfo;
 use crate::error::Result;
 
@@ -23,9 +28,10 @@ pub async fn list_pdbs(cluster: &Cluster) -> Result<Vec<PdbInfo>> {
     let mut out = Vec::new();
     for p in pdbs {
         let ns = p.namespace().unwrap_or_default();
-        let selector = p.spec.as_ref().and_then(|s| s.selector.as_ref()).map(label_selector_string).unwrap_or_default();
+        // policy/v1: a missing selector matches no pod, an empty one every pod of the namespace.
+        let selector = p.spec.as_ref().and_then(|s| s.selector.as_ref()).map(label_selector_string);
         let mut pods = Vec::new();
-        if !selector.is_empty() {
+        if let Some(selector) = selector {
             let papi: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
             list_paged(&papi, ListParams::default().labels(&selector), "pods", Some(&ns), |pod| {
                 pods.push(format!("{ns}/{}", pod.name_any()))
@@ -33,16 +39,43 @@ pub async fn list_pdbs(cluster: &Cluster) -> Result<Vec<PdbInfo>> {
             .await?;
         }
         let st = p.status.clone().unwrap_or_default();
+        let spec = p.spec.as_ref();
         out.push(PdbInfo {
             namespace: ns,
             name: p.name_any(),
+            spec: BudgetSpec {
+                min_available: int_or_percent(spec.and_then(|s| s.min_available.as_ref())),
+                max_unavailable: int_or_percent(spec.and_then(|s| s.max_unavailable.as_ref())),
+            },
             disruptions_allowed: st.disruptions_allowed,
             current_healthy: st.current_healthy,
+            desired_healthy: st.desired_healthy,
             expected_pods: st.expected_pods,
             pods,
         });
     }
     Ok(out)
+}
+
+/// Wait until PodDisruptionBudget `namespace/name` lets `need` more pods go
+/// (its controller has counted the current spec and `disruptionsAllowed`
+/// is at least `need`): the Eviction API would then accept that many.
+/// A budget that no longer exists allows anything.
+pub async fn wait_allows(cluster: &Cluster, pdb: &str, need: i32, timeout: Duration) -> Result<()> {
+    let (ns, name) = pdb.split_once('/').unwrap_or(("default", pdb));
+    let api: Api<PodDisruptionBudget> = Api::namespaced(cluster.client.clone(), ns);
+    let what = format!(
+        "PodDisruptionBudget {pdb} to allow {need} more pod(s) down (are its pods healthy? kubectl get pdb -n {ns} {name})"
+    );
+    wait_object(api, name, &what, timeout, move |p: Option<&PodDisruptionBudget>| {
+        p.is_none_or(|p| {
+            let st = p.status.as_ref();
+            let counted = st.and_then(|s| s.observed_generation).unwrap_or(0) >= p.metadata.generation.unwrap_or(0);
+            counted && st.is_some_and(|s| s.disruptions_allowed >= need)
+        })
+    })
+    .await
+    .map(|_| ())
 }
 
 /// A LabelSelector in the `-l` syntax the API accepts.

@@ -16,7 +16,7 @@ use serde_json::json;
 use super::progress::{Progress, ProgressEvent};
 use super::watch::{wait_list, wait_object};
 use super::workloads::owner_of;
-use super::Cluster;
+use super::{list_paged, Cluster};
 use crate::core::model::{Owner, OwnerKind};
 use crate::error::{Error, KubeResultExt, Result};
 
@@ -140,6 +140,42 @@ pub fn daemonset_done(ds: &DaemonSet) -> bool {
     s.observed_generation.unwrap_or(0) >= ds.metadata.generation.unwrap_or(0)
         && s.updated_number_scheduled.unwrap_or(0) >= s.desired_number_scheduled
         && s.number_available.unwrap_or(0) >= s.desired_number_scheduled
+}
+
+/// Ready pods of `owner` that are not on their way out, counted from the
+/// pods themselves (a controller's status lags behind them, and this is how
+/// the disruption controller counts healthy pods).
+pub async fn ready_pods(cluster: &Cluster, owner: &Owner) -> Result<usize> {
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &owner.namespace);
+    let mut n = 0;
+    list_paged(&api, ListParams::default(), "pods", Some(&owner.namespace), |p| {
+        if &owner_of(&p) == owner && is_healthy(&p) {
+            n += 1;
+        }
+    })
+    .await?;
+    Ok(n)
+}
+
+/// Wait until `owner` has at least `want` healthy pods again: the
+/// replacements of evicted pods are Ready.
+pub async fn wait_ready_pods(cluster: &Cluster, owner: &Owner, want: usize, timeout: Duration) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &owner.namespace);
+    let what = format!("{} to have {want} Ready pod(s) again (the replacements of evicted pods)", owner.display());
+    let owner = owner.clone();
+    wait_list(api, watcher::Config::default(), &what, timeout, move |pods| {
+        pods.iter().filter(|p| owner_of(p) == owner && is_healthy(p)).count() >= want
+    })
+    .await
+}
+
+/// Ready and not being deleted: what a PodDisruptionBudget counts as healthy.
+pub fn is_healthy(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Evict one pod the way `kubectl drain` does: 429 (a PodDisruptionBudget

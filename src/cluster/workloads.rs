@@ -4,11 +4,14 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ListParams};
 use kube::{Resource, ResourceExt};
 
 use super::{list_paged, Cluster};
+use crate::core::budget::{IntOrPercent, UpdateStrategy};
 use crate::core::model::WorkloadInfo;
 use crate::core::model::{
     NamespaceInfo, NodeInfo, Owner, OwnerKind, PodInfo, PoolPins, ANNOT_IPADDRS, ANNOT_IPV4POOLS, ANNOT_IPV6POOLS,
@@ -178,27 +181,94 @@ pub async fn list_workloads(cluster: &Cluster) -> Result<Vec<WorkloadInfo>> {
             None => Api::all(c),
         }
     }
-    let mk = |kind, o: &dyn ResourceLike, strategy: Option<String>| WorkloadInfo {
+    let mk = |kind, o: &dyn ResourceLike, replicas: i32, strategy: UpdateStrategy, paused: bool| WorkloadInfo {
         owner: Owner { kind, other_kind: None, namespace: o.ns(), name: o.nm() },
         template_pins: pins_from(&o.template_annotations()),
-        update_strategy: strategy.unwrap_or_else(|| "RollingUpdate".into()),
+        replicas,
+        strategy,
+        paused,
+        autoscaler: None,
     };
     list_paged(&api::<Deployment>(c.clone(), ns), ListParams::default(), "deployments.apps", ns, |d| {
-        let s = d.spec.as_ref().and_then(|s| s.strategy.as_ref()).and_then(|s| s.type_.clone());
-        out.push(mk(OwnerKind::Deployment, &d, s))
+        let spec = d.spec.as_ref();
+        let replicas = spec.and_then(|s| s.replicas).unwrap_or(1);
+        let paused = spec.and_then(|s| s.paused).unwrap_or(false);
+        out.push(mk(OwnerKind::Deployment, &d, replicas, deployment_strategy(&d), paused))
     })
     .await?;
     list_paged(&api::<StatefulSet>(c.clone(), ns), ListParams::default(), "statefulsets.apps", ns, |d| {
-        let s = d.spec.as_ref().and_then(|s| s.update_strategy.as_ref()).and_then(|s| s.type_.clone());
-        out.push(mk(OwnerKind::StatefulSet, &d, s))
+        let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        out.push(mk(OwnerKind::StatefulSet, &d, replicas, statefulset_strategy(&d), false))
     })
     .await?;
-    list_paged(&api::<DaemonSet>(c, ns), ListParams::default(), "daemonsets.apps", ns, |d| {
-        let s = d.spec.as_ref().and_then(|s| s.update_strategy.as_ref()).and_then(|s| s.type_.clone());
-        out.push(mk(OwnerKind::DaemonSet, &d, s))
+    list_paged(&api::<DaemonSet>(c.clone(), ns), ListParams::default(), "daemonsets.apps", ns, |d| {
+        let replicas = d.status.as_ref().map_or(0, |s| s.desired_number_scheduled);
+        out.push(mk(OwnerKind::DaemonSet, &d, replicas, daemonset_strategy(&d), false))
     })
     .await?;
+    // Who owns the replica count matters only for --surge; a user who may
+    // not list autoscalers still gets a plan.
+    let hpas = api::<HorizontalPodAutoscaler>(c, ns);
+    let mut scaled: BTreeMap<(String, String, String), String> = BTreeMap::new();
+    let r = list_paged(&hpas, ListParams::default(), "horizontalpodautoscalers.autoscaling", ns, |h| {
+        if let Some(spec) = &h.spec {
+            let t = &spec.scale_target_ref;
+            scaled.insert((h.namespace().unwrap_or_default(), t.kind.clone(), t.name.clone()), h.name_any());
+        }
+    })
+    .await;
+    if let Err(e) = r {
+        tracing::debug!("cannot list autoscalers: {e}");
+    }
+    for w in &mut out {
+        let key = (w.owner.namespace.clone(), w.owner.kind.as_str().to_string(), w.owner.name.clone());
+        w.autoscaler = scaled.get(&key).cloned();
+    }
     Ok(out)
+}
+
+pub(crate) fn int_or_percent(v: Option<&IntOrString>) -> Option<IntOrPercent> {
+    match v? {
+        IntOrString::Int(i) => Some(IntOrPercent::Int(*i)),
+        IntOrString::String(s) => IntOrPercent::parse_str(s),
+    }
+}
+
+fn deployment_strategy(d: &Deployment) -> UpdateStrategy {
+    let s = d.spec.as_ref().and_then(|s| s.strategy.as_ref());
+    if s.and_then(|s| s.type_.as_deref()) == Some("Recreate") {
+        return UpdateStrategy::Recreate;
+    }
+    let ru = s.and_then(|s| s.rolling_update.as_ref());
+    UpdateStrategy::DeploymentRolling {
+        max_surge: int_or_percent(ru.and_then(|r| r.max_surge.as_ref())).unwrap_or(IntOrPercent::Percent(25)),
+        max_unavailable: int_or_percent(ru.and_then(|r| r.max_unavailable.as_ref()))
+            .unwrap_or(IntOrPercent::Percent(25)),
+    }
+}
+
+fn statefulset_strategy(ss: &StatefulSet) -> UpdateStrategy {
+    let s = ss.spec.as_ref().and_then(|s| s.update_strategy.as_ref());
+    if s.and_then(|s| s.type_.as_deref()) == Some("OnDelete") {
+        return UpdateStrategy::OnDelete;
+    }
+    let ru = s.and_then(|s| s.rolling_update.as_ref());
+    UpdateStrategy::StatefulSetRolling {
+        max_unavailable: int_or_percent(ru.and_then(|r| r.max_unavailable.as_ref())),
+        partition: ru.and_then(|r| r.partition).unwrap_or(0),
+    }
+}
+
+fn daemonset_strategy(ds: &DaemonSet) -> UpdateStrategy {
+    let s = ds.spec.as_ref().and_then(|s| s.update_strategy.as_ref());
+    if s.and_then(|s| s.type_.as_deref()) == Some("OnDelete") {
+        return UpdateStrategy::OnDelete;
+    }
+    let ru = s.and_then(|s| s.rolling_update.as_ref());
+    UpdateStrategy::DaemonSetRolling {
+        max_unavailable: int_or_percent(ru.and_then(|r| r.max_unavailable.as_ref())).unwrap_or(IntOrPercent::Int(1)),
+        max_surge: int_or_percent(ru.and_then(|r| r.max_surge.as_ref())).unwrap_or(IntOrPercent::Int(0)),
+    }
 }
 
 /// Just enough of a workload object to describe it.

@@ -1,6 +1,7 @@
 //! The pure core: plain data in, decisions out. Nothing here does I/O, so
 //! every rule about pools, pods and IPAM is unit-tested with literal data.
 
+pub mod budget;
 pub mod checks;
 pub mod cidr;
 pub mod findings;

@@ -10,6 +10,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::budget::{BudgetSpec, UpdateStrategy};
+
 pub const ANNOT_IPV4POOLS: &str = "cni.projectcalico.org/ipv4pools";
 pub const ANNOT_IPV6POOLS: &str = "cni.projectcalico.org/ipv6pools";
 pub const ANNOT_IPADDRS: &str = "cni.projectcalico.org/ipAddrs";
@@ -352,8 +354,34 @@ pub struct WorkloadInfo {
     pub owner: Owner,
     /// Pool annotations on `spec.template.metadata.annotations`.
     pub template_pins: PoolPins,
-    /// `RollingUpdate`, `OnDelete`, `Recreate`.
-    pub update_strategy: String,
+    /// `spec.replicas` (DaemonSet: `status.desiredNumberScheduled`).
+    pub replicas: i32,
+    /// How a rollout restart replaces its pods.
+    pub strategy: UpdateStrategy,
+    /// A paused Deployment: a rollout restart does nothing until resumed.
+    pub paused: bool,
+    /// The HorizontalPodAutoscaler that owns `replicas`, if any.
+    pub autoscaler: Option<String>,
+}
+
+#[cfg(test)]
+impl WorkloadInfo {
+    /// A Deployment with the default strategy, for tests.
+    pub fn deployment(namespace: &str, name: &str, replicas: i32) -> WorkloadInfo {
+        WorkloadInfo {
+            owner: Owner {
+                kind: OwnerKind::Deployment,
+                other_kind: None,
+                namespace: namespace.into(),
+                name: name.into(),
+            },
+            template_pins: PoolPins::default(),
+            replicas,
+            strategy: UpdateStrategy::DEPLOYMENT_DEFAULT,
+            paused: false,
+            autoscaler: None,
+        }
+    }
 }
 
 /// A PodDisruptionBudget with the pods it covers.
@@ -361,19 +389,14 @@ pub struct WorkloadInfo {
 pub struct PdbInfo {
     pub namespace: String,
     pub name: String,
+    /// `spec.minAvailable` / `spec.maxUnavailable`.
+    pub spec: BudgetSpec,
     pub disruptions_allowed: i32,
     pub current_healthy: i32,
+    pub desired_healthy: i32,
     pub expected_pods: i32,
     /// `namespace/name` of the pods its selector matches.
     pub pods: Vec<String>,
-}
-
-impl PdbInfo {
-    /// Every expected pod is healthy and still no disruption is allowed
-    /// (e.g. maxUnavailable: 0): an eviction can never succeed.
-    pub fn never_allows_disruption(&self) -> bool {
-        self.disruptions_allowed == 0 && self.expected_pods > 0 && self.current_healthy >= self.expected_pods
-    }
 }
 
 /// The CNI config's `ipv4_pools`/`ipv6_pools`, and where it was read.

@@ -10,6 +10,7 @@
 //! record: creating a pool that exists, disabling a disabled pool or
 //! restarting a workload whose pods already moved are no-ops.
 
+mod moves;
 mod permissions;
 mod phases;
 mod plan_view;
@@ -370,6 +371,10 @@ mod tests {
                     pods: vec!["shop/web-1".into()],
                     pod_uids: vec!["u".into()],
                     note: None,
+                    at_once: 1,
+                    waves: 1,
+                    lane: "l".into(),
+                    guards: vec![],
                 },
                 Move {
                     target: "Bare shop/debug".into(),
@@ -378,6 +383,10 @@ mod tests {
                     pods: vec!["shop/debug".into()],
                     pod_uids: vec!["u".into()],
                     note: None,
+                    at_once: 1,
+                    waves: 1,
+                    lane: "l".into(),
+                    guards: vec![],
                 },
             ],
             skipped: vec![],

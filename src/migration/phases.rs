@@ -3,15 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use ipnet::IpNet;
 
-use super::{Ctx, Facts, Summary};
+use super::{moves, Ctx, Facts, Summary};
 use crate::cluster::calico::Kind;
 use crate::cluster::events::{self, EventTarget};
 use crate::cluster::pools::PoolWriter;
 use crate::cluster::{canary, movers, pools, record, Cluster};
-use crate::core::plan::{self, Move, MoveKind, Plan};
+use crate::core::plan::{self, Plan};
 use crate::core::state::{MigrationState, Phase};
 use crate::error::{Error, Result};
 
@@ -184,7 +183,7 @@ async fn phase_move_pods(
         let facts = Facts::read(ctx.cluster, ctx.calico.clone(), args).await?;
         let Some(from_idx) = facts.snap.inventory.pool_named(&plan.from.name) else { break };
         let input = facts.plan_input(args, operator);
-        let (moves, skip, blockers) = plan::plan_moves(&input, from_idx);
+        let (moves, skip, blockers, _) = plan::plan_moves(&input, from_idx);
         if !blockers.is_empty() {
             return Err(Error::refused("move the remaining pods", blockers));
         }
@@ -209,37 +208,42 @@ async fn phase_move_pods(
         }
         let bar_w = ctx.printer.progress(moves.len() as u64, "workloads");
         let bar_p = ctx.printer.progress(moves.iter().map(|m| m.pods.len() as u64).sum(), "pods");
-        let cidr = plan.from.cidr;
         let target = plan.to.name.clone();
-        let mut results = futures::stream::iter(moves.into_iter().map(|m| {
-            let target = target.clone();
-            async move {
-                let r = run_move(ctx, &m, &cidr, &target).await;
-                (m, r)
-            }
-        }))
-        .buffer_unordered(ctx.opts.max_parallel as usize);
-        while let Some((m, r)) = results.next().await {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let all =
+            moves::run_lanes(ctx, moves::lanes(moves), plan.from.cidr, &target, ctx.opts.max_parallel as usize, tx);
+        let mut all = std::pin::pin!(all);
+        let mut lanes_done = false;
+        loop {
+            let (m, r) = tokio::select! {
+                Some(outcome) = rx.recv() => outcome,
+                () = &mut all, if !lanes_done => {
+                    lanes_done = true;
+                    continue;
+                }
+                else => break,
+            };
             bar_w.inc(1);
             bar_p.inc(m.pods.len() as u64);
+            let label = m.label();
             match r {
                 Ok(()) => {
                     workloads_moved += 1;
                     pods_moved += m.pods.len();
-                    bar_w.set_message(m.target.clone());
-                    if !state.done.contains(&m.target) {
-                        state.done.push(m.target.clone());
+                    bar_w.set_message(label.clone());
+                    if !state.done.contains(&label) {
+                        state.done.push(label.clone());
                     }
                     if !bar_w.is_hidden() {
-                        bar_w.println(format!("moved {} ({} pod(s))", m.target, m.pods.len()));
+                        bar_w.println(format!("moved {label} ({} pod(s))", m.pods.len()));
                     } else {
-                        ctx.printer.note(format!("moved {} ({} pod(s))", m.target, m.pods.len()));
+                        ctx.printer.note(format!("moved {label} ({} pod(s))", m.pods.len()));
                     }
                 }
                 Err(e) => {
-                    ctx.printer.warn(format!("could not move {}: {e}", m.target));
-                    failures.push(format!("{}: {e}", m.target));
-                    state.failed.push(format!("{}: {e}", m.target));
+                    ctx.printer.warn(format!("could not move {label}: {e}"));
+                    failures.push(format!("{label}: {e}"));
+                    state.failed.push(format!("{label}: {e}"));
                 }
             }
             checkpoint(ctx, state, Phase::MovingPods).await?;
@@ -255,81 +259,6 @@ async fn phase_move_pods(
         }
     }
     Ok((workloads_moved, pods_moved, skipped))
-}
-
-/// One entry of the move list.
-async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &IpNet, target: &str) -> Result<()> {
-    let t = ctx.opts.timeout;
-    let evict_all = |keys: Vec<(String, String)>| async move {
-        for (key, uid) in keys {
-            let (ns, name) = key.split_once('/').unwrap_or(("", &key));
-            movers::evict(ctx.cluster, ctx.printer, ns, name, &uid, t).await?;
-        }
-        Ok::<(), Error>(())
-    };
-    let pairs = || m.pods.iter().cloned().zip(m.pod_uids.iter().cloned()).collect::<Vec<_>>();
-    match m.kind {
-        MoveKind::Rollout => {
-            let owner = m.owner.as_ref().ok_or_else(|| Error::Other("rollout without an owner".into()))?;
-            movers::restart(ctx.cluster, owner, &format!("kubectl-ippool: moved off {old} to {target}")).await?;
-            events::record_event(
-                ctx.cluster,
-                EventTarget {
-                    api_version: "apps/v1",
-                    kind: owner.kind.as_str(),
-                    namespace: Some(&owner.namespace),
-                    name: &owner.name,
-                },
-                &format!("kubectl-ippool migrate: restarted to move pods off {old} to IPPool {target}"),
-            )
-            .await;
-            movers::wait_rollout(ctx.cluster, owner, t).await?;
-            // A rollout can finish with old pods left (e.g. a paused or
-            // partitioned one): evict those, the controller replaces them.
-            let left = movers::owner_pods_in(ctx.cluster, owner, old).await?;
-            let keys: Vec<(String, String)> = left
-                .iter()
-                .map(|p| {
-                    (
-                        format!(
-                            "{}/{}",
-                            p.metadata.namespace.clone().unwrap_or_default(),
-                            p.metadata.name.clone().unwrap_or_default()
-                        ),
-                        p.metadata.uid.clone().unwrap_or_default(),
-                    )
-                })
-                .collect();
-            if !keys.is_empty() {
-                ctx.printer.note(format!(
-                    "{}: {} pod(s) still on {old} after the rollout; evicting them",
-                    owner.display(),
-                    keys.len()
-                ));
-                evict_all(keys).await?;
-            }
-            Ok(())
-        }
-        MoveKind::Evict | MoveKind::EvictForGood => evict_all(pairs()).await,
-        MoveKind::Drain => {
-            let node = m.target.strip_prefix("Node ").unwrap_or(&m.target).to_string();
-            movers::cordon(ctx.cluster, &node, true).await?;
-            ctx.printer.note(format!("node/{node} cordoned"));
-            let r = evict_all(pairs()).await;
-            movers::cordon(ctx.cluster, &node, false).await?;
-            ctx.printer.note(format!("node/{node} uncordoned"));
-            r
-        }
-        MoveKind::WaitJob => {
-            let owner = m.owner.as_ref().ok_or_else(|| Error::Other("job without an owner".into()))?;
-            ctx.printer.note(format!(
-                "waiting for {} to finish (up to {})",
-                owner.display(),
-                humantime::format_duration(t)
-            ));
-            movers::wait_job(ctx.cluster, owner, old, t).await
-        }
-    }
 }
 
 /// Wait until nothing (pods, node tunnel addresses) holds an address of

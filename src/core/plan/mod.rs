@@ -18,10 +18,12 @@ use super::inventory::Inventory;
 use super::model::{ClusterNetworks, CniPools, EncapMode, NamespaceInfo, NodeInfo, Owner, PdbInfo, Pool, WorkloadInfo};
 
 mod moves;
+mod pacing;
 mod target;
 
 pub use moves::plan_moves;
 use moves::{node_coverage, pin_blockers};
+pub use pacing::Guard;
 use target::{check_capacity, check_target_against_cluster, resolve_target};
 
 /// How pods of controllers that support it are moved.
@@ -87,6 +89,16 @@ pub struct Move {
     /// Why this strategy, when it is not the obvious one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Most pods down at once because of this move (evictions go in waves of this size).
+    pub at_once: usize,
+    /// Sequential rounds of pod start-up the move takes.
+    pub waves: usize,
+    /// Moves in one lane run one after another (a PodDisruptionBudget over
+    /// several workloads is one budget); lanes run side by side.
+    pub lane: String,
+    /// The PodDisruptionBudgets over these pods, checked again before each wave.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub guards: Vec<Guard>,
 }
 
 /// A pod the plan will not move, and why.
@@ -171,6 +183,16 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
+impl Move {
+    /// `Deployment shop/web`, or `Node n1 (Deployment shop/web)` for a drain step.
+    pub fn label(&self) -> String {
+        match (&self.kind, &self.owner) {
+            (MoveKind::Drain, Some(o)) => format!("{} ({})", self.target, o.display()),
+            _ => self.target.clone(),
+        }
+    }
+}
+
 impl Plan {
     pub fn pod_count(&self) -> usize {
         self.moves.iter().map(|m| m.pods.len()).sum()
@@ -192,7 +214,8 @@ pub fn make_plan(input: &PlanInput) -> Result<Plan, Vec<String>> {
 
     let mut refusals = Vec::new();
     check_target_against_cluster(input, &from, &to, create_target, &mut refusals);
-    let (moves, skipped, mut blockers) = plan_moves(input, from_idx);
+    let (moves, skipped, mut blockers, move_warnings) = plan_moves(input, from_idx);
+    warnings.extend(move_warnings);
     check_capacity(input, &to, &moves, &mut refusals);
     if !refusals.is_empty() {
         return Err(refusals);

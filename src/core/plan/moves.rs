@@ -5,10 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 
+use super::pacing::{decide, Budgets, Decision, Pace};
 use super::{JobsPolicy, Move, MoveKind, PlanInput, Skipped, Strategy, TargetRequest};
 use crate::core::cidr::parse_canonical;
 use crate::core::findings::name_some;
-use crate::core::model::{Owner, OwnerKind, PodInfo, Pool, PoolPins};
+use crate::core::model::{Owner, OwnerKind, PodInfo, Pool, PoolPins, WorkloadInfo};
 use crate::core::selector::eval_selector;
 
 /// Namespaces, pods and workload templates pinned to the old pool.
@@ -65,9 +66,10 @@ fn pin_key(pins: &PoolPins) -> &'static str {
     }
 }
 
-/// Pods on the old pool, grouped into moves by owner (or by node for
-/// `--strategy drain`). Returns (moves, skipped, blockers).
-pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped>, Vec<String>) {
+/// Pods on the old pool, grouped into moves by owner (by node and owner for
+/// `--strategy drain`), each paced within its PodDisruptionBudgets.
+/// Returns (moves, skipped, blockers, warnings).
+pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped>, Vec<String>, Vec<String>) {
     let inv = input.inventory;
     // Pods already inside the target CIDR (a sub-range of the old pool) stay.
     let target_cidr: Option<IpNet> = match &input.to {
@@ -77,12 +79,12 @@ pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped
     let mut moves = Vec::new();
     let mut skipped = Vec::new();
     let mut blockers = Vec::new();
+    let mut warnings = Vec::new();
     let mut bare = Vec::new();
-    let strategy_of: BTreeMap<&Owner, &str> =
-        input.workloads.iter().map(|w| (&w.owner, w.update_strategy.as_str())).collect();
-    // Pods that will be evicted rather than rolled: PDBs matter for those.
-    let mut evicted: Vec<&PodInfo> = Vec::new();
-    let mut drained: BTreeMap<String, Vec<&PodInfo>> = BTreeMap::new();
+    let workload_of: BTreeMap<&Owner, &WorkloadInfo> = input.workloads.iter().map(|w| (&w.owner, w)).collect();
+    let budgets = Budgets::new(input);
+    // Drain steps: node -> pods of each owner on it, paced per owner.
+    let mut drained: BTreeMap<String, Vec<DrainStep>> = BTreeMap::new();
 
     for (owner, pods) in inv.pods_by_owner(from_idx) {
         let pods: Vec<&PodInfo> = pods
@@ -93,15 +95,19 @@ pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped
         if pods.is_empty() {
             continue;
         }
-        let keys = |ps: &[&PodInfo]| ps.iter().map(|p| p.key()).collect::<Vec<_>>();
-        let uids = |ps: &[&PodInfo]| ps.iter().map(|p| p.uid.clone()).collect::<Vec<_>>();
-        let mk = |kind, note: Option<String>, ps: &[&PodInfo]| Move {
+        let guards = budgets.guards(&owner).to_vec();
+        let lane = budgets.lane(&owner);
+        let mk = |kind, note: Option<String>, ps: &[&PodInfo], at_once: usize, waves: usize| Move {
             target: owner.display(),
             kind,
             owner: Some(owner.clone()),
             pods: keys(ps),
             pod_uids: uids(ps),
             note,
+            at_once,
+            waves,
+            lane: lane.clone(),
+            guards: guards.clone(),
         };
         match owner.kind {
             OwnerKind::Static => {
@@ -115,7 +121,7 @@ pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped
             }
             OwnerKind::Job => match input.jobs {
                 JobsPolicy::Wait => {
-                    moves.push(mk(MoveKind::WaitJob, Some("waits for the Job to finish".into()), &pods))
+                    moves.push(mk(MoveKind::WaitJob, Some("waits for the Job to finish".into()), &pods, 0, 1))
                 }
                 JobsPolicy::Skip => {
                     for p in &pods {
@@ -128,73 +134,92 @@ pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped
                         });
                     }
                 }
-                JobsPolicy::Evict => {
-                    evicted.extend(pods.iter().copied());
-                    moves.push(mk(
-                        MoveKind::Evict,
-                        Some("--jobs evict: the Job starts a new pod; counts against its backoffLimit".into()),
-                        &pods,
-                    ));
-                }
+                JobsPolicy::Evict => moves.push(mk(
+                    MoveKind::Evict,
+                    Some("--jobs evict: the Job starts a new pod; counts against its backoffLimit".into()),
+                    &pods,
+                    1,
+                    pods.len(),
+                )),
             },
             OwnerKind::Bare => {
                 if input.force {
-                    evicted.extend(pods.iter().copied());
                     moves.push(mk(
                         MoveKind::EvictForGood,
                         Some("bare pod: nothing re-creates it, it is gone for good (--force)".into()),
                         &pods,
+                        1,
+                        pods.len(),
                     ));
                 } else {
                     bare.extend(keys(&pods));
                 }
             }
             OwnerKind::Deployment | OwnerKind::StatefulSet | OwnerKind::DaemonSet => {
-                let on_delete = strategy_of.get(&owner).is_some_and(|s| *s == "OnDelete");
-                let use_rollout = owner.kind == OwnerKind::DaemonSet || input.strategy == Strategy::Rollout;
-                if use_rollout && !on_delete {
-                    let note = (owner.kind == OwnerKind::DaemonSet && input.strategy != Strategy::Rollout).then(|| {
-                        "DaemonSet pods are always rolled (eviction would not move them off the node)".to_string()
-                    });
-                    moves.push(mk(MoveKind::Rollout, note, &pods));
-                } else if input.strategy == Strategy::Drain && owner.kind != OwnerKind::DaemonSet {
-                    for p in &pods {
-                        drained.entry(p.node.clone().unwrap_or_default()).or_default().push(p);
+                let workload = workload_of.get(&owner).copied();
+                match decide(&owner, workload, pods.len(), &guards, input.strategy, &mut warnings) {
+                    Decision::Blocked(b) => blockers.push(b),
+                    Decision::Move(p) if p.kind == MoveKind::Drain => {
+                        for (node, on_node) in by_node(&pods) {
+                            drained.entry(node).or_default().push((owner.clone(), on_node, p.clone()));
+                        }
                     }
-                } else {
-                    evicted.extend(pods.iter().copied());
-                    let note = on_delete.then(|| {
-                        "updateStrategy OnDelete: a rollout would not replace pods, so they are evicted".to_string()
-                    });
-                    moves.push(mk(MoveKind::Evict, note, &pods));
+                    Decision::Move(p) => moves.push(mk(p.kind, p.note, &pods, p.at_once, p.waves)),
                 }
             }
             OwnerKind::ReplicaSet | OwnerKind::Other => {
+                // No rollout to lean on: evicted within the tightest budget, one at a time without one.
+                let at_once = guards.iter().map(|g| g.allowance).min().map_or(1, |a| a.max(0) as usize);
+                if at_once == 0 {
+                    blockers.push(format!(
+                        "PodDisruptionBudget {} allows none of the pods of {} to be down; relax it or scale the workload up first",
+                        guards.iter().find(|g| g.allowance == 0).map(|g| g.pdb.as_str()).unwrap_or_default(),
+                        owner.display()
+                    ));
+                    continue;
+                }
+                let waves = pods.len().div_ceil(at_once);
                 if input.strategy == Strategy::Drain {
-                    for p in &pods {
-                        drained.entry(p.node.clone().unwrap_or_default()).or_default().push(p);
+                    let pace = Pace { kind: MoveKind::Drain, at_once, waves, note: None };
+                    for (node, on_node) in by_node(&pods) {
+                        drained.entry(node).or_default().push((owner.clone(), on_node, pace.clone()));
                     }
                 } else {
-                    evicted.extend(pods.iter().copied());
                     moves.push(mk(
                         MoveKind::Evict,
                         Some(format!("{} has no rollout; its controller re-creates evicted pods", owner.display())),
                         &pods,
+                        at_once,
+                        waves,
                     ));
                 }
             }
         }
     }
-    for (node, pods) in drained {
-        evicted.extend(pods.iter().copied());
-        moves.push(Move {
-            target: format!("Node {node}"),
-            kind: MoveKind::Drain,
-            owner: None,
-            pods: pods.iter().map(|p| p.key()).collect(),
-            pod_uids: pods.iter().map(|p| p.uid.clone()).collect(),
-            note: Some("cordon, evict, uncordon".into()),
-        });
+    // Node by node, one node at a time: every drain step shares one lane.
+    for (node, owners) in drained {
+        for (owner, pods, pace) in owners {
+            let guards = budgets.guards(&owner).to_vec();
+            let how =
+                if pace.at_once == 1 { "one at a time".to_string() } else { format!("{} at a time", pace.at_once) };
+            let budget = guards
+                .iter()
+                .min_by_key(|g| g.allowance)
+                .map(|g| format!(" (PodDisruptionBudget {} allows {})", g.pdb, g.allowance))
+                .unwrap_or_default();
+            moves.push(Move {
+                target: format!("Node {node}"),
+                kind: MoveKind::Drain,
+                owner: Some(owner.clone()),
+                pods: keys(&pods),
+                pod_uids: uids(&pods),
+                note: Some(format!("cordon, evict {}'s pods {how}{budget}, uncordon", owner.display())),
+                at_once: pace.at_once,
+                waves: pods.len().div_ceil(pace.at_once.max(1)),
+                lane: DRAIN_LANE.into(),
+                guards,
+            });
+        }
     }
     if !bare.is_empty() {
         blockers.push(format!(
@@ -202,21 +227,9 @@ pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped
             name_some(&bare)
         ));
     }
-    let evicted_keys: BTreeSet<String> = evicted.iter().map(|p| p.key()).collect();
-    for pdb in input.pdbs.iter().filter(|p| p.never_allows_disruption()) {
-        let hit: Vec<String> = pdb.pods.iter().filter(|k| evicted_keys.contains(*k)).cloned().collect();
-        if !hit.is_empty() {
-            blockers.push(format!(
-                "PodDisruptionBudget {}/{} allows no disruption even with all {} pods healthy, so evicting {} can never succeed; relax it (e.g. maxUnavailable: 1) or use --strategy rollout",
-                pdb.namespace,
-                pdb.name,
-                pdb.expected_pods,
-                name_some(&hit)
-            ));
-        }
-    }
     // Rollouts first (least disruptive, each guarded by its own strategy),
-    // then evictions, drains, and Jobs last: they may take longest.
+    // then evictions, drains, bare pods, and Jobs last: they may take longest.
+    // The sort is stable, so drain steps keep their node order.
     moves.sort_by_key(|m| match m.kind {
         MoveKind::Rollout => 0,
         MoveKind::Evict => 1,
@@ -224,7 +237,29 @@ pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped
         MoveKind::EvictForGood => 3,
         MoveKind::WaitJob => 4,
     });
-    (moves, skipped, blockers)
+    (moves, skipped, blockers, warnings)
+}
+
+/// Pods of one owner on one node, and how fast they may go.
+type DrainStep<'a> = (Owner, Vec<&'a PodInfo>, Pace);
+
+/// The lane every drain step shares: nodes are drained one at a time.
+pub const DRAIN_LANE: &str = "drain";
+
+fn keys(ps: &[&PodInfo]) -> Vec<String> {
+    ps.iter().map(|p| p.key()).collect()
+}
+
+fn uids(ps: &[&PodInfo]) -> Vec<String> {
+    ps.iter().map(|p| p.uid.clone()).collect()
+}
+
+fn by_node<'a>(pods: &[&'a PodInfo]) -> BTreeMap<String, Vec<&'a PodInfo>> {
+    let mut m: BTreeMap<String, Vec<&PodInfo>> = BTreeMap::new();
+    for p in pods {
+        m.entry(p.node.clone().unwrap_or_default()).or_default().push(p);
+    }
+    m
 }
 
 /// Every node must be selected by some enabled pool once the old pool is
@@ -282,6 +317,7 @@ pub(super) fn node_coverage(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::budget::{BudgetSpec, IntOrPercent, UpdateStrategy};
     use crate::core::inventory::tests::pod;
     use crate::core::model::{NamespaceInfo, PdbInfo, WorkloadInfo};
     use crate::core::plan::fixtures::*;
@@ -315,14 +351,8 @@ mod tests {
             pins: PoolPins { pools: vec!["default-ipv4-ippool".into()], ..Default::default() },
         }];
         w.workloads = vec![WorkloadInfo {
-            owner: Owner {
-                kind: OwnerKind::Deployment,
-                other_kind: None,
-                namespace: "legacy".into(),
-                name: "old-app".into(),
-            },
             template_pins: PoolPins { pools: vec!["192.168.0.0/16".into()], ..Default::default() },
-            update_strategy: "RollingUpdate".into(),
+            ..WorkloadInfo::deployment("legacy", "old-app", 1)
         }];
         let mut i = input(&w, cidr("10.0.0.0/16"));
         i.force = true;
@@ -334,43 +364,54 @@ mod tests {
     }
 
     #[test]
-    fn unsatisfiable_pdb_blocks_evictions_only() {
+    fn a_budget_that_allows_nothing_blocks_every_strategy() {
         let mut w = world(seed_pools(), seed_pods());
+        w.workloads = vec![WorkloadInfo::deployment("shop", "web", 1)];
         w.pdbs = vec![PdbInfo {
             namespace: "shop".into(),
             name: "web".into(),
+            spec: BudgetSpec { min_available: Some(IntOrPercent::Int(1)), max_unavailable: None },
             disruptions_allowed: 0,
             current_healthy: 1,
+            desired_healthy: 1,
             expected_pods: 1,
             pods: vec!["shop/web-1".into()],
         }];
+        // A rollout is limited by the Deployment's strategy only, so it would
+        // break the budget as surely as an eviction would.
+        for strategy in [Strategy::Rollout, Strategy::Evict, Strategy::Drain] {
+            let mut i = input(&w, cidr("10.0.0.0/16"));
+            i.force = true;
+            i.strategy = strategy;
+            let b = make_plan(&i).unwrap().blockers;
+            assert!(
+                b.iter().any(|b| b.contains("PodDisruptionBudget shop/web (minAvailable 1) allows none")),
+                "{strategy:?}: {b:?}"
+            );
+        }
+        // A budget at zero only because a pod is unhealthy is transient: it
+        // allows one once that pod is Ready again.
+        w.workloads[0].replicas = 2;
+        w.pdbs[0].pods.push("shop/web-2".into());
+        w.pdbs[0].current_healthy = 1;
+        w.pdbs[0].expected_pods = 2;
         let mut i = input(&w, cidr("10.0.0.0/16"));
         i.force = true;
-        assert!(make_plan(&i).unwrap().blockers.is_empty(), "rollouts do not go through PDBs");
         i.strategy = Strategy::Evict;
-        let b = make_plan(&i).unwrap().blockers;
-        assert!(b[0].contains("PodDisruptionBudget shop/web allows no disruption"), "{b:?}");
-        // A PDB that is at zero only because a pod is unhealthy is transient.
-        w.pdbs[0].current_healthy = 0;
-        let mut i = input(&w, cidr("10.0.0.0/16"));
-        i.force = true;
-        i.strategy = Strategy::Evict;
-        assert!(make_plan(&i).unwrap().blockers.is_empty());
+        let plan = make_plan(&i).unwrap();
+        assert!(plan.blockers.is_empty(), "{:?}", plan.blockers);
+        let web = plan.moves.iter().find(|m| m.target == "Deployment shop/web").unwrap();
+        assert_eq!((web.kind, web.at_once), (MoveKind::Evict, 1));
+        assert_eq!(web.guards[0].pdb, "shop/web");
     }
 
     #[test]
     fn strategies_evict_drain_on_delete_and_jobs() {
         let mut w = world(seed_pools(), seed_pods());
-        w.workloads = vec![WorkloadInfo {
-            owner: Owner {
-                kind: OwnerKind::StatefulSet,
-                other_kind: None,
-                namespace: "shop".into(),
-                name: "db".into(),
-            },
-            template_pins: PoolPins::default(),
-            update_strategy: "OnDelete".into(),
-        }];
+        let mut db = WorkloadInfo::deployment("shop", "db", 1);
+        db.owner.kind = OwnerKind::StatefulSet;
+        db.strategy = UpdateStrategy::OnDelete;
+        w.workloads = vec![db];
         let mut i = input(&w, cidr("10.0.0.0/16"));
         i.force = true;
         let plan = make_plan(&i).unwrap();
@@ -381,16 +422,20 @@ mod tests {
         i.strategy = Strategy::Drain;
         i.jobs = JobsPolicy::Skip;
         let plan = make_plan(&i).unwrap();
-        let kinds: Vec<(String, MoveKind)> = plan.moves.iter().map(|m| (m.target.clone(), m.kind)).collect();
+        let kinds: Vec<(String, MoveKind)> = plan.moves.iter().map(|m| (m.label(), m.kind)).collect();
         assert_eq!(
             kinds,
             vec![
                 ("DaemonSet shop/agent".into(), MoveKind::Rollout),
-                ("Node node-0".into(), MoveKind::Drain),
+                ("Node node-0 (Deployment kube-system/coredns)".into(), MoveKind::Drain),
+                ("Node node-0 (Deployment shop/web)".into(), MoveKind::Drain),
+                ("Node node-0 (StatefulSet shop/db)".into(), MoveKind::Drain),
                 ("Bare shop/debug".into(), MoveKind::EvictForGood)
             ]
         );
-        assert_eq!(plan.moves[1].pods.len(), 3);
+        let drained: usize = plan.moves.iter().filter(|m| m.kind == MoveKind::Drain).map(|m| m.pods.len()).sum();
+        assert_eq!(drained, 3);
+        assert!(plan.moves.iter().filter(|m| m.kind == MoveKind::Drain).all(|m| m.lane == DRAIN_LANE));
         assert_eq!(plan.skipped.len(), 1);
         assert!(plan.skipped[0].reason.contains("--jobs skip"));
 

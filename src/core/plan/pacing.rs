@@ -1,0 +1,386 @@
+//! How each workload moves without breaking a PodDisruptionBudget.
+//!
+//! A rollout restart is paced by the workload's update strategy only, never
+//! by PDBs, so it is chosen only where the strategy cannot take more pods
+//! down at once than every PDB over the workload allows. Otherwise pods are
+//! evicted, never more at once than the tightest PDB allows, each wave after
+//! the last one's replacements are Ready. A PDB that covers several
+//! workloads is one budget: those workloads share a lane and move one after
+//! another.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::{MoveKind, PlanInput, Strategy};
+use crate::core::budget::{waves, UpdateStrategy};
+use crate::core::model::{Owner, OwnerKind, PdbInfo, WorkloadInfo};
+
+/// A PodDisruptionBudget as it bears on one move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Guard {
+    /// `namespace/name` of the PDB.
+    pub pdb: String,
+    /// `maxUnavailable 1`, `minAvailable 80%`.
+    pub spec: String,
+    /// Pods it lets be down at once when all are healthy.
+    pub allowance: i32,
+}
+
+/// The budgets of the cluster, indexed by the workloads they cover.
+pub(super) struct Budgets {
+    by_owner: BTreeMap<Owner, Vec<Guard>>,
+    /// Owner -> lane name: owners under a common PDB share a lane.
+    lane_of: BTreeMap<Owner, String>,
+}
+
+impl Budgets {
+    pub(super) fn new(input: &PlanInput) -> Budgets {
+        let owner_of: BTreeMap<String, &Owner> = input.inventory.pods.iter().map(|p| (p.key(), &p.owner)).collect();
+        let replicas: BTreeMap<&Owner, i32> = input.workloads.iter().map(|w| (&w.owner, w.replicas)).collect();
+        let mut by_owner: BTreeMap<Owner, Vec<Guard>> = BTreeMap::new();
+        let mut groups: Vec<BTreeSet<Owner>> = Vec::new();
+        for pdb in input.pdbs {
+            let owners: BTreeSet<Owner> =
+                pdb.pods.iter().filter_map(|k| owner_of.get(k)).map(|o| (*o).clone()).collect();
+            if owners.is_empty() {
+                continue;
+            }
+            let guard = Guard {
+                pdb: format!("{}/{}", pdb.namespace, pdb.name),
+                spec: pdb.spec.describe(),
+                allowance: allowance(pdb, &owners, &replicas, &owner_of),
+            };
+            for o in &owners {
+                by_owner.entry(o.clone()).or_default().push(guard.clone());
+            }
+            groups.push(owners);
+        }
+        Budgets { by_owner, lane_of: lanes(groups) }
+    }
+
+    pub(super) fn guards(&self, owner: &Owner) -> &[Guard] {
+        self.by_owner.get(owner).map_or(&[], Vec::as_slice)
+    }
+
+    /// The lane of `owner`: shared with every owner under a common PDB.
+    pub(super) fn lane(&self, owner: &Owner) -> String {
+        self.lane_of.get(owner).cloned().unwrap_or_else(|| owner.display())
+    }
+}
+
+/// Pods of `pdb` that may be down at once with all healthy: from its spec
+/// (as the disruption controller computes `desiredHealthy`) and, where the
+/// controller has already counted, from its status; the smaller wins.
+fn allowance(
+    pdb: &PdbInfo,
+    owners: &BTreeSet<Owner>,
+    replicas: &BTreeMap<&Owner, i32>,
+    owner_of: &BTreeMap<String, &Owner>,
+) -> i32 {
+    let matched = pdb.pods.len() as i32;
+    // Pods whose controller's scale is unknown count one each.
+    let unscaled =
+        pdb.pods.iter().filter(|k| owner_of.get(*k).is_none_or(|o| !replicas.contains_key(o))).count() as i32;
+    let scale: i32 = owners.iter().filter_map(|o| replicas.get(o)).sum::<i32>() + unscaled;
+    let from_spec = pdb.spec.allowance(scale, matched);
+    if pdb.expected_pods > 0 {
+        from_spec.min((pdb.expected_pods - pdb.desired_healthy).max(0))
+    } else {
+        from_spec
+    }
+}
+
+/// Union the owner groups of overlapping PDBs; each union is one lane,
+/// named after its first owner.
+fn lanes(groups: Vec<BTreeSet<Owner>>) -> BTreeMap<Owner, String> {
+    let mut merged: Vec<BTreeSet<Owner>> = Vec::new();
+    for g in groups {
+        let mut g = g;
+        let (overlapping, rest): (Vec<_>, Vec<_>) = merged.into_iter().partition(|m| !m.is_disjoint(&g));
+        for m in overlapping {
+            g.extend(m);
+        }
+        merged = rest;
+        merged.push(g);
+    }
+    let mut out = BTreeMap::new();
+    for g in merged {
+        let name = g.iter().next().map(|o| o.display()).unwrap_or_default();
+        for o in g {
+            out.insert(o, name.clone());
+        }
+    }
+    out
+}
+
+/// How one workload's pods on the old pool move.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Pace {
+    pub kind: MoveKind,
+    /// Most pods down at once because of this move.
+    pub at_once: usize,
+    /// Sequential rounds of pod start-up the move takes.
+    pub waves: usize,
+    /// Why this way, for the plan.
+    pub note: Option<String>,
+}
+
+/// The outcome for one workload: a pace, or a blocker.
+pub(super) enum Decision {
+    Move(Pace),
+    Blocked(String),
+}
+
+/// Decide how a Deployment, StatefulSet or DaemonSet moves `pods` pods,
+/// given its update strategy, the PDBs over it and the user's preference.
+/// `drain` is true where the pods go out node by node.
+pub(super) fn decide(
+    owner: &Owner,
+    workload: Option<&WorkloadInfo>,
+    pods: usize,
+    guards: &[Guard],
+    preference: Strategy,
+    warnings: &mut Vec<String>,
+) -> Decision {
+    let replicas = workload.map_or(pods as i32, |w| w.replicas);
+    let strategy = workload.map_or_else(|| default_strategy(owner.kind), |w| w.strategy);
+    let tightest = guards.iter().min_by_key(|g| g.allowance);
+    if let Some(g) = tightest.filter(|g| g.allowance == 0) {
+        return Decision::Blocked(format!(
+            "PodDisruptionBudget {} ({}) allows none of the {} pod(s) of {} to be down, so no move (rollout, eviction or drain) can keep it; scale the workload up first (kubectl scale {} -n {} {} --replicas={}) or relax the budget (e.g. maxUnavailable: 1)",
+            g.pdb,
+            g.spec,
+            replicas,
+            owner.display(),
+            owner.kind.as_str().to_lowercase(),
+            owner.namespace,
+            owner.name,
+            replicas + 1
+        ));
+    }
+    let rollout_down = strategy.max_unavailable(replicas);
+    // Why a rollout restart would not move the pods at all.
+    let stuck = match (strategy, workload) {
+        (UpdateStrategy::OnDelete, _) => Some("updateStrategy OnDelete: a rollout would not replace pods".to_string()),
+        (UpdateStrategy::StatefulSetRolling { partition, .. }, _) if partition > 0 => Some(format!(
+            "rollingUpdate.partition {partition}: a rollout would not replace ordinals below it (the partition is left as it is)"
+        )),
+        (_, Some(w)) if w.paused => {
+            Some("the Deployment is paused: a rollout would not progress (it stays paused)".to_string())
+        }
+        _ => None,
+    };
+    let wants_rollout = preference == Strategy::Rollout || owner.kind == OwnerKind::DaemonSet;
+    // Evictions: never more at once than the tightest budget, nor than the
+    // workload's own strategy lets go (at least one, or nothing moves).
+    let own_limit = rollout_down.unwrap_or(1).max(1) as usize;
+    let at_once = tightest.map_or(own_limit, |g| (g.allowance as usize).min(own_limit));
+    let evict_kind = if preference == Strategy::Drain { MoveKind::Drain } else { MoveKind::Evict };
+    let evict =
+        |note: Option<String>| Decision::Move(Pace { kind: evict_kind, at_once, waves: waves(pods, at_once), note });
+    if let Some(why) = stuck {
+        return evict(Some(format!("{why}, so its pods are evicted{}", pacing_note(at_once, tightest))));
+    }
+    let down = rollout_down.unwrap_or(0);
+    if wants_rollout {
+        match tightest {
+            Some(g) if down > g.allowance => {
+                return evict(Some(format!(
+                    "a rollout ({}) could take {down} pod(s) down at once, more than PodDisruptionBudget {} ({}) allows ({}), so pods are evicted{}",
+                    strategy.describe(),
+                    g.pdb,
+                    g.spec,
+                    g.allowance,
+                    pacing_note(at_once, tightest)
+                )));
+            }
+            _ => {}
+        }
+        // A DaemonSet has one pod per node by design; an unread workload's size is unknown.
+        if tightest.is_none() && replicas == 1 && down >= 1 && workload.is_some() && owner.kind != OwnerKind::DaemonSet
+        {
+            warnings.push(format!(
+                "{} has 1 replica and no PodDisruptionBudget; its rollout ({}) has no pod serving for a moment: add a replica first if that matters",
+                owner.display(),
+                strategy.describe()
+            ));
+        }
+        let per_wave = (down + strategy.max_surge(replicas)).max(1) as usize;
+        let note = match (tightest, owner.kind == OwnerKind::DaemonSet && preference != Strategy::Rollout) {
+            (Some(g), _) => Some(format!(
+                "its rollout takes at most {down} pod(s) down at once; PodDisruptionBudget {} allows {}",
+                g.pdb, g.allowance
+            )),
+            (None, true) => {
+                Some("DaemonSet pods are rolled: an evicted one comes back on the same node at once".to_string())
+            }
+            (None, false) => None,
+        };
+        return Decision::Move(Pace {
+            kind: MoveKind::Rollout,
+            at_once: down.max(0) as usize,
+            waves: waves(replicas.max(0) as usize, per_wave),
+            note,
+        });
+    }
+    let kind = evict_kind;
+    let note = tightest
+        .map(|g| format!("PodDisruptionBudget {} allows {}{}", g.pdb, g.allowance, pacing_note(at_once, tightest)));
+    Decision::Move(Pace { kind, at_once, waves: waves(pods, at_once), note })
+}
+
+fn pacing_note(at_once: usize, tightest: Option<&Guard>) -> String {
+    let how = if at_once == 1 { "one at a time".to_string() } else { format!("{at_once} at a time") };
+    match tightest {
+        Some(_) => format!(", {how}, each wave after the last one's replacements are Ready"),
+        None => format!(", {how}, each wave after the last one's replacements are Ready (its own strategy's limit)"),
+    }
+}
+
+/// What the API server defaults for a workload we could not read.
+fn default_strategy(kind: OwnerKind) -> UpdateStrategy {
+    use crate::core::budget::IntOrPercent::Int;
+    match kind {
+        OwnerKind::StatefulSet => UpdateStrategy::StatefulSetRolling { max_unavailable: None, partition: 0 },
+        OwnerKind::DaemonSet => UpdateStrategy::DaemonSetRolling { max_unavailable: Int(1), max_surge: Int(0) },
+        _ => UpdateStrategy::DEPLOYMENT_DEFAULT,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::budget::IntOrPercent::{Int, Percent};
+
+    fn owner(kind: OwnerKind, name: &str) -> Owner {
+        Owner { kind, other_kind: None, namespace: "shop".into(), name: name.into() }
+    }
+
+    fn guard(allowance: i32) -> Guard {
+        Guard { pdb: "shop/web".into(), spec: "maxUnavailable 1".into(), allowance }
+    }
+
+    fn pace(d: Decision) -> Pace {
+        match d {
+            Decision::Move(p) => p,
+            Decision::Blocked(b) => panic!("blocked: {b}"),
+        }
+    }
+
+    #[test]
+    fn a_rollout_wider_than_the_budget_becomes_paced_evictions() {
+        let web = WorkloadInfo::deployment("shop", "web", 10);
+        let mut warnings = vec![];
+        // 25% of 10 = 2 down at once; the PDB allows 1.
+        let p = pace(decide(&web.owner, Some(&web), 10, &[guard(1)], Strategy::Rollout, &mut warnings));
+        assert_eq!((p.kind, p.at_once, p.waves), (MoveKind::Evict, 1, 10));
+        assert!(p.note.unwrap().contains("could take 2 pod(s) down at once"));
+        // A budget of 2 is enough for the rollout.
+        let p = pace(decide(&web.owner, Some(&web), 10, &[guard(2)], Strategy::Rollout, &mut warnings));
+        assert_eq!((p.kind, p.at_once), (MoveKind::Rollout, 2));
+        // No budget: the workload's own strategy is its declared tolerance.
+        let p = pace(decide(&web.owner, Some(&web), 10, &[], Strategy::Rollout, &mut warnings));
+        assert_eq!(p.kind, MoveKind::Rollout);
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn recreate_under_a_budget_is_evicted_and_a_zero_budget_blocks() {
+        let mut legacy = WorkloadInfo::deployment("shop", "legacy", 2);
+        legacy.strategy = UpdateStrategy::Recreate;
+        let p = pace(decide(&legacy.owner, Some(&legacy), 2, &[guard(1)], Strategy::Rollout, &mut vec![]));
+        assert_eq!((p.kind, p.at_once), (MoveKind::Evict, 1));
+        let single = WorkloadInfo::deployment("shop", "single", 1);
+        let Decision::Blocked(b) = decide(&single.owner, Some(&single), 1, &[guard(0)], Strategy::Evict, &mut vec![])
+        else {
+            panic!("a budget that allows nothing must block");
+        };
+        assert!(b.contains("allows none of the 1 pod(s)") && b.contains("--replicas=2"), "{b}");
+        let mut warnings = vec![];
+        legacy.replicas = 1;
+        decide(&legacy.owner, Some(&legacy), 1, &[], Strategy::Rollout, &mut warnings);
+        assert!(warnings[0].contains("1 replica and no PodDisruptionBudget"), "{warnings:?}");
+    }
+
+    #[test]
+    fn stuck_rollouts_evict_and_evictions_respect_the_own_strategy() {
+        let mut db = WorkloadInfo::deployment("shop", "db", 3);
+        db.owner.kind = OwnerKind::StatefulSet;
+        db.strategy = UpdateStrategy::StatefulSetRolling { max_unavailable: None, partition: 2 };
+        let p = pace(decide(&db.owner, Some(&db), 3, &[], Strategy::Rollout, &mut vec![]));
+        assert_eq!((p.kind, p.at_once), (MoveKind::Evict, 1));
+        assert!(p.note.unwrap().contains("partition 2"));
+        let mut paused = WorkloadInfo::deployment("shop", "paused", 4);
+        paused.paused = true;
+        let p = pace(decide(&paused.owner, Some(&paused), 4, &[], Strategy::Rollout, &mut vec![]));
+        assert!(p.kind == MoveKind::Evict && p.note.unwrap().contains("paused"));
+        // --strategy evict without a budget: at most what a rollout would take down.
+        let web = WorkloadInfo::deployment("shop", "web", 10);
+        let p = pace(decide(&web.owner, Some(&web), 10, &[], Strategy::Evict, &mut vec![]));
+        assert_eq!((p.kind, p.at_once, p.waves), (MoveKind::Evict, 2, 5));
+        let p = pace(decide(&web.owner, Some(&web), 10, &[guard(3)], Strategy::Drain, &mut vec![]));
+        assert_eq!((p.kind, p.at_once), (MoveKind::Drain, 2));
+    }
+
+    #[test]
+    fn daemonsets_roll_within_their_budget() {
+        let mut agent = WorkloadInfo::deployment("shop", "agent", 3);
+        agent.owner.kind = OwnerKind::DaemonSet;
+        agent.strategy = UpdateStrategy::DaemonSetRolling { max_unavailable: Int(2), max_surge: Int(0) };
+        let p = pace(decide(&agent.owner, Some(&agent), 3, &[], Strategy::Evict, &mut vec![]));
+        assert_eq!((p.kind, p.at_once), (MoveKind::Rollout, 2));
+        let p = pace(decide(&agent.owner, Some(&agent), 3, &[guard(1)], Strategy::Rollout, &mut vec![]));
+        assert_eq!((p.kind, p.at_once), (MoveKind::Evict, 1));
+        let _ = Percent(1);
+    }
+
+    #[test]
+    fn one_budget_over_two_workloads_is_one_lane_with_the_shared_allowance() {
+        use crate::core::budget::BudgetSpec;
+        use crate::core::inventory::tests::pod;
+        use crate::core::plan::fixtures::*;
+        let mut pods = seed_pods();
+        for i in 0..3 {
+            pods.push(pod(
+                "shop",
+                &format!("front-a-{i}"),
+                &format!("192.168.1.{i}"),
+                OwnerKind::Deployment,
+                "front-a",
+            ));
+            pods.push(pod(
+                "shop",
+                &format!("front-b-{i}"),
+                &format!("192.168.2.{i}"),
+                OwnerKind::Deployment,
+                "front-b",
+            ));
+        }
+        let mut w = world(seed_pools(), pods);
+        w.workloads =
+            vec![WorkloadInfo::deployment("shop", "front-a", 3), WorkloadInfo::deployment("shop", "front-b", 3)];
+        w.pdbs = vec![PdbInfo {
+            namespace: "shop".into(),
+            name: "front".into(),
+            spec: BudgetSpec { max_unavailable: Some(Int(1)), min_available: None },
+            disruptions_allowed: 1,
+            current_healthy: 6,
+            desired_healthy: 5,
+            expected_pods: 6,
+            pods: (0..3).flat_map(|i| [format!("shop/front-a-{i}"), format!("shop/front-b-{i}")]).collect(),
+        }];
+        let i = input(&w, cidr("10.0.0.0/16"));
+        let b = Budgets::new(&i);
+        let a = owner(OwnerKind::Deployment, "front-a");
+        assert_eq!(b.guards(&a)[0].allowance, 1);
+        assert_eq!(b.lane(&a), b.lane(&owner(OwnerKind::Deployment, "front-b")));
+        assert_ne!(b.lane(&a), b.lane(&owner(OwnerKind::Deployment, "web")));
+        // 80% of 6 computed from the spec, even before the controller counted.
+        w.pdbs[0].spec = BudgetSpec { min_available: Some(Percent(80)), max_unavailable: None };
+        w.pdbs[0].expected_pods = 0;
+        let i = input(&w, cidr("10.0.0.0/16"));
+        assert_eq!(Budgets::new(&i).guards(&a)[0].allowance, 1, "ceil(4.8) = 5 of 6 must stay");
+    }
+}

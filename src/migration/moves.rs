@@ -1,0 +1,219 @@
+//! Carrying out the move list: lanes side by side (at most `--max-parallel`),
+//! the moves of one lane one after another, and every move within its
+//! PodDisruptionBudgets: a rollout starts only when each budget over it
+//! has room for what the rollout takes down, and evictions go in waves no
+//! wider than the budget, each after the last one's replacements are Ready.
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
+use ipnet::IpNet;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::Ctx;
+use crate::cluster::events::{self, EventTarget};
+use crate::cluster::{budgets, movers};
+use crate::core::model::Owner;
+use crate::core::plan::{Move, MoveKind};
+use crate::error::{Error, Result};
+
+/// A finished move and how it went, as lanes report them.
+pub(crate) type Outcome = (Move, Result<()>);
+
+/// Group moves into lanes, keeping the plan's order within each lane.
+pub(crate) fn lanes(moves: Vec<Move>) -> Vec<Vec<Move>> {
+    let mut order: Vec<String> = Vec::new();
+    let mut by_lane: BTreeMap<String, Vec<Move>> = BTreeMap::new();
+    for m in moves {
+        if !by_lane.contains_key(&m.lane) {
+            order.push(m.lane.clone());
+        }
+        by_lane.entry(m.lane.clone()).or_default().push(m);
+    }
+    order.into_iter().filter_map(|l| by_lane.remove(&l)).collect()
+}
+
+/// Run every lane, at most `parallel` at once, reporting each move's
+/// outcome on `done` as it finishes.
+pub(crate) async fn run_lanes(
+    ctx: &Ctx<'_>,
+    lanes: Vec<Vec<Move>>,
+    old: IpNet,
+    target: &str,
+    parallel: usize,
+    done: UnboundedSender<Outcome>,
+) {
+    futures::stream::iter(lanes.into_iter().map(|lane| {
+        let done = done.clone();
+        async move { run_lane(ctx, lane, &old, target, &done).await }
+    }))
+    .buffer_unordered(parallel.max(1))
+    .collect::<Vec<()>>()
+    .await;
+}
+
+async fn run_lane(ctx: &Ctx<'_>, lane: Vec<Move>, old: &IpNet, target: &str, done: &UnboundedSender<Outcome>) {
+    let mut cordoned: Option<String> = None;
+    let count = lane.len();
+    for (i, m) in lane.iter().enumerate() {
+        // Drain steps of one node follow each other: cordon at its first,
+        // uncordon after its last.
+        let node = (m.kind == MoveKind::Drain).then(|| drain_node(m));
+        let r = async {
+            if let Some(n) = &node {
+                if cordoned.as_ref() != Some(n) {
+                    movers::cordon(ctx.cluster, n, true).await?;
+                    ctx.printer.note(format!("node/{n} cordoned"));
+                    cordoned = Some(n.clone());
+                }
+            }
+            run_move(ctx, m, old, target).await
+        }
+        .await;
+        let next_node = lane.get(i + 1).filter(|n| n.kind == MoveKind::Drain).map(drain_node);
+        if let Some(n) = cordoned.clone().filter(|n| i + 1 == count || next_node.as_ref() != Some(n)) {
+            let u = movers::cordon(ctx.cluster, &n, false).await;
+            if u.is_ok() {
+                ctx.printer.note(format!("node/{n} uncordoned"));
+            }
+            cordoned = None;
+        }
+        let _ = done.send((m.clone(), r));
+    }
+}
+
+fn drain_node(m: &Move) -> String {
+    m.target.strip_prefix("Node ").unwrap_or(&m.target).to_string()
+}
+
+/// One entry of the move list.
+async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &IpNet, target: &str) -> Result<()> {
+    let t = ctx.opts.timeout;
+    match m.kind {
+        MoveKind::Rollout => {
+            let owner = m.owner.as_ref().ok_or_else(|| Error::Other("rollout without an owner".into()))?;
+            // The plan chose a rollout because its budgets have room for it
+            // when healthy; start it only when they have room now.
+            if m.at_once > 0 {
+                for g in &m.guards {
+                    budgets::wait_allows(ctx.cluster, &g.pdb, m.at_once as i32, t).await?;
+                }
+            }
+            movers::restart(ctx.cluster, owner, &format!("kubectl-ippool: moved off {old} to {target}")).await?;
+            events::record_event(
+                ctx.cluster,
+                EventTarget {
+                    api_version: "apps/v1",
+                    kind: owner.kind.as_str(),
+                    namespace: Some(&owner.namespace),
+                    name: &owner.name,
+                },
+                &format!("kubectl-ippool migrate: restarted to move pods off {old} to IPPool {target}"),
+            )
+            .await;
+            movers::wait_rollout(ctx.cluster, owner, t).await?;
+            // A rollout can finish with old pods left: evict those, one at a
+            // time, within the budgets; the controller replaces them.
+            let left: Vec<(String, String)> = movers::owner_pods_in(ctx.cluster, owner, old)
+                .await?
+                .iter()
+                .map(|p| {
+                    let key = format!(
+                        "{}/{}",
+                        p.metadata.namespace.clone().unwrap_or_default(),
+                        p.metadata.name.clone().unwrap_or_default()
+                    );
+                    (key, p.metadata.uid.clone().unwrap_or_default())
+                })
+                .collect();
+            if !left.is_empty() {
+                ctx.printer.note(format!(
+                    "{}: {} pod(s) still on {old} after the rollout; evicting them",
+                    owner.display(),
+                    left.len()
+                ));
+                let leftover = Move { at_once: 1, ..m.clone() };
+                evict_paced(ctx, &leftover, left).await?;
+            }
+            Ok(())
+        }
+        MoveKind::Evict | MoveKind::Drain => evict_paced(ctx, m, pairs(m)).await,
+        MoveKind::EvictForGood => {
+            for (key, uid) in pairs(m) {
+                let (ns, name) = key.split_once('/').unwrap_or(("", &key));
+                movers::evict(ctx.cluster, ctx.printer, ns, name, &uid, t).await?;
+            }
+            Ok(())
+        }
+        MoveKind::WaitJob => {
+            let owner = m.owner.as_ref().ok_or_else(|| Error::Other("job without an owner".into()))?;
+            ctx.printer.note(format!(
+                "waiting for {} to finish (up to {})",
+                owner.display(),
+                humantime::format_duration(t)
+            ));
+            movers::wait_job(ctx.cluster, owner, old, t).await
+        }
+    }
+}
+
+fn pairs(m: &Move) -> Vec<(String, String)> {
+    m.pods.iter().cloned().zip(m.pod_uids.iter().cloned()).collect()
+}
+
+/// Evict `pods` in waves of `m.at_once`: before each wave, wait until every
+/// budget over them has room for the whole wave; after it, wait until the
+/// evicted pods are gone and the owner has as many Ready pods as before.
+/// The Eviction API enforces the budgets too; these waits keep it from
+/// having to say no.
+async fn evict_paced(ctx: &Ctx<'_>, m: &Move, pods: Vec<(String, String)>) -> Result<()> {
+    let t = ctx.opts.timeout;
+    for wave in pods.chunks(m.at_once.max(1)) {
+        for g in &m.guards {
+            budgets::wait_allows(ctx.cluster, &g.pdb, wave.len() as i32, t).await?;
+        }
+        let owner: Option<&Owner> = m.owner.as_ref().filter(|_| m.kind != MoveKind::EvictForGood);
+        let ready_before = match owner {
+            Some(o) => Some(movers::ready_pods(ctx.cluster, o).await?),
+            None => None,
+        };
+        let evictions = wave.iter().map(|(key, uid)| async move {
+            let (ns, name) = key.split_once('/').unwrap_or(("", key));
+            movers::evict(ctx.cluster, ctx.printer, ns, name, uid, t).await
+        });
+        for r in futures::future::join_all(evictions).await {
+            r?;
+        }
+        if let (Some(o), Some(before)) = (owner, ready_before) {
+            movers::wait_ready_pods(ctx.cluster, o, before, t).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mv(target: &str, lane: &str) -> Move {
+        Move {
+            target: target.into(),
+            kind: MoveKind::Evict,
+            owner: None,
+            pods: vec![],
+            pod_uids: vec![],
+            note: None,
+            at_once: 1,
+            waves: 1,
+            lane: lane.into(),
+            guards: vec![],
+        }
+    }
+
+    #[test]
+    fn lanes_keep_plan_order_and_group_shared_budgets() {
+        let l = lanes(vec![mv("a", "x"), mv("b", "y"), mv("c", "x"), mv("d", "drain"), mv("e", "drain")]);
+        let names: Vec<Vec<&str>> = l.iter().map(|l| l.iter().map(|m| m.target.as_str()).collect()).collect();
+        assert_eq!(names, vec![vec!["a", "c"], vec!["b"], vec!["d", "e"]]);
+    }
+}

@@ -1,31 +1,53 @@
 //! The canary: before any real pod moves, a throw-away pod (one, or one per
 //! node) in a temporary namespace must get an address from the new pool.
 //! The namespace is deleted on every path; leftovers of a killed run are
-//! found by label and deleted at the next start.
+//! found by label and deleted at the next start. The mechanism is
+//! `testpods`; this file holds what the canary checks and its wording.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::runtime::wait::await_condition;
-use kube::ResourceExt;
-use serde_json::json;
+use kube::api::DeleteParams;
 
 use super::lease::COMPONENT;
+use super::testpods::{self, Creation, TestPods, Until, WaitError, TEST_POD_IMAGE};
 use super::Cluster;
-use crate::error::{Error, KubeResultExt, Result};
+use crate::core::model::LABEL_MANAGED_BY;
+use crate::error::{Error, Result};
 
 pub const CANARY_LABEL: &str = "ippool.kubectl.io/canary";
+pub const CANARY_NAMESPACE_PREFIX: &str = "kubectl-ippool-canary-";
 
 /// The namespace a canary run uses (random suffix: no clash with a leftover).
 pub fn canary_namespace() -> String {
-    format!("kubectl-ippool-canary-{:05x}", rand::random::<u32>() & 0xfffff)
+    format!("{CANARY_NAMESPACE_PREFIX}{:05x}", rand::random::<u32>() & 0xfffff)
 }
 
-/// Start the canary pods in `ns` and wait until each has an IP; every IP
-/// must lie in `target`. The caller deletes the namespace afterwards.
+/// The canary pods: `canary-0`, `canary-1`, ..., labelled with
+/// `CANARY_LABEL` only (the namespace also carries the managed-by label).
+fn canary_pods() -> TestPods {
+    TestPods {
+        prefix: "canary",
+        lone_name: "canary-0",
+        container: "canary",
+        image: TEST_POD_IMAGE.to_string(),
+        labels: BTreeMap::from([(CANARY_LABEL.to_string(), "true".to_string())]),
+        automount_token: None,
+    }
+}
+
+fn canary_namespace_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (CANARY_LABEL.to_string(), "true".to_string()),
+        (LABEL_MANAGED_BY.to_string(), COMPONENT.to_string()),
+    ])
+}
+
+/// Start the canary pods in `ns` (one per node in `nodes`, or one anywhere
+/// if `nodes` is empty) and wait until each has an IP; every IP must lie in
+/// `target`. The caller deletes the namespace afterwards.
 pub async fn run(
     cluster: &Cluster,
     ns: &str,
@@ -33,59 +55,28 @@ pub async fn run(
     target: &IpNet,
     timeout: Duration,
 ) -> Result<Vec<(String, IpAddr)>> {
-    let ns_api: Api<Namespace> = Api::all(cluster.client.clone());
-    let namespace: Namespace = serde_json::from_value(
-        json!({"metadata": {"name": ns, "labels": {CANARY_LABEL: "true", "app.kubernetes.io/managed-by": COMPONENT}}}),
-    )
-    .map_err(|e| Error::Other(e.to_string()))?;
-    match ns_api.create(&PostParams::default(), &namespace).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => return Err(e).op("create", "namespaces", None),
-    }
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
-    let targets: Vec<Option<&String>> = if nodes.is_empty() { vec![None] } else { nodes.iter().map(Some).collect() };
-    let mut names = Vec::new();
-    for (i, node) in targets.iter().enumerate() {
-        let name = format!("canary-{i}");
-        let mut spec = json!({
-            "containers": [{"name": "canary", "image": "registry.k8s.io/pause:3.10"}],
-            "terminationGracePeriodSeconds": 0,
-            "restartPolicy": "Never",
-            "tolerations": [{"operator": "Exists"}]
-        });
-        if let Some(n) = node {
-            spec["nodeName"] = json!(n);
-        }
-        let pod: Pod =
-            serde_json::from_value(json!({"metadata": {"name": name, "labels": {CANARY_LABEL: "true"}}, "spec": spec}))
-                .map_err(|e| Error::Other(e.to_string()))?;
-        match pods.create(&PostParams::default(), &pod).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(e).op("create", "pods", Some(ns)),
-        }
-        names.push(name);
-    }
+    let spec = canary_pods();
+    let targets = spec.targets((!nodes.is_empty()).then_some(nodes));
+    let how = Creation { reuse_existing: true, default_service_account: false };
+    let pods = testpods::start(cluster, ns, &canary_namespace_labels(), &spec, &targets, how).await?;
+    // One pod after the other, each with its own deadline.
     let mut out = Vec::new();
-    for name in names {
-        let has_ip = |p: Option<&Pod>| {
-            p.and_then(|p| p.status.as_ref()).and_then(|s| s.pod_ip.as_ref()).is_some_and(|ip| !ip.is_empty())
+    for t in &targets {
+        let name = &t.name;
+        let pod = match testpods::wait(&pods, name, Until::Address, timeout).await {
+            Ok(p) => p,
+            Err(WaitError::TimedOut) => {
+                return Err(Error::Timeout {
+                    what: format!("canary pod {ns}/{name} to get an IP (check `kubectl describe pod -n {ns} {name}`)"),
+                    after: timeout,
+                })
+            }
+            Err(WaitError::Watch(e)) => return Err(Error::Other(format!("watching canary pod {ns}/{name}: {e}"))),
         };
-        let pod = tokio::time::timeout(timeout, await_condition(pods.clone(), &name, has_ip))
-            .await
-            .map_err(|_| Error::Timeout {
-                what: format!("canary pod {ns}/{name} to get an IP (check `kubectl describe pod -n {ns} {name}`)"),
-                after: timeout,
-            })?
-            .map_err(|e| Error::Other(format!("watching canary pod {ns}/{name}: {e}")))?;
         let pod = pod.ok_or_else(|| Error::Other(format!("canary pod {ns}/{name} disappeared")))?;
-        let ip: IpAddr = pod
-            .status
-            .and_then(|s| s.pod_ip)
-            .and_then(|i| i.parse().ok())
+        let ip = testpods::pod_ip(&pod)
             .ok_or_else(|| Error::Other(format!("canary pod {ns}/{name} has an unreadable IP")))?;
-        let node = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
+        let node = testpods::pod_node(&pod).unwrap_or_default();
         if !target.contains(&ip) {
             return Err(Error::Other(format!(
                 "canary pod {ns}/{name} on node {node} got {ip}, which is not in the new pool {target}: another enabled pool or a pin is in the way; no workload was moved"
@@ -98,22 +89,79 @@ pub async fn run(
 
 /// Delete one canary namespace (not waiting for it to go).
 pub async fn cleanup(cluster: &Cluster, ns: &str) {
-    let ns_api: Api<Namespace> = Api::all(cluster.client.clone());
-    if let Err(e) = ns_api.delete(ns, &DeleteParams::default()).await {
-        if !matches!(&e, kube::Error::Api(s) if s.code == 404) {
-            tracing::warn!("could not delete canary namespace {ns}: {e}; delete it with kubectl delete namespace {ns}");
-        }
+    if let Err(e) = testpods::delete_namespace(cluster, ns, &DeleteParams::default()).await {
+        testpods::warn_undeleted("canary", ns, &e);
     }
 }
 
 /// Delete canary namespaces left behind by a killed run.
 pub async fn cleanup_leftovers(cluster: &Cluster) {
-    let ns_api: Api<Namespace> = Api::all(cluster.client.clone());
-    if let Ok(list) = ns_api.list(&ListParams::default().labels(&format!("{CANARY_LABEL}=true"))).await {
-        for n in list.items {
-            if n.metadata.deletion_timestamp.is_none() {
-                cleanup(cluster, &n.name_any()).await;
+    for ns in testpods::leftover_namespaces(cluster, &format!("{CANARY_LABEL}=true")).await {
+        cleanup(cluster, &ns).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canary_names_labels_and_image() {
+        let ns = canary_namespace();
+        let suffix = ns.strip_prefix("kubectl-ippool-canary-").unwrap();
+        assert!(suffix.len() == 5 && suffix.chars().all(|c| c.is_ascii_hexdigit()), "{ns}");
+
+        let spec = canary_pods();
+        let one = spec.targets(None);
+        assert_eq!(one.len(), 1);
+        assert_eq!((one[0].name.as_str(), one[0].node.as_deref()), ("canary-0", None));
+        let nodes = vec!["a".to_string(), "b".to_string()];
+        let names: Vec<String> = spec.targets(Some(&nodes)).into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["canary-0", "canary-1"]);
+
+        let pod = spec.pod(&spec.targets(Some(&nodes))[1]);
+        assert_eq!(pod.metadata.labels, Some(BTreeMap::from([(CANARY_LABEL.to_string(), "true".to_string())])));
+        let ps = pod.spec.unwrap();
+        assert_eq!(ps.node_name.as_deref(), Some("b"));
+        assert_eq!(ps.containers[0].name, "canary");
+        assert_eq!(ps.containers[0].image.as_deref(), Some("registry.k8s.io/pause:3.10"));
+        assert!(ps.automount_service_account_token.is_none());
+
+        let labels = canary_namespace_labels();
+        assert_eq!(labels.get(CANARY_LABEL).map(String::as_str), Some("true"));
+        assert_eq!(labels.get("app.kubernetes.io/managed-by").map(String::as_str), Some("kubectl-ippool"));
+        assert_eq!(labels.len(), 2);
+    }
+
+    /// The pod and namespace are the objects the hand-written JSON of the
+    /// canary built before `testpods` existed.
+    #[test]
+    fn same_objects_as_before() {
+        use k8s_openapi::api::core::v1::{Namespace, Pod};
+        use serde_json::json;
+        let spec = canary_pods();
+        for (i, node) in [None, Some("n1")].into_iter().enumerate() {
+            let mut ps = json!({
+                "containers": [{"name": "canary", "image": "registry.k8s.io/pause:3.10"}],
+                "terminationGracePeriodSeconds": 0,
+                "restartPolicy": "Never",
+                "tolerations": [{"operator": "Exists"}]
+            });
+            if let Some(n) = node {
+                ps["nodeName"] = json!(n);
             }
+            let name = format!("canary-{i}");
+            let old: Pod = serde_json::from_value(
+                json!({"metadata": {"name": name, "labels": {CANARY_LABEL: "true"}}, "spec": ps}),
+            )
+            .unwrap();
+            let t = testpods::Target { name, node: node.map(str::to_string) };
+            assert_eq!(spec.pod(&t), old);
         }
+        let old: Namespace = serde_json::from_value(
+            json!({"metadata": {"name": "ns", "labels": {CANARY_LABEL: "true", "app.kubernetes.io/managed-by": COMPONENT}}}),
+        )
+        .unwrap();
+        assert_eq!(testpods::namespace("ns", &canary_namespace_labels()), old);
     }
 }

@@ -20,6 +20,7 @@ pub mod record;
 pub mod retry;
 pub mod snapshot;
 pub mod templates;
+pub mod testpods;
 pub mod watch;
 pub mod workloads;
 

@@ -1,21 +1,22 @@
 //! `verify --probe`: start a throwaway pod (or one per node) in a temporary
 //! namespace, wait for its address by watching it, and clean up on every
-//! path, Ctrl-C included.
+//! path, Ctrl-C included. The mechanism is `testpods`; this file holds what
+//! the probe records (Calico's sandbox error included) and its wording.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod, ServiceAccount};
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
-use kube::runtime::wait::await_condition;
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams};
 use rand::Rng;
 
+use super::lease::COMPONENT;
+use super::testpods::{self, Creation, Target, TestPods, Until, WaitError};
 use super::Cluster;
 use crate::core::model::{ProbeOutcome, LABEL_MANAGED_BY};
 use crate::error::{Error, KubeResultExt, Result};
 
 pub const PROBE_NAMESPACE_PREFIX: &str = "kubectl-ippool-probe-";
-pub const DEFAULT_PROBE_IMAGE: &str = "registry.k8s.io/pause:3.10";
 
 #[derive(Debug, Clone)]
 pub struct ProbeOptions {
@@ -36,12 +37,13 @@ pub fn probe_namespace_name() -> String {
 /// the wait, cleans up, and reports an interruption.
 pub async fn run(cluster: &Cluster, opts: &ProbeOptions) -> Result<Vec<ProbeOutcome>> {
     let ns = probe_namespace_name();
-    let targets = probe_targets(opts);
+    let spec = probe_pods(&opts.image);
+    let targets = spec.targets(opts.nodes.as_deref());
     let outcome = tokio::select! {
-        r = probe_in(cluster, &ns, opts, &targets) => Some(r),
+        r = probe_in(cluster, &ns, opts, &spec, &targets) => Some(r),
         _ = tokio::signal::ctrl_c() => None,
     };
-    let names: Vec<String> = targets.iter().map(|(n, _)| n.clone()).collect();
+    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
     let cleanup = cleanup(cluster, &ns, &names).await;
     match outcome {
         None => Err(Error::Interrupted(format!(
@@ -50,73 +52,53 @@ pub async fn run(cluster: &Cluster, opts: &ProbeOptions) -> Result<Vec<ProbeOutc
         ))),
         Some(r) => {
             if let Err(e) = cleanup {
-                tracing::warn!(
-                    "could not delete probe namespace {ns}: {e}; delete it with kubectl delete namespace {ns}"
-                );
+                testpods::warn_undeleted("probe", &ns, &e);
             }
             r
         }
     }
 }
 
-/// Probe pod names and the node each is pinned to.
-fn probe_targets(opts: &ProbeOptions) -> Vec<(String, Option<String>)> {
-    match &opts.nodes {
-        None => vec![("probe".to_string(), None)],
-        Some(nodes) => nodes.iter().enumerate().map(|(i, n)| (format!("probe-{i}"), Some(n.clone()))).collect(),
+/// The probe pods: `probe`, or `probe-0`, `probe-1`, ... one per node;
+/// they and their namespace carry the managed-by label.
+fn probe_pods(image: &str) -> TestPods {
+    TestPods {
+        prefix: "probe",
+        lone_name: "probe",
+        container: "pause",
+        image: image.to_string(),
+        labels: probe_labels(),
+        automount_token: Some(false),
     }
+}
+
+fn probe_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([(LABEL_MANAGED_BY.to_string(), COMPONENT.to_string())])
 }
 
 async fn probe_in(
     cluster: &Cluster,
     ns: &str,
     opts: &ProbeOptions,
-    targets: &[(String, Option<String>)],
+    spec: &TestPods,
+    targets: &[Target],
 ) -> Result<Vec<ProbeOutcome>> {
-    let labels = BTreeMap::from([(LABEL_MANAGED_BY.to_string(), "kubectl-ippool".to_string())]);
-    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
-    let namespace = Namespace {
-        metadata: ObjectMeta { name: Some(ns.to_string()), labels: Some(labels.clone()), ..Default::default() },
-        ..Default::default()
-    };
-    namespaces.create(&PostParams::default(), &namespace).await.op("create", "namespaces", None)?;
+    let how = Creation { reuse_existing: false, default_service_account: true };
+    let pods = testpods::start(cluster, ns, &probe_labels(), spec, targets, how).await?;
 
-    // Admission refuses pods until the namespace's default ServiceAccount
-    // exists; create it rather than wait for the controller.
-    let sas: Api<ServiceAccount> = Api::namespaced(cluster.client.clone(), ns);
-    let sa = ServiceAccount {
-        metadata: ObjectMeta { name: Some("default".into()), ..Default::default() },
-        ..Default::default()
-    };
-    // Without permission to create it (the minimal role lacks it), the
-    // controller's copy is used and pod creation retries below.
-    match sas.create(&PostParams::default(), &sa).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 403 => {}
-        Err(e) => return Err(e).op("create", "serviceaccounts", Some(ns)),
-    }
-
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
-    for (name, node) in targets {
-        let pod = probe_pod(name, node.as_deref(), &opts.image, &labels);
-        create_pod(&pods, &pod, ns).await?;
-    }
-
-    let waits = targets.iter().map(|(name, node)| {
-        let pods = pods.clone();
+    // All pods at once, each with the same deadline; one without an
+    // address by then is an outcome, not an error.
+    let waits = targets.iter().map(|t| {
+        let pods = &pods;
         async move {
-            let got = tokio::time::timeout(opts.timeout, await_condition(pods, name, has_ip_or_finished)).await;
-            let pod = match got {
-                Ok(Ok(p)) => p,
-                Ok(Err(e)) => return Err(Error::Other(format!("watching probe pod {ns}/{name}: {e}"))),
-                Err(_) => None,
+            let name = &t.name;
+            let pod = match testpods::wait(pods, name, Until::AddressOrEnd, opts.timeout).await {
+                Ok(p) => p,
+                Err(WaitError::Watch(e)) => return Err(Error::Other(format!("watching probe pod {ns}/{name}: {e}"))),
+                Err(WaitError::TimedOut) => None,
             };
-            let ip = pod
-                .as_ref()
-                .and_then(|p| p.status.as_ref())
-                .and_then(|s| s.pod_ip.as_ref())
-                .and_then(|i| i.parse().ok());
-            let node = pod.as_ref().and_then(|p| p.spec.as_ref()).and_then(|s| s.node_name.clone()).or(node.clone());
+            let ip = pod.as_ref().and_then(testpods::pod_ip);
+            let node = pod.as_ref().and_then(testpods::pod_node).or(t.node.clone());
             Ok((name.clone(), node, ip))
         }
     });
@@ -138,29 +120,6 @@ async fn probe_in(
     Ok(out)
 }
 
-/// Create a pod, retrying briefly while admission still waits for the
-/// namespace's default ServiceAccount (a fresh namespace gets it within
-/// moments from the controller).
-async fn create_pod(pods: &Api<Pod>, pod: &Pod, ns: &str) -> Result<()> {
-    let mut attempts = 0;
-    loop {
-        match pods.create(&PostParams::default(), pod).await {
-            Ok(_) => return Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("serviceaccount") && attempts < 20 => {
-                attempts += 1;
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => return Err(e).op("create", "pods", Some(ns)),
-        }
-    }
-}
-
-fn has_ip_or_finished(p: Option<&Pod>) -> bool {
-    let Some(status) = p.and_then(|p| p.status.as_ref()) else { return false };
-    status.pod_ip.as_deref().is_some_and(|i| !i.is_empty())
-        || matches!(status.phase.as_deref(), Some("Failed") | Some("Succeeded"))
-}
-
 async fn sandbox_error(cluster: &Cluster, ns: &str, pod: &str) -> Option<String> {
     let events: Api<Event> = Api::namespaced(cluster.client.clone(), ns);
     let lp = ListParams::default()
@@ -174,36 +133,11 @@ async fn sandbox_error(cluster: &Cluster, ns: &str, pod: &str) -> Option<String>
     Some(reason)
 }
 
-fn probe_pod(name: &str, node: Option<&str>, image: &str, labels: &BTreeMap<String, String>) -> Pod {
-    let spec = serde_json::json!({
-        "containers": [{"name": "pause", "image": image}],
-        "nodeName": node,
-        "restartPolicy": "Never",
-        "terminationGracePeriodSeconds": 0,
-        "automountServiceAccountToken": false,
-        // The probe must run wherever it is sent, cordoned or tainted nodes included.
-        "tolerations": [{"operator": "Exists"}],
-    });
-    Pod {
-        metadata: ObjectMeta { name: Some(name.to_string()), labels: Some(labels.clone()), ..Default::default() },
-        spec: Some(serde_json::from_value(spec).expect("probe pod spec")),
-        ..Default::default()
-    }
-}
-
 /// Delete the probe pods at once (so their addresses are released before
 /// we exit) and the namespace; objects already gone are fine.
 async fn cleanup(cluster: &Cluster, ns: &str, pod_names: &[String]) -> Result<()> {
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
-    for name in pod_names {
-        let _ = pods.delete(name, &DeleteParams::default().grace_period(0)).await;
-    }
-    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
-    match namespaces.delete(ns, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e).op("delete", "namespaces", None),
-    }
+    testpods::delete_pods_now(cluster, ns, pod_names).await;
+    testpods::delete_namespace(cluster, ns, &DeleteParams::background()).await.op("delete", "namespaces", None)
 }
 
 #[cfg(test)]
@@ -214,20 +148,55 @@ mod tests {
     fn probe_names_and_pod_shape() {
         let ns = probe_namespace_name();
         assert!(ns.starts_with(PROBE_NAMESPACE_PREFIX) && ns.len() == PROBE_NAMESPACE_PREFIX.len() + 5, "{ns}");
-        let pod = probe_pod("probe-0", Some("node-1"), DEFAULT_PROBE_IMAGE, &BTreeMap::new());
-        let spec = pod.spec.unwrap();
-        assert_eq!(spec.node_name.as_deref(), Some("node-1"));
-        assert_eq!(spec.termination_grace_period_seconds, Some(0));
-        assert_eq!(spec.containers[0].image.as_deref(), Some(DEFAULT_PROBE_IMAGE));
-        assert!(probe_pod("probe", None, "x", &BTreeMap::new()).spec.unwrap().node_name.is_none());
+        let spec = probe_pods(testpods::TEST_POD_IMAGE);
+        let nodes = vec!["node-0".to_string(), "node-1".to_string()];
+        let targets = spec.targets(Some(&nodes));
+        assert_eq!(targets[1], Target { name: "probe-1".into(), node: Some("node-1".into()) });
+        let pod = spec.pod(&targets[1]);
+        assert_eq!(pod.metadata.labels, Some(probe_labels()));
+        let ps = pod.spec.unwrap();
+        assert_eq!(ps.node_name.as_deref(), Some("node-1"));
+        assert_eq!(ps.termination_grace_period_seconds, Some(0));
+        assert_eq!(ps.automount_service_account_token, Some(false));
+        assert_eq!(ps.containers[0].name, "pause");
+        assert_eq!(ps.containers[0].image.as_deref(), Some("registry.k8s.io/pause:3.10"));
+
+        let lone = spec.targets(None);
+        assert_eq!(lone, vec![Target { name: "probe".into(), node: None }]);
+        assert!(probe_pods("x").pod(&lone[0]).spec.unwrap().node_name.is_none());
+        assert_eq!(probe_pods("x").pod(&lone[0]).spec.unwrap().containers[0].image.as_deref(), Some("x"));
+        assert_eq!(
+            probe_labels(),
+            BTreeMap::from([("app.kubernetes.io/managed-by".to_string(), "kubectl-ippool".to_string())])
+        );
     }
 
+    /// The pod is the object the hand-written JSON of the probe built
+    /// before `testpods` existed.
     #[test]
-    fn waits_for_an_address_or_the_end() {
-        let mut p = Pod::default();
-        assert!(!has_ip_or_finished(Some(&p)));
-        p.status = Some(serde_json::from_value(serde_json::json!({"phase":"Running","podIP":"10.1.0.5"})).unwrap());
-        assert!(has_ip_or_finished(Some(&p)));
-        assert!(!has_ip_or_finished(None));
+    fn same_pod_as_before() {
+        use k8s_openapi::api::core::v1::Pod;
+        use kube::api::ObjectMeta;
+        for node in [None, Some("node-1")] {
+            let ps = serde_json::json!({
+                "containers": [{"name": "pause", "image": "img"}],
+                "nodeName": node,
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 0,
+                "automountServiceAccountToken": false,
+                "tolerations": [{"operator": "Exists"}],
+            });
+            let old = Pod {
+                metadata: ObjectMeta {
+                    name: Some("probe-0".to_string()),
+                    labels: Some(probe_labels()),
+                    ..Default::default()
+                },
+                spec: Some(serde_json::from_value(ps).unwrap()),
+                ..Default::default()
+            };
+            let t = Target { name: "probe-0".into(), node: node.map(str::to_string) };
+            assert_eq!(probe_pods("img").pod(&t), old);
+        }
     }
 }

@@ -7,8 +7,9 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::cluster::calico::Calico;
-use crate::cluster::probe::{self, ProbeOptions, DEFAULT_PROBE_IMAGE};
+use crate::cluster::probe::{self, ProbeOptions};
 use crate::cluster::snapshot::Snapshot;
+use crate::cluster::testpods::TEST_POD_IMAGE;
 use crate::cluster::{templates, Cluster};
 use crate::commands::flags::{parse_duration, KubeArgs};
 use crate::core::checks::{self, Check, Expectations, IpamFigures, Summary, VerifyInput};
@@ -72,7 +73,7 @@ pub struct VerifyArgs {
     pub probe_timeout: std::time::Duration,
 
     /// With --probe: the image of the test pod (never needs to run, only to get an address).
-    #[arg(long, value_name = "IMAGE", default_value = DEFAULT_PROBE_IMAGE, requires = "probe")]
+    #[arg(long, value_name = "IMAGE", default_value = TEST_POD_IMAGE, requires = "probe")]
     pub probe_image: String,
 }
 

@@ -37,8 +37,15 @@ use crate::error::{root_cause, Error, KubeResultExt, Result};
 /// API requests made by this process (for summaries and benchmarks).
 pub static REQUESTS: AtomicU64 = AtomicU64::new(0);
 
+/// Of those, writes (anything but GET): what a migration costs the datastore.
+pub static WRITES: AtomicU64 = AtomicU64::new(0);
+
 pub fn requests_made() -> u64 {
     REQUESTS.load(Ordering::Relaxed)
+}
+
+pub fn writes_made() -> u64 {
+    WRITES.load(Ordering::Relaxed)
 }
 
 /// Page size for LIST requests (kubectl's --chunk-size default).
@@ -144,6 +151,9 @@ impl Cluster {
         // Count requests so `migrate` can report API requests per pod moved.
         let counting = tower::util::MapRequestLayer::new(|req: http::Request<kube::client::Body>| {
             REQUESTS.fetch_add(1, Ordering::Relaxed);
+            if req.method() != http::Method::GET {
+                WRITES.fetch_add(1, Ordering::Relaxed);
+            }
             req
         });
         // Retries of what is safe to repeat (see retry.rs), outside the

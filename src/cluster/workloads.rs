@@ -92,9 +92,16 @@ pub fn pod_info(p: &Pod) -> PodInfo {
             ips.push(ip);
         }
     }
-    let ready = status
+    let ready_condition = status
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready" && c.status == "True"));
+    let ready = ready_condition.is_some();
+    // Creation to Ready: how long one replacement takes on this cluster.
+    let ready_after =
+        match (ready_condition.and_then(|c| c.last_transition_time.as_ref()), &p.metadata.creation_timestamp) {
+            (Some(r), Some(c)) => Some(r.0.duration_since(c.0).as_secs_f64() as f32).filter(|s| *s >= 0.0),
+            _ => None,
+        };
     PodInfo {
         namespace: p.namespace().unwrap_or_default(),
         name: p.name_any(),
@@ -108,6 +115,7 @@ pub fn pod_info(p: &Pod) -> PodInfo {
         owner: owner_of(p),
         pins: pins_from(p.annotations()),
         container_id: p.annotations().get("cni.projectcalico.org/containerID").cloned(),
+        ready_after,
     }
 }
 

@@ -87,10 +87,11 @@ pub struct MigrateArgs {
     #[arg(long, value_enum, default_value_t = StrategyArg::Rollout)]
     pub strategy: StrategyArg,
 
-    /// Workloads moved at once. Default 1: each rollout is already limited by
-    /// its own strategy and PDBs, but several at once can exhaust spare
-    /// capacity or take down services that depend on each other.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Lanes moved at once. A lane is one workload, or every workload under
+    /// one PodDisruptionBudget (those move one after another), or the node
+    /// drains. Every move stays within its budgets whatever this says; more
+    /// lanes finish sooner but need more spare room for surge pods.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_parallel: u16,
 
     /// Only move pods matching this label selector (the old pool is then kept, disabled).
@@ -235,7 +236,7 @@ mod tests {
     #[test]
     fn flags_parse_with_safe_defaults() {
         let a = args(&["--to", "10.0.0.0/16"]);
-        assert_eq!(a.max_parallel, 1);
+        assert_eq!(a.max_parallel, 8);
         assert_eq!(a.options().strategy, Strategy::Rollout);
         assert_eq!(a.options().jobs, JobsPolicy::Wait);
         assert_eq!(a.timeout, Duration::from_secs(600));

@@ -175,6 +175,7 @@ pub(crate) mod tests {
             owner: Owner { kind: owner, other_kind: None, namespace: ns.into(), name: owner_name.into() },
             pins: PoolPins::default(),
             container_id: Some(format!("cid-{name}")),
+            ready_after: Some(2.0),
         }
     }
 

@@ -208,6 +208,8 @@ pub struct PodInfo {
     pub pins: PoolPins,
     /// `cni.projectcalico.org/containerID`, which names the IPAM handle.
     pub container_id: Option<String>,
+    /// Seconds from creation to Ready, for Ready pods.
+    pub ready_after: Option<f32>,
 }
 
 impl PodInfo {

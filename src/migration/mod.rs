@@ -76,6 +76,8 @@ pub(crate) struct Summary {
     seconds: f64,
     /// API requests this run made (for `make bench`).
     api_requests: u64,
+    /// Of those, writes (creates, patches, evictions, record updates).
+    api_writes: u64,
 }
 
 /// Everything read from the cluster before planning.
@@ -130,6 +132,7 @@ impl Facts {
             cni_pools: self.cni.clone(),
             pod_filter: self.label_filter.as_ref(),
             canary_per_node: opts.canary_per_node,
+            parallel: opts.max_parallel as usize,
         }
     }
 }
@@ -221,6 +224,7 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
     lease.release().await;
     let mut summary = outcome?;
     summary.api_requests = crate::cluster::requests_made();
+    summary.api_writes = crate::cluster::writes_made();
     if printer.is_machine_readable() {
         printer.data(&summary)?;
     } else {
@@ -237,10 +241,13 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
                 format!("IPPool {} kept (disabled)", summary.from)
             }
         ))?;
+        let per_pod = |n: u64| n as f64 / summary.pods_moved.max(1) as f64;
         printer.note(format!(
-            "API requests: {} ({:.1} per pod moved)",
+            "API requests: {} ({:.1} per pod moved), of which writes: {} ({:.1} per pod moved)",
             summary.api_requests,
-            summary.api_requests as f64 / summary.pods_moved.max(1) as f64
+            per_pod(summary.api_requests),
+            summary.api_writes,
+            per_pod(summary.api_writes)
         ));
     }
     Ok(())
@@ -392,6 +399,13 @@ mod tests {
             skipped: vec![],
             blockers: vec![],
             warnings: vec![],
+            estimate: crate::core::plan::Estimate {
+                rounds: 2,
+                lanes: 2,
+                parallel: 1,
+                pod_start_seconds: None,
+                seconds: None,
+            },
         };
         let needs: Vec<String> = permissions_needed(&calico, &plan, &args(&["--to", "10.0.0.0/16"]))
             .iter()

@@ -68,6 +68,7 @@ pub(crate) async fn execute(ctx: &Ctx<'_>, plan: &Plan, mut state: MigrationStat
         old_pool_deleted: false,
         seconds: 0.0,
         api_requests: 0,
+        api_writes: 0,
     };
     if filtered || !skipped.is_empty() {
         let why =

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::MigrateOptions;
 use crate::cluster::Cluster;
-use crate::core::plan::{MoveKind, Plan, PoolStep};
+use crate::core::plan::{Estimate, MoveKind, Plan, PoolStep};
 use crate::core::state::Phase;
 use crate::error::Result;
 use crate::output::Printer;
@@ -72,6 +72,21 @@ pub(crate) fn show_plan(
     Ok(())
 }
 
+/// `expected: 25 rounds of pod start-up (...)`.
+fn describe_estimate(e: &Estimate) -> String {
+    let time = match (e.seconds, e.pod_start_seconds) {
+        (Some(total), Some(each)) => format!(
+            ", about {} at {each:.0}s a round",
+            humantime::format_duration(std::time::Duration::from_secs(total.round() as u64))
+        ),
+        _ => String::new(),
+    };
+    format!(
+        "expected: {} round(s) of pod start-up{time}, {} lane(s) {} at a time; no PodDisruptionBudget goes below what it allows",
+        e.rounds, e.lanes, e.parallel
+    )
+}
+
 /// The plan as text; `wide` names every pod, otherwise pods are counted.
 pub fn render_plan(plan: &Plan, resume: Option<Phase>, wide: bool) -> String {
     let mut out = String::new();
@@ -124,15 +139,28 @@ pub fn render_plan(plan: &Plan, resume: Option<Phase>, wide: bool) -> String {
                         MoveKind::WaitJob => "wait to finish",
                     };
                     let pods = if wide { m.pods.join(",") } else { m.pods.len().to_string() };
-                    vec![format!("{}", j + 1), m.target.clone(), kind.into(), pods, m.note.clone().unwrap_or_default()]
+                    let workload = if m.kind == MoveKind::Drain { m.label() } else { m.target.clone() };
+                    let at_once = if m.kind == MoveKind::WaitJob { "-".to_string() } else { m.at_once.to_string() };
+                    let mut row = vec![format!("{}", j + 1), workload, kind.into(), pods, at_once];
+                    if wide {
+                        row.push(m.lane.clone());
+                    }
+                    row.push(m.note.clone().unwrap_or_default());
+                    row
                 })
                 .collect();
             if rows.is_empty() {
                 out.push_str("       (no pods to move)\n");
             } else {
-                for line in crate::output::render_table(&["#", "workload", "strategy", "pods", "note"], rows).lines() {
+                let headers: &[&str] = if wide {
+                    &["#", "workload", "strategy", "pods", "at once", "lane", "why"]
+                } else {
+                    &["#", "workload", "strategy", "pods", "at once", "why"]
+                };
+                for line in crate::output::render_table(headers, rows).lines() {
                     out.push_str(&format!("       {line}\n"));
                 }
+                out.push_str(&format!("       {}\n", describe_estimate(&plan.estimate)));
             }
         }
     }

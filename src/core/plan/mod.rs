@@ -23,7 +23,7 @@ mod target;
 
 pub use moves::plan_moves;
 use moves::{node_coverage, pin_blockers};
-pub use pacing::Guard;
+pub use pacing::{Estimate, Guard};
 use target::{check_capacity, check_target_against_cluster, resolve_target};
 
 /// How pods of controllers that support it are moved.
@@ -163,6 +163,8 @@ pub struct PlanInput<'a> {
     /// Only pods matching `-n`/`-l` are considered (None = all).
     pub pod_filter: Option<&'a BTreeSet<String>>,
     pub canary_per_node: bool,
+    /// Lanes moved at once (`--max-parallel`).
+    pub parallel: usize,
 }
 
 /// The plan `--dry-run` prints and `migrate` executes.
@@ -181,6 +183,8 @@ pub struct Plan {
     /// Things to fix before anything can change.
     pub blockers: Vec<String>,
     pub warnings: Vec<String>,
+    /// How long the moves take at best, as the budgets allow.
+    pub estimate: Estimate,
 }
 
 impl Move {
@@ -260,7 +264,26 @@ pub fn make_plan(input: &PlanInput) -> Result<Plan, Vec<String>> {
     steps.push(PoolStep::WaitForTunnelAddresses { pool: from.name.clone() });
     steps.push(PoolStep::DeletePool { name: from.name.clone(), via });
 
-    Ok(Plan { via_operator: input.operator, from, to, create_target, steps, moves, skipped, blockers, warnings })
+    let moving: BTreeSet<&str> = moves.iter().flat_map(|m| m.pods.iter().map(String::as_str)).collect();
+    let starts: Vec<f64> = inv
+        .pods
+        .iter()
+        .filter(|p| moving.contains(p.key().as_str()))
+        .filter_map(|p| p.ready_after.map(f64::from))
+        .collect();
+    let estimate = pacing::estimate(&moves, input.parallel, pacing::median(starts));
+    Ok(Plan {
+        via_operator: input.operator,
+        from,
+        to,
+        create_target,
+        steps,
+        moves,
+        skipped,
+        blockers,
+        warnings,
+        estimate,
+    })
 }
 
 #[cfg(test)]
@@ -356,6 +379,7 @@ pub(crate) mod fixtures {
             cni_pools: None,
             pod_filter: None,
             canary_per_node: false,
+            parallel: 1,
         }
     }
 

@@ -237,7 +237,25 @@ pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped
         MoveKind::EvictForGood => 3,
         MoveKind::WaitJob => 4,
     });
-    (moves, skipped, blockers, warnings)
+    (longest_lanes_first(moves), skipped, blockers, warnings)
+}
+
+/// Lanes start in list order as slots free up: starting the lanes with the
+/// most rounds first finishes soonest (longest-processing-time first).
+/// Moves keep their order within a lane.
+fn longest_lanes_first(moves: Vec<Move>) -> Vec<Move> {
+    let mut lanes: Vec<(String, usize, Vec<Move>)> = Vec::new();
+    for m in moves {
+        match lanes.iter_mut().find(|(l, _, _)| *l == m.lane) {
+            Some((_, rounds, ms)) => {
+                *rounds += m.waves;
+                ms.push(m);
+            }
+            None => lanes.push((m.lane.clone(), m.waves, vec![m])),
+        }
+    }
+    lanes.sort_by_key(|(_, rounds, _)| std::cmp::Reverse(*rounds));
+    lanes.into_iter().flat_map(|(_, _, ms)| ms).collect()
 }
 
 /// Pods of one owner on one node, and how fast they may go.
@@ -425,11 +443,12 @@ mod tests {
         let kinds: Vec<(String, MoveKind)> = plan.moves.iter().map(|m| (m.label(), m.kind)).collect();
         assert_eq!(
             kinds,
+            // The drain lane takes the most rounds, so it starts first.
             vec![
-                ("DaemonSet shop/agent".into(), MoveKind::Rollout),
                 ("Node node-0 (Deployment kube-system/coredns)".into(), MoveKind::Drain),
                 ("Node node-0 (Deployment shop/web)".into(), MoveKind::Drain),
                 ("Node node-0 (StatefulSet shop/db)".into(), MoveKind::Drain),
+                ("DaemonSet shop/agent".into(), MoveKind::Rollout),
                 ("Bare shop/debug".into(), MoveKind::EvictForGood)
             ]
         );

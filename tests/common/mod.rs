@@ -5,6 +5,8 @@
 //! test fails and says how to build it.
 #![allow(dead_code)]
 
+pub mod budget_watch;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -13,8 +15,11 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// kubesim, kubectl and calicoctl: `target/kubesim/` of the repository
+/// (not `CARGO_TARGET_DIR`), or `$KUBESIM_BIN_DIR` when set.
 pub fn kubesim_bin(name: &str) -> PathBuf {
-    let p = repo_root().join("target/kubesim").join(name);
+    let dir = std::env::var_os("KUBESIM_BIN_DIR").map_or_else(|| repo_root().join("target/kubesim"), PathBuf::from);
+    let p = dir.join(name);
     assert!(
         p.exists(),
         "{} is missing: build the local cluster with `scripts/build-kubesim.sh` (or `make kubesim`)",

@@ -26,6 +26,7 @@ import (
 	"github.com/sirupsen/logrus"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apiextclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -51,6 +52,7 @@ type flags struct {
 	verbose        bool
 	pprofAddr      string
 	faultProxy     bool
+	omit           string
 }
 
 var startTime = time.Now()
@@ -64,7 +66,7 @@ func main() {
 	fs := flag.NewFlagSet("kubesim", flag.ExitOnError)
 	fs.StringVar(&f.dir, "dir", "", "data directory (required); kubeconfig, ready, kubesim.pid and etcd data go here")
 	fs.IntVar(&f.nodes, "nodes", 3, "number of fake nodes (kubesim-node-0..N-1)")
-	fs.StringVar(&f.scenario, "scenario", "seed", "seed|kops|empty|scale|bench")
+	fs.StringVar(&f.scenario, "scenario", "seed", "seed|kops|empty|scale|bench|realistic")
 	fs.StringVar(&f.crdMode, "crd-mode", "v1", "v1 (crd.projectcalico.org) | v3 (native projectcalico.org/v3; needs Calico >= 3.32)")
 	fs.BoolVar(&f.operator, "operator", false, "emulate a tigera-operator install (Installation CR + IPPool reconciler)")
 	fs.DurationVar(&f.readyDelay, "readiness-delay", 0, "time from pod start to Ready (per pod: annotation kubesim.io/ready-after)")
@@ -75,9 +77,14 @@ func main() {
 	fs.BoolVar(&f.verbose, "v", false, "verbose component logs")
 	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this loopback address (debugging)")
 	fs.BoolVar(&f.faultProxy, "fault-proxy", false, "also serve a fault-injecting HTTPS proxy in front of kube-apiserver (DIR/kubeconfig-faulty, DIR/faults.json)")
+	fs.StringVar(&f.omit, "omit", "", "realistic scenario: comma-separated workloads to leave out ("+strings.Join(realisticWorkloads, ",")+"), e.g. --omit single")
 	_ = fs.Parse(os.Args[1:])
 	if f.dir == "" {
 		fmt.Fprintln(os.Stderr, "kubesim: --dir is required")
+		os.Exit(2)
+	}
+	if _, err := parseOmit(f.scenario, f.omit); err != nil {
+		fmt.Fprintf(os.Stderr, "kubesim: %v\n", err)
 		os.Exit(2)
 	}
 	if err := run(&f); err != nil {
@@ -399,6 +406,20 @@ func waitWorkloads(ctx context.Context, kube kubernetes.Interface, ag *agent, f 
 		if pending > 0 {
 			notReady = append(notReady, fmt.Sprintf("%d pods not running", pending))
 		}
+		// The disruption controller has caught up: every PDB's status is for its current spec and
+		// counts all its pods healthy (so disruptionsAllowed is what a client would expect).
+		pdbs, err := kube.PolicyV1().PodDisruptionBudgets("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, p := range pdbs.Items {
+			if p.Status.ObservedGeneration < p.Generation || p.Status.CurrentHealthy != p.Status.ExpectedPods {
+				notReady = append(notReady, "pdb/"+p.Namespace+"/"+p.Name)
+			}
+		}
+		// The EndpointSlice controller has caught up: every selector Service has one ready endpoint
+		// per ready pod it selects.
+		notReady = append(notReady, servicesBehind(ctx, kube, pods)...)
 		msg := fmt.Sprintf("%d pods, waiting for: %s", len(pods), summarize(notReady))
 		if len(notReady) == 0 {
 			return true, nil
@@ -413,6 +434,46 @@ func waitWorkloads(ctx context.Context, kube kubernetes.Interface, ag *agent, f 
 		return fmt.Errorf("workloads did not become ready: %w", err)
 	}
 	return nil
+}
+
+// servicesBehind lists the Services with a selector whose EndpointSlices do not (yet) hold one
+// ready endpoint per ready, non-terminating pod the Service selects.
+func servicesBehind(ctx context.Context, kube kubernetes.Interface, pods []*corev1.Pod) []string {
+	svcs, err := kube.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return []string{"services: " + err.Error()}
+	}
+	slices, err := kube.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return []string{"endpointslices: " + err.Error()}
+	}
+	readyEndpoints := map[string]int{}
+	for _, sl := range slices.Items {
+		svc := sl.Labels[discoveryv1.LabelServiceName]
+		for _, e := range sl.Endpoints {
+			if e.Conditions.Ready == nil || *e.Conditions.Ready {
+				readyEndpoints[sl.Namespace+"/"+svc]++
+			}
+		}
+	}
+	var out []string
+	for _, svc := range svcs.Items {
+		if len(svc.Spec.Selector) == 0 {
+			continue
+		}
+		sel := labels.SelectorFromSet(svc.Spec.Selector)
+		want := 0
+		for _, p := range pods {
+			if p.Namespace == svc.Namespace && p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning &&
+				isPodReady(p) && sel.Matches(labels.Set(p.Labels)) {
+				want++
+			}
+		}
+		if readyEndpoints[svc.Namespace+"/"+svc.Name] != want {
+			out = append(out, "svc/"+svc.Namespace+"/"+svc.Name)
+		}
+	}
+	return out
 }
 
 func summarize(s []string) string {

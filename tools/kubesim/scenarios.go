@@ -28,13 +28,13 @@ func getScenario(name string) (*scenario, error) {
 	seed := &scenario{name: name, clusterCIDR: "10.0.0.0/8", serviceCIDR: "10.96.0.0/12",
 		pools: []poolDef{{name: "default-ipv4-ippool", cidr: "192.168.0.0/16", ipipMode: apiv3.IPIPModeAlways, nat: true}}}
 	switch name {
-	case "seed", "empty", "scale", "bench":
+	case "seed", "empty", "scale", "bench", "realistic":
 		return seed, nil
 	case "kops":
 		return &scenario{name: name, clusterCIDR: "100.96.0.0/11", serviceCIDR: "100.64.0.0/13",
 			pools: []poolDef{{name: "default-ipv4-ippool", cidr: "100.64.0.0/10", ipipMode: apiv3.IPIPModeCrossSubnet, nat: true}}}, nil
 	}
-	return nil, fmt.Errorf("unknown scenario %q (seed|kops|empty|scale|bench)", name)
+	return nil, fmt.Errorf("unknown scenario %q (seed|kops|empty|scale|bench|realistic)", name)
 }
 
 type seeder struct {
@@ -160,6 +160,8 @@ func (s *seeder) run(ctx context.Context) error {
 		return s.scale(ctx)
 	case "bench":
 		return s.bench(ctx)
+	case "realistic":
+		return s.realistic(ctx)
 	}
 	return nil
 }

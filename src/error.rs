@@ -134,13 +134,37 @@ pub fn describe(e: &Error) -> String {
     let mut out = format!("error: {e}");
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {
-        let text = c.to_string();
+        // kube's Display of an API error dumps the whole Status; its message
+        // is already in ours.
+        let status = match c.downcast_ref::<kube::Error>() {
+            Some(kube::Error::Api(s)) => Some(&**s),
+            _ => c
+                .downcast_ref::<kube::core::Status>()
+                .or_else(|| c.downcast_ref::<Box<kube::core::Status>>().map(|b| &**b)),
+        };
+        let text = status.map_or_else(|| c.to_string(), |s| s.message.clone());
         if !out.contains(&text) {
             out.push_str(&format!("\n  caused by: {text}"));
         }
         cause = c.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cause_chain_is_printed_once() {
+        let status = kube::core::Status::failure("unable to parse requirement", "BadRequest").with_code(400);
+        let e = Error::Kube { op: "list pods".into(), source: kube::Error::Api(Box::new(status).into()) };
+        assert_eq!(describe(&e), "error: list pods: unable to parse requirement (400 BadRequest)");
+        let io = std::io::Error::new(std::io::ErrorKind::Other, "disk full");
+        let e = Error::Kube { op: "watch pods".into(), source: kube::Error::ReadEvents(io) };
+        let text = describe(&e);
+        assert!(text.starts_with("error: watch pods: ") && text.contains("disk full"), "{text}");
+    }
 }
 
 /// The innermost error message, which is the one that says what happened

@@ -16,10 +16,7 @@ use crate::error::Result;
 
 /// PodDisruptionBudgets with the pods their selectors match.
 pub async fn list_pdbs(cluster: &Cluster) -> Result<Vec<PdbInfo>> {
-    let api: Api<PodDisruptionBudget> = match &cluster.namespace {
-        Some(n) => Api::namespaced(cluster.client.clone(), n),
-        None => Api::all(cluster.client.clone()),
-    };
+    let api: Api<PodDisruptionBudget> = cluster.scoped();
     let mut pdbs = Vec::new();
     list_paged(&api, ListParams::default(), "poddisruptionbudgets.policy", cluster.namespace.as_deref(), |p| {
         pdbs.push(p)

@@ -1,12 +1,21 @@
-//! The audit trail: core/v1 Events on the objects a migration changed.
+//! Events: the audit trail a migration writes on the objects it changed,
+//! and the sandbox failures kubelet reports when Calico IPAM fails.
+
+use std::collections::HashMap;
 
 use chrono::Utc;
 use k8s_openapi::api::core::v1::Event;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, PostParams};
+use kube::ResourceExt;
 use serde_json::json;
 
 use super::lease::{holder_identity, COMPONENT};
-use super::Cluster;
+use super::{list_paged, Cluster};
+use crate::core::model::SandboxFailure;
+use crate::error::Result;
+
+/// The event reason kubelet uses when CNI ADD (and so Calico IPAM) fails.
+pub const SANDBOX_FAILURE_REASON: &str = "FailedCreatePodSandBox";
 
 /// What an Event is about.
 pub struct EventTarget<'a> {
@@ -45,4 +54,36 @@ pub async fn record_event(cluster: &Cluster, target: EventTarget<'_>, message: &
         }
         Err(e) => tracing::debug!("could not build event: {e}"),
     }
+}
+
+/// The latest `FailedCreatePodSandBox` event per pod (field selector on the
+/// reason, so only those events travel).
+pub async fn list_sandbox_failures(cluster: &Cluster) -> Result<Vec<SandboxFailure>> {
+    let lp = ListParams::default().fields(&format!("reason={SANDBOX_FAILURE_REASON},involvedObject.kind=Pod"));
+    // Per pod: (time of the latest event, the failure).
+    let mut latest: HashMap<(String, String), (Option<k8s_openapi::jiff::Timestamp>, SandboxFailure)> = HashMap::new();
+    list_paged(&cluster.scoped::<Event>(), lp, "events", cluster.namespace.as_deref(), |e| {
+        let ns = e.involved_object.namespace.clone().or_else(|| e.namespace()).unwrap_or_default();
+        let pod = e.involved_object.name.clone().unwrap_or_default();
+        let when = e
+            .last_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .or_else(|| e.event_time.as_ref().map(|t| t.0))
+            .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        let failure = SandboxFailure {
+            namespace: ns.clone(),
+            pod: pod.clone(),
+            message: e.message.clone().unwrap_or_default(),
+            count: e.count.unwrap_or(1),
+        };
+        let entry = latest.entry((ns, pod)).or_insert_with(|| (when, failure.clone()));
+        if when > entry.0 {
+            *entry = (when, failure);
+        }
+    })
+    .await?;
+    let mut out: Vec<SandboxFailure> = latest.into_values().map(|(_, f)| f).collect();
+    out.sort_by(|a, b| (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod)));
+    Ok(out)
 }

@@ -173,6 +173,18 @@ impl Cluster {
         Ok(Cluster { client, context, cluster_name, server, namespace: args.namespace.clone() })
     }
 
+    /// An Api for a namespaced kind in the namespace of `-n`, or in all.
+    pub fn scoped<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+
     /// "context kubesim (cluster kubesim, https://127.0.0.1:6443/)", for banners.
     pub fn describe(&self) -> String {
         format!("context {} (cluster {}, {})", self.context, self.cluster_name, self.server)

@@ -123,7 +123,7 @@ async fn probe_in(
 async fn sandbox_error(cluster: &Cluster, ns: &str, pod: &str) -> Option<String> {
     let events: Api<Event> = Api::namespaced(cluster.client.clone(), ns);
     let lp = ListParams::default()
-        .fields(&format!("involvedObject.name={pod},reason={}", super::templates::SANDBOX_FAILURE_REASON));
+        .fields(&format!("involvedObject.name={pod},reason={}", super::events::SANDBOX_FAILURE_REASON));
     let list = events.list(&lp).await.ok()?;
     let msg = list.items.last()?.message.clone()?;
     let reason = match msg.rfind("failed (add): ") {

@@ -8,7 +8,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ListParams};
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 
 use super::{list_paged, Cluster};
 use crate::core::budget::{IntOrPercent, UpdateStrategy};
@@ -178,17 +178,7 @@ pub fn node_info(n: &Node) -> NodeInfo {
 /// template pins and update strategy.
 pub async fn list_workloads(cluster: &Cluster) -> Result<Vec<WorkloadInfo>> {
     let mut out = Vec::new();
-    let c = cluster.client.clone();
     let ns = cluster.namespace.as_deref();
-    fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope>>(c: kube::Client, ns: Option<&str>) -> Api<K>
-    where
-        K::DynamicType: Default,
-    {
-        match ns {
-            Some(n) => Api::namespaced(c, n),
-            None => Api::all(c),
-        }
-    }
     let mk = |kind, o: &dyn ResourceLike, replicas: i32, strategy: UpdateStrategy, paused: bool| WorkloadInfo {
         owner: Owner { kind, other_kind: None, namespace: o.ns(), name: o.nm() },
         template_pins: pins_from(&o.template_annotations()),
@@ -197,26 +187,26 @@ pub async fn list_workloads(cluster: &Cluster) -> Result<Vec<WorkloadInfo>> {
         paused,
         autoscaler: None,
     };
-    list_paged(&api::<Deployment>(c.clone(), ns), ListParams::default(), "deployments.apps", ns, |d| {
+    list_paged(&cluster.scoped::<Deployment>(), ListParams::default(), "deployments.apps", ns, |d| {
         let spec = d.spec.as_ref();
         let replicas = spec.and_then(|s| s.replicas).unwrap_or(1);
         let paused = spec.and_then(|s| s.paused).unwrap_or(false);
         out.push(mk(OwnerKind::Deployment, &d, replicas, deployment_strategy(&d), paused))
     })
     .await?;
-    list_paged(&api::<StatefulSet>(c.clone(), ns), ListParams::default(), "statefulsets.apps", ns, |d| {
+    list_paged(&cluster.scoped::<StatefulSet>(), ListParams::default(), "statefulsets.apps", ns, |d| {
         let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         out.push(mk(OwnerKind::StatefulSet, &d, replicas, statefulset_strategy(&d), false))
     })
     .await?;
-    list_paged(&api::<DaemonSet>(c.clone(), ns), ListParams::default(), "daemonsets.apps", ns, |d| {
+    list_paged(&cluster.scoped::<DaemonSet>(), ListParams::default(), "daemonsets.apps", ns, |d| {
         let replicas = d.status.as_ref().map_or(0, |s| s.desired_number_scheduled);
         out.push(mk(OwnerKind::DaemonSet, &d, replicas, daemonset_strategy(&d), false))
     })
     .await?;
     // Who owns the replica count matters only for --surge; a user who may
     // not list autoscalers still gets a plan.
-    let hpas = api::<HorizontalPodAutoscaler>(c, ns);
+    let hpas = cluster.scoped::<HorizontalPodAutoscaler>();
     let mut scaled: BTreeMap<(String, String, String), String> = BTreeMap::new();
     let r = list_paged(&hpas, ListParams::default(), "horizontalpodautoscalers.autoscaling", ns, |h| {
         if let Some(spec) = &h.spec {

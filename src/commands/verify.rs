@@ -10,7 +10,7 @@ use crate::cluster::calico::Calico;
 use crate::cluster::probe::{self, ProbeOptions};
 use crate::cluster::snapshot::Snapshot;
 use crate::cluster::testpods::TEST_POD_IMAGE;
-use crate::cluster::{templates, Cluster};
+use crate::cluster::{events, templates, Cluster};
 use crate::commands::flags::{parse_duration, KubeArgs};
 use crate::core::checks::{self, Check, Expectations, IpamFigures, Summary, VerifyInput};
 use crate::core::cidr::parse_canonical;
@@ -124,7 +124,7 @@ pub async fn run(kube: &KubeArgs, args: &VerifyArgs) -> Result<u8> {
     let (snap, templates, failures) = tokio::try_join!(
         Snapshot::read(&everywhere, calico),
         templates::list_pinned_templates(&cluster),
-        templates::list_sandbox_failures(&cluster),
+        events::list_sandbox_failures(&cluster),
     )?;
 
     let expect = Expectations {

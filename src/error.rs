@@ -151,22 +151,6 @@ pub fn describe(e: &Error) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_cause_chain_is_printed_once() {
-        let status = kube::core::Status::failure("unable to parse requirement", "BadRequest").with_code(400);
-        let e = Error::Kube { op: "list pods".into(), source: kube::Error::Api(Box::new(status).into()) };
-        assert_eq!(describe(&e), "error: list pods: unable to parse requirement (400 BadRequest)");
-        let io = std::io::Error::new(std::io::ErrorKind::Other, "disk full");
-        let e = Error::Kube { op: "watch pods".into(), source: kube::Error::ReadEvents(io) };
-        let text = describe(&e);
-        assert!(text.starts_with("error: watch pods: ") && text.contains("disk full"), "{text}");
-    }
-}
-
 /// The innermost error message, which is the one that says what happened
 /// ("Connection refused", "certificate expired").
 pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
@@ -175,4 +159,20 @@ pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cause_chain_is_printed_once() {
+        let status = kube::core::Status::failure("unable to parse requirement", "BadRequest").with_code(400);
+        let e = Error::Kube { op: "list pods".into(), source: kube::Error::Api(Box::new(status)) };
+        assert_eq!(describe(&e), "error: list pods: unable to parse requirement (400 BadRequest)");
+        let io = std::io::Error::new(std::io::ErrorKind::Other, "disk full");
+        let e = Error::Kube { op: "watch pods".into(), source: kube::Error::ReadEvents(io) };
+        let text = describe(&e);
+        assert!(text.starts_with("error: watch pods: ") && text.contains("disk full"), "{text}");
+    }
 }

@@ -170,7 +170,7 @@ mod tests {
         let status = kube::core::Status::failure("unable to parse requirement", "BadRequest").with_code(400);
         let e = Error::Kube { op: "list pods".into(), source: kube::Error::Api(Box::new(status)) };
         assert_eq!(describe(&e), "error: list pods: unable to parse requirement (400 BadRequest)");
-        let io = std::io::Error::new(std::io::ErrorKind::Other, "disk full");
+        let io = std::io::Error::other("disk full");
         let e = Error::Kube { op: "watch pods".into(), source: kube::Error::ReadEvents(io) };
         let text = describe(&e);
         assert!(text.starts_with("error: watch pods: ") && text.contains("disk full"), "{text}");

@@ -11,9 +11,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use kube::api::DeleteParams;
 
-use super::lease::COMPONENT;
 use super::testpods::{self, Creation, TestPods, Until, WaitError, TEST_POD_IMAGE};
 use super::Cluster;
+use super::COMPONENT;
 use crate::core::model::LABEL_MANAGED_BY;
 use crate::error::{Error, Result};
 

@@ -9,7 +9,8 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::ResourceExt;
 use serde_json::json;
 
-use super::lease::{holder_identity, COMPONENT};
+use super::lease::holder_identity;
+use super::COMPONENT;
 use super::{list_paged, Cluster};
 use crate::core::model::SandboxFailure;
 use crate::error::Result;

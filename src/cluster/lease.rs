@@ -14,14 +14,14 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
-use super::record::{LEASE_NAME, STATE_NAMESPACE};
+use super::record::STATE_NAMESPACE;
 use super::Cluster;
 use crate::error::{Error, KubeResultExt, Result};
 
 pub const LEASE_SECONDS: i64 = 30;
 const RENEW_EVERY: Duration = Duration::from_secs(10);
-/// The component name on Events and the field manager on writes.
-pub const COMPONENT: &str = "kubectl-ippool";
+/// The Lease, beside the migration record.
+pub const LEASE_NAME: &str = "kubectl-ippool";
 
 /// `user@host:pid`, the identity written into the Lease and the record.
 pub fn holder_identity() -> String {

@@ -48,6 +48,9 @@ pub fn writes_made() -> u64 {
     WRITES.load(Ordering::Relaxed)
 }
 
+/// The component name on Events and labels of the objects this tool creates.
+pub const COMPONENT: &str = "kubectl-ippool";
+
 /// Page size for LIST requests (kubectl's --chunk-size default).
 pub const PAGE_SIZE: u32 = 500;
 

@@ -10,9 +10,9 @@ use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams};
 use rand::Rng;
 
-use super::lease::COMPONENT;
 use super::testpods::{self, Creation, Target, TestPods, Until, WaitError};
 use super::Cluster;
+use super::COMPONENT;
 use crate::core::model::{ProbeOutcome, LABEL_MANAGED_BY};
 use crate::error::{Error, KubeResultExt, Result};
 

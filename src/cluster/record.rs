@@ -5,15 +5,13 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-use super::lease::COMPONENT;
-use super::Cluster;
+use super::{Cluster, COMPONENT};
 use crate::core::state::MigrationState;
 use crate::error::{Error, KubeResultExt, Result};
 
 pub const STATE_NAMESPACE: &str = "kube-system";
 pub const STATE_CONFIGMAP: &str = "kubectl-ippool-migration";
 pub const STATE_KEY: &str = "state.json";
-pub const LEASE_NAME: &str = "kubectl-ippool";
 
 /// The recorded migration, if any. A user who may not read kube-system
 /// ConfigMaps gets `None` and a debug log, not an error: `status` must

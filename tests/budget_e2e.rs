@@ -6,7 +6,6 @@
 //! floor and every Service that lost its last ready endpoint.
 //!
 //! Run: `cargo test --test budget_e2e -- --test-threads=1 --nocapture`
-//! (`-- --include-ignored` for the migration tests).
 
 mod common;
 
@@ -81,6 +80,51 @@ fn watch_catches_a_plain_rollout_restart_breaking_the_budget() {
     assert_eq!(report.lowest["shop/front"].floor, 5, "one PDB over front-a 3 + front-b 3, maxUnavailable 1");
     // So `assert_clean` (which panics with the report unless it is clean) fails here.
     assert!(!report.is_clean());
+
+    plan_paces_each_workload_within_its_budget(&c);
+}
+
+/// On the same cluster (`single` included): the plan picks a rollout only
+/// where the strategy fits the budget, says why, and refuses the workload
+/// whose budget allows nothing, writing nothing.
+fn plan_paces_each_workload_within_its_budget(c: &TestCluster) {
+    let out = c
+        .ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--dry-run", "-o", "json", "--max-parallel", "4"])
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    });
+    let moves = doc["moves"].as_array().unwrap();
+    let pick =
+        |target: &str| moves.iter().find(|m| m["target"] == target).unwrap_or_else(|| panic!("{target}: {doc:#}"));
+    let web = pick("Deployment shop/web");
+    assert_eq!((web["kind"].as_str(), web["atOnce"].as_u64()), (Some("evict"), Some(1)), "{web:#}");
+    assert!(web["note"].as_str().unwrap().contains("could take 2 pod(s) down at once"), "{web:#}");
+    assert_eq!(web["guards"][0]["pdb"], "shop/web");
+    let api = pick("Deployment shop/api");
+    assert_eq!((api["kind"].as_str(), api["atOnce"].as_u64()), (Some("rollout"), Some(1)), "{api:#}");
+    assert_eq!(pick("Deployment shop/legacy")["kind"], "evict", "Recreate takes both pods down; the PDB allows 1");
+    assert_eq!(pick("StatefulSet data/db")["kind"], "rollout");
+    assert_eq!(pick("Deployment shop/front-a")["lane"], pick("Deployment shop/front-b")["lane"], "one PDB, one lane");
+    assert_eq!(doc["estimate"]["parallel"], 4);
+    assert!(doc["estimate"]["rounds"].as_u64().unwrap() >= 10, "web alone needs 10 rounds: {:#}", doc["estimate"]);
+    let blockers: Vec<&str> = doc["blockers"].as_array().unwrap().iter().filter_map(|b| b.as_str()).collect();
+    assert!(
+        blockers.iter().any(|b| b.contains("PodDisruptionBudget shop/single (minAvailable 1) allows none")),
+        "{blockers:?}"
+    );
+
+    // A real run refuses, names the fix, and writes nothing.
+    let before =
+        c.kubectl_ok(&["get", "ippools.crd.projectcalico.org", "-o", "jsonpath={.items[*].metadata.resourceVersion}"]);
+    let out = c.ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--yes"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("shop/single") && err.contains("--replicas=2"), "{err}");
+    let after =
+        c.kubectl_ok(&["get", "ippools.crd.projectcalico.org", "-o", "jsonpath={.items[*].metadata.resourceVersion}"]);
+    assert_eq!(before, after, "a refusal changed the pools");
 }
 
 /// The realistic scenario without `single`, one fresh cluster per strategy.
@@ -123,19 +167,67 @@ fn migrate_within_budget(strategy: &str) {
 }
 
 #[test]
-#[ignore = "needs the PDB-aware planner"]
 fn migrate_rollout_never_below_the_budget() {
     migrate_within_budget("rollout");
 }
 
 #[test]
-#[ignore = "needs the PDB-aware planner"]
 fn migrate_evict_never_below_the_budget() {
     migrate_within_budget("evict");
 }
 
 #[test]
-#[ignore = "needs the PDB-aware planner"]
 fn migrate_drain_never_below_the_budget() {
     migrate_within_budget("drain");
+}
+
+/// `--surge` on the full realistic scenario: `single` (1 replica,
+/// minAvailable 1) gets a second replica for its move and goes back to 1;
+/// a surge an earlier, killed run left on `api` (noted on the object) is
+/// undone first. No budget is crossed on the way.
+#[test]
+fn surge_moves_a_workload_whose_budget_allows_nothing() {
+    let c = TestCluster::start(&["--scenario", "realistic", "--readiness-delay", "2s"]);
+    // What a run killed in the middle of a surge leaves: one replica more, and the note.
+    c.kubectl_ok(&["annotate", "deployment/api", "-n", "shop", "ippool.kubectl.io/surged-from=6"]);
+    c.kubectl_ok(&["scale", "deployment/api", "-n", "shop", "--replicas=7"]);
+    c.kubectl_ok(&["rollout", "status", "deployment/api", "-n", "shop", "--timeout", "60s"]);
+    let (rt, w) = watch(&c);
+    let out = c
+        .ippool(&[
+            "migrate",
+            "--from",
+            OLD,
+            "--to",
+            "10.0.0.0/16",
+            "--yes",
+            "--surge",
+            "--max-parallel",
+            "4",
+            "--timeout",
+            "5m",
+        ])
+        .timeout(Duration::from_secs(600))
+        .output()
+        .unwrap();
+    let report = stop(&rt, w);
+    let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "migrate --surge failed:\n{so}\n{se}\n{report}");
+    assert!(se.contains("Deployment shop/single: scaled to 2 replica(s) for the move (--surge)"), "{se}");
+    report.assert_clean();
+    for (name, want) in [("single", "1"), ("api", "6")] {
+        let got = c.kubectl_ok(&["get", "deployment", name, "-n", "shop", "-o", "jsonpath={.spec.replicas}"]);
+        assert_eq!(got.trim(), want, "{name} is back to its own replica count");
+        let note = c.kubectl_ok(&[
+            "get",
+            "deployment",
+            name,
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.metadata.annotations.ippool\\.kubectl\\.io/surged-from}",
+        ]);
+        assert!(note.trim().is_empty(), "{name} keeps no surge note: {note}");
+    }
+    c.assert_ipam_clean();
 }

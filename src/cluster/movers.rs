@@ -26,6 +26,8 @@ pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 pub const MIGRATED_ANNOTATION: &str = "ippool.kubectl.io/migrated";
 /// Marks nodes we cordoned, so a resumed run uncordons them.
 pub const CORDONED_ANNOTATION: &str = "ippool.kubectl.io/cordoned";
+/// On a workload `--surge` scaled up: the replica count to go back to.
+pub const SURGED_ANNOTATION: &str = "ippool.kubectl.io/surged-from";
 /// kubectl drain's delay between eviction attempts refused by a PDB.
 const EVICT_RETRY: Duration = Duration::from_secs(5);
 
@@ -260,6 +262,95 @@ pub async fn uncordon_ours(cluster: &Cluster) -> Result<Vec<String>> {
         done.push(n.name_any());
     }
     Ok(done)
+}
+
+/// Scale `owner` (a Deployment or StatefulSet) up by `extra` replicas,
+/// noting the count to return to on the object itself, in the same write,
+/// so an interrupted run still knows it. Scaling an already surged workload
+/// keeps its first noted count. Returns the count to return to.
+pub async fn surge(cluster: &Cluster, owner: &Owner, extra: i32) -> Result<i32> {
+    let (replicas, noted) = scale_of(cluster, owner).await?;
+    let original = noted.unwrap_or(replicas);
+    let patch = json!({
+        "metadata": {"annotations": {SURGED_ANNOTATION: original.to_string()}},
+        "spec": {"replicas": original + extra}
+    });
+    patch_workload(cluster, owner, &patch).await?;
+    Ok(original)
+}
+
+/// Take a surged workload back to its noted replica count and drop the note.
+pub async fn unsurge(cluster: &Cluster, owner: &Owner) -> Result<Option<i32>> {
+    let (_, noted) = scale_of(cluster, owner).await?;
+    let Some(original) = noted else { return Ok(None) };
+    let patch = json!({"metadata": {"annotations": {SURGED_ANNOTATION: null}}, "spec": {"replicas": original}});
+    patch_workload(cluster, owner, &patch).await?;
+    Ok(Some(original))
+}
+
+/// Undo every surge an earlier (interrupted) run left behind (in the
+/// namespace of `-n`, or all).
+pub async fn unsurge_ours(cluster: &Cluster) -> Result<Vec<(Owner, i32)>> {
+    let mut surged = Vec::new();
+    let scope = cluster.namespace.as_deref();
+    let deployments =
+        cluster.scoped::<Deployment>().list(&ListParams::default()).await.op("list", "deployments.apps", scope)?;
+    for d in deployments.items.iter().filter(|d| d.annotations().contains_key(SURGED_ANNOTATION)) {
+        let ns = d.namespace().unwrap_or_default();
+        surged.push(Owner { kind: OwnerKind::Deployment, other_kind: None, namespace: ns, name: d.name_any() });
+    }
+    let sets =
+        cluster.scoped::<StatefulSet>().list(&ListParams::default()).await.op("list", "statefulsets.apps", scope)?;
+    for s in sets.items.iter().filter(|s| s.annotations().contains_key(SURGED_ANNOTATION)) {
+        let ns = s.namespace().unwrap_or_default();
+        surged.push(Owner { kind: OwnerKind::StatefulSet, other_kind: None, namespace: ns, name: s.name_any() });
+    }
+    let mut done = Vec::new();
+    for o in surged {
+        if let Some(n) = unsurge(cluster, &o).await? {
+            done.push((o, n));
+        }
+    }
+    Ok(done)
+}
+
+/// `spec.replicas` and the noted pre-surge count of a Deployment or StatefulSet.
+async fn scale_of(cluster: &Cluster, owner: &Owner) -> Result<(i32, Option<i32>)> {
+    let ns = owner.namespace.as_str();
+    let c = cluster.client.clone();
+    let noted = |a: &std::collections::BTreeMap<String, String>| a.get(SURGED_ANNOTATION).and_then(|v| v.parse().ok());
+    match owner.kind {
+        OwnerKind::Deployment => {
+            let d =
+                Api::<Deployment>::namespaced(c, ns).get(&owner.name).await.op("get", "deployments.apps", Some(ns))?;
+            Ok((d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1), noted(d.annotations())))
+        }
+        OwnerKind::StatefulSet => {
+            let s = Api::<StatefulSet>::namespaced(c, ns).get(&owner.name).await.op(
+                "get",
+                "statefulsets.apps",
+                Some(ns),
+            )?;
+            Ok((s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1), noted(s.annotations())))
+        }
+        _ => Err(Error::Other(format!("{} cannot be scaled", owner.display()))),
+    }
+}
+
+async fn patch_workload(cluster: &Cluster, owner: &Owner, patch: &serde_json::Value) -> Result<()> {
+    let ns = owner.namespace.as_str();
+    let c = cluster.client.clone();
+    let pp = PatchParams::default();
+    let r = match owner.kind {
+        OwnerKind::Deployment => {
+            Api::<Deployment>::namespaced(c, ns).patch(&owner.name, &pp, &Patch::Merge(patch)).await.map(|_| ())
+        }
+        OwnerKind::StatefulSet => {
+            Api::<StatefulSet>::namespaced(c, ns).patch(&owner.name, &pp, &Patch::Merge(patch)).await.map(|_| ())
+        }
+        _ => return Err(Error::Other(format!("{} cannot be scaled", owner.display()))),
+    };
+    r.op("patch", &format!("{}s.apps", owner.kind.as_str().to_lowercase()), Some(ns))
 }
 
 /// Wait until no pod of Job `owner` holds an address of `cidr`.

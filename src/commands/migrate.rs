@@ -110,6 +110,12 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10m")]
     pub timeout: Duration,
 
+    /// Where a PodDisruptionBudget allows none of a workload's pods to go (1
+    /// replica with minAvailable: 1), add the replicas it needs, evict one
+    /// at a time, and scale back (refused where an autoscaler owns the count).
+    #[arg(long)]
+    pub surge: bool,
+
     /// Run the canary on every node, not just one.
     #[arg(long)]
     pub canary_per_node: bool,
@@ -198,6 +204,7 @@ impl MigrateArgs {
             allow_outside_cluster_cidr: self.allow_outside_cluster_cidr,
             timeout: self.timeout,
             canary_per_node: self.canary_per_node,
+            surge: self.surge,
             dry_run: self.dry_run,
             yes: self.yes,
         }

@@ -56,6 +56,8 @@ pub struct MigrateOptions {
     /// Bound on any single wait.
     pub timeout: Duration,
     pub canary_per_node: bool,
+    /// Scale up a workload whose budget allows nothing, for its move.
+    pub surge: bool,
     pub dry_run: bool,
     pub yes: bool,
 }
@@ -133,6 +135,7 @@ impl Facts {
             pod_filter: self.label_filter.as_ref(),
             canary_per_node: opts.canary_per_node,
             parallel: opts.max_parallel as usize,
+            surge: opts.surge,
         }
     }
 }
@@ -212,13 +215,19 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
         _ = tokio::signal::ctrl_c() => Err(Error::Interrupted(format!(
             "the migration record in ConfigMap {STATE_NAMESPACE}/{STATE_CONFIGMAP} keeps the progress; run the same command again to continue, or add --rollback to undo"))),
     };
-    // Clean up on every path (the canary namespace, nodes we cordoned).
+    // Clean up on every path (the canary namespace, nodes we cordoned,
+    // workloads we scaled up).
     if let Some(ns) = ctx.canary_ns.lock().ok().and_then(|mut g| g.take()) {
         canary::cleanup(cluster, &ns).await;
     }
     if let Ok(nodes) = movers::uncordon_ours(cluster).await {
         for n in nodes {
             printer.note(format!("node/{n} uncordoned"));
+        }
+    }
+    if let Ok(surged) = movers::unsurge_ours(cluster).await {
+        for (o, n) in surged {
+            printer.note(format!("{}: back to {n} replica(s)", o.display()));
         }
     }
     lease.release().await;
@@ -320,6 +329,7 @@ mod tests {
             allow_outside_cluster_cidr: false,
             timeout: Duration::from_secs(600),
             canary_per_node: false,
+            surge: false,
             dry_run: false,
             yes: false,
         }
@@ -379,6 +389,7 @@ mod tests {
                     pod_uids: vec!["u".into()],
                     note: None,
                     at_once: 1,
+                    surge: 0,
                     waves: 1,
                     lane: "l".into(),
                     guards: vec![],
@@ -391,6 +402,7 @@ mod tests {
                     pod_uids: vec!["u".into()],
                     note: None,
                     at_once: 1,
+                    surge: 0,
                     waves: 1,
                     lane: "l".into(),
                     guards: vec![],

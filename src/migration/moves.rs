@@ -137,6 +137,22 @@ async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &IpNet, target: &str) -> Result<
             }
             Ok(())
         }
+        MoveKind::Evict if m.surge > 0 => {
+            let owner = m.owner.as_ref().ok_or_else(|| Error::Other("surge without an owner".into()))?;
+            let original = movers::surge(ctx.cluster, owner, m.surge as i32).await?;
+            ctx.printer.note(format!(
+                "{}: scaled to {} replica(s) for the move (--surge); back to {original} after",
+                owner.display(),
+                original + m.surge as i32
+            ));
+            movers::wait_ready_pods(ctx.cluster, owner, original as usize + m.surge, t).await?;
+            let moved = evict_paced(ctx, m, pairs(m)).await;
+            // Scale back whatever happened; a failure here is left for the
+            // next run, which finds the note on the workload.
+            movers::unsurge(ctx.cluster, owner).await?;
+            ctx.printer.note(format!("{}: back to {original} replica(s)", owner.display()));
+            moved
+        }
         MoveKind::Evict | MoveKind::Drain => evict_paced(ctx, m, pairs(m)).await,
         MoveKind::EvictForGood => {
             for (key, uid) in pairs(m) {
@@ -204,6 +220,7 @@ mod tests {
             pod_uids: vec![],
             note: None,
             at_once: 1,
+            surge: 0,
             waves: 1,
             lane: lane.into(),
             guards: vec![],

@@ -31,6 +31,12 @@ pub(crate) fn permissions_needed(calico: &Calico, plan: &Plan, opts: &MigrateOpt
     let mut seen = BTreeSet::new();
     for m in &plan.moves {
         let ns = m.owner.as_ref().map(|o| o.namespace.clone());
+        if let (true, Some(o)) = (m.surge > 0, &m.owner) {
+            let res = if o.kind == OwnerKind::StatefulSet { "statefulsets" } else { "deployments" };
+            if seen.insert(("patch", res, ns.clone())) {
+                needs.push(Need::new("patch", "apps", res, ns.as_deref()));
+            }
+        }
         match (m.kind, &m.owner) {
             (MoveKind::Rollout, Some(o)) => {
                 let res = match o.kind {

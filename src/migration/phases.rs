@@ -48,6 +48,7 @@ pub(crate) async fn execute(ctx: &Ctx<'_>, plan: &Plan, mut state: MigrationStat
     checkpoint(ctx, &mut state, phase).await?;
     canary::cleanup_leftovers(ctx.cluster).await;
     movers::uncordon_ours(ctx.cluster).await?;
+    movers::unsurge_ours(ctx.cluster).await?;
 
     phase_target_ready(ctx, writer, plan, &mut state).await?;
     phase_source_disabled(ctx, writer, plan, &mut state).await?;

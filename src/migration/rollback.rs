@@ -83,6 +83,7 @@ pub async fn rollback(printer: &Printer, cluster: &Cluster, calico: &Calico, opt
         .await;
         canary::cleanup_leftovers(cluster).await;
         movers::uncordon_ours(cluster).await?;
+        movers::unsurge_ours(cluster).await?;
         save(cluster, &mut state, Phase::RolledBack).await
     }
     .await;

@@ -91,6 +91,9 @@ pub struct Move {
     pub note: Option<String>,
     /// Most pods down at once because of this move (evictions go in waves of this size).
     pub at_once: usize,
+    /// Replicas added before the evictions and taken away after (`--surge`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub surge: usize,
     /// Sequential rounds of pod start-up the move takes.
     pub waves: usize,
     /// Moves in one lane run one after another (a PodDisruptionBudget over
@@ -165,6 +168,8 @@ pub struct PlanInput<'a> {
     pub canary_per_node: bool,
     /// Lanes moved at once (`--max-parallel`).
     pub parallel: usize,
+    /// Scale up a workload whose budget allows nothing, for its move (`--surge`).
+    pub surge: bool,
 }
 
 /// The plan `--dry-run` prints and `migrate` executes.
@@ -185,6 +190,10 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// How long the moves take at best, as the budgets allow.
     pub estimate: Estimate,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Move {
@@ -380,6 +389,7 @@ pub(crate) mod fixtures {
             pod_filter: None,
             canary_per_node: false,
             parallel: 1,
+            surge: false,
         }
     }
 

@@ -105,6 +105,7 @@ pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped
             pod_uids: uids(ps),
             note,
             at_once,
+            surge: 0,
             waves,
             lane: lane.clone(),
             guards: guards.clone(),
@@ -157,14 +158,16 @@ pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped
             }
             OwnerKind::Deployment | OwnerKind::StatefulSet | OwnerKind::DaemonSet => {
                 let workload = workload_of.get(&owner).copied();
-                match decide(&owner, workload, pods.len(), &guards, input.strategy, &mut warnings) {
+                match decide(&owner, workload, pods.len(), &guards, input.strategy, input.surge, &mut warnings) {
                     Decision::Blocked(b) => blockers.push(b),
                     Decision::Move(p) if p.kind == MoveKind::Drain => {
                         for (node, on_node) in by_node(&pods) {
                             drained.entry(node).or_default().push((owner.clone(), on_node, p.clone()));
                         }
                     }
-                    Decision::Move(p) => moves.push(mk(p.kind, p.note, &pods, p.at_once, p.waves)),
+                    Decision::Move(p) => {
+                        moves.push(Move { surge: p.surge, ..mk(p.kind, p.note, &pods, p.at_once, p.waves) })
+                    }
                 }
             }
             OwnerKind::ReplicaSet | OwnerKind::Other => {
@@ -180,7 +183,7 @@ pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped
                 }
                 let waves = pods.len().div_ceil(at_once);
                 if input.strategy == Strategy::Drain {
-                    let pace = Pace { kind: MoveKind::Drain, at_once, waves, note: None };
+                    let pace = Pace { kind: MoveKind::Drain, surge: 0, at_once, waves, note: None };
                     for (node, on_node) in by_node(&pods) {
                         drained.entry(node).or_default().push((owner.clone(), on_node, pace.clone()));
                     }
@@ -215,6 +218,7 @@ pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped
                 pod_uids: uids(&pods),
                 note: Some(format!("cordon, evict {}'s pods {how}{budget}, uncordon", owner.display())),
                 at_once: pace.at_once,
+                surge: 0,
                 waves: pods.len().div_ceil(pace.at_once.max(1)),
                 lane: DRAIN_LANE.into(),
                 guards,

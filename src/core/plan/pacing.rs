@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::{MoveKind, PlanInput, Strategy};
-use crate::core::budget::{waves, UpdateStrategy};
+use crate::core::budget::{waves, BudgetSpec, UpdateStrategy};
 use crate::core::model::{Owner, OwnerKind, PdbInfo, WorkloadInfo};
 
 /// A PodDisruptionBudget as it bears on one move.
@@ -26,6 +26,14 @@ pub struct Guard {
     pub spec: String,
     /// Pods it lets be down at once when all are healthy.
     pub allowance: i32,
+    /// What it asks for, the summed scale of its pods' controllers and the
+    /// pods it matches: enough to work out how many replicas `--surge` adds.
+    #[serde(skip)]
+    pub budget: BudgetSpec,
+    #[serde(skip)]
+    pub scale: i32,
+    #[serde(skip)]
+    pub matched: i32,
 }
 
 /// The budgets of the cluster, indexed by the workloads they cover.
@@ -47,10 +55,14 @@ impl Budgets {
             if owners.is_empty() {
                 continue;
             }
+            let (allowance, scale) = allowance(pdb, &owners, &replicas, &owner_of);
             let guard = Guard {
                 pdb: format!("{}/{}", pdb.namespace, pdb.name),
                 spec: pdb.spec.describe(),
-                allowance: allowance(pdb, &owners, &replicas, &owner_of),
+                allowance,
+                budget: pdb.spec,
+                scale,
+                matched: pdb.pods.len() as i32,
             };
             for o in &owners {
                 by_owner.entry(o.clone()).or_default().push(guard.clone());
@@ -73,23 +85,22 @@ impl Budgets {
 /// Pods of `pdb` that may be down at once with all healthy: from its spec
 /// (as the disruption controller computes `desiredHealthy`) and, where the
 /// controller has already counted, from its status; the smaller wins.
+/// Returns it with the summed scale of the pods' controllers.
 fn allowance(
     pdb: &PdbInfo,
     owners: &BTreeSet<Owner>,
     replicas: &BTreeMap<&Owner, i32>,
     owner_of: &BTreeMap<String, &Owner>,
-) -> i32 {
+) -> (i32, i32) {
     let matched = pdb.pods.len() as i32;
     // Pods whose controller's scale is unknown count one each.
     let unscaled =
         pdb.pods.iter().filter(|k| owner_of.get(*k).is_none_or(|o| !replicas.contains_key(o))).count() as i32;
     let scale: i32 = owners.iter().filter_map(|o| replicas.get(o)).sum::<i32>() + unscaled;
     let from_spec = pdb.spec.allowance(scale, matched);
-    if pdb.expected_pods > 0 {
-        from_spec.min((pdb.expected_pods - pdb.desired_healthy).max(0))
-    } else {
-        from_spec
-    }
+    let allowance =
+        if pdb.expected_pods > 0 { from_spec.min((pdb.expected_pods - pdb.desired_healthy).max(0)) } else { from_spec };
+    (allowance, scale)
 }
 
 /// Union the owner groups of overlapping PDBs; each union is one lane,
@@ -119,6 +130,8 @@ fn lanes(groups: Vec<BTreeSet<Owner>>) -> BTreeMap<Owner, String> {
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Pace {
     pub kind: MoveKind,
+    /// Replicas added before the evictions and taken away after (`--surge`).
+    pub surge: usize,
     /// Most pods down at once because of this move.
     pub at_once: usize,
     /// Sequential rounds of pod start-up the move takes.
@@ -142,14 +155,18 @@ pub(super) fn decide(
     pods: usize,
     guards: &[Guard],
     preference: Strategy,
+    surge: bool,
     warnings: &mut Vec<String>,
 ) -> Decision {
     let replicas = workload.map_or(pods as i32, |w| w.replicas);
     let strategy = workload.map_or_else(|| default_strategy(owner.kind), |w| w.strategy);
     let tightest = guards.iter().min_by_key(|g| g.allowance);
     if let Some(g) = tightest.filter(|g| g.allowance == 0) {
+        if surge {
+            return surge_pace(owner, workload, pods, guards, g);
+        }
         return Decision::Blocked(format!(
-            "PodDisruptionBudget {} ({}) allows none of the {} pod(s) of {} to be down, so no move (rollout, eviction or drain) can keep it; scale the workload up first (kubectl scale {} -n {} {} --replicas={}) or relax the budget (e.g. maxUnavailable: 1)",
+            "PodDisruptionBudget {} ({}) allows none of the {} pod(s) of {} to be down, so no move (rollout, eviction or drain) can keep it; scale the workload up first (kubectl scale {} -n {} {} --replicas={}), relax the budget (e.g. maxUnavailable: 1), or pass --surge to have the move add the replica and take it away after",
             g.pdb,
             g.spec,
             replicas,
@@ -178,8 +195,9 @@ pub(super) fn decide(
     let own_limit = rollout_down.unwrap_or(1).max(1) as usize;
     let at_once = tightest.map_or(own_limit, |g| (g.allowance as usize).min(own_limit));
     let evict_kind = if preference == Strategy::Drain { MoveKind::Drain } else { MoveKind::Evict };
-    let evict =
-        |note: Option<String>| Decision::Move(Pace { kind: evict_kind, at_once, waves: waves(pods, at_once), note });
+    let evict = |note: Option<String>| {
+        Decision::Move(Pace { kind: evict_kind, surge: 0, at_once, waves: waves(pods, at_once), note })
+    };
     if let Some(why) = stuck {
         return evict(Some(format!("{why}, so its pods are evicted{}", pacing_note(at_once, tightest))));
     }
@@ -220,6 +238,7 @@ pub(super) fn decide(
         };
         return Decision::Move(Pace {
             kind: MoveKind::Rollout,
+            surge: 0,
             at_once: down.max(0) as usize,
             waves: waves(replicas.max(0) as usize, per_wave),
             note,
@@ -228,7 +247,50 @@ pub(super) fn decide(
     let kind = evict_kind;
     let note = tightest
         .map(|g| format!("PodDisruptionBudget {} allows {}{}", g.pdb, g.allowance, pacing_note(at_once, tightest)));
-    Decision::Move(Pace { kind, at_once, waves: waves(pods, at_once), note })
+    Decision::Move(Pace { kind, surge: 0, at_once, waves: waves(pods, at_once), note })
+}
+
+/// `--surge` for a workload whose budget allows none of its pods to go:
+/// the fewest replicas that make every budget over it allow one, added
+/// before its pods are evicted one at a time and taken away after.
+fn surge_pace(owner: &Owner, workload: Option<&WorkloadInfo>, pods: usize, guards: &[Guard], zero: &Guard) -> Decision {
+    let Some(w) = workload.filter(|_| owner.kind != OwnerKind::DaemonSet) else {
+        return Decision::Blocked(format!(
+            "PodDisruptionBudget {} ({}) allows none of the pods of {} to be down, and --surge cannot add replicas to it; relax the budget",
+            zero.pdb,
+            zero.spec,
+            owner.display()
+        ));
+    };
+    if let Some(hpa) = &w.autoscaler {
+        return Decision::Blocked(format!(
+            "--surge would fight HorizontalPodAutoscaler {}/{hpa}, which owns the replica count of {}: raise its minReplicas by one for the move, or relax PodDisruptionBudget {} ({})",
+            owner.namespace,
+            owner.display(),
+            zero.pdb,
+            zero.spec
+        ));
+    }
+    let limit = (w.replicas.max(1) * 2 + 10) as usize;
+    let fits = |k: i32| guards.iter().all(|g| g.budget.allowance(g.scale + k, g.matched + k) >= 1);
+    let Some(extra) = (1..=limit as i32).find(|k| fits(*k)) else {
+        return Decision::Blocked(format!(
+            "PodDisruptionBudget {} ({}) allows none of the pods of {} to be down at any size (e.g. maxUnavailable: 0); relax it",
+            zero.pdb,
+            zero.spec,
+            owner.display()
+        ));
+    };
+    Decision::Move(Pace {
+        kind: MoveKind::Evict,
+        surge: extra as usize,
+        at_once: 1,
+        waves: pods + 1,
+        note: Some(format!(
+            "PodDisruptionBudget {} ({}) allows none to go at {} replica(s): --surge adds {extra}, evicts one at a time, then scales back to {}",
+            zero.pdb, zero.spec, w.replicas, w.replicas
+        )),
+    })
 }
 
 /// How long the moves take, in rounds of pod start-up (a replacement pod
@@ -311,7 +373,14 @@ mod tests {
     }
 
     fn guard(allowance: i32) -> Guard {
-        Guard { pdb: "shop/web".into(), spec: "maxUnavailable 1".into(), allowance }
+        Guard {
+            pdb: "shop/web".into(),
+            spec: "maxUnavailable 1".into(),
+            allowance,
+            budget: BudgetSpec { max_unavailable: Some(Int(allowance)), min_available: None },
+            scale: 10,
+            matched: 10,
+        }
     }
 
     fn pace(d: Decision) -> Pace {
@@ -326,14 +395,14 @@ mod tests {
         let web = WorkloadInfo::deployment("shop", "web", 10);
         let mut warnings = vec![];
         // 25% of 10 = 2 down at once; the PDB allows 1.
-        let p = pace(decide(&web.owner, Some(&web), 10, &[guard(1)], Strategy::Rollout, &mut warnings));
+        let p = pace(decide(&web.owner, Some(&web), 10, &[guard(1)], Strategy::Rollout, false, &mut warnings));
         assert_eq!((p.kind, p.at_once, p.waves), (MoveKind::Evict, 1, 10));
         assert!(p.note.unwrap().contains("could take 2 pod(s) down at once"));
         // A budget of 2 is enough for the rollout.
-        let p = pace(decide(&web.owner, Some(&web), 10, &[guard(2)], Strategy::Rollout, &mut warnings));
+        let p = pace(decide(&web.owner, Some(&web), 10, &[guard(2)], Strategy::Rollout, false, &mut warnings));
         assert_eq!((p.kind, p.at_once), (MoveKind::Rollout, 2));
         // No budget: the workload's own strategy is its declared tolerance.
-        let p = pace(decide(&web.owner, Some(&web), 10, &[], Strategy::Rollout, &mut warnings));
+        let p = pace(decide(&web.owner, Some(&web), 10, &[], Strategy::Rollout, false, &mut warnings));
         assert_eq!(p.kind, MoveKind::Rollout);
         assert!(warnings.is_empty());
     }
@@ -342,18 +411,69 @@ mod tests {
     fn recreate_under_a_budget_is_evicted_and_a_zero_budget_blocks() {
         let mut legacy = WorkloadInfo::deployment("shop", "legacy", 2);
         legacy.strategy = UpdateStrategy::Recreate;
-        let p = pace(decide(&legacy.owner, Some(&legacy), 2, &[guard(1)], Strategy::Rollout, &mut vec![]));
+        let p = pace(decide(&legacy.owner, Some(&legacy), 2, &[guard(1)], Strategy::Rollout, false, &mut vec![]));
         assert_eq!((p.kind, p.at_once), (MoveKind::Evict, 1));
         let single = WorkloadInfo::deployment("shop", "single", 1);
-        let Decision::Blocked(b) = decide(&single.owner, Some(&single), 1, &[guard(0)], Strategy::Evict, &mut vec![])
+        let Decision::Blocked(b) =
+            decide(&single.owner, Some(&single), 1, &[guard(0)], Strategy::Evict, false, &mut vec![])
         else {
             panic!("a budget that allows nothing must block");
         };
         assert!(b.contains("allows none of the 1 pod(s)") && b.contains("--replicas=2"), "{b}");
         let mut warnings = vec![];
         legacy.replicas = 1;
-        decide(&legacy.owner, Some(&legacy), 1, &[], Strategy::Rollout, &mut warnings);
+        decide(&legacy.owner, Some(&legacy), 1, &[], Strategy::Rollout, false, &mut warnings);
         assert!(warnings[0].contains("1 replica and no PodDisruptionBudget"), "{warnings:?}");
+    }
+
+    #[test]
+    fn surge_adds_the_fewest_replicas_that_let_one_pod_go() {
+        let single = WorkloadInfo::deployment("shop", "single", 1);
+        let min1 = Guard {
+            pdb: "shop/single".into(),
+            spec: "minAvailable 1".into(),
+            allowance: 0,
+            budget: BudgetSpec { min_available: Some(Int(1)), max_unavailable: None },
+            scale: 1,
+            matched: 1,
+        };
+        let p = pace(decide(
+            &single.owner,
+            Some(&single),
+            1,
+            std::slice::from_ref(&min1),
+            Strategy::Rollout,
+            true,
+            &mut vec![],
+        ));
+        assert_eq!((p.kind, p.surge, p.at_once), (MoveKind::Evict, 1, 1));
+        assert!(p.note.unwrap().contains("scales back to 1"));
+        // 80% of 2 rounds up to 2: 3 replicas leave ceil(2.4) = 3, 4 leave ceil(3.2) = 4,
+        // 5 leave 4: so three more.
+        let pct = Guard {
+            budget: BudgetSpec { min_available: Some(Percent(80)), max_unavailable: None },
+            scale: 2,
+            matched: 2,
+            ..min1.clone()
+        };
+        let two = WorkloadInfo::deployment("shop", "single", 2);
+        let p = pace(decide(&two.owner, Some(&two), 2, &[pct], Strategy::Evict, true, &mut vec![]));
+        assert_eq!(p.surge, 3);
+        let mut scaled = single.clone();
+        scaled.autoscaler = Some("single".into());
+        let Decision::Blocked(b) =
+            decide(&scaled.owner, Some(&scaled), 1, std::slice::from_ref(&min1), Strategy::Rollout, true, &mut vec![])
+        else {
+            panic!("--surge must refuse a workload an HPA scales");
+        };
+        assert!(b.contains("HorizontalPodAutoscaler shop/single"), "{b}");
+        let never = Guard { budget: BudgetSpec { max_unavailable: Some(Int(0)), min_available: None }, ..min1 };
+        let Decision::Blocked(b) =
+            decide(&single.owner, Some(&single), 1, &[never], Strategy::Rollout, true, &mut vec![])
+        else {
+            panic!("maxUnavailable 0 allows nothing at any size");
+        };
+        assert!(b.contains("at any size"), "{b}");
     }
 
     #[test]
@@ -361,18 +481,18 @@ mod tests {
         let mut db = WorkloadInfo::deployment("shop", "db", 3);
         db.owner.kind = OwnerKind::StatefulSet;
         db.strategy = UpdateStrategy::StatefulSetRolling { max_unavailable: None, partition: 2 };
-        let p = pace(decide(&db.owner, Some(&db), 3, &[], Strategy::Rollout, &mut vec![]));
+        let p = pace(decide(&db.owner, Some(&db), 3, &[], Strategy::Rollout, false, &mut vec![]));
         assert_eq!((p.kind, p.at_once), (MoveKind::Evict, 1));
         assert!(p.note.unwrap().contains("partition 2"));
         let mut paused = WorkloadInfo::deployment("shop", "paused", 4);
         paused.paused = true;
-        let p = pace(decide(&paused.owner, Some(&paused), 4, &[], Strategy::Rollout, &mut vec![]));
+        let p = pace(decide(&paused.owner, Some(&paused), 4, &[], Strategy::Rollout, false, &mut vec![]));
         assert!(p.kind == MoveKind::Evict && p.note.unwrap().contains("paused"));
         // --strategy evict without a budget: at most what a rollout would take down.
         let web = WorkloadInfo::deployment("shop", "web", 10);
-        let p = pace(decide(&web.owner, Some(&web), 10, &[], Strategy::Evict, &mut vec![]));
+        let p = pace(decide(&web.owner, Some(&web), 10, &[], Strategy::Evict, false, &mut vec![]));
         assert_eq!((p.kind, p.at_once, p.waves), (MoveKind::Evict, 2, 5));
-        let p = pace(decide(&web.owner, Some(&web), 10, &[guard(3)], Strategy::Drain, &mut vec![]));
+        let p = pace(decide(&web.owner, Some(&web), 10, &[guard(3)], Strategy::Drain, false, &mut vec![]));
         assert_eq!((p.kind, p.at_once), (MoveKind::Drain, 2));
     }
 
@@ -386,6 +506,7 @@ mod tests {
             pod_uids: vec![],
             note: None,
             at_once: 1,
+            surge: 0,
             waves,
             lane: lane.into(),
             guards: vec![],
@@ -405,9 +526,9 @@ mod tests {
         let mut agent = WorkloadInfo::deployment("shop", "agent", 3);
         agent.owner.kind = OwnerKind::DaemonSet;
         agent.strategy = UpdateStrategy::DaemonSetRolling { max_unavailable: Int(2), max_surge: Int(0) };
-        let p = pace(decide(&agent.owner, Some(&agent), 3, &[], Strategy::Evict, &mut vec![]));
+        let p = pace(decide(&agent.owner, Some(&agent), 3, &[], Strategy::Evict, false, &mut vec![]));
         assert_eq!((p.kind, p.at_once), (MoveKind::Rollout, 2));
-        let p = pace(decide(&agent.owner, Some(&agent), 3, &[guard(1)], Strategy::Rollout, &mut vec![]));
+        let p = pace(decide(&agent.owner, Some(&agent), 3, &[guard(1)], Strategy::Rollout, false, &mut vec![]));
         assert_eq!((p.kind, p.at_once), (MoveKind::Evict, 1));
         let _ = Percent(1);
     }

@@ -28,6 +28,8 @@ pub const MIGRATED_ANNOTATION: &str = "ippool.kubectl.io/migrated";
 pub const CORDONED_ANNOTATION: &str = "ippool.kubectl.io/cordoned";
 /// On a workload `--surge` scaled up: the replica count to go back to.
 pub const SURGED_ANNOTATION: &str = "ippool.kubectl.io/surged-from";
+/// Pause before repeating an eviction that hit a write conflict.
+const CONFLICT_RETRY: Duration = Duration::from_millis(500);
 /// kubectl drain's delay between eviction attempts refused by a PDB.
 const EVICT_RETRY: Duration = Duration::from_secs(5);
 
@@ -214,8 +216,23 @@ pub async fn evict(
         match r {
             Ok(_) => break,
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
-            // The UID precondition failed: a replacement with the same name exists; ours is gone.
-            Err(kube::Error::Api(s)) if s.code == 409 => return Ok(()),
+            // 409 is either the UID precondition (a replacement took the name:
+            // ours is gone) or a conflict writing the PDB's status (ours is
+            // still there): look, and try again in the second case.
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                let current = api.get_opt(name).await.op("get", "pods", Some(namespace))?;
+                if current.is_none_or(|p| uid.is_empty() || p.uid().as_deref() != Some(uid)) {
+                    return Ok(());
+                }
+                if tokio::time::Instant::now() + CONFLICT_RETRY > deadline {
+                    return Err(Error::Timeout {
+                        what: format!("evicting pod {namespace}/{name} ({})", s.message),
+                        after: timeout,
+                    });
+                }
+                tracing::debug!("evicting pod {namespace}/{name}: {}; trying again", s.message);
+                tokio::time::sleep(CONFLICT_RETRY).await;
+            }
             Err(kube::Error::Api(s)) if s.code == 429 => {
                 if tokio::time::Instant::now() + delay > deadline {
                     return Err(Error::Timeout {
@@ -250,6 +267,20 @@ pub async fn cordon(cluster: &Cluster, node: &str, on: bool) -> Result<()> {
     let ann = if on { json!("true") } else { serde_json::Value::Null };
     let patch = json!({"metadata": {"annotations": {CORDONED_ANNOTATION: ann}}, "spec": {"unschedulable": on}});
     api.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await.op("patch", "nodes", None).map(|_| ())
+}
+
+/// Cordon `node` for a drain, unless someone else already did: returns
+/// whether this run cordoned it (and so must uncordon it after). A node an
+/// administrator cordoned stays cordoned.
+pub async fn cordon_for_drain(cluster: &Cluster, node: &str) -> Result<bool> {
+    let api: Api<Node> = Api::all(cluster.client.clone());
+    let n = api.get(node).await.op("get", "nodes", None)?;
+    let unschedulable = n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+    if unschedulable && !n.annotations().contains_key(CORDONED_ANNOTATION) {
+        return Ok(false);
+    }
+    cordon(cluster, node, true).await?;
+    Ok(true)
 }
 
 /// Uncordon every node a previous (interrupted) run cordoned.

@@ -53,6 +53,8 @@ pub(crate) async fn run_lanes(
 }
 
 async fn run_lane(ctx: &Ctx<'_>, lane: Vec<Move>, old: &IpNet, target: &str, done: &UnboundedSender<Outcome>) {
+    // The node being drained, and whether this run cordoned it.
+    let mut current: Option<String> = None;
     let mut cordoned: Option<String> = None;
     let count = lane.len();
     for (i, m) in lane.iter().enumerate() {
@@ -60,23 +62,26 @@ async fn run_lane(ctx: &Ctx<'_>, lane: Vec<Move>, old: &IpNet, target: &str, don
         // uncordon after its last.
         let node = (m.kind == MoveKind::Drain).then(|| drain_node(m));
         let r = async {
-            if let Some(n) = &node {
-                if cordoned.as_ref() != Some(n) {
-                    movers::cordon(ctx.cluster, n, true).await?;
+            if let Some(n) = node.as_ref().filter(|n| current.as_ref() != Some(*n)) {
+                current = Some(n.clone());
+                if movers::cordon_for_drain(ctx.cluster, n).await? {
                     ctx.printer.note(format!("node/{n} cordoned"));
                     cordoned = Some(n.clone());
+                } else {
+                    ctx.printer.note(format!("node/{n} was already cordoned; it stays so"));
                 }
             }
             run_move(ctx, m, old, target).await
         }
         .await;
         let next_node = lane.get(i + 1).filter(|n| n.kind == MoveKind::Drain).map(drain_node);
-        if let Some(n) = cordoned.clone().filter(|n| i + 1 == count || next_node.as_ref() != Some(n)) {
-            let u = movers::cordon(ctx.cluster, &n, false).await;
-            if u.is_ok() {
-                ctx.printer.note(format!("node/{n} uncordoned"));
+        if current.as_ref().is_some_and(|n| i + 1 == count || next_node.as_ref() != Some(n)) {
+            current = None;
+            if let Some(n) = cordoned.take() {
+                if movers::cordon(ctx.cluster, &n, false).await.is_ok() {
+                    ctx.printer.note(format!("node/{n} uncordoned"));
+                }
             }
-            cordoned = None;
         }
         let _ = done.send((m.clone(), r));
     }

@@ -55,11 +55,21 @@ pub async fn rollback(printer: &Printer, cluster: &Cluster, calico: &Calico, opt
             )],
         ));
     }
+    // Undo exactly what this migration changed: the old pool goes back to
+    // how the record found it; the new pool is disabled only if this
+    // migration created it (a pool that existed before is left as it is).
+    let from_was_disabled =
+        state.original_from_pool.pointer("/spec/disabled").and_then(serde_json::Value::as_bool).unwrap_or(false);
+    let from_after = if from_was_disabled { "leave IPPool {} disabled, as it was" } else { "re-enable IPPool {}" }
+        .replace("{}", &state.from_pool);
+    let to_after = if state.created_target {
+        format!("disable IPPool {}, which this migration created", state.to_pool)
+    } else {
+        format!("leave IPPool {} as it was (it existed before)", state.to_pool)
+    };
     printer.note(format!(
-        "Rollback in {}: re-enable IPPool {}, disable IPPool {} (pods already moved keep their addresses).",
-        cluster.describe(),
-        state.from_pool,
-        state.to_pool
+        "Rollback in {}: {from_after}, {to_after} (pods already moved keep their addresses).",
+        cluster.describe()
     ));
     if opts.dry_run {
         printer.note("Dry run: nothing was changed.");
@@ -70,8 +80,8 @@ pub async fn rollback(printer: &Printer, cluster: &Cluster, calico: &Calico, opt
     let r = async {
         let pools = calico.list_pools(cluster).await?;
         let w = PoolWriter::where_listed(cluster, calico, opts.timeout);
-        w.set_disabled(&state.from_pool, false).await?;
-        if pools.iter().any(|p| p.name == state.to_pool) {
+        w.set_disabled(&state.from_pool, from_was_disabled).await?;
+        if state.created_target && pools.iter().any(|p| p.name == state.to_pool) {
             w.set_disabled(&state.to_pool, true).await?;
         }
         let av = calico.resource(Kind::IPPool).api_version;
@@ -89,7 +99,11 @@ pub async fn rollback(printer: &Printer, cluster: &Cluster, calico: &Calico, opt
     .await;
     lease.release().await;
     r?;
-    printer
-        .stdout(&format!("Rolled back: IPPool {} enabled, IPPool {} disabled.\n", state.from_pool, state.to_pool))?;
+    let from_done = if from_was_disabled { "left disabled" } else { "enabled" };
+    let to_done = if state.created_target { "disabled" } else { "left as it was" };
+    printer.stdout(&format!(
+        "Rolled back: IPPool {} {from_done}, IPPool {} {to_done}.\n",
+        state.from_pool, state.to_pool
+    ))?;
     Ok(())
 }

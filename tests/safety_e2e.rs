@@ -68,4 +68,33 @@ fn rollback_and_drain_leave_alone_what_the_migration_did_not_change() {
     let out = c.ippool(&["verify"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     c.assert_ipam_clean();
+
+    // 3. Someone deletes the old pool in the middle of a migration: a re-run
+    // must not close the record while pods still hold its addresses.
+    let third = c.dir().join("third.yaml");
+    std::fs::write(
+        &third,
+        std::fs::read_to_string(&spare).unwrap().replace("spare", "third").replace("10.1.", "10.2."),
+    )
+    .unwrap();
+    let out = c.calicoctl(&["create", "-f", third.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let filtered = ["migrate", "--from", "spare", "--to-pool", "third", "-n", "shop", "-l", "app=web", "--yes"];
+    run(&c, &filtered);
+    let out = c.calicoctl(&["delete", "ippool", "spare"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = c.ippool(&filtered).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("IPPool spare is gone, but") && err.contains("still hold addresses of 10.1.0.0/16"), "{err}");
+    let record = c.kubectl_ok(&[
+        "get",
+        "configmap",
+        "-n",
+        "kube-system",
+        "kubectl-ippool-migration",
+        "-o",
+        "jsonpath={.data.state\\.json}",
+    ]);
+    assert!(!record.contains("\"phase\": \"Done\""), "the record was closed: {record}");
 }

@@ -1,14 +1,17 @@
 //! Undoing and closing: `--rollback`, and closing a record whose old pool
 //! is already gone.
 
+use std::net::IpAddr;
 use std::time::Duration;
+
+use ipnet::IpNet;
 
 use super::phases::save;
 use crate::cluster::calico::{Calico, Kind};
 use crate::cluster::events::{self, EventTarget};
 use crate::cluster::lease::LeaseGuard;
 use crate::cluster::pools::PoolWriter;
-use crate::cluster::{canary, movers, record, Cluster};
+use crate::cluster::{canary, movers, record, workloads, Cluster};
 use crate::core::state::{MigrationState, Phase};
 use crate::error::{Error, Result};
 use crate::output::Printer;
@@ -23,8 +26,30 @@ pub struct RollbackOptions {
 }
 
 /// The old pool no longer exists but the record was not closed (killed
-/// right after the delete): close it.
+/// right after the delete, or someone deleted the pool): close it, but only
+/// once no pod still holds one of its addresses.
 pub(crate) async fn finish_without_pool(printer: &Printer, cluster: &Cluster, mut state: MigrationState) -> Result<()> {
+    let old: Option<IpNet> = state.from_cidr.parse().ok();
+    let new: Option<IpNet> = state.to_cidr.parse().ok();
+    let on_old = |ip: &IpAddr| old.is_some_and(|o| o.contains(ip)) && !new.is_some_and(|n| n.contains(ip));
+    let left: Vec<String> = workloads::list_pods(cluster, None)
+        .await?
+        .iter()
+        .filter(|p| p.holds_pool_ip() && p.ips.iter().any(on_old))
+        .map(|p| format!("{} ({})", p.key(), p.owner.display()))
+        .collect();
+    if !left.is_empty() {
+        return Err(Error::refused(
+            format!("close the migration from {}", state.from_pool),
+            vec![format!(
+                "IPPool {} is gone, but {} pod(s) still hold addresses of {}: {}; give them new ones (kubectl rollout restart their workloads, or evict the pods), then run the same command again",
+                state.from_pool,
+                left.len(),
+                state.from_cidr,
+                crate::core::findings::name_some(&left)
+            )],
+        ));
+    }
     let lease = LeaseGuard::acquire(cluster).await?;
     printer.note(format!("IPPool {} is already deleted; closing the migration record.", state.from_pool));
     let r = save(cluster, &mut state, Phase::Done).await;

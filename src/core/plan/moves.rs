@@ -112,11 +112,15 @@ pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped
         };
         match owner.kind {
             OwnerKind::Static => {
+                // Restarting it now would only get it an address of the old
+                // pool again: the move must come after the pool is disabled.
                 for p in &pods {
                     skipped.push(Skipped {
                         pod: p.key(),
-                        reason: "static (mirror) pod: it cannot be moved through the API; restart it on its node"
-                            .into(),
+                        reason: format!(
+                            "static (mirror) pod from a manifest on node {node}: the API cannot move it. Once this run has disabled the old pool, restart it on {node} (move its manifest out of the kubelet's manifest directory, e.g. /etc/kubernetes/manifests, and back), then run the same command again to delete the pool",
+                            node = p.node.as_deref().unwrap_or("?")
+                        ),
                     });
                 }
             }

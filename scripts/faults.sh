@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make faults: the reliability suite (issue 6) with more crash trials.
+# make faults: the reliability suite with more crash trials.
 #   tests/bad_inputs.rs  one seed cluster, a table of bad inputs: exit 2, clear error, nothing written
 #   tests/faults_e2e.rs  SIGKILL at every phase boundary / random delays + resume, a concurrent
 #                        pool editor, API errors and an outage through kubesim's fault proxy,

@@ -382,30 +382,15 @@ mod tests {
             steps: vec![],
             moves: vec![
                 Move {
-                    target: owner.display(),
-                    kind: MoveKind::Rollout,
                     owner: Some(owner.clone()),
                     pods: vec!["shop/web-1".into()],
                     pod_uids: vec!["u".into()],
-                    note: None,
-                    at_once: 1,
-                    surge: 0,
-                    waves: 1,
-                    lane: "l".into(),
-                    guards: vec![],
+                    ..Move::in_lane(&owner.display(), MoveKind::Rollout, "l", 1)
                 },
                 Move {
-                    target: "Bare shop/debug".into(),
-                    kind: MoveKind::EvictForGood,
-                    owner: None,
                     pods: vec!["shop/debug".into()],
                     pod_uids: vec!["u".into()],
-                    note: None,
-                    at_once: 1,
-                    surge: 0,
-                    waves: 1,
-                    lane: "l".into(),
-                    guards: vec![],
+                    ..Move::in_lane("Bare shop/debug", MoveKind::EvictForGood, "l", 1)
                 },
             ],
             skipped: vec![],

@@ -217,19 +217,7 @@ mod tests {
     use super::*;
 
     fn mv(target: &str, lane: &str) -> Move {
-        Move {
-            target: target.into(),
-            kind: MoveKind::Evict,
-            owner: None,
-            pods: vec![],
-            pod_uids: vec![],
-            note: None,
-            at_once: 1,
-            surge: 0,
-            waves: 1,
-            lane: lane.into(),
-            guards: vec![],
-        }
+        Move::in_lane(target, MoveKind::Evict, lane, 1)
     }
 
     #[test]

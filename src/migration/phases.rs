@@ -106,15 +106,9 @@ async fn phase_target_ready(
     // Re-checked even when recorded: someone may have deleted it since.
     writer.ensure_created(&plan.to).await?;
     if state.phase < Phase::TargetReady {
-        let av = ctx.calico.resource(Kind::IPPool).api_version;
-        events::record_event(
-            ctx.cluster,
-            pool_event(&plan.to.name, &av),
-            &format!("kubectl-ippool migrate: target pool for moving pods off {}", plan.from.name),
-        )
-        .await;
-        ctx.printer.note(format!("IPPool {} ({}) ready.", plan.to.name, plan.to.cidr));
-        checkpoint(ctx, state, Phase::TargetReady).await?;
+        let event = format!("kubectl-ippool migrate: target pool for moving pods off {}", plan.from.name);
+        let note = format!("IPPool {} ({}) ready.", plan.to.name, plan.to.cidr);
+        pool_phase_done(ctx, state, Phase::TargetReady, &plan.to.name, &event, &note).await?;
     }
     Ok(())
 }
@@ -130,17 +124,26 @@ async fn phase_source_disabled(
     }
     writer.set_disabled(&plan.from.name, true).await?;
     if state.phase < Phase::SourceDisabled {
-        let av = ctx.calico.resource(Kind::IPPool).api_version;
-        events::record_event(
-            ctx.cluster,
-            pool_event(&plan.from.name, &av),
-            &format!("kubectl-ippool migrate: disabled; pods move to {}", plan.to.name),
-        )
-        .await;
-        ctx.printer.note(format!("IPPool {} disabled: new pods get addresses from {}.", plan.from.name, plan.to.name));
-        checkpoint(ctx, state, Phase::SourceDisabled).await?;
+        let event = format!("kubectl-ippool migrate: disabled; pods move to {}", plan.to.name);
+        let note = format!("IPPool {} disabled: new pods get addresses from {}.", plan.from.name, plan.to.name);
+        pool_phase_done(ctx, state, Phase::SourceDisabled, &plan.from.name, &event, &note).await?;
     }
     Ok(())
+}
+
+/// A pool phase is done: an Event on the pool, a line for the user, the record.
+async fn pool_phase_done(
+    ctx: &Ctx<'_>,
+    state: &mut MigrationState,
+    phase: Phase,
+    pool: &str,
+    event: &str,
+    note: &str,
+) -> Result<()> {
+    let av = ctx.calico.resource(Kind::IPPool).api_version;
+    events::record_event(ctx.cluster, pool_event(pool, &av), event).await;
+    ctx.printer.note(note);
+    checkpoint(ctx, state, phase).await
 }
 
 async fn phase_canary(ctx: &Ctx<'_>, plan: &Plan, facts: &Facts, state: &mut MigrationState) -> Result<()> {

@@ -192,6 +192,26 @@ pub struct Plan {
     pub estimate: Estimate,
 }
 
+#[cfg(test)]
+impl Move {
+    /// A move of no pods in `lane`, for tests: change what the test is about.
+    pub fn in_lane(target: &str, kind: MoveKind, lane: &str, waves: usize) -> Move {
+        Move {
+            target: target.into(),
+            kind,
+            owner: None,
+            pods: vec![],
+            pod_uids: vec![],
+            note: None,
+            at_once: 1,
+            surge: 0,
+            waves,
+            lane: lane.into(),
+            guards: vec![],
+        }
+    }
+}
+
 fn is_zero(n: &usize) -> bool {
     *n == 0
 }

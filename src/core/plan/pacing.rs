@@ -498,19 +498,7 @@ mod tests {
 
     #[test]
     fn the_estimate_schedules_lanes_on_parallel_slots() {
-        let mv = |lane: &str, waves: usize| super::super::Move {
-            target: lane.into(),
-            kind: MoveKind::Evict,
-            owner: None,
-            pods: vec![],
-            pod_uids: vec![],
-            note: None,
-            at_once: 1,
-            surge: 0,
-            waves,
-            lane: lane.into(),
-            guards: vec![],
-        };
+        let mv = |lane: &str, waves: usize| super::super::Move::in_lane(lane, MoveKind::Evict, lane, waves);
         // 4 lanes of 10 rounds on 2 slots: 20 rounds; a shared lane adds up.
         let moves: Vec<_> = ["a", "b", "c", "d"].iter().map(|l| mv(l, 10)).collect();
         let e = estimate(&moves, 2, Some(2.0));

@@ -1,9 +1,13 @@
 //! Reliability suite: crashes, concurrent edits, control-plane
-//! faults and Ctrl-C cleanup, on fresh local kubesim clusters.
+//! faults and Ctrl-C cleanup, on fresh local kubesim clusters of the
+//! `realistic` scenario (without `single`), each watched by a `BudgetWatch`
+//! (tests/common/budget_watch.rs): no PodDisruptionBudget may go below its
+//! floor and no Service may lose its last ready endpoint, faults or not.
 //!
-//! Run: `cargo test --test faults_e2e -- --test-threads=1`
+//! Run: `cargo test --test faults_e2e -- --test-threads=2`
 //! (`FAULT_TRIALS=N` crash trials, default 3; `FAULT_SEED=S` replays a run).
-//! Each test prints one machine-greppable line starting with `RELIABILITY`;
+//! Each test prints one machine-greppable line starting with `RELIABILITY`
+//! (with the watcher's `pdb_floor_violations=N services_at_zero=N`);
 //! `scripts/faults.sh` sums them.
 
 mod common;
@@ -15,13 +19,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::budget_watch::{BlockingBudgetWatch, Report};
 use common::TestCluster;
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::runtime::{watcher, WatchStreamExt};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -33,6 +35,37 @@ const NEW_POOL: &str = "10.0.0.0-16";
 /// Phase boundaries a crash trial can stop at (the record's phases before Done).
 const PHASES: [&str; 7] =
     ["Started", "TargetReady", "SourceDisabled", "CanaryPassed", "MovingPods", "Draining", "SourceDeleted"];
+
+/// kubesim's `realistic` scenario (every workload behind a Service and a
+/// PodDisruptionBudget of a different kind) without `single`, whose budget
+/// allows no move at all (migrate refuses it). Readiness takes 2 s per pod.
+const REALISTIC: [&str; 6] = ["--scenario", "realistic", "--omit", "single", "--readiness-delay", "2s"];
+
+/// A realistic cluster, with extra kubesim arguments.
+fn realistic(extra: &[&str]) -> TestCluster {
+    let mut args = REALISTIC.to_vec();
+    args.extend_from_slice(extra);
+    TestCluster::start(&args)
+}
+
+/// Starts a `BudgetWatch` on every namespace of `c`, through `c`'s own
+/// kubeconfig (never the fault proxy's: a faulty watch would blind it).
+fn budget_watch(c: &TestCluster) -> BlockingBudgetWatch {
+    BlockingBudgetWatch::start(c, &[])
+}
+
+/// Stops the watch and asserts that it saw the pods move (pod events on the
+/// PDBs of the scenario) and that no PDB went below its floor and no Service
+/// lost its last ready endpoint (and no watch was lost), while it watched.
+fn assert_within_budget(w: BlockingBudgetWatch, what: &str) -> Report {
+    let report = w.stop();
+    println!("{what}: {}", report.summary().trim_end());
+    for pdb in ["shop/web", "shop/api", "shop/front", "shop/legacy", "data/db", "kube-system/coredns"] {
+        assert!(report.lowest.contains_key(pdb), "{what}: the budget watch never evaluated PDB {pdb}:\n{report}");
+    }
+    assert!(report.is_clean(), "{what}: a PodDisruptionBudget or a Service was broken:\n{report}");
+    report
+}
 
 fn migrate_args(from: &str, to: &str) -> Vec<String> {
     ["migrate", "--from", from, "--to", to, "--force", "--yes", "--jobs", "evict", "--timeout", "3m"]
@@ -161,88 +194,6 @@ impl PhaseWatch {
 
 fn phase_index(p: &str) -> Option<usize> {
     PHASES.iter().position(|x| *x == p).or((p == "Done").then_some(PHASES.len()))
-}
-
-/// Every 200 ms: each Deployment's readyReplicas against the floor of the
-/// PDBs selecting it (minAvailable, or replicas - maxUnavailable).
-struct PdbWatch {
-    stop: Arc<AtomicBool>,
-    violations: Arc<Mutex<Vec<String>>>,
-    polls: Arc<Mutex<u64>>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl PdbWatch {
-    fn start(kubeconfig: &Path) -> PdbWatch {
-        let stop = Arc::new(AtomicBool::new(false));
-        let violations = Arc::new(Mutex::new(Vec::new()));
-        let polls = Arc::new(Mutex::new(0));
-        let (st, v, n, kc) = (stop.clone(), violations.clone(), polls.clone(), kubeconfig.to_path_buf());
-        let handle = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let client = client_for(&kc).await;
-                let deps: Api<Deployment> = Api::all(client.clone());
-                let pdbs: Api<PodDisruptionBudget> = Api::all(client);
-                while !st.load(Ordering::Relaxed) {
-                    if let (Ok(d), Ok(p)) =
-                        (deps.list(&ListParams::default()).await, pdbs.list(&ListParams::default()).await)
-                    {
-                        *n.lock().unwrap() += 1;
-                        for found in check_pdbs(&d.items, &p.items) {
-                            v.lock().unwrap().push(found);
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            });
-        });
-        PdbWatch { stop, violations, polls, handle: Some(handle) }
-    }
-
-    /// (violations, polls)
-    fn finish(mut self) -> (Vec<String>, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.handle.take().unwrap().join();
-        let v = self.violations.lock().unwrap().clone();
-        let n = *self.polls.lock().unwrap();
-        (v, n)
-    }
-}
-
-fn check_pdbs(deps: &[Deployment], pdbs: &[PodDisruptionBudget]) -> Vec<String> {
-    let mut out = Vec::new();
-    for pdb in pdbs {
-        let ns = pdb.metadata.namespace.clone().unwrap_or_default();
-        let spec = pdb.spec.clone().unwrap_or_default();
-        let Some(sel) = spec.selector.as_ref().and_then(|s| s.match_labels.clone()) else { continue };
-        for d in deps.iter().filter(|d| d.metadata.namespace.as_deref() == Some(ns.as_str())) {
-            let labels = d
-                .spec
-                .as_ref()
-                .and_then(|s| s.template.metadata.as_ref())
-                .and_then(|m| m.labels.clone())
-                .unwrap_or_default();
-            if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-                continue;
-            }
-            let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
-            let floor = match (&spec.min_available, &spec.max_unavailable) {
-                (Some(IntOrString::Int(n)), _) => *n,
-                (_, Some(IntOrString::Int(n))) => replicas - n,
-                _ => continue, // percentages: not used by the seed scenario
-            };
-            if ready < floor {
-                out.push(format!(
-                    "{ns}/{}: {ready} ready < floor {floor} of PDB {}",
-                    d.metadata.name.clone().unwrap_or_default(),
-                    pdb.metadata.name.clone().unwrap_or_default()
-                ));
-            }
-        }
-    }
-    out
 }
 
 /// Non-hostNetwork, unfinished pods whose address is not yet in `cidr`.
@@ -442,7 +393,8 @@ fn sigkill_at_random_points_then_resume() {
     let n = trials();
     println!("FAULT_SEED={seed} FAULT_TRIALS={n}");
     let offset = rng.random_range(0..PHASES.len());
-    let (mut survived, mut finished_first, mut data_lost, mut left_behind, mut pdb_violations) = (0, 0, 0, 0, 0);
+    let (mut survived, mut finished_first, mut data_lost, mut left_behind) = (0, 0, 0, 0);
+    let (mut pdb_violations, mut services_at_zero) = (0, 0);
     let mut killed_in = BTreeSet::new();
     let mut phase_trials = 0;
     for t in 0..n {
@@ -453,11 +405,10 @@ fn sigkill_at_random_points_then_resume() {
             phase_trials += 1;
             (Some(PHASES[(offset + phase_trials - 1) % PHASES.len()]), Duration::ZERO)
         };
-        let c = TestCluster::start(&["--scenario", "seed", "--readiness-delay", "1s"]);
-        c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+        let c = realistic(&[]);
         let before = workload_counts(&c);
         let args = migrate_args(OLD, NEW_CIDR);
-        let pdb = PdbWatch::start(&c.kubeconfig);
+        let budget = budget_watch(&c);
         let watch = PhaseWatch::start(&c.kubeconfig);
         let mut child = spawn_migrate(&c.kubeconfig, &args);
         let start = Instant::now();
@@ -506,23 +457,24 @@ fn sigkill_at_random_points_then_resume() {
         }
         let phases = watch.finish();
         let (lost, behind) = assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
-        let (violations, polls) = pdb.finish();
-        assert!(violations.is_empty(), "trial {t}: PDB floors crossed: {violations:?}");
-        assert!(polls > 0, "the PDB watcher never read the cluster");
+        let report = assert_within_budget(budget, &format!("trial {t}"));
         data_lost += lost;
         left_behind += behind;
-        pdb_violations += violations.len();
+        pdb_violations += report.violations.len();
+        services_at_zero += report.services_at_zero.len();
         println!(
-            "trial {t}: kill {how}: {}; phases seen {phases:?}; PDB polls {polls}",
+            "trial {t}: kill {how}: {}; phases seen {phases:?}; budget watch: {} pod events, {} EndpointSlice events",
             killed_at
                 .as_deref()
                 .map(|p| format!("killed in {p}, resumed OK"))
-                .unwrap_or_else(|| "finished before the kill".into())
+                .unwrap_or_else(|| "finished before the kill".into()),
+            report.pod_events,
+            report.slice_events
         );
     }
     println!("killed in phases: {killed_in:?}");
     println!(
-        "RELIABILITY test=sigkill_resume seed={seed} trials={n} crashes_survived={survived} finished_before_kill={finished_first} faults_injected=0 bad_inputs=0 data_lost={data_lost} pods_left_behind={left_behind} pdb_violations={pdb_violations}"
+        "RELIABILITY test=sigkill_resume seed={seed} trials={n} crashes_survived={survived} finished_before_kill={finished_first} faults_injected=0 bad_inputs=0 data_lost={data_lost} pods_left_behind={left_behind} pdb_violations={pdb_violations} pdb_floor_violations={pdb_violations} services_at_zero={services_at_zero}"
     );
 }
 
@@ -531,9 +483,9 @@ fn sigkill_at_random_points_then_resume() {
 /// the run must retry its conflicts and finish.
 #[test]
 fn pool_edited_by_another_actor_during_migration() {
-    let c = TestCluster::start(&["--scenario", "seed", "--readiness-delay", "1s"]);
-    c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+    let c = realistic(&[]);
     let before = workload_counts(&c);
+    let budget = budget_watch(&c);
     let stop = Arc::new(AtomicBool::new(false));
     let edits = Arc::new(Mutex::new(0u64));
     let (st, ed, kc, kubectl) = (stop.clone(), edits.clone(), c.kubeconfig.clone(), common::kubesim_bin("kubectl"));
@@ -559,7 +511,6 @@ fn pool_edited_by_another_actor_during_migration() {
             }
         }
     });
-    let pdb = PdbWatch::start(&c.kubeconfig);
     let out = ippool(&c, &migrate_args(OLD, NEW_CIDR)).timeout(Duration::from_secs(240)).output().unwrap();
     stop.store(true, Ordering::Relaxed);
     editor.join().unwrap();
@@ -572,10 +523,9 @@ fn pool_edited_by_another_actor_during_migration() {
     );
     assert!(edits >= 3, "the editor barely ran ({edits} edits)");
     let (lost, behind) = assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
-    let (violations, polls) = pdb.finish();
-    assert!(violations.is_empty() && polls > 0, "PDB floors crossed: {violations:?} ({polls} polls)");
+    let report = assert_within_budget(budget, "concurrent editor");
     println!("concurrent editor: {edits} pool edits during the run");
-    println!("RELIABILITY test=concurrent_editor trials=1 crashes_survived=0 faults_injected=0 concurrent_edits={edits} bad_inputs=0 data_lost={lost} pods_left_behind={behind} pdb_violations={}", violations.len());
+    println!("RELIABILITY test=concurrent_editor trials=1 crashes_survived=0 faults_injected=0 concurrent_edits={edits} bad_inputs=0 data_lost={lost} pods_left_behind={behind} pdb_violations={} {}", report.violations.len(), report.reliability_figures());
 }
 
 fn write_faults(dir: &Path, v: Value) {
@@ -636,14 +586,14 @@ fn run_until_done(c: &TestCluster, faulty: &Path, args: &[String], max: usize, d
 /// API-server outage in the middle of a second migration.
 #[test]
 fn control_plane_faults_error_rate_and_outage() {
-    let c = TestCluster::start(&["--scenario", "seed", "--readiness-delay", "1s", "--fault-proxy"]);
+    let c = realistic(&["--fault-proxy"]);
     let faulty = c.dir().join("kubeconfig-faulty");
     assert!(faulty.exists(), "kubesim --fault-proxy wrote no {}", faulty.display());
-    c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
     let (seed, _) = seeded_rng();
     println!("FAULT_SEED={seed} (fault proxy)");
     let before = workload_counts(&c);
-    let pdb = PdbWatch::start(&c.kubeconfig);
+    // Through the normal kubeconfig: only the tool goes through the faulty proxy.
+    let budget = budget_watch(&c);
 
     // (a) 20 % of writes fail with 429/500/503/409, 5 % of writes are dropped.
     write_faults(
@@ -675,8 +625,7 @@ fn control_plane_faults_error_rate_and_outage() {
     watch.finish();
     assert!(dir.join("faults.json").exists(), "the outage was never injected");
     let (lost_b, behind_b) = assert_migrated(&c, &before, NEW_POOL, NEW_CIDR, "10.1.0.0/16");
-    let (violations, polls) = pdb.finish();
-    assert!(violations.is_empty() && polls > 0, "PDB floors crossed: {violations:?} ({polls} polls)");
+    let report = assert_within_budget(budget, "control-plane faults");
 
     // Counters are flushed every second.
     c.wait_until("fault stats", Duration::from_secs(5), || fault_stats(c.dir())["requests"].as_i64().unwrap_or(0) > 0);
@@ -685,11 +634,12 @@ fn control_plane_faults_error_rate_and_outage() {
     println!("fault proxy: {stats}; error-rate runs {runs_a}, outage runs {runs_b}");
     assert!(injected > 0, "no fault was injected: {stats}");
     println!(
-        "RELIABILITY test=control_plane_faults seed={seed} trials=2 crashes_survived=0 faults_injected={injected} reruns={} bad_inputs=0 data_lost={} pods_left_behind={} pdb_violations={}",
+        "RELIABILITY test=control_plane_faults seed={seed} trials=2 crashes_survived=0 faults_injected={injected} reruns={} bad_inputs=0 data_lost={} pods_left_behind={} pdb_violations={} {}",
         runs_a - 1 + runs_b - 1,
         lost_a + lost_b,
         behind_a + behind_b,
-        violations.len()
+        report.violations.len(),
+        report.reliability_figures()
     );
 }
 
@@ -699,9 +649,9 @@ fn control_plane_faults_error_rate_and_outage() {
 /// so the interrupt lands while they run.
 #[test]
 fn ctrl_c_during_canary_and_probe_leaves_nothing_behind() {
-    let c = TestCluster::start(&["--scenario", "seed", "--readiness-delay", "1s"]);
-    c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+    let c = realistic(&[]);
     let before = workload_counts(&c);
+    let budget = budget_watch(&c);
     let reservation = c.dir().join("reserve.yaml");
     std::fs::write(&reservation, format!("apiVersion: crd.projectcalico.org/v1\nkind: IPReservation\nmetadata:\n  name: hold-new-pool\nspec:\n  reservedCIDRs: [\"{NEW_CIDR}\"]\n")).unwrap();
     c.kubectl_ok(&["apply", "-f", reservation.to_str().unwrap()]);
@@ -755,5 +705,6 @@ fn ctrl_c_during_canary_and_probe_leaves_nothing_behind() {
     let out = ippool(&c, &args).timeout(Duration::from_secs(240)).output().unwrap();
     assert!(out.status.success(), "resume after Ctrl-C:\n{}\n{}", text(&out.stdout), text(&out.stderr));
     let (lost, behind) = assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
-    println!("RELIABILITY test=ctrl_c_cleanup trials=2 crashes_survived=0 interrupts_cleaned=2 faults_injected=0 bad_inputs=0 data_lost={lost} pods_left_behind={}", behind + after_canary + after_probe);
+    let report = assert_within_budget(budget, "Ctrl-C cleanup");
+    println!("RELIABILITY test=ctrl_c_cleanup trials=2 crashes_survived=0 interrupts_cleaned=2 faults_injected=0 bad_inputs=0 data_lost={lost} pods_left_behind={} pdb_violations={} {}", behind + after_canary + after_probe, report.violations.len(), report.reliability_figures());
 }

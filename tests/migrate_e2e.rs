@@ -6,10 +6,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::budget_watch::{BlockingBudgetWatch, Report};
 use common::TestCluster;
 use serde_json::Value;
 
@@ -100,50 +99,17 @@ fn stdout_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Watches ready replicas of each workload with a PDB and records the
-/// lowest seen; the PDB's floor must never be crossed.
-struct ReadyWatcher {
-    stop: Arc<AtomicBool>,
-    lowest: Arc<Mutex<BTreeMap<String, i64>>>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ReadyWatcher {
-    fn start(c: &TestCluster, workloads: &[(&str, &str, &str)]) -> ReadyWatcher {
-        let stop = Arc::new(AtomicBool::new(false));
-        let lowest = Arc::new(Mutex::new(BTreeMap::new()));
-        let kubeconfig = c.kubeconfig.clone();
-        let kubectl = common::kubesim_bin("kubectl");
-        let wl: Vec<(String, String, String)> =
-            workloads.iter().map(|(k, n, name)| (k.to_string(), n.to_string(), name.to_string())).collect();
-        let (s, l) = (stop.clone(), lowest.clone());
-        let handle = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                for (kind, ns, name) in &wl {
-                    let out = Command::new(&kubectl)
-                        .env("KUBECONFIG", &kubeconfig)
-                        .args(["get", kind, "-n", ns, name, "-o", "jsonpath={.status.readyReplicas}"])
-                        .output();
-                    if let Ok(out) = out {
-                        if out.status.success() {
-                            let ready: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
-                            let mut m = l.lock().unwrap();
-                            let e = m.entry(format!("{kind}/{ns}/{name}")).or_insert(i64::MAX);
-                            *e = (*e).min(ready);
-                        }
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        ReadyWatcher { stop, lowest, handle: Some(handle) }
+/// Stops the watch and asserts the seed's PDBs (web: minAvailable 2 of 3;
+/// api and coredns: maxUnavailable 1 of 2) were evaluated on the moves and
+/// never went below their floors, and no Service lost its last ready endpoint.
+fn assert_within_budget(w: BlockingBudgetWatch) -> Report {
+    let report = w.stop();
+    eprintln!("{report}");
+    for pdb in ["shop/web", "shop/api", "kube-system/coredns"] {
+        assert!(report.lowest.contains_key(pdb), "the budget watch never evaluated PDB {pdb}:\n{report}");
     }
-
-    fn finish(mut self) -> BTreeMap<String, i64> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.take().unwrap().join().unwrap();
-        self.lowest.lock().unwrap().clone()
-    }
+    report.assert_clean();
+    report
 }
 
 #[test]
@@ -216,11 +182,8 @@ fn seed_refusals_dry_run_then_full_migration() {
     after.insert(legacy.clone(), before[&legacy].clone());
     assert_eq!(before, after, "a refused or dry run wrote something");
 
-    // (1) The real thing, with a watcher on every workload that has a PDB.
-    let watcher = ReadyWatcher::start(
-        &c,
-        &[("deployment", "shop", "web"), ("deployment", "shop", "api"), ("deployment", "kube-system", "coredns")],
-    );
+    // (1) The real thing, watched: no PDB below its floor, no Service at 0 ready endpoints.
+    let watcher = BlockingBudgetWatch::start(&c, &[]);
     let start = Instant::now();
     let out = c
         .ippool(&[
@@ -239,14 +202,10 @@ fn seed_refusals_dry_run_then_full_migration() {
         .output()
         .unwrap();
     let took = start.elapsed();
-    let lowest = watcher.finish();
     assert!(out.status.success(), "migrate failed:\n{}\n{}\n{}", stdout_of(&out), stderr_of(&out), c.log_tail());
-    eprintln!("seed migration took {took:?}; lowest ready replicas: {lowest:?}");
+    eprintln!("seed migration took {took:?}");
+    assert_within_budget(watcher);
     assert!(stdout_of(&out).contains("IPPool default-ipv4-ippool deleted"), "{}", stdout_of(&out));
-    // web: minAvailable 2 of 3; api and coredns: maxUnavailable 1 of 2.
-    assert!(lowest["deployment/shop/web"] >= 2, "{lowest:?}");
-    assert!(lowest["deployment/shop/api"] >= 1, "{lowest:?}");
-    assert!(lowest["deployment/kube-system/coredns"] >= 1, "{lowest:?}");
 
     c.wait_until("pods settle in the new pool", Duration::from_secs(60), || {
         let pods = json(&c, &["get", "pods", "-A"]);
@@ -495,10 +454,7 @@ fn filtered_run_rollback_then_to_pool_on(c: &TestCluster, group: &str) {
 fn evict_strategy_backs_off_on_pdb() {
     let c = TestCluster::start(&["--scenario", "seed", "--readiness-delay", "3s"]);
     c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
-    let watcher = ReadyWatcher::start(
-        &c,
-        &[("deployment", "shop", "web"), ("deployment", "shop", "api"), ("deployment", "kube-system", "coredns")],
-    );
+    let watcher = BlockingBudgetWatch::start(&c, &[]);
     let out = c
         .ippool(&[
             "migrate",
@@ -517,12 +473,9 @@ fn evict_strategy_backs_off_on_pdb() {
         ])
         .output()
         .unwrap();
-    let lowest = watcher.finish();
     assert!(out.status.success(), "{}\n{}", stdout_of(&out), stderr_of(&out));
+    assert_within_budget(watcher);
     assert!(stderr_of(&out).contains("will retry after 5s"), "expected a PDB back-off:\n{}", stderr_of(&out));
-    assert!(lowest["deployment/shop/web"] >= 2, "{lowest:?}");
-    assert!(lowest["deployment/shop/api"] >= 1, "{lowest:?}");
-    assert!(lowest["deployment/kube-system/coredns"] >= 1, "{lowest:?}");
     assert_all_pods_in(&c, "10.0.0.0/16");
     assert_old_pool_gone(&c, OLD, "192.168.0.0/16", "10.0.0.0/16");
     c.assert_ipam_clean();

@@ -768,3 +768,33 @@ impl State {
         }
     }
 }
+
+impl Report {
+    /// The watcher's figures for a `RELIABILITY` line.
+    pub fn reliability_figures(&self) -> String {
+        format!("pdb_floor_violations={} services_at_zero={}", self.violations.len(), self.services_at_zero.len())
+    }
+}
+
+/// A `BudgetWatch` for tests without a runtime of their own: it owns the
+/// (multi-threaded) tokio runtime its watch runs on. The watch goes through
+/// the cluster's own kubeconfig (`TestCluster::client`), never through a
+/// fault-injecting proxy.
+pub struct BlockingBudgetWatch {
+    rt: tokio::runtime::Runtime,
+    watch: BudgetWatch,
+}
+
+impl BlockingBudgetWatch {
+    /// Starts watching `namespaces` (empty: all) of `c`; returns once the initial lists are in.
+    pub fn start(c: &super::TestCluster, namespaces: &[&str]) -> BlockingBudgetWatch {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let watch = rt.block_on(async { BudgetWatch::start(c.client().await, namespaces).await });
+        BlockingBudgetWatch { rt, watch }
+    }
+
+    pub fn stop(self) -> Report {
+        let BlockingBudgetWatch { rt, watch } = self;
+        rt.block_on(watch.stop())
+    }
+}

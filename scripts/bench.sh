@@ -7,6 +7,7 @@
 #   2. migrate throughput on the bench scenario (BENCH_DEPLOYMENTS x
 #      BENCH_REPLICAS pods, a PDB maxUnavailable 1 on each, a readiness
 #      delay), against the lower bound the budgets and readiness delays allow.
+# BENCH_SKIP_READ=1 or BENCH_SKIP_MIGRATE=1 runs only the other part.
 # Results go to stdout as Markdown tables (pasted into the README).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,6 +44,7 @@ measure() {
   echo "$label|$med|$((rss / 1024))"
 }
 
+if [ "${BENCH_SKIP_READ:-0}" != 1 ]; then
 echo "bench: starting the scale scenario ($nodes nodes, $pods pods)..." >&2
 t0=$(date +%s)
 KUBESIM_DIR="$work/cluster" KUBESIM_TIMEOUT=1200 scripts/cluster-up.sh --scenario scale --nodes "$nodes" --pods "$pods" >&2
@@ -74,6 +76,8 @@ for ref in "calicoctl ipam show --show-blocks" "kubectl get pods -A -o json"; do
 done
 KUBESIM_DIR="$work/cluster" scripts/cluster-down.sh >&2
 
+fi
+
 if [ "${BENCH_SKIP_MIGRATE:-0}" != 1 ]; then
   echo "bench: starting the bench scenario ($deployments Deployments x $replicas, ready after $delay)..." >&2
   KUBESIM_DIR="$work/cluster" KUBESIM_TIMEOUT=900 scripts/cluster-up.sh --scenario bench --deployments "$deployments" --replicas "$replicas" --readiness-delay "$delay" >&2
@@ -83,7 +87,8 @@ if [ "${BENCH_SKIP_MIGRATE:-0}" != 1 ]; then
   # ceil(pods / what its PDB allows at once) waves, workloads under one PDB
   # go one after another, P lanes at a time, and every wave waits at least
   # the readiness delay. The plan computes exactly these rounds.
-  rounds="$("${migrate[@]}" --dry-run -o json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["estimate"]["rounds"])')"
+  "${migrate[@]}" --dry-run -o json >"$work/plan.json" 2>"$work/plan.log" || { tail -20 "$work/plan.log" >&2; exit 1; }
+  rounds="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["estimate"]["rounds"])' "$work/plan.json")"
   t0=$(date +%s.%N)
   "${migrate[@]}" 2>"$work/migrate.log" || { tail -20 "$work/migrate.log" >&2; exit 1; }
   t1=$(date +%s.%N)

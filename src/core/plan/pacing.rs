@@ -147,8 +147,8 @@ pub(super) enum Decision {
 }
 
 /// Decide how a Deployment, StatefulSet or DaemonSet moves `pods` pods,
-/// given its update strategy, the PDBs over it and the user's preference.
-/// `drain` is true where the pods go out node by node.
+/// given its update strategy, the PDBs over it and the user's preference
+/// (`surge`: `--surge` was given).
 pub(super) fn decide(
     owner: &Owner,
     workload: Option<&WorkloadInfo>,

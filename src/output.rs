@@ -135,6 +135,9 @@ impl Progress for Printer {
                 "error when evicting pods/\"{name}\" -n \"{namespace}\" (will retry after {}s): {message}",
                 retry_in.as_secs()
             )),
+            ProgressEvent::WaitingForBudget { pdb, need, allowed } => self.note(format!(
+                "waiting for PodDisruptionBudget {pdb} to allow {need} more pod(s) down (it allows {allowed} now)"
+            )),
         }
     }
 }

@@ -448,10 +448,11 @@ fn filtered_run_rollback_then_to_pool_on(c: &TestCluster, group: &str) {
     c.assert_ipam_clean();
 }
 
-/// `--strategy evict`: PodDisruptionBudgets are honoured through 429s,
-/// reported as "will retry after Ns", never forced.
+/// `--strategy evict`: evictions wait for room in the PodDisruptionBudgets
+/// (never forced), so no budget goes below its floor and the Eviction API
+/// hardly ever has to refuse one.
 #[test]
-fn evict_strategy_backs_off_on_pdb() {
+fn evict_strategy_paces_within_the_budget() {
     let c = TestCluster::start(&["--scenario", "seed", "--readiness-delay", "3s"]);
     c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
     let watcher = BlockingBudgetWatch::start(&c, &[]);
@@ -475,7 +476,11 @@ fn evict_strategy_backs_off_on_pdb() {
         .unwrap();
     assert!(out.status.success(), "{}\n{}", stdout_of(&out), stderr_of(&out));
     assert_within_budget(watcher);
-    assert!(stderr_of(&out).contains("will retry after 5s"), "expected a PDB back-off:\n{}", stderr_of(&out));
+    // Evictions wait for the budget's room instead of bouncing off it: the
+    // watch above saw no PDB below its floor, and the API never had to say
+    // no (429) more than a race allows.
+    let refusals = stderr_of(&out).matches("will retry after").count();
+    assert!(refusals <= 1, "{refusals} evictions refused by a PDB:\n{}", stderr_of(&out));
     assert_all_pods_in(&c, "10.0.0.0/16");
     assert_old_pool_gone(&c, OLD, "192.168.0.0/16", "10.0.0.0/16");
     c.assert_ipam_clean();

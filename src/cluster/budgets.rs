@@ -5,8 +5,10 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
 
+use std::cell::Cell;
 use std::time::Duration;
 
+use super::progress::{Progress, ProgressEvent};
 use super::watch::wait_object;
 use super::workloads::int_or_percent;
 use super::{list_paged, Cluster};
@@ -58,18 +60,31 @@ pub async fn list_pdbs(cluster: &Cluster) -> Result<Vec<PdbInfo>> {
 /// (its controller has counted the current spec and `disruptionsAllowed`
 /// is at least `need`): the Eviction API would then accept that many.
 /// A budget that no longer exists allows anything.
-pub async fn wait_allows(cluster: &Cluster, pdb: &str, need: i32, timeout: Duration) -> Result<()> {
+/// Reports once when it has to wait.
+pub async fn wait_allows(
+    cluster: &Cluster,
+    progress: &dyn Progress,
+    pdb: &str,
+    need: i32,
+    timeout: Duration,
+) -> Result<()> {
     let (ns, name) = pdb.split_once('/').unwrap_or(("default", pdb));
     let api: Api<PodDisruptionBudget> = Api::namespaced(cluster.client.clone(), ns);
     let what = format!(
         "PodDisruptionBudget {pdb} to allow {need} more pod(s) down (are its pods healthy? kubectl get pdb -n {ns} {name})"
     );
-    wait_object(api, name, &what, timeout, move |p: Option<&PodDisruptionBudget>| {
-        p.is_none_or(|p| {
-            let st = p.status.as_ref();
-            let counted = st.and_then(|s| s.observed_generation).unwrap_or(0) >= p.metadata.generation.unwrap_or(0);
-            counted && st.is_some_and(|s| s.disruptions_allowed >= need)
-        })
+    let reported = Cell::new(false);
+    wait_object(api, name, &what, timeout, |p: Option<&PodDisruptionBudget>| {
+        let allowed = p.and_then(|p| {
+            let st = p.status.as_ref()?;
+            let counted = st.observed_generation.unwrap_or(0) >= p.metadata.generation.unwrap_or(0);
+            Some(if counted { st.disruptions_allowed } else { 0 })
+        });
+        let ok = p.is_none() || allowed.is_some_and(|a| a >= need);
+        if !ok && !reported.replace(true) {
+            progress.report(ProgressEvent::WaitingForBudget { pdb, need, allowed: allowed.unwrap_or(0) });
+        }
+        ok
     })
     .await
     .map(|_| ())

@@ -8,6 +8,9 @@ use std::time::Duration;
 pub enum ProgressEvent<'a> {
     /// A PodDisruptionBudget refused an eviction (429); it is tried again after `retry_in`.
     EvictionRefused { namespace: &'a str, name: &'a str, retry_in: Duration, message: &'a str },
+    /// A move waits for PodDisruptionBudget `pdb` (`namespace/name`) to let
+    /// `need` more pods go; it lets `allowed` go now.
+    WaitingForBudget { pdb: &'a str, need: i32, allowed: i32 },
 }
 
 pub trait Progress: Sync {

@@ -97,11 +97,19 @@ async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &IpNet, target: &str) -> Result<
     match m.kind {
         MoveKind::Rollout => {
             let owner = m.owner.as_ref().ok_or_else(|| Error::Other("rollout without an owner".into()))?;
+            // A rollout already under way (an earlier, interrupted run's, or
+            // anyone's) finishes first: a second restart on top of it can take
+            // more pods down than either would alone (a Parallel StatefulSet
+            // deletes every out-of-date pod it may). It may have moved them all.
+            movers::wait_rollout(ctx.cluster, owner, t).await?;
+            if movers::owner_pods_in(ctx.cluster, owner, old).await?.is_empty() {
+                return Ok(());
+            }
             // The plan chose a rollout because its budgets have room for it
             // when healthy; start it only when they have room now.
             if m.at_once > 0 {
                 for g in &m.guards {
-                    budgets::wait_allows(ctx.cluster, &g.pdb, m.at_once as i32, t).await?;
+                    budgets::wait_allows(ctx.cluster, ctx.printer, &g.pdb, m.at_once as i32, t).await?;
                 }
             }
             movers::restart(ctx.cluster, owner, &format!("kubectl-ippool: moved off {old} to {target}")).await?;
@@ -191,7 +199,7 @@ async fn evict_paced(ctx: &Ctx<'_>, m: &Move, pods: Vec<(String, String)>) -> Re
     let t = ctx.opts.timeout;
     for wave in pods.chunks(m.at_once.max(1)) {
         for g in &m.guards {
-            budgets::wait_allows(ctx.cluster, &g.pdb, wave.len() as i32, t).await?;
+            budgets::wait_allows(ctx.cluster, ctx.printer, &g.pdb, wave.len() as i32, t).await?;
         }
         let owner: Option<&Owner> = m.owner.as_ref().filter(|_| m.kind != MoveKind::EvictForGood);
         let ready_before = match owner {

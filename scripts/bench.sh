@@ -80,6 +80,7 @@ fi
 
 if [ "${BENCH_SKIP_MIGRATE:-0}" != 1 ]; then
   echo "bench: starting the bench scenario ($deployments Deployments x $replicas, ready after $delay)..." >&2
+  export KUBECONFIG="$work/cluster/kubeconfig"
   KUBESIM_DIR="$work/cluster" KUBESIM_TIMEOUT=900 scripts/cluster-up.sh --scenario bench --deployments "$deployments" --replicas "$replicas" --readiness-delay "$delay" >&2
   par="${BENCH_PARALLEL:-8}"
   migrate=("$ippool" migrate --from default-ipv4-ippool --to 10.0.0.0/16 --yes --force --max-parallel "$par")

@@ -3,7 +3,8 @@
 #   tests/bad_inputs.rs  one seed cluster, a table of bad inputs: exit 2, clear error, nothing written
 #   tests/faults_e2e.rs  SIGKILL at every phase boundary / random delays + resume, a concurrent
 #                        pool editor, API errors and an outage through kubesim's fault proxy,
-#                        Ctrl-C cleanup of the canary and of verify --probe
+#                        Ctrl-C cleanup of the canary and of verify --probe; every migration on
+#                        the realistic scenario, watched by BudgetWatch (PDB floors, Services at 0)
 # FAULT_TRIALS (default 20 here; 3 in `make test`) and FAULT_SEED (default: time-based, printed)
 # are passed through. Prints every RELIABILITY line and one summed line for the README table.
 set -euo pipefail
@@ -27,8 +28,8 @@ grep -o 'RELIABILITY.*' "$log" | awk '
   { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] != "test" && kv[1] != "seed") sum[kv[1]] += kv[2] } }
   /test=/ { for (i = 2; i <= NF; i++) if ($i ~ /^seed=/) seeds = seeds " " substr($i, 6) }
   END {
-    printf "RELIABILITY trials=%d crashes_survived=%d faults_injected=%d concurrent_edits=%d interrupts_cleaned=%d bad_inputs=%d data_lost=%d pods_left_behind=%d pdb_violations=%d\n",
-      sum["trials"], sum["crashes_survived"], sum["faults_injected"], sum["concurrent_edits"], sum["interrupts_cleaned"], sum["bad_inputs"], sum["data_lost"], sum["pods_left_behind"], sum["pdb_violations"]
+    printf "RELIABILITY trials=%d crashes_survived=%d faults_injected=%d reruns=%d concurrent_edits=%d interrupts_cleaned=%d bad_inputs=%d data_lost=%d pods_left_behind=%d pdb_floor_violations=%d services_at_zero=%d\n",
+      sum["trials"], sum["crashes_survived"], sum["faults_injected"], sum["reruns"], sum["concurrent_edits"], sum["interrupts_cleaned"], sum["bad_inputs"], sum["data_lost"], sum["pods_left_behind"], sum["pdb_floor_violations"], sum["services_at_zero"]
     printf "seeds:%s\n", seeds
   }'
 if [ "$status" -ne 0 ]; then

@@ -91,7 +91,7 @@ if [ "${BENCH_SKIP_MIGRATE:-0}" != 1 ]; then
   "${migrate[@]}" --dry-run -o json >"$work/plan.json" 2>"$work/plan.log" || { tail -20 "$work/plan.log" >&2; exit 1; }
   rounds="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["estimate"]["rounds"])' "$work/plan.json")"
   t0=$(date +%s.%N)
-  "${migrate[@]}" 2>"$work/migrate.log" || { tail -20 "$work/migrate.log" >&2; exit 1; }
+  "${migrate[@]}" >"$work/migrate.out" 2>"$work/migrate.log" || { tail -20 "$work/migrate.log" >&2; exit 1; }
   t1=$(date +%s.%N)
   echo
   echo "### Migrate throughput: $deployments Deployments x $replicas replicas, PDB maxUnavailable 1 each, readiness delay $delay, --max-parallel $par"

@@ -193,6 +193,33 @@ pub async fn evict(
     uid: &str,
     timeout: Duration,
 ) -> Result<()> {
+    let start = tokio::time::Instant::now();
+    if request_eviction(cluster, progress, namespace, name, uid, timeout).await? == Evicted::AlreadyGone {
+        return Ok(());
+    }
+    let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_secs(1));
+    wait_gone(cluster, namespace, name, uid, left).await
+}
+
+/// What an eviction request found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evicted {
+    /// The pod is being deleted (it is terminating, or already gone).
+    Terminating,
+    /// No such pod (any more): nothing to wait for.
+    AlreadyGone,
+}
+
+/// Ask the Eviction API to evict the pod, retrying visibly while a
+/// PodDisruptionBudget says no (429) and on write conflicts; never forced.
+pub async fn request_eviction(
+    cluster: &Cluster,
+    progress: &dyn Progress,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    timeout: Duration,
+) -> Result<Evicted> {
     let api: Api<Pod> = Api::namespaced(cluster.client.clone(), namespace);
     let eviction = Eviction {
         metadata: kube::api::ObjectMeta {
@@ -214,15 +241,15 @@ pub async fn evict(
         let r: std::result::Result<serde_json::Value, _> =
             api.create_subresource("eviction", name, &PostParams::default(), &eviction).await;
         match r {
-            Ok(_) => break,
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            Ok(_) => return Ok(Evicted::Terminating),
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Evicted::AlreadyGone),
             // 409 is either the UID precondition (a replacement took the name:
             // ours is gone) or a conflict writing the PDB's status (ours is
             // still there): look, and try again in the second case.
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 let current = api.get_opt(name).await.op("get", "pods", Some(namespace))?;
                 if current.is_none_or(|p| uid.is_empty() || p.uid().as_deref() != Some(uid)) {
-                    return Ok(());
+                    return Ok(Evicted::AlreadyGone);
                 }
                 if tokio::time::Instant::now() + CONFLICT_RETRY > deadline {
                     return Err(Error::Timeout {
@@ -252,9 +279,13 @@ pub async fn evict(
             Err(e) => return Err(e).op("create", "pods/eviction", Some(namespace)),
         }
     }
+}
+
+/// Wait until the pod `namespace/name` with this UID no longer exists.
+pub async fn wait_gone(cluster: &Cluster, namespace: &str, name: &str, uid: &str, timeout: Duration) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), namespace);
     let uid = uid.to_string();
-    let left = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_secs(1));
-    wait_object(api, name, &format!("pod {namespace}/{name} to terminate"), left, move |p: Option<&Pod>| {
+    wait_object(api, name, &format!("pod {namespace}/{name} to terminate"), timeout, move |p: Option<&Pod>| {
         p.is_none_or(|p| p.uid().as_deref() != Some(uid.as_str()))
     })
     .await?;

@@ -192,11 +192,13 @@ fn pairs(m: &Move) -> Vec<(String, String)> {
 
 /// Evict `pods` in waves of `m.at_once`: before each wave, wait until every
 /// budget over them has room for the whole wave; after it, wait until the
-/// evicted pods are gone and the owner has as many Ready pods as before.
+/// owner has as many Ready pods as before (or, without an owner to count,
+/// until the evicted pods are gone). At the end, every evicted pod is gone.
 /// The Eviction API enforces the budgets too; these waits keep it from
 /// having to say no.
 async fn evict_paced(ctx: &Ctx<'_>, m: &Move, pods: Vec<(String, String)>) -> Result<()> {
     let t = ctx.opts.timeout;
+    let mut terminating = 0;
     for wave in pods.chunks(m.at_once.max(1)) {
         for g in &m.guards {
             budgets::wait_allows(ctx.cluster, ctx.printer, &g.pdb, wave.len() as i32, t).await?;
@@ -208,14 +210,36 @@ async fn evict_paced(ctx: &Ctx<'_>, m: &Move, pods: Vec<(String, String)>) -> Re
         };
         let evictions = wave.iter().map(|(key, uid)| async move {
             let (ns, name) = key.split_once('/').unwrap_or(("", key));
-            movers::evict(ctx.cluster, ctx.printer, ns, name, uid, t).await
+            movers::request_eviction(ctx.cluster, ctx.printer, ns, name, uid, t).await
         });
         for r in futures::future::join_all(evictions).await {
-            r?;
+            if r? == movers::Evicted::Terminating {
+                terminating += 1;
+            }
         }
-        if let (Some(o), Some(before)) = (owner, ready_before) {
-            movers::wait_ready_pods(ctx.cluster, o, before, t).await?;
+        match (owner, ready_before) {
+            // An evicted pod stops counting as healthy at once, so the
+            // replacements are Ready when the count is back; the evicted
+            // pods may still be shutting down meanwhile.
+            (Some(o), Some(before)) => movers::wait_ready_pods(ctx.cluster, o, before, t).await?,
+            _ => wait_all_gone(ctx, wave).await?,
         }
+    }
+    // The move is done when the evicted pods are gone (their addresses released).
+    if terminating > 0 {
+        wait_all_gone(ctx, &pods).await?;
+    }
+    Ok(())
+}
+
+async fn wait_all_gone(ctx: &Ctx<'_>, pods: &[(String, String)]) -> Result<()> {
+    let t = ctx.opts.timeout;
+    let waits = pods.iter().map(|(key, uid)| async move {
+        let (ns, name) = key.split_once('/').unwrap_or(("", key));
+        movers::wait_gone(ctx.cluster, ns, name, uid, t).await
+    });
+    for r in futures::future::join_all(waits).await {
+        r?;
     }
     Ok(())
 }

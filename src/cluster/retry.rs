@@ -31,10 +31,17 @@ impl SafeRetry {
     }
 }
 
-/// Reads, and writes that only ask a question.
+/// Reads, and writes that only ask a question (SelfSubjectAccessReviews,
+/// server-side dry runs: nothing is stored, so repeating one is harmless).
 fn only_reads(req: &Request<Body>) -> bool {
     matches!(*req.method(), Method::GET | Method::HEAD)
         || (req.method() == Method::POST && req.uri().path().ends_with("/selfsubjectaccessreviews"))
+        || is_dry_run(req.uri().query())
+}
+
+/// A server-side dry run (`?dryRun=All`).
+fn is_dry_run(query: Option<&str>) -> bool {
+    query.is_some_and(|q| q.split('&').any(|kv| kv == "dryRun=All"))
 }
 
 /// How an attempt ended.
@@ -165,6 +172,16 @@ mod tests {
             "/api/v1/namespaces/shop/pods/web-1/eviction",
             Status(StatusCode::TOO_MANY_REQUESTS)
         ));
+    }
+
+    #[test]
+    fn a_dry_run_only_reads() {
+        assert!(is_dry_run(Some("dryRun=All")));
+        assert!(is_dry_run(Some("fieldManager=x&dryRun=All")));
+        assert!(!is_dry_run(Some("dryRun=None")) && !is_dry_run(Some("xdryRun=All")) && !is_dry_run(None));
+        let req = |uri: &str| Request::builder().method(Method::POST).uri(uri).body(Body::empty()).unwrap();
+        assert!(only_reads(&req("/api/v1/namespaces/default/pods?&dryRun=All")));
+        assert!(!only_reads(&req("/api/v1/namespaces/default/pods")));
     }
 
     /// The error of a real request through kube's client (hyper-util's

@@ -150,7 +150,9 @@ pub async fn run(kube: &KubeArgs, args: &VerifyArgs) -> Result<u8> {
 
     let mut probe_outcomes = None;
     if args.probe {
-        let nodes = args.probe_per_node.then(|| snap.nodes.iter().map(|n| n.name.clone()).collect());
+        // Probe pods select linux nodes (a pod pinned elsewhere would be refused by the kubelet).
+        let nodes =
+            args.probe_per_node.then(|| snap.nodes.iter().filter(|n| n.is_linux()).map(|n| n.name.clone()).collect());
         let opts = ProbeOptions { image: args.probe_image.clone(), timeout: args.probe_timeout, nodes };
         if !printer.is_machine_readable() {
             printer.note("Starting probe pod(s)...");

@@ -117,3 +117,51 @@ fn bad_flags_are_usage_errors() {
         .stderr(predicate::str::contains("not a duration"));
     ippool().args(["frobnicate"]).assert().code(2);
 }
+
+/// The `-v=6` log lines of each API request attempt (`API request N: GET ...`).
+fn attempts(stderr: &[u8], path: &str) -> usize {
+    String::from_utf8_lossy(stderr).lines().filter(|l| l.contains("API request ") && l.ends_with(path)).count()
+}
+
+/// A refused connection (nothing listens) fails on the first attempt: no
+/// retry can open a closed port. Counted from the per-attempt log lines of
+/// `-v=6` (one per attempt, retries included), not from a clock.
+#[test]
+fn refused_connection_is_not_retried() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = format!("https://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let p = kubeconfig(dir.path(), &server);
+    let out = ippool().args(["status", "-v=6", "--kubeconfig"]).arg(&p).assert().code(2).get_output().clone();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(attempts(&out.stderr, "/version"), 1, "{text}");
+    assert!(!text.contains("retrying"), "{text}");
+    assert!(text.contains(&format!("cannot reach the Kubernetes API server at {server}")), "{text}");
+}
+
+/// The control: a server that accepts each connection and closes it without
+/// an answer is a lost connection, which a read still retries. The listener
+/// counts the connections; the log counts the attempts.
+#[test]
+fn dropped_connection_is_retried() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = format!("https://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for sock in listener.incoming() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(sock);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let p = kubeconfig(dir.path(), &server);
+    let out = ippool().args(["status", "-v=6", "--kubeconfig"]).arg(&p).assert().code(2).get_output().clone();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let n = attempts(&out.stderr, "/version");
+    assert!(n > 1, "a lost connection on a read is retried: {text}");
+    assert_eq!(accepted.load(Ordering::SeqCst), n, "one connection per attempt: {text}");
+    assert_eq!(text.matches("(connection lost)").count(), n - 1, "{text}");
+}

@@ -1,6 +1,8 @@
 //! Safety holes: a rollback undoes only what the migration changed, and a
-//! drain leaves a node an administrator cordoned cordoned. One seed cluster
-//! for both, in order.
+//! drain leaves a node an administrator cordoned cordoned (one seed cluster
+//! for both, in order); the canary and the probe pass Pod Security
+//! `restricted`, and admission refusing the canary refuses the migration
+//! before anything is written (one seed cluster enforcing `restricted`).
 
 mod common;
 
@@ -97,4 +99,119 @@ fn rollback_and_drain_leave_alone_what_the_migration_did_not_change() {
         "jsonpath={.data.state\\.json}",
     ]);
     assert!(!record.contains("\"phase\": \"Done\""), "the record was closed: {record}");
+}
+
+const MIGRATE: &[&str] =
+    &["migrate", "--from", OLD, "--to", "10.1.0.0/16", "-n", "shop", "-l", "app=web", "--canary-per-node", "--yes"];
+
+/// What a refused migration must leave alone: every pool (name, resourceVersion,
+/// disabled), the migration record, canary namespaces.
+fn written_state(c: &TestCluster) -> String {
+    let pools = c.kubectl_ok(&[
+        "get",
+        IPPOOLS,
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.metadata.resourceVersion} {.spec.disabled}{\"\\n\"}{end}",
+    ]);
+    let record = c.kubectl(&["get", "configmap", "-n", "kube-system", "kubectl-ippool-migration", "-o", "name"]);
+    let canaries = c.kubectl_ok(&["get", "namespaces", "-l", "ippool.kubectl.io/canary", "-o", "name"]);
+    format!("pools:\n{pools}record: {}\ncanary namespaces: {canaries}", String::from_utf8_lossy(&record.stdout))
+}
+
+/// Would the API server admit a pod labelled as a canary (in kube-system,
+/// which Pod Security exempts, so only the test policy below can say no)?
+fn canary_label_admitted(c: &TestCluster) -> bool {
+    let out = c.kubectl(&[
+        "run",
+        "vap-check",
+        "-n",
+        "kube-system",
+        "--image=registry.k8s.io/pause:3.10",
+        "--labels=ippool.kubectl.io/canary=true",
+        "--restart=Never",
+        "--dry-run=server",
+    ]);
+    out.status.success()
+}
+
+/// A ValidatingAdmissionPolicy (and its binding) that denies every pod
+/// labelled as a canary, in every namespace.
+const NO_CANARY_POLICY: &str = r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: no-canary
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [""]
+      apiVersions: ["v1"]
+      operations: ["CREATE"]
+      resources: ["pods"]
+  validations:
+  - expression: "!has(object.metadata.labels) || !('ippool.kubectl.io/canary' in object.metadata.labels)"
+    message: "test policy: no canary pods"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: no-canary
+spec:
+  policyName: no-canary
+  validationActions: ["Deny"]
+"#;
+
+/// A cluster enforcing Pod Security `restricted` by default (kubesim
+/// `--pod-security restricted`: every namespace without its own label but
+/// kube-system; the seed workloads' namespaces are labelled privileged).
+#[test]
+fn canary_and_probe_pass_pod_security_restricted() {
+    let c = TestCluster::start(&["--scenario", "seed", "--pod-security", "restricted"]);
+    c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+
+    // 0. The flag bites: a pod without a securityContext (what the canary
+    // and the probe were) is refused in a fresh namespace, and in default.
+    c.kubectl_ok(&["create", "namespace", "psa-control"]);
+    for ns in ["psa-control", "default"] {
+        let out = c.kubectl(&["run", "plain", "-n", ns, "--image=registry.k8s.io/pause:3.10", "--restart=Never"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("violates PodSecurity \"restricted:latest\""), "{ns}: {err}");
+    }
+
+    // 1. verify --probe: a probe pod per node is admitted and gets an address.
+    let out = c.ippool(&["verify", "--probe", "--probe-per-node", "-o", "json"]).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    });
+    let probe = v["checks"].as_array().unwrap().iter().find(|c| c["code"] == "probe").unwrap();
+    assert_eq!(probe["status"], "PASS", "{probe:#}");
+    assert_eq!(v["probe"].as_array().unwrap().len(), 3, "{:#}", v["probe"]);
+
+    // 2. Admission that refuses the canary refuses the migration up front
+    // (server-side dry run), with the reason, and nothing is written.
+    let before = written_state(&c);
+    let policy = c.dir().join("no-canary.yaml");
+    std::fs::write(&policy, NO_CANARY_POLICY).unwrap();
+    c.kubectl_ok(&["apply", "-f", policy.to_str().unwrap()]);
+    c.wait_until("the test policy is in force", std::time::Duration::from_secs(30), || !canary_label_admitted(&c));
+    let out = c.ippool(MIGRATE).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("refusing to migrate default-ipv4-ippool: the canary could not run (nothing was changed)"),
+        "{err}"
+    );
+    assert!(err.contains("the API server refuses the canary pod (server-side dry run in namespace default)"), "{err}");
+    assert!(err.contains("test policy: no canary pods"), "{err}");
+    assert_eq!(written_state(&c), before, "a refused migration wrote something");
+    c.kubectl_ok(&["delete", "-f", policy.to_str().unwrap()]);
+    c.wait_until("the test policy is gone", std::time::Duration::from_secs(30), || canary_label_admitted(&c));
+
+    // 3. migrate: the dry run passes, and the canary pods (one per node, in
+    // their namespace enforcing restricted) get addresses from the new pool.
+    let text = run(&c, MIGRATE);
+    assert!(text.contains("Canary passed: 10.1."), "{text}");
+    assert_eq!(text.matches(" on kubesim-node-").count(), 3, "a canary per node: {text}");
+    assert!(text.contains("kept (disabled)"), "{text}");
+    c.assert_ipam_clean();
 }

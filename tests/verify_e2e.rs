@@ -165,11 +165,22 @@ fn seed_clean_then_each_failure_class() {
     let c = common::TestCluster::seed();
 
     // Clean: every check PASS or WARN (the seed pool lies outside the
-    // cluster CIDR), exit 0, counts agree with calicoctl (0).
+    // cluster CIDR), exit 0, counts agree with calicoctl (0); with no pool
+    // named and no migration recorded, the target and the old pool are
+    // NOT_CHECKED (an enabled pool is no evidence of either), which is not
+    // a failure.
     let (v, code) = verify(&c, &[]);
     assert_eq!(code, 0, "clean seed cluster must pass: {:?}", failing(&v));
     assert!(failing(&v).is_empty());
     assert_eq!(status(&v, "poolOutsideClusterCidr"), "WARN");
+    for code in ["targetPool", "oldPoolRetired"] {
+        assert_eq!(status(&v, code), "NOT_CHECKED", "{:#}", check(&v, code));
+    }
+    assert_eq!(v["summary"]["notChecked"], 2, "{:#}", v["summary"]);
+    assert_eq!(v["result"], "WARN");
+    let not_checked: Vec<&Value> =
+        v["checks"].as_array().unwrap().iter().filter(|c| c["status"] == "NOT_CHECKED").collect();
+    assert_eq!(not_checked.len(), 2, "only those two: {not_checked:#?}");
     assert_eq!(v["ipam"]["calicoctlProblems"], 0);
     assert_agrees_with_calicoctl(&c, &v);
     // --strict turns that warning into exit 1.
@@ -179,6 +190,15 @@ fn seed_clean_then_each_failure_class() {
     let out = c.ippool(&["verify"]).output().unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.starts_with("CHECK") && table.contains("Leaked allocations"), "{table}");
+    for title in ["Target pool", "Old pool retired"] {
+        let row = table.lines().find(|l| l.starts_with(title)).unwrap_or_else(|| panic!("no {title} row: {table}"));
+        assert!(row.contains("NOT CHECKED") && !row.contains("PASS"), "{row}");
+    }
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(", 2 not checked;"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Probe: a pod per node gets an address from the enabled pool; its
     // namespace is gone afterwards and IPAM stays clean.

@@ -9,16 +9,20 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use kube::api::DeleteParams;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, PostParams};
 
 use super::testpods::{self, Creation, TestPods, Until, WaitError, TEST_POD_IMAGE};
 use super::Cluster;
 use super::COMPONENT;
 use crate::core::model::LABEL_MANAGED_BY;
-use crate::error::{Error, Result};
+use crate::error::{Error, KubeResultExt, Result};
 
 pub const CANARY_LABEL: &str = "ippool.kubectl.io/canary";
 pub const CANARY_NAMESPACE_PREFIX: &str = "kubectl-ippool-canary-";
+
+/// The existing namespace the preflight dry-runs the canary pod in.
+pub const DRY_RUN_NAMESPACE: &str = "default";
 
 /// The namespace a canary run uses (random suffix: no clash with a leftover).
 pub fn canary_namespace() -> String {
@@ -87,6 +91,60 @@ pub async fn run(
     Ok(out)
 }
 
+/// Would admission let the canary run? Asked before anything is written,
+/// with server-side dry runs (every admission plugin and webhook runs,
+/// nothing is stored): create the canary namespace as the canary will (its
+/// labels, Pod Security `restricted` included), and create the canary pod in
+/// namespace `default`, because the dry-run namespace is not stored and so
+/// cannot hold a dry-run pod. What the pod's dry run covers: admission that
+/// judges the pod itself (Pod Security at `default`'s level, the cluster
+/// default when `default` has no label; validating webhooks and admission
+/// policies that match `default`; ServiceAccount, LimitRange). Not covered:
+/// a policy that matches only the canary namespace and not `default`. The
+/// canary namespace enforces `restricted`, which the pod passes by
+/// construction (see `testpods`).
+///
+/// Returns the refusals (empty: admitted). A `default` namespace that does
+/// not exist leaves the pod unchecked, with a warning.
+pub async fn admission_dry_run(cluster: &Cluster) -> Result<Vec<String>> {
+    let dry = PostParams { dry_run: true, ..Default::default() };
+    let mut refusals = Vec::new();
+    let ns = canary_namespace();
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+    match namespaces.create(&dry, &testpods::namespace(&ns, &canary_namespace_labels())).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if refusal(s.code) => refusals.push(format!(
+            "the API server refuses the canary namespace (server-side dry run of namespace {ns}): {}",
+            s.message
+        )),
+        Err(e) => return Err(e).op("create (dry run)", "namespaces", None),
+    }
+    let spec = canary_pods();
+    let mut pod = spec.pod(&spec.targets(None)[0]);
+    pod.metadata.name = None;
+    pod.metadata.generate_name = Some(CANARY_NAMESPACE_PREFIX.to_string());
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), DRY_RUN_NAMESPACE);
+    match pods.create(&dry, &pod).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 && s.message.contains("namespaces") => tracing::warn!(
+            "namespace {DRY_RUN_NAMESPACE} does not exist: whether admission lets the canary pod run is not checked before the old pool is disabled"
+        ),
+        Err(kube::Error::Api(s)) if refusal(s.code) => refusals.push(format!(
+            "the API server refuses the canary pod (server-side dry run in namespace {DRY_RUN_NAMESPACE}): {}",
+            s.message
+        )),
+        Err(e) => return Err(e).op("create (dry run)", "pods", Some(DRY_RUN_NAMESPACE)),
+    }
+    Ok(refusals)
+}
+
+/// Whether an API error answering a dry run is a refusal (admission,
+/// validation, a failing webhook, permissions) rather than a server that
+/// could not answer now (401, and 429/503/504 left after the retries).
+fn refusal(code: u16) -> bool {
+    !matches!(code, 401 | 429 | 503 | 504)
+}
+
 /// Delete one canary namespace (not waiting for it to go).
 pub async fn cleanup(cluster: &Cluster, ns: &str) {
     if let Err(e) = testpods::delete_namespace(cluster, ns, &DeleteParams::default()).await {
@@ -134,15 +192,25 @@ mod tests {
     }
 
     /// The pod and namespace are the objects the hand-written JSON of the
-    /// canary built before `testpods` existed.
+    /// canary built before `testpods` existed, plus what Pod Security
+    /// `restricted` asks (securityContext, the namespace's enforce label)
+    /// and the linux nodeSelector.
     #[test]
     fn same_objects_as_before() {
-        use k8s_openapi::api::core::v1::{Namespace, Pod};
         use serde_json::json;
         let spec = canary_pods();
         for (i, node) in [None, Some("n1")].into_iter().enumerate() {
             let mut ps = json!({
-                "containers": [{"name": "canary", "image": "registry.k8s.io/pause:3.10"}],
+                "containers": [{
+                    "name": "canary",
+                    "image": "registry.k8s.io/pause:3.10",
+                    "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}
+                }],
+                "securityContext": {
+                    "runAsNonRoot": true, "runAsUser": 65535, "runAsGroup": 65535,
+                    "seccompProfile": {"type": "RuntimeDefault"}
+                },
+                "nodeSelector": {"kubernetes.io/os": "linux"},
                 "terminationGracePeriodSeconds": 0,
                 "restartPolicy": "Never",
                 "tolerations": [{"operator": "Exists"}]
@@ -158,9 +226,11 @@ mod tests {
             let t = testpods::Target { name, node: node.map(str::to_string) };
             assert_eq!(spec.pod(&t), old);
         }
-        let old: Namespace = serde_json::from_value(
-            json!({"metadata": {"name": "ns", "labels": {CANARY_LABEL: "true", "app.kubernetes.io/managed-by": COMPONENT}}}),
-        )
+        let old: Namespace = serde_json::from_value(json!({"metadata": {"name": "ns", "labels": {
+            CANARY_LABEL: "true",
+            "app.kubernetes.io/managed-by": COMPONENT,
+            "pod-security.kubernetes.io/enforce": "restricted"
+        }}}))
         .unwrap();
         assert_eq!(testpods::namespace("ns", &canary_namespace_labels()), old);
     }

@@ -151,9 +151,11 @@ impl Cluster {
         let server = config.cluster_url.to_string().trim_end_matches('/').to_string();
         let builder = kube::client::ClientBuilder::try_from(config)
             .map_err(|e| Error::Kubeconfig(format!("context {context:?}: {}", root_cause(&e))))?;
-        // Count requests so `migrate` can report API requests per pod moved.
+        // Count requests so `migrate` can report API requests per pod moved,
+        // and log each attempt at -v=6 (as kubectl logs its requests).
         let counting = tower::util::MapRequestLayer::new(|req: http::Request<kube::client::Body>| {
-            REQUESTS.fetch_add(1, Ordering::Relaxed);
+            let n = REQUESTS.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::trace!("API request {n}: {} {}", req.method(), req.uri());
             if req.method() != http::Method::GET {
                 WRITES.fetch_add(1, Ordering::Relaxed);
             }

@@ -172,14 +172,24 @@ mod tests {
     }
 
     /// The pod is the object the hand-written JSON of the probe built
-    /// before `testpods` existed.
+    /// before `testpods` existed, plus what Pod Security `restricted` asks
+    /// (securityContext) and the linux nodeSelector.
     #[test]
     fn same_pod_as_before() {
         use k8s_openapi::api::core::v1::Pod;
         use kube::api::ObjectMeta;
         for node in [None, Some("node-1")] {
             let ps = serde_json::json!({
-                "containers": [{"name": "pause", "image": "img"}],
+                "containers": [{
+                    "name": "pause",
+                    "image": "img",
+                    "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}
+                }],
+                "securityContext": {
+                    "runAsNonRoot": true, "runAsUser": 65535, "runAsGroup": 65535,
+                    "seccompProfile": {"type": "RuntimeDefault"}
+                },
+                "nodeSelector": {"kubernetes.io/os": "linux"},
                 "nodeName": node,
                 "restartPolicy": "Never",
                 "terminationGracePeriodSeconds": 0,

@@ -1,10 +1,14 @@
-//! Retries of API requests that are safe to repeat: the server said it did
-//! not process them (429, 503, 504: any method), or the request only reads
-//! (GET/HEAD, SelfSubjectAccessReviews) and failed with a 500, 502, 409 or a
-//! lost connection. A write that failed any other way is not repeated blindly:
-//! the error is reported and the migration record lets a re-run resume.
-//! Evictions are never retried here: their 429 means "a PDB forbids it now"
-//! and the movers show and handle it.
+//! Retries of API requests that are safe to repeat and can succeed: the
+//! server said it did not process them (429, 503, 504: any method), or the
+//! request only reads (GET/HEAD, SelfSubjectAccessReviews) and failed with a
+//! 500, 502, 409 or a lost connection. A write that failed any other way is
+//! not repeated blindly: the error is reported and the migration record lets
+//! a re-run resume. Evictions are never retried here: their 429 means "a PDB
+//! forbids it now" and the movers show and handle it. A refused connection
+//! (nothing listens at the address: a wrong port, a stopped server) is never
+//! retried: the command fails at once instead of backing off for seconds
+//! against a closed port. Waits (watch.rs) re-establish their watch on their
+//! own, so a server restart during a wait is still ridden out.
 
 use std::time::Duration;
 
@@ -27,23 +31,62 @@ impl SafeRetry {
     }
 }
 
-/// Reads, and writes that only ask a question.
+/// Reads, and writes that only ask a question (SelfSubjectAccessReviews,
+/// server-side dry runs: nothing is stored, so repeating one is harmless).
 fn only_reads(req: &Request<Body>) -> bool {
     matches!(*req.method(), Method::GET | Method::HEAD)
         || (req.method() == Method::POST && req.uri().path().ends_with("/selfsubjectaccessreviews"))
+        || is_dry_run(req.uri().query())
+}
+
+/// A server-side dry run (`?dryRun=All`).
+fn is_dry_run(query: Option<&str>) -> bool {
+    query.is_some_and(|q| q.split('&').any(|kv| kv == "dryRun=All"))
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The server answered with this (non-success) status.
+    Status(StatusCode),
+    /// The connection was refused: nothing listens at the address. The
+    /// request never left, and a retry moments later meets the same closed port.
+    Refused,
+    /// The connection failed or dropped any other way (closed or reset
+    /// before an answer, TLS handshake cut, timeout): a write may or may not
+    /// have happened.
+    Lost,
+}
+
+/// Classify a transport error: `Refused` if any error in its source chain
+/// is an I/O error of kind ConnectionRefused, else `Lost`.
+pub fn classify(err: &(dyn std::error::Error + 'static)) -> Outcome {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
+            return Outcome::Refused;
+        }
+        cur = e.source();
+    }
+    Outcome::Lost
 }
 
 /// Whether a request may be retried after this outcome.
-pub fn retryable(method_reads: bool, path: &str, status: Option<StatusCode>) -> bool {
+pub fn retryable(method_reads: bool, path: &str, outcome: Outcome) -> bool {
     if path.ends_with("/eviction") {
         return false;
     }
-    match status {
-        Some(StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT) => true,
+    match outcome {
+        Outcome::Status(
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT,
+        ) => true,
         // A request that only reads can be repeated whatever went wrong on the server.
-        Some(StatusCode::INTERNAL_SERVER_ERROR | StatusCode::BAD_GATEWAY | StatusCode::CONFLICT) => method_reads,
-        Some(_) => false,
-        None => method_reads, // connection lost: a write may or may not have happened
+        Outcome::Status(StatusCode::INTERNAL_SERVER_ERROR | StatusCode::BAD_GATEWAY | StatusCode::CONFLICT) => {
+            method_reads
+        }
+        Outcome::Status(_) => false,
+        Outcome::Refused => false,
+        Outcome::Lost => method_reads, // a write may or may not have happened
     }
 }
 
@@ -58,7 +101,7 @@ impl<Res> tower::retry::Policy<Request<Body>, Response<Res>, tower::BoxError> fo
         if self.attempt >= MAX_RETRIES {
             return None;
         }
-        let (status, retry_after) = match result {
+        let (outcome, retry_after) = match result {
             Ok(r) if r.status().is_success() => return None,
             Ok(r) => {
                 let after = r
@@ -67,11 +110,11 @@ impl<Res> tower::retry::Policy<Request<Body>, Response<Res>, tower::BoxError> fo
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<u64>().ok())
                     .map(Duration::from_secs);
-                (Some(r.status()), after)
+                (Outcome::Status(r.status()), after)
             }
-            Err(_) => (None, None),
+            Err(e) => (classify(e.as_ref()), None),
         };
-        if !retryable(only_reads(req), req.uri().path(), status) {
+        if !retryable(only_reads(req), req.uri().path(), outcome) {
             return None;
         }
         let wait = self.delay(retry_after);
@@ -80,7 +123,10 @@ impl<Res> tower::retry::Policy<Request<Body>, Response<Res>, tower::BoxError> fo
             "retrying {} {} after {wait:?} ({})",
             req.method(),
             req.uri().path(),
-            status.map(|s| s.to_string()).unwrap_or_else(|| "connection lost".into())
+            match outcome {
+                Outcome::Status(s) => s.to_string(),
+                _ => "connection lost".into(),
+            }
         );
         Some(tokio::time::sleep(wait))
     }
@@ -105,15 +151,65 @@ mod tests {
 
     #[test]
     fn what_is_safe_to_retry() {
-        assert!(retryable(false, "/api/v1/namespaces/x/configmaps", Some(StatusCode::TOO_MANY_REQUESTS)));
-        assert!(retryable(false, "/apis/crd.projectcalico.org/v1/ippools", Some(StatusCode::SERVICE_UNAVAILABLE)));
-        assert!(!retryable(false, "/apis/crd.projectcalico.org/v1/ippools", Some(StatusCode::INTERNAL_SERVER_ERROR)));
-        assert!(!retryable(false, "/apis/crd.projectcalico.org/v1/ippools", None));
-        assert!(!retryable(false, "/apis/crd.projectcalico.org/v1/ippools/x", Some(StatusCode::CONFLICT)));
-        assert!(retryable(true, "/api/v1/pods", Some(StatusCode::INTERNAL_SERVER_ERROR)));
-        assert!(retryable(true, "/api/v1/pods", None));
-        assert!(retryable(true, "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", Some(StatusCode::CONFLICT)));
-        assert!(!retryable(true, "/api/v1/pods", Some(StatusCode::NOT_FOUND)));
-        assert!(!retryable(false, "/api/v1/namespaces/shop/pods/web-1/eviction", Some(StatusCode::TOO_MANY_REQUESTS)));
+        use Outcome::{Lost, Refused, Status};
+        assert!(retryable(false, "/api/v1/namespaces/x/configmaps", Status(StatusCode::TOO_MANY_REQUESTS)));
+        assert!(retryable(false, "/apis/crd.projectcalico.org/v1/ippools", Status(StatusCode::SERVICE_UNAVAILABLE)));
+        assert!(!retryable(false, "/apis/crd.projectcalico.org/v1/ippools", Status(StatusCode::INTERNAL_SERVER_ERROR)));
+        assert!(!retryable(false, "/apis/crd.projectcalico.org/v1/ippools", Lost));
+        assert!(!retryable(false, "/apis/crd.projectcalico.org/v1/ippools/x", Status(StatusCode::CONFLICT)));
+        assert!(retryable(true, "/api/v1/pods", Status(StatusCode::INTERNAL_SERVER_ERROR)));
+        assert!(retryable(true, "/api/v1/pods", Lost));
+        assert!(!retryable(true, "/api/v1/pods", Refused), "a refused connection cannot succeed on retry");
+        assert!(!retryable(false, "/api/v1/pods", Refused));
+        assert!(retryable(
+            true,
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            Status(StatusCode::CONFLICT)
+        ));
+        assert!(!retryable(true, "/api/v1/pods", Status(StatusCode::NOT_FOUND)));
+        assert!(!retryable(
+            false,
+            "/api/v1/namespaces/shop/pods/web-1/eviction",
+            Status(StatusCode::TOO_MANY_REQUESTS)
+        ));
+    }
+
+    #[test]
+    fn a_dry_run_only_reads() {
+        assert!(is_dry_run(Some("dryRun=All")));
+        assert!(is_dry_run(Some("fieldManager=x&dryRun=All")));
+        assert!(!is_dry_run(Some("dryRun=None")) && !is_dry_run(Some("xdryRun=All")) && !is_dry_run(None));
+        let req = |uri: &str| Request::builder().method(Method::POST).uri(uri).body(Body::empty()).unwrap();
+        assert!(only_reads(&req("/api/v1/namespaces/default/pods?&dryRun=All")));
+        assert!(!only_reads(&req("/api/v1/namespaces/default/pods")));
+    }
+
+    /// The error of a real request through kube's client (hyper-util's
+    /// connector, rustls) to `server`, with no retries.
+    async fn real_error(server: &str) -> kube::Error {
+        let mut cfg = kube::Config::new(server.parse().unwrap());
+        cfg.accept_invalid_certs = true;
+        cfg.default_retry = false;
+        let client = kube::Client::try_from(cfg).unwrap();
+        client.apiserver_version().await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_refused_a_dropped_connection_is_lost() {
+        // A port nobody listens on: bind one, then let it go.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let e = real_error(&format!("https://127.0.0.1:{port}")).await;
+        assert_eq!(classify(&e), Outcome::Refused, "{e:?}");
+
+        // A server that accepts and closes at once: the connection is lost, not refused.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for sock in listener.incoming() {
+                drop(sock);
+            }
+        });
+        let e = real_error(&format!("https://{addr}")).await;
+        assert_eq!(classify(&e), Outcome::Lost, "{e:?}");
     }
 }

@@ -7,24 +7,43 @@
 //! Calico's sandbox error included). What they check, their names, labels,
 //! messages and Ctrl-C handling stay with them; where they create or clean
 //! up differently today, that is a parameter here.
+//!
+//! Every test pod passes the Pod Security Standard `restricted` (non-root
+//! UID 65535, seccomp RuntimeDefault, no privilege escalation, no
+//! capabilities) and selects linux nodes, and its namespace is labelled to
+//! enforce `restricted`: a cluster enforcing Pod Security admits it wherever
+//! it is sent.
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, ServiceAccount, Toleration};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, Namespace, Pod, PodSecurityContext, PodSpec, SeccompProfile, SecurityContext,
+    ServiceAccount, Toleration,
+};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::ResourceExt;
 
 use super::Cluster;
+use crate::core::model::LABEL_NODE_OS;
 use crate::error::{KubeResultExt, Result};
 
 /// The image of every test pod: it never needs to run, only to get an
 /// address. The canary always uses it; it is the default of
 /// `verify --probe-image`.
 pub const TEST_POD_IMAGE: &str = "registry.k8s.io/pause:3.10";
+
+/// The UID and GID test pods run as: not root (Pod Security `restricted`
+/// needs runAsNonRoot), the pause image's own `nobody` user.
+pub const TEST_POD_UID: i64 = 65535;
+
+/// The Pod Security admission label the test pods' namespace carries, and
+/// its level.
+pub const PSA_ENFORCE_LABEL: &str = "pod-security.kubernetes.io/enforce";
+pub const PSA_LEVEL: &str = "restricted";
 
 /// What a run's test pods share: `targets` names them, `pod` builds one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +82,8 @@ impl TestPods {
     }
 
     /// The pod for one target. It must run wherever it is sent, cordoned
-    /// or tainted nodes included, and go at once when deleted.
+    /// or tainted nodes included, be admitted under Pod Security
+    /// `restricted`, and go at once when deleted.
     pub fn pod(&self, target: &Target) -> Pod {
         Pod {
             metadata: ObjectMeta {
@@ -75,8 +95,21 @@ impl TestPods {
                 containers: vec![Container {
                     name: self.container.to_string(),
                     image: Some(self.image.clone()),
+                    security_context: Some(SecurityContext {
+                        allow_privilege_escalation: Some(false),
+                        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }],
+                security_context: Some(PodSecurityContext {
+                    run_as_non_root: Some(true),
+                    run_as_user: Some(TEST_POD_UID),
+                    run_as_group: Some(TEST_POD_UID),
+                    seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+                    ..Default::default()
+                }),
+                node_selector: Some(BTreeMap::from([(LABEL_NODE_OS.to_string(), "linux".to_string())])),
                 node_name: target.node.clone(),
                 restart_policy: Some("Never".into()),
                 termination_grace_period_seconds: Some(0),
@@ -102,10 +135,14 @@ pub struct Creation {
     pub default_service_account: bool,
 }
 
-/// The throwaway namespace object.
+/// The throwaway namespace object: `labels` plus the Pod Security label
+/// enforcing `restricted` (the test pods pass it; whatever the cluster's
+/// default level, the namespace asks for exactly that).
 pub fn namespace(ns: &str, labels: &BTreeMap<String, String>) -> Namespace {
+    let mut labels = labels.clone();
+    labels.insert(PSA_ENFORCE_LABEL.to_string(), PSA_LEVEL.to_string());
     Namespace {
-        metadata: ObjectMeta { name: Some(ns.to_string()), labels: Some(labels.clone()), ..Default::default() },
+        metadata: ObjectMeta { name: Some(ns.to_string()), labels: Some(labels), ..Default::default() },
         ..Default::default()
     }
 }
@@ -303,7 +340,12 @@ mod tests {
         assert!(pod.metadata.namespace.is_none(), "the Api sets the namespace");
         let spec = pod.spec.unwrap();
         assert_eq!(spec.node_name.as_deref(), Some("n1"));
-        assert!(spec.node_selector.is_none() && spec.affinity.is_none(), "pinned by nodeName only");
+        assert!(spec.affinity.is_none(), "pinned by nodeName");
+        assert_eq!(
+            spec.node_selector,
+            Some(BTreeMap::from([("kubernetes.io/os".to_string(), "linux".to_string())])),
+            "linux nodes only"
+        );
         assert_eq!(spec.containers.len(), 1);
         assert_eq!(spec.containers[0].name, "c");
         assert_eq!(spec.containers[0].image.as_deref(), Some("example/img:1"));
@@ -328,7 +370,18 @@ mod tests {
         assert_eq!(
             v["spec"],
             serde_json::json!({
-                "containers": [{"name": "c", "image": "example/img:1"}],
+                "containers": [{
+                    "name": "c",
+                    "image": "example/img:1",
+                    "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}
+                }],
+                "securityContext": {
+                    "runAsNonRoot": true,
+                    "runAsUser": 65535,
+                    "runAsGroup": 65535,
+                    "seccompProfile": {"type": "RuntimeDefault"}
+                },
+                "nodeSelector": {"kubernetes.io/os": "linux"},
                 "restartPolicy": "Never",
                 "terminationGracePeriodSeconds": 0,
                 "automountServiceAccountToken": false,
@@ -342,8 +395,35 @@ mod tests {
         let labels = BTreeMap::from([("x".to_string(), "y".to_string())]);
         let n = namespace("ns-1", &labels);
         assert_eq!(n.metadata.name.as_deref(), Some("ns-1"));
-        assert_eq!(n.metadata.labels, Some(labels));
+        let mut want = labels.clone();
+        want.insert("pod-security.kubernetes.io/enforce".into(), "restricted".into());
+        assert_eq!(n.metadata.labels, Some(want));
         assert!(n.spec.is_none());
+    }
+
+    /// What Pod Security `restricted` (latest) asks of a pod, checked field by
+    /// field: kubesim's `--pod-security restricted` end-to-end test admits it.
+    #[test]
+    fn pod_passes_pod_security_restricted() {
+        for target in [Target { name: "t-0".into(), node: Some("n1".into()) }, Target { name: "t".into(), node: None }]
+        {
+            let spec = pods().pod(&target).spec.unwrap();
+            let psc = spec.security_context.as_ref().expect("pod securityContext");
+            assert_eq!(psc.run_as_non_root, Some(true));
+            assert!(psc.run_as_user.is_some_and(|u| u != 0), "a non-root UID");
+            assert_eq!(psc.seccomp_profile.as_ref().map(|p| p.type_.as_str()), Some("RuntimeDefault"));
+            assert!(spec.host_network.is_none() && spec.host_pid.is_none() && spec.host_ipc.is_none());
+            assert!(spec.volumes.is_none() && spec.init_containers.is_none());
+            for c in &spec.containers {
+                let sc = c.security_context.as_ref().expect("container securityContext");
+                assert_eq!(sc.allow_privilege_escalation, Some(false));
+                assert!(sc.privileged.is_none() && sc.run_as_user.is_none() && sc.run_as_non_root.is_none());
+                let caps = sc.capabilities.as_ref().unwrap();
+                assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+                assert!(caps.add.is_none());
+                assert!(c.ports.is_none());
+            }
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::cluster::snapshot::Snapshot;
 use crate::cluster::testpods::TEST_POD_IMAGE;
 use crate::cluster::{events, templates, Cluster};
 use crate::commands::flags::{parse_duration, KubeArgs};
-use crate::core::checks::{self, Check, Expectations, IpamFigures, Summary, VerifyInput};
+use crate::core::checks::{self, Check, Expectations, IpamFigures, Status, Summary, VerifyInput};
 use crate::core::cidr::parse_canonical;
 use crate::core::findings::Severity;
 use crate::core::model::ProbeOutcome;
@@ -85,14 +85,17 @@ pub struct VerifyArgs {
 /// result: PASS | WARN | FAIL      worst status (FAIL if --strict and any WARN)
 /// strict: bool
 /// checks: [ { code, name, category (pools|pods|ipam|probe),
-///             status (PASS|WARN|FAIL), message, objects: [string] } ]
-/// summary: { total, passed, warnings, failed }
+///             status (PASS|WARN|FAIL|NOT_CHECKED), message, objects: [string] } ]
+/// summary: { total, passed, warnings, failed, notChecked }
 /// ipam: { blocks, allocations, inUseIps, leakedIps, inUseNotInActivePool,
 ///         inUseWithoutAllocation, handlesWithoutIps, missingHandles,
 ///         multipleOwners, invalidBlocks, calicoctlProblems }
 /// probe: [ { pod, node, ip, error } ]   only with --probe
 /// ```
 /// Every check is always present (PASS when clean), in a fixed order.
+/// NOT_CHECKED (targetPool and oldPoolRetired when no pool is named and no
+/// migration is recorded) is neither a pass nor a failure: it does not
+/// change `result` or the exit code.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyReport {
@@ -147,7 +150,9 @@ pub async fn run(kube: &KubeArgs, args: &VerifyArgs) -> Result<u8> {
 
     let mut probe_outcomes = None;
     if args.probe {
-        let nodes = args.probe_per_node.then(|| snap.nodes.iter().map(|n| n.name.clone()).collect());
+        // Probe pods select linux nodes (a pod pinned elsewhere would be refused by the kubelet).
+        let nodes =
+            args.probe_per_node.then(|| snap.nodes.iter().filter(|n| n.is_linux()).map(|n| n.name.clone()).collect());
         let opts = ProbeOptions { image: args.probe_image.clone(), timeout: args.probe_timeout, nodes };
         if !printer.is_machine_readable() {
             printer.note("Starting probe pod(s)...");
@@ -189,12 +194,13 @@ pub fn summary_line(r: &VerifyReport) -> String {
     let s = &r.summary;
     let strict = if r.strict && s.warnings > 0 { " (--strict: warnings fail)" } else { "" };
     format!(
-        "verify {}: {} checks, {} passed, {} warning(s), {} failed{strict}; IPAM: {} allocations, {} problem(s) in calicoctl's terms",
+        "verify {}: {} checks, {} passed, {} warning(s), {} failed, {} not checked{strict}; IPAM: {} allocations, {} problem(s) in calicoctl's terms",
         status_label(r.result),
         s.total,
         s.passed,
         s.warnings,
         s.failed,
+        s.not_checked,
         r.ipam.allocations,
         r.ipam.calicoctl_problems
     )
@@ -216,7 +222,7 @@ pub fn render_text(r: &VerifyReport, wide: bool) -> String {
         .checks
         .iter()
         .map(|c| {
-            let mut row = vec![c.name.to_string(), status_label(c.status).to_string(), c.message.clone()];
+            let mut row = vec![c.name.to_string(), c.status.label().to_string(), c.message.clone()];
             if wide {
                 row.insert(1, c.code.to_string());
             }
@@ -228,9 +234,9 @@ pub fn render_text(r: &VerifyReport, wide: bool) -> String {
         let rows: Vec<Vec<String>> = r
             .checks
             .iter()
-            .filter(|c| c.status != Severity::Pass)
+            .filter(|c| c.status != Status::Pass)
             .flat_map(|c| {
-                c.objects.iter().map(move |o| vec![c.code.to_string(), status_label(c.status).to_string(), o.clone()])
+                c.objects.iter().map(move |o| vec![c.code.to_string(), c.status.label().to_string(), o.clone()])
             })
             .collect();
         if !rows.is_empty() {
@@ -252,15 +258,23 @@ mod tests {
                 code: "targetPool",
                 name: "Target pool",
                 category: Category::Pools,
-                status: Severity::Pass,
+                status: Status::Pass,
                 message: "new exists".into(),
+                objects: vec![],
+            },
+            Check {
+                code: "oldPoolRetired",
+                name: "Old pool retired",
+                category: Category::Pools,
+                status: Status::NotChecked,
+                message: "no old pool named (--from) and no migration recorded".into(),
                 objects: vec![],
             },
             Check {
                 code: "pinnedToRetiredPool",
                 name: "Pool pins",
                 category: Category::Pods,
-                status: Severity::Fail,
+                status: Status::Fail,
                 message: "1 object(s) are pinned".into(),
                 objects: vec!["Namespace legacy".into()],
             },
@@ -281,14 +295,16 @@ mod tests {
     fn table_and_wide_table() {
         let r = report();
         insta::assert_snapshot!(render_text(&r, false), @r"
-        CHECK         STATUS   DETAILS
-        Target pool   PASS     new exists
-        Pool pins     FAIL     1 object(s) are pinned
+        CHECK              STATUS        DETAILS
+        Target pool        PASS          new exists
+        Old pool retired   NOT CHECKED   no old pool named (--from) and no migration recorded
+        Pool pins          FAIL          1 object(s) are pinned
         ");
         insta::assert_snapshot!(render_text(&r, true), @r"
-        CHECK         CODE                  STATUS   DETAILS
-        Target pool   targetPool            PASS     new exists
-        Pool pins     pinnedToRetiredPool   FAIL     1 object(s) are pinned
+        CHECK              CODE                  STATUS        DETAILS
+        Target pool        targetPool            PASS          new exists
+        Old pool retired   oldPoolRetired        NOT CHECKED   no old pool named (--from) and no migration recorded
+        Pool pins          pinnedToRetiredPool   FAIL          1 object(s) are pinned
 
         CODE                  STATUS   OBJECT
         pinnedToRetiredPool   FAIL     Namespace legacy
@@ -301,12 +317,19 @@ mod tests {
         assert_eq!(v["kind"], "IPPoolVerify");
         assert_eq!(v["result"], "FAIL");
         assert_eq!(v["summary"]["failed"], 1);
-        assert_eq!(v["checks"][1]["code"], "pinnedToRetiredPool");
-        assert_eq!(v["checks"][1]["status"], "FAIL");
-        assert_eq!(v["checks"][1]["category"], "pods");
-        assert_eq!(v["checks"][1]["objects"][0], "Namespace legacy");
+        assert_eq!(v["summary"]["notChecked"], 1);
+        assert_eq!(v["checks"][1]["status"], "NOT_CHECKED");
+        assert_eq!(v["checks"][2]["code"], "pinnedToRetiredPool");
+        assert_eq!(v["checks"][2]["status"], "FAIL");
+        assert_eq!(v["checks"][2]["category"], "pods");
+        assert_eq!(v["checks"][2]["objects"][0], "Namespace legacy");
         assert_eq!(v["ipam"]["calicoctlProblems"], 0);
         assert!(v.get("probe").is_none());
-        assert!(summary_line(&report()).starts_with("verify FAIL: 2 checks, 1 passed, 0 warning(s), 1 failed"));
+        assert!(
+            summary_line(&report())
+                .starts_with("verify FAIL: 3 checks, 1 passed, 0 warning(s), 1 failed, 1 not checked;"),
+            "{}",
+            summary_line(&report())
+        );
     }
 }

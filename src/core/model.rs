@@ -16,6 +16,9 @@ pub const ANNOT_IPV4POOLS: &str = "cni.projectcalico.org/ipv4pools";
 pub const ANNOT_IPV6POOLS: &str = "cni.projectcalico.org/ipv6pools";
 pub const ANNOT_IPADDRS: &str = "cni.projectcalico.org/ipAddrs";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+
+/// The node label naming its operating system (every kubelet sets it).
+pub const LABEL_NODE_OS: &str = "kubernetes.io/os";
 pub const OPERATOR_MANAGER: &str = "tigera-operator";
 
 /// Encapsulation mode of a pool (`ipipMode` / `vxlanMode`).
@@ -246,6 +249,14 @@ pub struct NodeInfo {
     /// Tunnel addresses from calico-node's annotations (IPIP, VXLAN, WireGuard).
     pub tunnel_ips: Vec<IpAddr>,
     pub unschedulable: bool,
+}
+
+impl NodeInfo {
+    /// A linux node (label `kubernetes.io/os: linux`): where test pods,
+    /// linux pods selecting linux nodes, can run.
+    pub fn is_linux(&self) -> bool {
+        self.labels.get(LABEL_NODE_OS).is_some_and(|os| os == "linux")
+    }
 }
 
 /// One allocated address of an IPAMBlock.

@@ -2,7 +2,8 @@
 //! outage, resumably.
 //!
 //! `run` reads as four steps: plan (pure, `core::plan`) → preflight
-//! (blockers, permissions) → confirm → execute. Execution (`phases`) walks
+//! (blockers, permissions, a dry run of the canary through admission) →
+//! confirm → execute. Execution (`phases`) walks
 //! the phases of `core::state::Phase`; after each one the record in
 //! ConfigMap kube-system/kubectl-ippool-migration is updated, so a re-run of
 //! the same command (after Ctrl-C, a crash or SIGKILL) continues at the
@@ -181,7 +182,7 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
     }
     show_plan(printer, cluster, &plan, opts, record.as_ref().map(|r| r.phase))?;
 
-    // 2. Preflight: blockers, then permissions.
+    // 2. Preflight: blockers, then permissions, then admission of the canary.
     if !plan.blockers.is_empty() {
         return Err(Error::refused(
             format!("migrate {} until these are fixed (nothing was changed)", opts.from),
@@ -193,6 +194,17 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
         return Ok(());
     }
     access::check(cluster, &permissions_needed(calico, &plan, opts)).await?;
+    // Admission must let the canary run: found out now, not after the old
+    // pool is disabled (a run resumed past the canary does not start one).
+    if record.as_ref().is_none_or(|r| r.phase < Phase::CanaryPassed) {
+        let refusals = canary::admission_dry_run(cluster).await?;
+        if !refusals.is_empty() {
+            return Err(Error::refused(
+                format!("migrate {}: the canary could not run (nothing was changed)", opts.from),
+                refusals,
+            ));
+        }
+    }
 
     // 3. Confirm.
     let question = format!(

@@ -152,7 +152,8 @@ async fn phase_canary(ctx: &Ctx<'_>, plan: &Plan, facts: &Facts, state: &mut Mig
         *g = Some(ns.clone());
     }
     let nodes: Vec<String> = if ctx.opts.canary_per_node {
-        facts.snap.nodes.iter().filter(|n| !n.unschedulable).map(|n| n.name.clone()).collect()
+        // Canary pods select linux nodes; a pod pinned elsewhere would be refused by the kubelet.
+        facts.snap.nodes.iter().filter(|n| !n.unschedulable && n.is_linux()).map(|n| n.name.clone()).collect()
     } else {
         vec![]
     };

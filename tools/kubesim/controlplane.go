@@ -92,6 +92,8 @@ type cpConfig struct {
 	serviceCIDR string
 	clusterCIDR string
 	verbose     bool
+	// admissionConfig: --admission-control-config-file (Pod Security defaults), if any.
+	admissionConfig string
 }
 
 func componentLogFlags(verbose bool) []string {
@@ -131,6 +133,9 @@ func startAPIServer(ctx context.Context, c *cpConfig, errCh chan<- error) error 
 		"--max-mutating-requests-inflight=1000",
 		"--profiling=false",
 		"--http2-max-streams-per-connection=5000",
+	}
+	if c.admissionConfig != "" {
+		args = append(args, "--admission-control-config-file="+c.admissionConfig)
 	}
 	args = append(args, strings.Fields(os.Getenv("KUBESIM_APISERVER_ARGS"))...)
 	if err := fs.Parse(args); err != nil {

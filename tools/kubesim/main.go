@@ -53,6 +53,7 @@ type flags struct {
 	pprofAddr      string
 	faultProxy     bool
 	omit           string
+	podSecurity    string
 }
 
 var startTime = time.Now()
@@ -78,9 +79,14 @@ func main() {
 	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this loopback address (debugging)")
 	fs.BoolVar(&f.faultProxy, "fault-proxy", false, "also serve a fault-injecting HTTPS proxy in front of kube-apiserver (DIR/kubeconfig-faulty, DIR/faults.json)")
 	fs.StringVar(&f.omit, "omit", "", "realistic scenario: comma-separated workloads to leave out ("+strings.Join(realisticWorkloads, ",")+"), e.g. --omit single")
+	fs.StringVar(&f.podSecurity, "pod-security", "", "enforce this Pod Security Standard (privileged|baseline|restricted) in every namespace without its own label; kube-system is exempt and the scenario namespaces are labelled privileged")
 	_ = fs.Parse(os.Args[1:])
 	if f.dir == "" {
 		fmt.Fprintln(os.Stderr, "kubesim: --dir is required")
+		os.Exit(2)
+	}
+	if err := validPodSecurityLevel(f.podSecurity); err != nil {
+		fmt.Fprintf(os.Stderr, "kubesim: %v\n", err)
 		os.Exit(2)
 	}
 	if _, err := parseOmit(f.scenario, f.omit); err != nil {
@@ -192,6 +198,11 @@ func run(f *flags) error {
 		return err
 	}
 	cp := &cpConfig{dir: dir, pki: p, etcdURL: etcdURL, port: port, serviceCIDR: sc.serviceCIDR, clusterCIDR: sc.clusterCIDR, verbose: f.verbose}
+	if f.podSecurity != "" {
+		if cp.admissionConfig, err = writeAdmissionConfig(dir, f.podSecurity); err != nil {
+			return err
+		}
+	}
 	errCh := make(chan error, 8)
 	apiDone := make(chan error, 1)
 	if err := startAPIServer(ctx, cp, apiDone); err != nil {
@@ -207,7 +218,11 @@ func run(f *flags) error {
 	if err := waitAPIServer(ctx, kube, apiDone); err != nil {
 		return err
 	}
-	logf("kube-apiserver ready at %s", server)
+	if f.podSecurity != "" {
+		logf("kube-apiserver ready at %s (Pod Security %s enforced by default, %s)", server, f.podSecurity, cp.admissionConfig)
+	} else {
+		logf("kube-apiserver ready at %s", server)
+	}
 	var proxyURL string
 	if f.faultProxy {
 		var stopProxy func()

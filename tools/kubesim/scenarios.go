@@ -50,8 +50,14 @@ func ignoreExists(err error) error {
 	return err
 }
 
+// ns creates a scenario namespace. With --pod-security it is labelled enforce=privileged: the
+// scenario workloads (no securityContext, a hostNetwork pod) are not what the flag tests.
 func (s *seeder) ns(ctx context.Context, name string, anns map[string]string) error {
-	_, err := s.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: anns}}, metav1.CreateOptions{})
+	var labels map[string]string
+	if s.opts.podSecurity != "" {
+		labels = map[string]string{labelPSAEnforce: "privileged"}
+	}
+	_, err := s.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: anns, Labels: labels}}, metav1.CreateOptions{})
 	return ignoreExists(err)
 }
 

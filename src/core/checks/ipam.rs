@@ -317,7 +317,7 @@ pub fn ipam_checks(input: &VerifyInput) -> (Vec<Check>, IpamFigures) {
 mod tests {
     use super::*;
     use crate::core::checks::fixtures::*;
-    use crate::core::checks::overall;
+    use crate::core::checks::{overall, Status};
     use crate::core::inventory::tests::{block, pod};
     use crate::core::inventory::Inventory;
     use crate::core::model::*;
@@ -353,7 +353,7 @@ mod tests {
         assert_eq!(check(&cs, "ipsWithoutAllocation").objects, vec!["Pod shop/unalloc (10.1.0.40)"]);
         assert_eq!(check(&cs, "handlesWithoutIps").objects, vec!["IPAMHandle k8s-pod-network.orphan"]);
         assert_eq!(check(&cs, "missingHandles").objects, vec!["IPAMHandle k8s-pod-network.gone"]);
-        assert_eq!(check(&cs, "duplicateIps").status, Severity::Fail);
+        assert_eq!(check(&cs, "duplicateIps").status, Status::Fail);
         assert_eq!(fig.leaked_ips, 1);
         assert_eq!(fig.in_use_not_in_active_pool, 1);
         assert_eq!(fig.in_use_without_allocation, 1);
@@ -379,7 +379,7 @@ mod tests {
         let (cs, fig) = w.run();
         assert_eq!(fig.leaked_ips, 0);
         let c = check(&cs, "allocationOwnerMismatch");
-        assert_eq!(c.status, Severity::Warn);
+        assert_eq!(c.status, Status::Warn);
         assert!(c.objects[0].contains("pod shop/someone-else"));
         assert_eq!(overall(&cs, false), Severity::Warn);
         assert_eq!(overall(&cs, true), Severity::Fail);
@@ -406,7 +406,7 @@ mod tests {
         w.inv = Inventory::build(w.inv.pools.clone(), w.inv.pods.clone(), w.inv.ipam.clone());
         let (cs, _) = w.run();
         let c = check(&cs, "affinityForMissingNode");
-        assert_eq!(c.status, Severity::Fail);
+        assert_eq!(c.status, Status::Fail);
         assert_eq!(
             c.objects,
             vec![
@@ -418,7 +418,7 @@ mod tests {
             check(&cs, "affinityForDeletedPool").objects,
             vec!["BlockAffinity node-0-172-30-0-0-26 (172.30.0.0/26 on node-0)"]
         );
-        assert_eq!(check(&cs, "affinityPendingDeletion").status, Severity::Warn);
+        assert_eq!(check(&cs, "affinityPendingDeletion").status, Status::Warn);
     }
 
     #[test]
@@ -433,7 +433,7 @@ mod tests {
             check(&cs, "blocksOutsidePools").objects,
             vec!["IPAMBlock 172-30-0-0-26 (172.30.0.0/26, 0 allocation(s))"]
         );
-        assert_eq!(check(&cs, "invalidBlocks").status, Severity::Fail);
+        assert_eq!(check(&cs, "invalidBlocks").status, Status::Fail);
         assert_eq!(fig.invalid_blocks, 1);
     }
 }

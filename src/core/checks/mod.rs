@@ -1,5 +1,7 @@
 //! The checks of `verify`: plain data in, a list of PASS/WARN/FAIL results
-//! out, each naming the objects at fault.
+//! out, each naming the objects at fault; a check that has nothing to check
+//! against (no target or old pool named, none recorded) says NOT_CHECKED,
+//! never PASS.
 //!
 //! Every check is always present in the result (PASS when clean) so the
 //! output has a stable shape for scripts. The IPAM checks classify problems
@@ -36,6 +38,53 @@ pub enum Category {
     Probe,
 }
 
+/// A check's outcome: a finding's severity, or "not checked" when there was
+/// nothing to check against. NOT_CHECKED is neither a pass nor a failure:
+/// it counts towards neither, and never changes the result or exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Status {
+    #[serde(rename = "NOT_CHECKED")]
+    NotChecked,
+    #[serde(rename = "PASS")]
+    Pass,
+    #[serde(rename = "WARN")]
+    Warn,
+    #[serde(rename = "FAIL")]
+    Fail,
+}
+
+impl Status {
+    /// The severity this outcome counts as; None for NOT_CHECKED.
+    pub fn severity(self) -> Option<Severity> {
+        match self {
+            Status::NotChecked => None,
+            Status::Pass => Some(Severity::Pass),
+            Status::Warn => Some(Severity::Warn),
+            Status::Fail => Some(Severity::Fail),
+        }
+    }
+
+    /// The STATUS column: `NOT CHECKED`, `PASS`, `WARN`, `FAIL`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::NotChecked => "NOT CHECKED",
+            Status::Pass => "PASS",
+            Status::Warn => "WARN",
+            Status::Fail => "FAIL",
+        }
+    }
+}
+
+impl From<Severity> for Status {
+    fn from(s: Severity) -> Status {
+        match s {
+            Severity::Pass => Status::Pass,
+            Severity::Warn => Status::Warn,
+            Severity::Fail => Status::Fail,
+        }
+    }
+}
+
 /// One check and its outcome.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -45,7 +94,7 @@ pub struct Check {
     /// Short human title, shown in the CHECK column.
     pub name: &'static str,
     pub category: Category,
-    pub status: Severity,
+    pub status: Status,
     pub message: String,
     /// Every object at fault (`Pod shop/web-1`, `IPAMBlock 192-168-0-0-26`).
     pub objects: Vec<String>,
@@ -53,7 +102,19 @@ pub struct Check {
 
 impl Check {
     fn new(def: CheckDef, status: Severity, message: impl Into<String>, objects: Vec<String>) -> Check {
-        Check { code: def.code, name: def.title, category: def.category, status, message: message.into(), objects }
+        Check {
+            code: def.code,
+            name: def.title,
+            category: def.category,
+            status: status.into(),
+            message: message.into(),
+            objects,
+        }
+    }
+
+    /// NOT_CHECKED: `message` says why there was nothing to check against.
+    fn not_checked(def: CheckDef, message: impl Into<String>) -> Check {
+        Check { status: Status::NotChecked, ..Check::new(def, Severity::Pass, message, vec![]) }
     }
 
     /// PASS with `message` and no objects.
@@ -223,23 +284,26 @@ pub struct Summary {
     pub passed: usize,
     pub warnings: usize,
     pub failed: usize,
+    pub not_checked: usize,
 }
 
 pub fn summarize(checks: &[Check]) -> Summary {
     let mut s = Summary { total: checks.len(), ..Default::default() };
     for c in checks {
         match c.status {
-            Severity::Pass => s.passed += 1,
-            Severity::Warn => s.warnings += 1,
-            Severity::Fail => s.failed += 1,
+            Status::NotChecked => s.not_checked += 1,
+            Status::Pass => s.passed += 1,
+            Status::Warn => s.warnings += 1,
+            Status::Fail => s.failed += 1,
         }
     }
     s
 }
 
-/// The overall result; `--strict` counts warnings as failures.
+/// The overall result (NOT_CHECKED counts as nothing); `--strict` counts
+/// warnings as failures.
 pub fn overall(checks: &[Check], strict: bool) -> Severity {
-    let worst = checks.iter().map(|c| c.status).max().unwrap_or(Severity::Pass);
+    let worst = checks.iter().filter_map(|c| c.status.severity()).max().unwrap_or(Severity::Pass);
     if strict && worst == Severity::Warn {
         Severity::Fail
     } else {
@@ -255,12 +319,34 @@ mod tests {
     #[test]
     fn clean_cluster_passes_everything() {
         let (cs, fig) = clean_world().run();
-        let bad: Vec<_> = cs.iter().filter(|c| c.status != Severity::Pass).collect();
+        let bad: Vec<_> = cs.iter().filter(|c| c.status != Status::Pass).collect();
         assert!(bad.is_empty(), "{bad:#?}");
         assert_eq!(fig.calicoctl_problems, 0);
         assert_eq!(fig.allocations, 3);
         assert_eq!(fig.in_use_ips, 3);
         assert_eq!(overall(&cs, true), Severity::Pass);
+    }
+
+    #[test]
+    fn not_checked_is_neither_a_pass_nor_a_failure() {
+        let mut w = clean_world();
+        w.expect = Expectations::default();
+        let (cs, _) = w.run();
+        for code in ["targetPool", "oldPoolRetired"] {
+            let c = check(&cs, code);
+            assert_eq!(c.status, Status::NotChecked, "{c:#?}");
+            assert!(c.objects.is_empty());
+        }
+        let s = summarize(&cs);
+        assert_eq!((s.not_checked, s.failed, s.warnings), (2, 0, 0));
+        assert_eq!(s.passed + s.not_checked, s.total);
+        assert_eq!(overall(&cs, true), Severity::Pass);
+        let v = serde_json::to_value(check(&cs, "targetPool")).unwrap();
+        assert_eq!(v["status"], "NOT_CHECKED");
+        assert_eq!(Status::NotChecked.label(), "NOT CHECKED");
+        // Only NOT_CHECKED checks: still PASS overall, nothing failed.
+        let only = vec![Check::not_checked(defs::TARGET_POOL, "x")];
+        assert_eq!(overall(&only, true), Severity::Pass);
     }
 
     #[test]

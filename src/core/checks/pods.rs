@@ -125,8 +125,8 @@ pub fn pod_checks(input: &VerifyInput) -> Vec<Check> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::core::checks::fixtures::*;
+    use crate::core::checks::Status;
     use crate::core::inventory::tests::pod;
     use crate::core::inventory::Inventory;
     use crate::core::model::*;
@@ -153,11 +153,11 @@ mod tests {
             check(&cs, "podsOnRetiredPools").objects,
             vec!["Pod shop/db-0 (192.168.1.5 in deleted pool 192.168.0.0/16)"]
         );
-        assert_eq!(check(&cs, "oldPoolRetired").status, Severity::Pass);
+        assert_eq!(check(&cs, "oldPoolRetired").status, Status::Pass);
         // -n elsewhere hides them.
         w.expect.namespace = Some("other".into());
         let (cs, _) = w.run();
-        assert_eq!(check(&cs, "podsOnRetiredPools").status, Severity::Pass);
+        assert_eq!(check(&cs, "podsOnRetiredPools").status, Status::Pass);
     }
 
     #[test]
@@ -186,7 +186,7 @@ mod tests {
         w.inv = Inventory::build(w.inv.pools.clone(), pods, w.inv.ipam.clone());
         let (cs, _) = w.run();
         let c = check(&cs, "pinnedToRetiredPool");
-        assert_eq!(c.status, Severity::Fail);
+        assert_eq!(c.status, Status::Fail);
         assert_eq!(c.objects, vec!["Namespace legacy", "Deployment shop/api", "Pod shop/fixed"]);
         assert!(c.message.contains("pool old is disabled"), "{}", c.message);
         assert!(c.message.contains("pool gone does not exist"), "{}", c.message);

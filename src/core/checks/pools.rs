@@ -29,9 +29,15 @@ pub fn pool_checks(input: &VerifyInput) -> Vec<Check> {
             let all = inv.pools.iter().map(|p| format!("IPPool {}", p.name)).collect();
             Check::new(TARGET_POOL, Severity::Fail, "no IP pool is enabled: new pods cannot get an address", all)
         } else {
-            Check::pass(
+            // Any enabled pool is no evidence that new pods land where they
+            // should: without a target there is nothing to check against.
+            Check::not_checked(
                 TARGET_POOL,
-                format!("no target named (--to); {} enabled pool(s): {}", active.len(), name_some(&active)),
+                format!(
+                    "no target named (--to) and no migration recorded; {} enabled pool(s): {}",
+                    active.len(),
+                    name_some(&active)
+                ),
             )
         });
     } else {
@@ -144,7 +150,7 @@ pub fn pool_checks(input: &VerifyInput) -> Vec<Check> {
 
     // The retired pool: disabled or gone.
     out.push(match from.as_deref() {
-        None => Check::pass(OLD_POOL_RETIRED, "no old pool named (--from) and no migration recorded"),
+        None => Check::not_checked(OLD_POOL_RETIRED, "no old pool named (--from) and no migration recorded"),
         Some(f) => match inv.pool_named(f) {
             None => Check::pass(OLD_POOL_RETIRED, format!("IPPool {f} is deleted")),
             Some(i) if inv.pools[i].is_active() => Check::new(
@@ -239,6 +245,7 @@ mod tests {
     use super::*;
     use crate::core::checks::fixtures::*;
     use crate::core::checks::Expectations;
+    use crate::core::checks::Status;
     use crate::core::model::*;
     use crate::core::state::MigrationState;
 
@@ -248,7 +255,7 @@ mod tests {
         w.expect.targets = vec!["nope".into(), "old".into()];
         let (cs, _) = w.run();
         let c = check(&cs, "targetPool");
-        assert_eq!(c.status, Severity::Fail);
+        assert_eq!(c.status, Status::Fail);
         assert_eq!(c.objects, vec!["IPPool nope", "IPPool old"]);
         assert!(
             c.message.contains("does not exist")
@@ -265,7 +272,7 @@ mod tests {
         w.expect.targets.clear();
         w.inv.pools[0].disabled = true;
         let (cs, _) = w.run();
-        assert_eq!(check(&cs, "targetPool").status, Severity::Fail);
+        assert_eq!(check(&cs, "targetPool").status, Status::Fail);
     }
 
     #[test]
@@ -280,9 +287,9 @@ mod tests {
         w.expect = Expectations::default();
         let (cs, _) = w.run();
         let s = check(&cs, "poolOverlapsServiceCidr");
-        assert_eq!((s.status, s.objects.clone()), (Severity::Fail, vec!["IPPool kops".to_string()]));
+        assert_eq!((s.status, s.objects.clone()), (Status::Fail, vec!["IPPool kops".to_string()]));
         let o = check(&cs, "poolsOverlap");
-        assert_eq!(o.status, Severity::Fail);
+        assert_eq!(o.status, Status::Fail);
         assert_eq!(o.objects, vec!["IPPool new", "IPPool dup"]);
     }
 
@@ -306,10 +313,10 @@ mod tests {
             failed: vec![],
         });
         let (cs, _) = w.run();
-        assert_eq!(check(&cs, "oldPoolRetired").status, Severity::Fail);
+        assert_eq!(check(&cs, "oldPoolRetired").status, Status::Fail);
         assert_eq!(check(&cs, "oldPoolRetired").objects, vec!["IPPool old"]);
         let m = check(&cs, "migrationComplete");
-        assert_eq!(m.status, Severity::Fail);
+        assert_eq!(m.status, Status::Fail);
         assert!(m.message.contains("MovingPods") && m.message.contains("1/4"), "{}", m.message);
     }
 }

@@ -51,6 +51,7 @@ pub fn probe_check(input: &VerifyInput, outcomes: &[ProbeOutcome]) -> Check {
 mod tests {
     use super::*;
     use crate::core::checks::fixtures::*;
+    use crate::core::checks::Status;
 
     #[test]
     fn probe_must_land_in_an_enabled_target_pool() {
@@ -72,10 +73,10 @@ mod tests {
             ip: Some("10.1.0.9".parse().unwrap()),
             error: None,
         };
-        assert_eq!(probe_check(&input, std::slice::from_ref(&ok)).status, Severity::Pass);
+        assert_eq!(probe_check(&input, std::slice::from_ref(&ok)).status, Status::Pass);
         let old = ProbeOutcome { ip: Some("192.168.0.9".parse().unwrap()), ..ok.clone() };
         let c = probe_check(&input, &[ok.clone(), old]);
-        assert_eq!(c.status, Severity::Fail);
+        assert_eq!(c.status, Status::Fail);
         assert!(c.message.contains("disabled IPPool old"), "{}", c.message);
         let none = ProbeOutcome { ip: None, error: Some("timed out after 60s".into()), ..ok };
         let c = probe_check(&input, &[none]);

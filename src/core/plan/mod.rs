@@ -286,8 +286,11 @@ pub fn make_plan(input: &PlanInput) -> Result<Plan, Vec<String>> {
         steps.push(PoolStep::UseExistingPool { name: to.name.clone(), cidr: to.cidr.to_string() });
     }
     steps.push(PoolStep::DisablePool { name: from.name.clone(), via: via.clone() });
-    let canaries =
-        if input.canary_per_node { input.nodes.iter().filter(|n| !n.unschedulable).count().max(1) } else { 1 };
+    let canaries = if input.canary_per_node {
+        input.nodes.iter().filter(|n| !n.unschedulable && n.is_linux()).count().max(1)
+    } else {
+        1
+    };
     steps.push(PoolStep::Canary { pods: canaries });
     steps.push(PoolStep::MovePods { workloads: moves.len(), pods: moves.iter().map(|m| m.pods.len()).sum() });
     steps.push(PoolStep::WaitForTunnelAddresses { pool: from.name.clone() });

@@ -38,7 +38,13 @@ pub async fn read_state(cluster: &Cluster) -> Result<Option<MigrationState>> {
 pub async fn write_state(cluster: &Cluster, state: &MigrationState) -> Result<()> {
     let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), STATE_NAMESPACE);
     let text = serde_json::to_string_pretty(state).map_err(|e| Error::Other(format!("migration record: {e}")))?;
-    for _ in 0..5 {
+    // The whole record is written each time, guarded by its resourceVersion,
+    // so a write that may or may not have landed can simply be made again.
+    let mut last_transient = None;
+    for attempt in 0..8u32 {
+        if attempt > 0 && last_transient.is_some() {
+            tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt))).await;
+        }
         match api.get_opt(STATE_CONFIGMAP).await.op("get", "configmaps", Some(STATE_NAMESPACE))? {
             None => {
                 let cm: ConfigMap = serde_json::from_value(json!({
@@ -49,6 +55,7 @@ pub async fn write_state(cluster: &Cluster, state: &MigrationState) -> Result<()
                 match api.create(&PostParams::default(), &cm).await {
                     Ok(_) => return Ok(()),
                     Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                    Err(e) if super::retry::is_transient(&e) => last_transient = Some(("create", e)),
                     Err(e) => return Err(e).op("create", "configmaps", Some(STATE_NAMESPACE)),
                 }
             }
@@ -57,10 +64,14 @@ pub async fn write_state(cluster: &Cluster, state: &MigrationState) -> Result<()
                 match api.replace(STATE_CONFIGMAP, &PostParams::default(), &cm).await {
                     Ok(_) => return Ok(()),
                     Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                    Err(e) if super::retry::is_transient(&e) => last_transient = Some(("update", e)),
                     Err(e) => return Err(e).op("update", "configmaps", Some(STATE_NAMESPACE)),
                 }
             }
         }
+    }
+    if let Some((verb, e)) = last_transient {
+        return Err(e).op(verb, "configmaps", Some(STATE_NAMESPACE));
     }
     Err(Error::Other(format!(
         "ConfigMap {STATE_NAMESPACE}/{STATE_CONFIGMAP} kept changing; could not save the migration record"

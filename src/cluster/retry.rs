@@ -71,6 +71,18 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> Outcome {
     Outcome::Lost
 }
 
+/// A failure a repeat may mend: the server erred (500, 502, 503, 504) or
+/// the connection dropped. Only for writes that are safe to make twice
+/// (the caller's own resourceVersion guard turns a landed duplicate into a
+/// 409 it handles).
+pub fn is_transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => matches!(s.code, 500 | 502 | 503 | 504),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => classify(e) == Outcome::Lost,
+        _ => false,
+    }
+}
+
 /// Whether a request may be retried after this outcome.
 pub fn retryable(method_reads: bool, path: &str, outcome: Outcome) -> bool {
     if path.ends_with("/eviction") {
@@ -148,6 +160,13 @@ impl<Res> tower::retry::Policy<Request<Body>, Response<Res>, tower::BoxError> fo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_errors_are_transient_client_errors_are_not() {
+        let status = |code: u16| kube::Error::Api(Box::new(kube::core::Status::failure("x", "X").with_code(code)));
+        assert!(is_transient(&status(500)) && is_transient(&status(503)));
+        assert!(!is_transient(&status(403)) && !is_transient(&status(409)) && !is_transient(&status(422)));
+    }
 
     #[test]
     fn what_is_safe_to_retry() {

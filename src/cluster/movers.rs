@@ -146,13 +146,41 @@ pub fn daemonset_done(ds: &DaemonSet) -> bool {
         && s.number_available.unwrap_or(0) >= s.desired_number_scheduled
 }
 
+/// The label selector of `owner`'s pods (its `spec.selector`), so counting
+/// them reads only them, not their whole namespace. Empty (every pod of the
+/// namespace, filtered by owner) for owners without one.
+pub async fn pod_selector(cluster: &Cluster, owner: &Owner) -> Result<String> {
+    let ns = owner.namespace.as_str();
+    let c = cluster.client.clone();
+    let what = format!("{}s.apps", owner.kind.as_str().to_lowercase());
+    let sel = match owner.kind {
+        OwnerKind::Deployment => Api::<Deployment>::namespaced(c, ns)
+            .get_opt(&owner.name)
+            .await
+            .op("get", &what, Some(ns))?
+            .and_then(|d| d.spec.map(|s| s.selector)),
+        OwnerKind::StatefulSet => Api::<StatefulSet>::namespaced(c, ns)
+            .get_opt(&owner.name)
+            .await
+            .op("get", &what, Some(ns))?
+            .and_then(|d| d.spec.map(|s| s.selector)),
+        OwnerKind::DaemonSet => Api::<DaemonSet>::namespaced(c, ns)
+            .get_opt(&owner.name)
+            .await
+            .op("get", &what, Some(ns))?
+            .and_then(|d| d.spec.map(|s| s.selector)),
+        _ => None,
+    };
+    Ok(sel.map(|s| super::budgets::label_selector_string(&s)).unwrap_or_default())
+}
+
 /// Ready pods of `owner` that are not on their way out, counted from the
 /// pods themselves (a controller's status lags behind them, and this is how
 /// the disruption controller counts healthy pods).
-pub async fn ready_pods(cluster: &Cluster, owner: &Owner) -> Result<usize> {
+pub async fn ready_pods(cluster: &Cluster, owner: &Owner, selector: &str) -> Result<usize> {
     let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &owner.namespace);
     let mut n = 0;
-    list_paged(&api, ListParams::default(), "pods", Some(&owner.namespace), |p| {
+    list_paged(&api, ListParams::default().labels(selector), "pods", Some(&owner.namespace), |p| {
         if &owner_of(&p) == owner && is_healthy(&p) {
             n += 1;
         }
@@ -163,11 +191,17 @@ pub async fn ready_pods(cluster: &Cluster, owner: &Owner) -> Result<usize> {
 
 /// Wait until `owner` has at least `want` healthy pods again: the
 /// replacements of evicted pods are Ready.
-pub async fn wait_ready_pods(cluster: &Cluster, owner: &Owner, want: usize, timeout: Duration) -> Result<()> {
+pub async fn wait_ready_pods(
+    cluster: &Cluster,
+    owner: &Owner,
+    selector: &str,
+    want: usize,
+    timeout: Duration,
+) -> Result<()> {
     let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &owner.namespace);
     let what = format!("{} to have {want} Ready pod(s) again (the replacements of evicted pods)", owner.display());
     let owner = owner.clone();
-    wait_list(api, watcher::Config::default(), &what, timeout, move |pods| {
+    wait_list(api, watcher::Config::default().labels(selector), &what, timeout, move |pods| {
         pods.iter().filter(|p| owner_of(p) == owner && is_healthy(p)).count() >= want
     })
     .await

@@ -158,7 +158,8 @@ async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &IpNet, target: &str) -> Result<
                 owner.display(),
                 original + m.surge as i32
             ));
-            movers::wait_ready_pods(ctx.cluster, owner, original as usize + m.surge, t).await?;
+            let selector = movers::pod_selector(ctx.cluster, owner).await?;
+            movers::wait_ready_pods(ctx.cluster, owner, &selector, original as usize + m.surge, t).await?;
             let moved = evict_paced(ctx, m, pairs(m)).await;
             // Scale back whatever happened; a failure here is left for the
             // next run, which finds the note on the workload.
@@ -199,13 +200,17 @@ fn pairs(m: &Move) -> Vec<(String, String)> {
 async fn evict_paced(ctx: &Ctx<'_>, m: &Move, pods: Vec<(String, String)>) -> Result<()> {
     let t = ctx.opts.timeout;
     let mut terminating = 0;
+    let selector = match m.owner.as_ref() {
+        Some(o) => movers::pod_selector(ctx.cluster, o).await?,
+        None => String::new(),
+    };
     for wave in pods.chunks(m.at_once.max(1)) {
         for g in &m.guards {
             budgets::wait_allows(ctx.cluster, ctx.printer, &g.pdb, wave.len() as i32, t).await?;
         }
         let owner: Option<&Owner> = m.owner.as_ref().filter(|_| m.kind != MoveKind::EvictForGood);
         let ready_before = match owner {
-            Some(o) => Some(movers::ready_pods(ctx.cluster, o).await?),
+            Some(o) => Some(movers::ready_pods(ctx.cluster, o, &selector).await?),
             None => None,
         };
         let evictions = wave.iter().map(|(key, uid)| async move {
@@ -221,7 +226,7 @@ async fn evict_paced(ctx: &Ctx<'_>, m: &Move, pods: Vec<(String, String)>) -> Re
             // An evicted pod stops counting as healthy at once, so the
             // replacements are Ready when the count is back; the evicted
             // pods may still be shutting down meanwhile.
-            (Some(o), Some(before)) => movers::wait_ready_pods(ctx.cluster, o, before, t).await?,
+            (Some(o), Some(before)) => movers::wait_ready_pods(ctx.cluster, o, &selector, before, t).await?,
             _ => wait_all_gone(ctx, wave).await?,
         }
     }

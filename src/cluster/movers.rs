@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::progress::{Progress, ProgressEvent};
 use super::watch::{wait_list, wait_object};
-use super::workloads::owner_of;
+use super::workloads::{owner_of, ready_condition};
 use super::{list_paged, Cluster};
 use crate::core::model::{Owner, OwnerKind};
 use crate::error::{Error, KubeResultExt, Result};
@@ -209,11 +209,7 @@ pub async fn wait_ready_pods(
 
 /// Ready and not being deleted: what a PodDisruptionBudget counts as healthy.
 pub fn is_healthy(p: &Pod) -> bool {
-    p.metadata.deletion_timestamp.is_none()
-        && p.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    p.metadata.deletion_timestamp.is_none() && ready_condition(p).is_some()
 }
 
 /// Evict one pod the way `kubectl drain` does: 429 (a PodDisruptionBudget

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
@@ -80,6 +80,11 @@ pub fn pins_from(annotations: &std::collections::BTreeMap<String, String>) -> Po
     pins
 }
 
+/// The pod's `Ready` condition, when it is True.
+pub fn ready_condition(p: &Pod) -> Option<&PodCondition> {
+    p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready" && c.status == "True")
+}
+
 pub fn pod_info(p: &Pod) -> PodInfo {
     let spec = p.spec.as_ref();
     let status = p.status.as_ref();
@@ -92,9 +97,7 @@ pub fn pod_info(p: &Pod) -> PodInfo {
             ips.push(ip);
         }
     }
-    let ready_condition = status
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Ready" && c.status == "True"));
+    let ready_condition = ready_condition(p);
     let ready = ready_condition.is_some();
     // Creation to Ready: how long one replacement takes on this cluster.
     let ready_after =

@@ -600,7 +600,9 @@ fn control_plane_faults_error_rate_and_outage() {
         c.dir(),
         serde_json::json!({"errorRate": 0.2, "codes": [429, 500, 503, 409], "dropRate": 0.05, "methods": ["POST", "PUT", "PATCH", "DELETE"], "seed": seed}),
     );
-    let runs_a = run_until_done(&c, &faulty, &migrate_args(OLD, NEW_CIDR), 25, |_| {});
+    // At most 3 re-runs: every write that can be repeated safely is repeated
+    // within a run, and waits re-establish their watches.
+    let runs_a = run_until_done(&c, &faulty, &migrate_args(OLD, NEW_CIDR), 4, |_| {});
     std::fs::remove_file(c.dir().join("faults.json")).unwrap();
     let (lost_a, behind_a) = assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
 
@@ -641,6 +643,30 @@ fn control_plane_faults_error_rate_and_outage() {
         report.violations.len(),
         report.reliability_figures()
     );
+}
+
+/// An eviction answered 409 has not happened (the fault proxy answers
+/// without forwarding, as a conflict on the PDB's status would): the pod
+/// with that UID is still there, so the eviction is made again. Taking the
+/// 409 as "the pod is gone" leaves pods on the old pool and the run stalls.
+#[test]
+fn an_eviction_answered_409_is_made_again_not_assumed_done() {
+    let c = TestCluster::start(&["--fault-proxy"]);
+    let faulty = c.dir().join("kubeconfig-faulty");
+    // The seed pins namespace legacy to the old pool (a refusal this test is not about).
+    c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+    let before = workload_counts(&c);
+    write_faults(
+        c.dir(),
+        serde_json::json!({"errorRate": 0.5, "codes": [409], "methods": ["POST"], "pathContains": "/eviction", "seed": 7}),
+    );
+    let mut args = migrate_args(OLD, NEW_CIDR);
+    args.extend(["--strategy", "evict"].map(String::from));
+    let runs = run_until_done(&c, &faulty, &args, 1, |_| {});
+    assert_eq!(runs, 1);
+    let stats = fault_stats(c.dir());
+    assert!(stats["byCode"]["409"].as_i64().unwrap_or(0) > 0, "no eviction was answered 409: {stats}");
+    assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
 }
 
 /// Priority 4: Ctrl-C during the canary and during `verify --probe` leaves

@@ -15,6 +15,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
 use super::record::STATE_NAMESPACE;
+use super::retry::{is_transient, transient_pause};
 use super::Cluster;
 use crate::error::{Error, KubeResultExt, Result};
 
@@ -63,7 +64,7 @@ impl LeaseGuard {
     pub async fn acquire(cluster: &Cluster) -> Result<LeaseGuard> {
         let api: Api<Lease> = Api::namespaced(cluster.client.clone(), STATE_NAMESPACE);
         let identity = holder_identity();
-        for _ in 0..5 {
+        for attempt in 0..8u32 {
             let now = micro_now();
             let Some(existing) =
                 api.get_opt(LEASE_NAME).await.op("get", "leases.coordination.k8s.io", Some(STATE_NAMESPACE))?
@@ -76,6 +77,11 @@ impl LeaseGuard {
                 match api.create(&PostParams::default(), &lease).await {
                     Ok(_) => return Ok(Self::start(cluster, identity)),
                     Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                    // Landed or not, the next look tells: our own identity is taken as ours.
+                    Err(e) if is_transient(&e) => {
+                        tokio::time::sleep(transient_pause(attempt)).await;
+                        continue;
+                    }
                     Err(e) => return Err(e).op("create", "leases.coordination.k8s.io", Some(STATE_NAMESPACE)),
                 }
             };
@@ -103,6 +109,7 @@ impl LeaseGuard {
             match api.replace(LEASE_NAME, &PostParams::default(), &taken).await {
                 Ok(_) => return Ok(Self::start(cluster, identity)),
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) if is_transient(&e) => tokio::time::sleep(transient_pause(attempt)).await,
                 Err(e) => return Err(e).op("update", "leases.coordination.k8s.io", Some(STATE_NAMESPACE)),
             }
         }

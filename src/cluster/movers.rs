@@ -14,6 +14,7 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use super::progress::{Progress, ProgressEvent};
+use super::retry::repeat_transient;
 use super::watch::{wait_list, wait_object};
 use super::workloads::{owner_of, ready_condition};
 use super::{list_paged, Cluster};
@@ -65,18 +66,17 @@ pub async fn restart(cluster: &Cluster, owner: &Owner, note: &str) -> Result<()>
         "metadata": {"annotations": {MIGRATED_ANNOTATION: format!("{now} {note}")}},
         "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}
     });
-    let pp = PatchParams::default();
     let ns = owner.namespace.as_str();
     let c = cluster.client.clone();
     let r = match owner.kind {
         OwnerKind::Deployment => {
-            Api::<Deployment>::namespaced(c, ns).patch(&owner.name, &pp, &Patch::Merge(&patch)).await.map(|_| ())
+            merge_patch(Api::<Deployment>::namespaced(c, ns), &owner.name, &patch).await
         }
         OwnerKind::StatefulSet => {
-            Api::<StatefulSet>::namespaced(c, ns).patch(&owner.name, &pp, &Patch::Merge(&patch)).await.map(|_| ())
+            merge_patch(Api::<StatefulSet>::namespaced(c, ns), &owner.name, &patch).await
         }
         OwnerKind::DaemonSet => {
-            Api::<DaemonSet>::namespaced(c, ns).patch(&owner.name, &pp, &Patch::Merge(&patch)).await.map(|_| ())
+            merge_patch(Api::<DaemonSet>::namespaced(c, ns), &owner.name, &patch).await
         }
         _ => return Err(Error::Other(format!("{} cannot be restarted", owner.display()))),
     };
@@ -327,7 +327,7 @@ pub async fn cordon(cluster: &Cluster, node: &str, on: bool) -> Result<()> {
     let api: Api<Node> = Api::all(cluster.client.clone());
     let ann = if on { json!("true") } else { serde_json::Value::Null };
     let patch = json!({"metadata": {"annotations": {CORDONED_ANNOTATION: ann}}, "spec": {"unschedulable": on}});
-    api.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await.op("patch", "nodes", None).map(|_| ())
+    merge_patch(api, node, &patch).await.op("patch", "nodes", None)
 }
 
 /// Cordon `node` for a drain, unless someone else already did: returns
@@ -432,13 +432,12 @@ async fn scale_of(cluster: &Cluster, owner: &Owner) -> Result<(i32, Option<i32>)
 async fn patch_workload(cluster: &Cluster, owner: &Owner, patch: &serde_json::Value) -> Result<()> {
     let ns = owner.namespace.as_str();
     let c = cluster.client.clone();
-    let pp = PatchParams::default();
     let r = match owner.kind {
         OwnerKind::Deployment => {
-            Api::<Deployment>::namespaced(c, ns).patch(&owner.name, &pp, &Patch::Merge(patch)).await.map(|_| ())
+            merge_patch(Api::<Deployment>::namespaced(c, ns), &owner.name, patch).await
         }
         OwnerKind::StatefulSet => {
-            Api::<StatefulSet>::namespaced(c, ns).patch(&owner.name, &pp, &Patch::Merge(patch)).await.map(|_| ())
+            merge_patch(Api::<StatefulSet>::namespaced(c, ns), &owner.name, patch).await
         }
         _ => return Err(Error::Other(format!("{} cannot be scaled", owner.display()))),
     };
@@ -454,6 +453,17 @@ pub async fn wait_job(cluster: &Cluster, owner: &Owner, cidr: &IpNet, timeout: D
         !pods.iter().any(|p| pod_in(p, &cidr))
     })
     .await
+}
+
+/// A merge patch of absolute values: making it twice changes nothing more,
+/// so it is made again when it fails transiently.
+async fn merge_patch<K>(api: Api<K>, name: &str, patch: &serde_json::Value) -> kube::Result<()>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let pp = PatchParams::default();
+    let patch = Patch::Merge(patch);
+    repeat_transient(|| api.patch(name, &pp, &patch)).await.map(|_| ())
 }
 
 #[cfg(test)]

@@ -15,13 +15,14 @@ use serde_json::{json, Value};
 
 use super::calico::block_from_object;
 use super::calico::{installation_api, pool_from_object, Calico, Kind};
+use super::retry::{create_once, is_transient, repeat_transient, transient_pause};
 use super::watch::{wait_list, wait_object};
 use super::{list_paged, Cluster};
 use crate::core::cidr::within;
 use crate::core::model::{EncapMode, Pool};
 use crate::error::{Error, KubeResultExt, Result};
 
-const CONFLICT_RETRIES: usize = 8;
+const CONFLICT_RETRIES: u32 = 8;
 
 pub struct PoolWriter<'a> {
     pub cluster: &'a Cluster,
@@ -148,7 +149,8 @@ impl<'a> PoolWriter<'a> {
                 "spec": pool_spec(pool),
             }))
             .map_err(|e| Error::Other(e.to_string()))?;
-            match self.api().create(&PostParams::default(), &obj).await {
+            let (api, pp) = (self.api(), PostParams::default());
+            match create_once(|| api.create(&pp, &obj)).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
                 Err(e) => return Err(e).op("create", &self.plural(), None),
@@ -171,7 +173,7 @@ impl<'a> PoolWriter<'a> {
             })
             .await?;
         } else {
-            for _ in 0..CONFLICT_RETRIES {
+            for attempt in 0..CONFLICT_RETRIES {
                 let Some(mut o) = self.get(name).await? else {
                     return Err(Error::Other(format!("IPPool {name} not found")));
                 };
@@ -182,6 +184,8 @@ impl<'a> PoolWriter<'a> {
                 match self.api().replace(name, &PostParams::default(), &o).await {
                     Ok(_) => break,
                     Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                    // Landed or not, the next read tells; the resourceVersion guards a repeat.
+                    Err(e) if is_transient(&e) => tokio::time::sleep(transient_pause(attempt)).await,
                     Err(e) => return Err(e).op("update", &self.plural(), None),
                 }
             }
@@ -210,7 +214,8 @@ impl<'a> PoolWriter<'a> {
         } else {
             self.set_disabled(&pool.name, true).await?;
             release_affinities(self.cluster, self.calico, &pool.cidr, keep).await?;
-            match self.api().delete(&pool.name, &DeleteParams::default()).await {
+            let (api, dp) = (self.api(), DeleteParams::default());
+            match repeat_transient(|| api.delete(&pool.name, &dp)).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => return Err(e).op("delete", &self.plural(), None),
@@ -244,7 +249,7 @@ impl<'a> PoolWriter<'a> {
     /// Read-modify-write `spec.calicoNetwork.ipPools` of Installation `default`.
     async fn edit_installation(&self, change: impl Fn(&mut Vec<Value>) -> Result<()>) -> Result<()> {
         let api = installation_api(self.cluster);
-        for _ in 0..CONFLICT_RETRIES {
+        for attempt in 0..CONFLICT_RETRIES {
             let mut inst = api.get("default").await.op("get", "installations.operator.tigera.io", None)?;
             let mut pools =
                 inst.data.pointer("/spec/calicoNetwork/ipPools").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -257,6 +262,7 @@ impl<'a> PoolWriter<'a> {
             match api.replace("default", &PostParams::default(), &inst).await {
                 Ok(_) => return Ok(()),
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) if is_transient(&e) => tokio::time::sleep(transient_pause(attempt)).await,
                 Err(e) => return Err(e).op("update", "installations.operator.tigera.io", None),
             }
         }
@@ -345,7 +351,7 @@ async fn update_with_retry(
     what: &str,
     change: impl Fn(&mut DynamicObject),
 ) -> Result<()> {
-    for _ in 0..CONFLICT_RETRIES {
+    for attempt in 0..CONFLICT_RETRIES {
         let Some(mut o) = api.get_opt(name).await.op("get", what, None)? else { return Ok(()) };
         let before = o.data.clone();
         change(&mut o);
@@ -356,6 +362,7 @@ async fn update_with_retry(
             Ok(_) => return Ok(()),
             Err(kube::Error::Api(s)) if s.code == 409 => continue,
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            Err(e) if is_transient(&e) => tokio::time::sleep(transient_pause(attempt)).await,
             Err(e) => return Err(e).op("update", what, None),
         }
     }
@@ -364,7 +371,7 @@ async fn update_with_retry(
 
 async fn delete_with_uid(api: &Api<DynamicObject>, name: &str, uid: Option<String>, what: &str) -> Result<()> {
     let dp = DeleteParams { preconditions: Some(Preconditions { uid, resource_version: None }), ..Default::default() };
-    match api.delete(name, &dp).await {
+    match repeat_transient(|| api.delete(name, &dp)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         // 409: the UID precondition failed (the name now belongs to a new

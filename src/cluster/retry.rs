@@ -83,6 +83,54 @@ pub fn is_transient(e: &kube::Error) -> bool {
     }
 }
 
+/// The pause before the `attempt`-th repeat of a write that failed
+/// transiently (100 ms doubling, at most 2 s).
+pub fn transient_pause(attempt: u32) -> Duration {
+    FIRST_DELAY.saturating_mul(1 << attempt.min(5)).min(Duration::from_secs(2))
+}
+
+/// Make a write that is safe to make twice (a merge patch of absolute
+/// values, a delete) again while it fails transiently, at most
+/// `MAX_RETRIES` times. Other outcomes go to the caller unchanged.
+pub async fn repeat_transient<T, Fut>(mut write: impl FnMut() -> Fut) -> Result<T, kube::Error>
+where
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match write().await {
+            Err(e) if is_transient(&e) && attempt < MAX_RETRIES => {
+                tracing::debug!("repeating a write after a transient failure: {e}");
+                tokio::time::sleep(transient_pause(attempt)).await;
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Create an object of a name only this run uses, repeating the create
+/// while it fails transiently. A 409 (AlreadyExists) after such a failure
+/// means the earlier attempt landed: it counts as created.
+pub async fn create_once<T, Fut>(mut create: impl FnMut() -> Fut) -> Result<Option<T>, kube::Error>
+where
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match create().await {
+            Ok(o) => return Ok(Some(o)),
+            Err(kube::Error::Api(s)) if s.code == 409 && attempt > 0 => return Ok(None),
+            Err(e) if is_transient(&e) && attempt < MAX_RETRIES => {
+                tracing::debug!("repeating a create after a transient failure: {e}");
+                tokio::time::sleep(transient_pause(attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Whether a request may be retried after this outcome.
 pub fn retryable(method_reads: bool, path: &str, outcome: Outcome) -> bool {
     if path.ends_with("/eviction") {
@@ -191,6 +239,30 @@ mod tests {
             "/api/v1/namespaces/shop/pods/web-1/eviction",
             Status(StatusCode::TOO_MANY_REQUESTS)
         ));
+    }
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status::failure("x", "X").with_code(code)))
+    }
+
+    #[tokio::test]
+    async fn a_create_that_landed_before_a_transient_failure_counts_as_created() {
+        // The first attempt was stored but answered 500; the repeat meets our own object.
+        let answers = std::sync::Mutex::new(vec![Err::<(), _>(api_error(409)), Err(api_error(500))]);
+        let r = create_once(|| async { answers.lock().unwrap().pop().unwrap() }).await;
+        assert!(matches!(r, Ok(None)), "{r:?}");
+        // A 409 on the first attempt is someone else's object: the caller decides.
+        let answers = std::sync::Mutex::new(vec![Err::<(), _>(api_error(409))]);
+        let r = create_once(|| async { answers.lock().unwrap().pop().unwrap() }).await;
+        assert!(matches!(r, Err(kube::Error::Api(s)) if s.code == 409));
+    }
+
+    #[tokio::test]
+    async fn a_repeatable_write_is_made_again_only_after_transient_failures() {
+        let answers = std::sync::Mutex::new(vec![Ok(7), Err(api_error(503)), Err(api_error(500))]);
+        assert_eq!(repeat_transient(|| async { answers.lock().unwrap().pop().unwrap() }).await.unwrap(), 7);
+        let answers = std::sync::Mutex::new(vec![Ok(7), Err(api_error(422))]);
+        assert!(repeat_transient(|| async { answers.lock().unwrap().pop().unwrap() }).await.is_err());
     }
 
     #[test]

@@ -27,6 +27,7 @@ use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::ResourceExt;
 
+use super::retry::create_once;
 use super::Cluster;
 use crate::core::model::LABEL_NODE_OS;
 use crate::error::{KubeResultExt, Result};
@@ -158,7 +159,8 @@ pub async fn start(
     how: Creation,
 ) -> Result<Api<Pod>> {
     let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
-    match namespaces.create(&PostParams::default(), &namespace(ns, ns_labels)).await {
+    let (ns_object, pp) = (namespace(ns, ns_labels), PostParams::default());
+    match create_once(|| namespaces.create(&pp, &ns_object)).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if how.reuse_existing && s.code == 409 => {}
         Err(e) => return Err(e).op("create", "namespaces", None),
@@ -171,7 +173,7 @@ pub async fn start(
         };
         // Without permission to create it (the minimal role lacks it), the
         // controller's copy is used and pod creation retries below.
-        match sas.create(&PostParams::default(), &sa).await {
+        match create_once(|| sas.create(&pp, &sa)).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 || s.code == 403 => {}
             Err(e) => return Err(e).op("create", "serviceaccounts", Some(ns)),
@@ -188,9 +190,9 @@ pub async fn start(
 /// admission still waits for the namespace's default ServiceAccount (a
 /// fresh namespace gets it within moments from the controller).
 async fn create_pod(pods: &Api<Pod>, pod: &Pod, ns: &str, how: Creation) -> Result<()> {
-    let mut attempts = 0;
+    let (mut attempts, pp) = (0, PostParams::default());
     loop {
-        match pods.create(&PostParams::default(), pod).await {
+        match create_once(|| pods.create(&pp, pod)).await {
             Ok(_) => return Ok(()),
             Err(kube::Error::Api(s)) if how.reuse_existing && s.code == 409 => return Ok(()),
             Err(kube::Error::Api(s))

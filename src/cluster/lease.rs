@@ -131,21 +131,29 @@ impl LeaseGuard {
         self.lost.load(Ordering::Relaxed)
     }
 
-    /// Stop renewing and delete the lease if it is still ours.
+    /// Stop renewing and delete the lease if it is still ours (looking
+    /// again after a conflict or a transient failure).
     pub async fn release(self) {
         self.renewer.abort();
         let api: Api<Lease> = Api::namespaced(self.cluster.client.clone(), STATE_NAMESPACE);
-        if let Ok(Some(l)) = api.get_opt(LEASE_NAME).await {
-            if l.spec.and_then(|s| s.holder_identity).as_deref() == Some(self.identity.as_str()) {
-                let dp = DeleteParams {
-                    preconditions: l
-                        .metadata
-                        .resource_version
-                        .map(|rv| kube::api::Preconditions { resource_version: Some(rv), uid: None }),
-                    ..Default::default()
-                };
-                let _ = api.delete(LEASE_NAME, &dp).await;
+        for attempt in 0..5u32 {
+            let Ok(Some(l)) = api.get_opt(LEASE_NAME).await else { return };
+            if l.spec.and_then(|s| s.holder_identity).as_deref() != Some(self.identity.as_str()) {
+                return;
             }
+            let dp = DeleteParams {
+                preconditions: l
+                    .metadata
+                    .resource_version
+                    .map(|rv| kube::api::Preconditions { resource_version: Some(rv), uid: None }),
+                ..Default::default()
+            };
+            match api.delete(LEASE_NAME, &dp).await {
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) if is_transient(&e) => {}
+                _ => return,
+            }
+            tokio::time::sleep(transient_pause(attempt)).await;
         }
     }
 }

@@ -14,7 +14,7 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use super::progress::{Progress, ProgressEvent};
-use super::retry::repeat_transient;
+use super::retry::{is_transient, repeat_transient, transient_pause};
 use super::watch::{wait_list, wait_object};
 use super::workloads::{owner_of, ready_condition};
 use super::{list_paged, Cluster};
@@ -276,6 +276,22 @@ pub async fn request_eviction(
             // 409 is either the UID precondition (a replacement took the name:
             // ours is gone) or a conflict writing the PDB's status (ours is
             // still there): look, and try again in the second case.
+            // The same look after a server error or a lost connection: the
+            // eviction may have landed (the pod is terminating) or not.
+            Err(e) if is_transient(&e) => {
+                let current = api.get_opt(name).await.op("get", "pods", Some(namespace))?;
+                match current {
+                    Some(p) if !uid.is_empty() && p.uid().as_deref() != Some(uid) => return Ok(Evicted::AlreadyGone),
+                    None => return Ok(Evicted::AlreadyGone),
+                    Some(p) if p.metadata.deletion_timestamp.is_some() => return Ok(Evicted::Terminating),
+                    Some(_) => {}
+                }
+                if tokio::time::Instant::now() + CONFLICT_RETRY > deadline {
+                    return Err(e).op("create", "pods/eviction", Some(namespace));
+                }
+                tracing::debug!("evicting pod {namespace}/{name}: {e}; trying again");
+                tokio::time::sleep(CONFLICT_RETRY).await;
+            }
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 let current = api.get_opt(name).await.op("get", "pods", Some(namespace))?;
                 if current.is_none_or(|p| uid.is_empty() || p.uid().as_deref() != Some(uid)) {
@@ -456,14 +472,25 @@ pub async fn wait_job(cluster: &Cluster, owner: &Owner, cidr: &IpNet, timeout: D
 }
 
 /// A merge patch of absolute values: making it twice changes nothing more,
-/// so it is made again when it fails transiently.
+/// so it is made again when it fails transiently, or with a conflict (it
+/// carries no resourceVersion: a 409 only says the server's own retries
+/// against concurrent writers ran out).
 async fn merge_patch<K>(api: Api<K>, name: &str, patch: &serde_json::Value) -> kube::Result<()>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let pp = PatchParams::default();
     let patch = Patch::Merge(patch);
-    repeat_transient(|| api.patch(name, &pp, &patch)).await.map(|_| ())
+    let mut conflicts = 0;
+    loop {
+        match repeat_transient(|| api.patch(name, &pp, &patch)).await {
+            Err(kube::Error::Api(s)) if s.code == 409 && conflicts < 5 => {
+                conflicts += 1;
+                tokio::time::sleep(transient_pause(conflicts)).await;
+            }
+            r => return r.map(|_| ()),
+        }
+    }
 }
 
 #[cfg(test)]

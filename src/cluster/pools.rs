@@ -215,10 +215,17 @@ impl<'a> PoolWriter<'a> {
             self.set_disabled(&pool.name, true).await?;
             release_affinities(self.cluster, self.calico, &pool.cidr, keep).await?;
             let (api, dp) = (self.api(), DeleteParams::default());
-            match repeat_transient(|| api.delete(&pool.name, &dp)).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e).op("delete", &self.plural(), None),
+            for attempt in 0..=CONFLICT_RETRIES {
+                match repeat_transient(|| api.delete(&pool.name, &dp)).await {
+                    Ok(_) => break,
+                    Err(kube::Error::Api(s)) if s.code == 404 => break,
+                    // No precondition was sent: a conflict is the server's
+                    // own, and the same delete is made again.
+                    Err(kube::Error::Api(s)) if s.code == 409 && attempt < CONFLICT_RETRIES => {
+                        tokio::time::sleep(transient_pause(attempt)).await
+                    }
+                    Err(e) => return Err(e).op("delete", &self.plural(), None),
+                }
             }
         }
         self.wait_pool(&pool.name, "to be deleted", |p| p.is_none()).await?;
@@ -371,20 +378,31 @@ async fn update_with_retry(
 
 async fn delete_with_uid(api: &Api<DynamicObject>, name: &str, uid: Option<String>, what: &str) -> Result<()> {
     let dp = DeleteParams { preconditions: Some(Preconditions { uid, resource_version: None }), ..Default::default() };
-    match repeat_transient(|| api.delete(name, &dp)).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        // 409: the UID precondition failed (the name now belongs to a new
-        // object: leave it), or the delete did not happen for another reason:
-        // then the same object is still there and we must not go on as if
-        // it were gone (an IPAMBlock would be orphaned without its affinity).
-        Err(kube::Error::Api(s)) if s.code == 409 => match api.get_opt(name).await.op("get", what, None)? {
-            Some(o) if o.metadata.uid == dp.preconditions.as_ref().and_then(|p| p.uid.clone()) => Err(Error::Other(
-                format!("delete {what} {name}: {} (409); it still exists, re-run to continue", s.message),
-            )),
-            _ => Ok(()),
-        },
-        Err(e) => Err(e).op("delete", what, None),
+    let mut attempt = 0;
+    loop {
+        match repeat_transient(|| api.delete(name, &dp)).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            // 409: the UID precondition failed (the name now belongs to a new
+            // object: leave it), or the delete did not happen for another
+            // reason: then the same object is still there and we must not go
+            // on as if it were gone (an IPAMBlock would be orphaned without
+            // its affinity); it is deleted again, a few times.
+            Err(kube::Error::Api(s)) if s.code == 409 => match api.get_opt(name).await.op("get", what, None)? {
+                Some(o) if o.metadata.uid == dp.preconditions.as_ref().and_then(|p| p.uid.clone()) => {
+                    if attempt >= CONFLICT_RETRIES {
+                        return Err(Error::Other(format!(
+                            "delete {what} {name}: {} (409); it still exists, re-run to continue",
+                            s.message
+                        )));
+                    }
+                    tokio::time::sleep(transient_pause(attempt)).await;
+                    attempt += 1;
+                }
+                _ => return Ok(()),
+            },
+            Err(e) => return Err(e).op("delete", what, None),
+        }
     }
 }
 

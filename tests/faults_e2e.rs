@@ -674,8 +674,12 @@ fn an_eviction_answered_409_is_made_again_not_assumed_done() {
     let runs = run_until_done(&c, &faulty, &args, 1, |_| {});
     assert_eq!(runs, 1);
     let stats = fault_stats(c.dir());
-    assert!(stats["byCode"]["409"].as_i64().unwrap_or(0) > 0, "no eviction was answered 409: {stats}");
-    assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
+    let injected = stats["byCode"]["409"].as_i64().unwrap_or(0);
+    assert!(injected > 0, "no eviction was answered 409: {stats}");
+    let (lost, behind) = assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
+    println!(
+        "RELIABILITY test=eviction_409 seed=7 trials=1 crashes_survived=0 faults_injected={injected} reruns=0 bad_inputs=0 data_lost={lost} pods_left_behind={behind}"
+    );
 }
 
 /// Priority 4: Ctrl-C during the canary and during `verify --probe` leaves

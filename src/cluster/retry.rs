@@ -16,6 +16,8 @@ use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 
 const MAX_RETRIES: u32 = 6;
+/// About 15 s of back-off in all.
+const MAX_READ_RETRIES: u32 = 9;
 const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(3);
 
@@ -158,7 +160,10 @@ impl<Res> tower::retry::Policy<Request<Body>, Response<Res>, tower::BoxError> fo
         req: &mut Request<Body>,
         result: &mut Result<Response<Res>, tower::BoxError>,
     ) -> Option<Self::Future> {
-        if self.attempt >= MAX_RETRIES {
+        // A read may be repeated for longer: it cannot do harm, and a
+        // server restart or a few seconds of outage is ridden out.
+        let max = if only_reads(req) { MAX_READ_RETRIES } else { MAX_RETRIES };
+        if self.attempt >= max {
             return None;
         }
         let (outcome, retry_after) = match result {

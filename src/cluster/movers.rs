@@ -69,15 +69,9 @@ pub async fn restart(cluster: &Cluster, owner: &Owner, note: &str) -> Result<()>
     let ns = owner.namespace.as_str();
     let c = cluster.client.clone();
     let r = match owner.kind {
-        OwnerKind::Deployment => {
-            merge_patch(Api::<Deployment>::namespaced(c, ns), &owner.name, &patch).await
-        }
-        OwnerKind::StatefulSet => {
-            merge_patch(Api::<StatefulSet>::namespaced(c, ns), &owner.name, &patch).await
-        }
-        OwnerKind::DaemonSet => {
-            merge_patch(Api::<DaemonSet>::namespaced(c, ns), &owner.name, &patch).await
-        }
+        OwnerKind::Deployment => merge_patch(Api::<Deployment>::namespaced(c, ns), &owner.name, &patch).await,
+        OwnerKind::StatefulSet => merge_patch(Api::<StatefulSet>::namespaced(c, ns), &owner.name, &patch).await,
+        OwnerKind::DaemonSet => merge_patch(Api::<DaemonSet>::namespaced(c, ns), &owner.name, &patch).await,
         _ => return Err(Error::Other(format!("{} cannot be restarted", owner.display()))),
     };
     r.op("patch", &format!("{}s.apps", owner.kind.as_str().to_lowercase()), Some(ns))
@@ -449,12 +443,8 @@ async fn patch_workload(cluster: &Cluster, owner: &Owner, patch: &serde_json::Va
     let ns = owner.namespace.as_str();
     let c = cluster.client.clone();
     let r = match owner.kind {
-        OwnerKind::Deployment => {
-            merge_patch(Api::<Deployment>::namespaced(c, ns), &owner.name, patch).await
-        }
-        OwnerKind::StatefulSet => {
-            merge_patch(Api::<StatefulSet>::namespaced(c, ns), &owner.name, patch).await
-        }
+        OwnerKind::Deployment => merge_patch(Api::<Deployment>::namespaced(c, ns), &owner.name, patch).await,
+        OwnerKind::StatefulSet => merge_patch(Api::<StatefulSet>::namespaced(c, ns), &owner.name, patch).await,
         _ => return Err(Error::Other(format!("{} cannot be scaled", owner.display()))),
     };
     r.op("patch", &format!("{}s.apps", owner.kind.as_str().to_lowercase()), Some(ns))

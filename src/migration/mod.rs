@@ -312,6 +312,7 @@ fn new_record(plan: &Plan, lease: &LeaseGuard, original: Option<DynamicObject>) 
         total: plan.pod_count(),
         done: vec![],
         failed: vec![],
+        rule_changes: vec![],
     }
 }
 
@@ -362,6 +363,7 @@ mod tests {
             total: 3,
             done: vec![],
             failed: vec![],
+            rule_changes: vec![],
         }
     }
 

@@ -50,6 +50,10 @@ pub(crate) async fn execute(ctx: &Ctx<'_>, plan: &Plan, mut state: MigrationStat
     movers::uncordon_ours(ctx.cluster).await?;
     movers::unsurge_ours(ctx.cluster).await?;
 
+    // Rules first: once the new pool is enabled, new pods may land in it.
+    if ctx.opts.update_rules && state.phase < Phase::SourceDeleted {
+        super::rules::update(ctx, plan, &mut state).await?;
+    }
     phase_target_ready(ctx, writer, plan, &mut state).await?;
     phase_source_disabled(ctx, writer, plan, &mut state).await?;
     if state.phase < Phase::CanaryPassed {

@@ -17,6 +17,8 @@ use crate::core::model::PodInfo;
 pub struct ObjectPatch {
     pub target: ObjectRef,
     #[serde(skip)]
+    pub class: RuleClass,
+    #[serde(skip)]
     pub changes: Vec<RuleChange>,
     /// RFC 6902 operations: `test`s of the current lists, then `add`s.
     pub json_patch: Vec<Value>,
@@ -135,7 +137,7 @@ pub fn patches(objects: &[RuleObject], old: &IpNet, new: &IpNet) -> Vec<ObjectPa
         }
         if !changes.is_empty() {
             tests.extend(adds);
-            out.push(ObjectPatch { target: o.target.clone(), changes, json_patch: tests });
+            out.push(ObjectPatch { target: o.target.clone(), class: o.class, changes, json_patch: tests });
         }
     }
     out
@@ -208,16 +210,14 @@ pub fn pod_blockers(pods: &[PodInfo], old: &IpNet) -> Vec<String> {
         .collect()
 }
 
-/// CIDRs of IP reservations that overlap `net`, clipped to it.
-pub fn reservations_within(objects: &[RuleObject], net: &IpNet) -> Vec<IpNet> {
+/// Every CIDR of every IP reservation.
+pub fn reserved_cidrs(objects: &[RuleObject]) -> Vec<IpNet> {
     objects
         .iter()
         .filter(|o| o.class == RuleClass::IpReservation)
         .flat_map(sites)
         .flat_map(|s| s.entries)
         .filter_map(|e| parse_net(&e.cidr))
-        .filter(|c| overlaps(c, net))
-        .map(|c| if within(&c, net) { c } else { *net })
         .collect()
 }
 

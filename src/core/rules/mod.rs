@@ -16,8 +16,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use changes::{hits, patches, pod_blockers, pod_hits, removal_ops, reservations_within, ObjectPatch};
-pub use sites::{sites, Addition, Entry, Site};
+pub use changes::{hits, patches, pod_blockers, pod_hits, removal_ops, reserved_cidrs, ObjectPatch};
 
 use super::cidr::{overlaps, within};
 
@@ -95,12 +94,6 @@ pub struct RuleHit {
     pub cidr: String,
     /// What `--update-rules` does about it, or why it does nothing.
     pub action: String,
-}
-
-impl RuleHit {
-    pub fn describe(&self) -> String {
-        format!("{} {}: {} ({})", self.object, self.field, self.cidr, self.action)
-    }
 }
 
 /// One list entry `migrate --update-rules` added: kept in the migration

@@ -130,18 +130,20 @@ pub fn pin_findings(inv: &Inventory, namespaces: &[NamespaceInfo]) -> Vec<Findin
 /// or the source of an unfinished migration): one warning per class of
 /// object, code `rulesNameOldCidr`.
 pub fn rule_findings(objects: &[RuleObject], pods: &[PodInfo], retiring: &[&Pool], active: &[IpNet]) -> Vec<Finding> {
-    let mut by_class: std::collections::BTreeMap<RuleClass, Vec<String>> = Default::default();
+    type Found = (Vec<String>, std::collections::BTreeSet<String>);
+    let mut by_class: std::collections::BTreeMap<RuleClass, Found> = Default::default();
     for p in retiring {
         let mut hits = rules::hits(objects, &p.cidr, active, None);
         hits.extend(rules::pod_hits(pods, &p.cidr, None));
         for h in hits {
-            by_class.entry(h.class).or_default().push(format!("{} {}: {}", h.object, h.field, h.cidr));
+            let e = by_class.entry(h.class).or_default();
+            e.0.push(format!("{} {}: {}", h.object, h.field, h.cidr));
+            e.1.insert(format!("{} ({})", p.name, p.cidr));
         }
     }
-    let pools: Vec<String> = retiring.iter().map(|p| format!("{} ({})", p.name, p.cidr)).collect();
     by_class
         .into_iter()
-        .map(|(class, found)| {
+        .map(|(class, (found, pools))| {
             let what = match class {
                 RuleClass::KubernetesPolicy => "NetworkPolicy ipBlock",
                 RuleClass::CalicoPolicy => "Calico policy nets/notNets",
@@ -151,13 +153,19 @@ pub fn rule_findings(objects: &[RuleObject], pods: &[PodInfo], retiring: &[&Pool
                 RuleClass::KubeProxy => "kube-proxy --cluster-cidr",
                 RuleClass::Pod => "pod floatingIPs/ipAddrsNoIpam",
             };
+            let advice = match class {
+                RuleClass::IpReservation => "a reservation there ends with the pool",
+                RuleClass::KubeProxy => "set --cluster-cidr to a range holding the new pool too",
+                RuleClass::Pod => "give these pods addresses from the new pool",
+                _ => "moved pods will not match them (`kubectl ippool migrate --update-rules` adds the new CIDR beside the old one)",
+            };
             Finding::new(
                 "rulesNameOldCidr",
                 Severity::Warn,
                 format!(
-                    "{} {what} entr(ies) name the range of retiring IPPool {} and no enabled pool: {}; moved pods will not match them (`kubectl ippool migrate --update-rules` adds the new CIDR beside the old one)",
+                    "{} {what} entr(ies) name the range of retiring IPPool {} and no enabled pool: {}; {advice}",
                     found.len(),
-                    pools.join(", "),
+                    pools.into_iter().collect::<Vec<_>>().join(", "),
                     name_some(&found)
                 ),
                 found,

@@ -133,7 +133,7 @@ pub fn rule_findings(objects: &[RuleObject], pods: &[PodInfo], retiring: &[&Pool
     type Found = (Vec<String>, std::collections::BTreeSet<String>);
     let mut by_class: std::collections::BTreeMap<RuleClass, Found> = Default::default();
     for p in retiring {
-        let mut hits = rules::hits(objects, &p.cidr, active, None);
+        let mut hits = rules::uncovered_hits(objects, &p.cidr, active);
         hits.extend(rules::pod_hits(pods, &p.cidr, None));
         for h in hits {
             let e = by_class.entry(h.class).or_default();
@@ -301,7 +301,9 @@ mod tests {
         };
         let objects = vec![
             obj(RuleClass::NetworkSet, "GlobalNetworkSet", json!({"spec": {"nets": ["192.168.0.0/16"]}})),
-            obj(RuleClass::NetworkSet, "NetworkSet", json!({"spec": {"nets": ["192.168.1.0/24", "0.0.0.0/0"]}})),
+            obj(RuleClass::NetworkSet, "NetworkSet", json!({"spec": {"nets": ["192.168.1.0/24"]}})),
+            // Already reaches the enabled pool: nothing to do.
+            obj(RuleClass::NetworkSet, "NetworkSet", json!({"spec": {"nets": ["192.168.2.0/24", "0.0.0.0/0"]}})),
             obj(RuleClass::CalicoPolicy, "GlobalNetworkPolicy", json!({"spec": {"egress": [{"destination": {"notNets": ["192.168.0.0/16"]}}]}})),
         ];
         let mut old = Pool::new("old", "192.168.0.0/16".parse().unwrap());

@@ -60,9 +60,31 @@ fn outcome(site: &Site, body: &Value, old: &IpNet, new: &IpNet) -> Outcome {
 /// migration's target) says what `--update-rules` does about each, and
 /// finds IP reservations inside it.
 pub fn hits(objects: &[RuleObject], old: &IpNet, covers: &[IpNet], new: Option<&IpNet>) -> Vec<RuleHit> {
+    hits_where(objects, old, covers, new, |_| true)
+}
+
+/// Like [`hits`], leaving out lists that already reach one of `active`
+/// (an ipBlock's excepts count only when the block reaches one): what is
+/// still to be updated while pods move.
+pub fn uncovered_hits(objects: &[RuleObject], old: &IpNet, active: &[IpNet]) -> Vec<RuleHit> {
+    hits_where(objects, old, active, None, |site| match &site.addition {
+        Addition::ExceptOf(block) => {
+            block.is_some_and(|b| active.iter().any(|a| within(a, &b) && b != *a && !site.covers(a)))
+        }
+        _ => !active.iter().any(|a| site.covers(a)),
+    })
+}
+
+fn hits_where(
+    objects: &[RuleObject],
+    old: &IpNet,
+    covers: &[IpNet],
+    new: Option<&IpNet>,
+    keep: impl Fn(&Site) -> bool,
+) -> Vec<RuleHit> {
     let mut out = Vec::new();
     for o in objects {
-        for site in sites(o) {
+        for site in sites(o).into_iter().filter(|s| keep(s)) {
             let action = match new.map(|n| outcome(&site, &o.body, old, n)) {
                 Some(Outcome::Add(v)) => {
                     let what = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());

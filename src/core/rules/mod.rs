@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use changes::{hits, patches, pod_blockers, pod_hits, removal_ops, reserved_cidrs, ObjectPatch};
+pub use changes::{hits, patches, pod_blockers, pod_hits, removal_ops, reserved_cidrs, uncovered_hits, ObjectPatch};
 
 use super::cidr::{overlaps, within};
 

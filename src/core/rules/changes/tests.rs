@@ -124,9 +124,13 @@ fn update_adds_the_new_cidr_to_the_first_four_and_rollback_removes_exactly_that(
     );
     assert_eq!(objects[4..], original[4..], "the reservation and the bystander are untouched");
     assert!(patches(&objects, &old, &new).is_empty(), "a second run adds nothing");
-    // With the new CIDR beside the old one, the old one still names the retired range.
+    // With the new CIDR beside the old one, the old one still names the retired range...
     let left = hits(&objects, &old, &[new], None);
     assert_eq!(left.len(), 7, "{left:#?}");
+    // ...but nothing is left to update: only the reservation (it is never updated).
+    let todo: Vec<String> = uncovered_hits(&objects, &old, &[new]).iter().map(|h| h.object.clone()).collect();
+    assert_eq!(todo, vec!["IPReservation res"]);
+    assert_eq!(uncovered_hits(&original, &old, &[new]).len(), 6, "before: all but the unreachable except");
 
     // A user adds their own entry meanwhile; the rollback leaves it.
     objects[2].body["spec"]["nets"].as_array_mut().unwrap().push(json!("10.9.0.0/16"));

@@ -88,7 +88,7 @@ pub async fn read(cluster: &Cluster, calico: &Calico) -> Result<RuleObjects> {
         match list {
             Ok(Some(items)) => out.objects.extend(items.into_iter().map(|o| object(*class, ar, o))),
             Ok(None) => {}
-            Err(Error::Forbidden { .. }) => out.unreadable.push(format!("{} (forbidden)", ar.kind)),
+            Err(Error::Forbidden { .. }) => out.unreadable.push(format!("{}.{} (forbidden)", ar.plural, ar.group)),
             Err(e) => return Err(e),
         }
     }

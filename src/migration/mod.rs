@@ -428,10 +428,26 @@ mod tests {
                 seconds: None,
             },
         };
-        let needs: Vec<String> = permissions_needed(&calico, &plan, &Default::default(), &args(&["--to", "10.0.0.0/16"]))
-            .iter()
-            .map(|n| n.can_i_args())
-            .collect();
+        let mut opts = args(&["--to", "10.0.0.0/16"]);
+        let rules = crate::core::rules::RulesReport {
+            patches: vec![crate::core::rules::ObjectPatch {
+                target: crate::core::rules::ObjectRef {
+                    api_version: "crd.projectcalico.org/v1".into(),
+                    kind: "GlobalNetworkSet".into(),
+                    plural: "globalnetworksets".into(),
+                    namespace: None,
+                    name: "pods".into(),
+                },
+                class: crate::core::rules::RuleClass::NetworkSet,
+                changes: vec![],
+                json_patch: vec![],
+            }],
+            ..Default::default()
+        };
+        let without: Vec<String> = permissions_needed(&calico, &plan, &rules, &opts).iter().map(|n| n.can_i_args()).collect();
+        assert!(!without.iter().any(|n| n.contains("globalnetworksets")), "{without:?}");
+        opts.update_rules = true;
+        let needs: Vec<String> = permissions_needed(&calico, &plan, &rules, &opts).iter().map(|n| n.can_i_args()).collect();
         for want in [
             "create ippools.crd.projectcalico.org",
             "delete blockaffinities.crd.projectcalico.org",
@@ -440,6 +456,7 @@ mod tests {
             "create namespaces",
             "update leases.coordination.k8s.io -n kube-system",
             "update configmaps -n kube-system",
+            "patch globalnetworksets.crd.projectcalico.org",
         ] {
             assert!(needs.iter().any(|n| n == want), "{want} missing from {needs:?}");
         }

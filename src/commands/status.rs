@@ -5,19 +5,19 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::cluster::calico::Calico;
+use crate::cluster::rules;
 use crate::cluster::snapshot::Snapshot;
 use crate::cluster::Cluster;
 use crate::commands::flags::KubeArgs;
 use crate::core::findings::{self, Finding};
 use crate::core::inventory::{Inventory, NodeBlocks};
-use crate::cluster::rules;
 use crate::core::model::{ClusterNetworks, ManagedBy, Owner, Pool};
 use crate::core::rules::RuleObject;
-use ipnet::IpNet;
 use crate::core::state::MigrationState;
 use crate::error::{Error, Result};
 use crate::output::OutputFormat;
 use crate::output::{used_of, Printer};
+use ipnet::IpNet;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -154,7 +154,8 @@ pub fn build_report(context: &str, snap: Snapshot, rules: &[RuleObject], args: &
     warnings.extend(findings::pin_findings(inv, &snap.namespaces));
     let migrating = snap.migration.as_ref().filter(|m| !m.phase.is_finished()).map(|m| m.from_pool.as_str());
     let retiring: Vec<&Pool> = inv.pools.iter().filter(|p| p.disabled || Some(p.name.as_str()) == migrating).collect();
-    let active: Vec<IpNet> = inv.pools.iter().filter(|p| p.is_active() && !retiring.contains(p)).map(|p| p.cidr).collect();
+    let active: Vec<IpNet> =
+        inv.pools.iter().filter(|p| p.is_active() && !retiring.contains(p)).map(|p| p.cidr).collect();
     warnings.extend(findings::rule_findings(rules, &inv.pods, &retiring, &active));
     if let Some(m) = snap.migration.as_ref().filter(|m| !m.phase.is_finished()) {
         warnings.push(Finding::new(

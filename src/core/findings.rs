@@ -304,7 +304,11 @@ mod tests {
             obj(RuleClass::NetworkSet, "NetworkSet", json!({"spec": {"nets": ["192.168.1.0/24"]}})),
             // Already reaches the enabled pool: nothing to do.
             obj(RuleClass::NetworkSet, "NetworkSet", json!({"spec": {"nets": ["192.168.2.0/24", "0.0.0.0/0"]}})),
-            obj(RuleClass::CalicoPolicy, "GlobalNetworkPolicy", json!({"spec": {"egress": [{"destination": {"notNets": ["192.168.0.0/16"]}}]}})),
+            obj(
+                RuleClass::CalicoPolicy,
+                "GlobalNetworkPolicy",
+                json!({"spec": {"egress": [{"destination": {"notNets": ["192.168.0.0/16"]}}]}}),
+            ),
         ];
         let mut old = Pool::new("old", "192.168.0.0/16".parse().unwrap());
         old.disabled = true;
@@ -312,8 +316,15 @@ mod tests {
         let f = rule_findings(&objects, &[], &[&old], &active);
         assert_eq!(f.len(), 2, "{f:#?}");
         assert_eq!(f[0].code, "rulesNameOldCidr");
-        assert!(f[0].message.starts_with("1 Calico policy nets/notNets entr(ies) name the range of retiring IPPool old"), "{}", f[0].message);
-        assert_eq!(f[1].objects, vec!["GlobalNetworkSet a spec.nets[0]: 192.168.0.0/16", "NetworkSet a spec.nets[0]: 192.168.1.0/24"]);
+        assert!(
+            f[0].message.starts_with("1 Calico policy nets/notNets entr(ies) name the range of retiring IPPool old"),
+            "{}",
+            f[0].message
+        );
+        assert_eq!(
+            f[1].objects,
+            vec!["GlobalNetworkSet a spec.nets[0]: 192.168.0.0/16", "NetworkSet a spec.nets[0]: 192.168.1.0/24"]
+        );
         assert!(rule_findings(&objects, &[], &[], &active).is_empty(), "nothing is retiring");
     }
 

@@ -11,6 +11,7 @@
 //! record: creating a pool that exists, disabling a disabled pool or
 //! restarting a workload whose pods already moved are no-ops.
 
+mod checkpoint;
 mod moves;
 mod permissions;
 mod phases;
@@ -444,10 +445,12 @@ mod tests {
             }],
             ..Default::default()
         };
-        let without: Vec<String> = permissions_needed(&calico, &plan, &rules, &opts).iter().map(|n| n.can_i_args()).collect();
+        let without: Vec<String> =
+            permissions_needed(&calico, &plan, &rules, &opts).iter().map(|n| n.can_i_args()).collect();
         assert!(!without.iter().any(|n| n.contains("globalnetworksets")), "{without:?}");
         opts.update_rules = true;
-        let needs: Vec<String> = permissions_needed(&calico, &plan, &rules, &opts).iter().map(|n| n.can_i_args()).collect();
+        let needs: Vec<String> =
+            permissions_needed(&calico, &plan, &rules, &opts).iter().map(|n| n.can_i_args()).collect();
         for want in [
             "create ippools.crd.projectcalico.org",
             "delete blockaffinities.crd.projectcalico.org",

@@ -12,7 +12,12 @@ use crate::core::plan::{MoveKind, Plan, Strategy};
 use crate::core::rules::RulesReport;
 
 /// Every permission the run will use, asked up front.
-pub(crate) fn permissions_needed(calico: &Calico, plan: &Plan, rules: &RulesReport, opts: &MigrateOptions) -> Vec<Need> {
+pub(crate) fn permissions_needed(
+    calico: &Calico,
+    plan: &Plan,
+    rules: &RulesReport,
+    opts: &MigrateOptions,
+) -> Vec<Need> {
     let ks = Some(STATE_NAMESPACE);
     let mut needs = Vec::new();
     if opts.update_rules {

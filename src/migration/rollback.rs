@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::phases::save;
+use super::checkpoint::save;
 use crate::cluster::calico::{Calico, Kind};
 use crate::cluster::events::{self, EventTarget};
 use crate::cluster::lease::LeaseGuard;

@@ -4,7 +4,7 @@
 use ipnet::IpNet;
 use serde_json::Value;
 
-use super::phases::checkpoint;
+use super::checkpoint::checkpoint;
 use super::Ctx;
 use crate::cluster::events::{self, EventTarget};
 use crate::cluster::rules::{self as cluster_rules, Patched, RuleObjects};
@@ -52,13 +52,16 @@ pub(crate) fn render(r: &RulesReport, update: bool, dry_run: bool) -> String {
         return String::new();
     }
     let mut out = format!("Rules and addresses that name {old}:\n");
-    let rows = r.hits.iter().map(|h| vec![h.object.clone(), h.field.clone(), h.cidr.clone(), h.action.clone()]).collect();
+    let rows =
+        r.hits.iter().map(|h| vec![h.object.clone(), h.field.clone(), h.cidr.clone(), h.action.clone()]).collect();
     for line in crate::output::render_table(&["object", "field", "cidr", "action"], rows).lines() {
         out.push_str(&format!("  {line}\n"));
     }
     if !r.patches.is_empty() && (update || dry_run) {
         let when = if update { "before any pod moves, these" } else { "with --update-rules, these" };
-        out.push_str(&format!("JSON patches ({when} add {new}; each tests the list first so a concurrent edit is never overwritten):\n"));
+        out.push_str(&format!(
+            "JSON patches ({when} add {new}; each tests the list first so a concurrent edit is never overwritten):\n"
+        ));
         for p in &r.patches {
             let ops = serde_json::to_string(&p.json_patch).unwrap_or_default();
             out.push_str(&format!("  {}: {ops}\n", p.target.display()));
@@ -95,7 +98,12 @@ async fn apply_one(
         match cluster_rules::json_patch(ctx.cluster, &p.target, &p.json_patch).await? {
             Patched::Done => {
                 for c in &p.changes {
-                    event(ctx.cluster, c, &format!("kubectl-ippool migrate --update-rules: added {new} beside {old} in {}", c.field)).await;
+                    event(
+                        ctx.cluster,
+                        c,
+                        &format!("kubectl-ippool migrate --update-rules: added {new} beside {old} in {}", c.field),
+                    )
+                    .await;
                     ctx.printer.note(format!("{} (beside {old}).", c.describe()));
                 }
                 return Ok(());
@@ -121,7 +129,8 @@ async fn apply_one(
 
 async fn event(cluster: &Cluster, c: &RuleChange, message: &str) {
     let t = &c.target;
-    let target = EventTarget { api_version: &t.api_version, kind: &t.kind, namespace: t.namespace.as_deref(), name: &t.name };
+    let target =
+        EventTarget { api_version: &t.api_version, kind: &t.kind, namespace: t.namespace.as_deref(), name: &t.name };
     events::record_event(cluster, target, message).await;
 }
 
@@ -133,7 +142,12 @@ pub(crate) async fn undo(printer: &Printer, cluster: &Cluster, state: &mut Migra
     for c in std::mem::take(&mut state.rule_changes).into_iter().rev() {
         match undo_one(cluster, &c).await {
             Ok(None) => {
-                event(cluster, &c, &format!("kubectl-ippool migrate --rollback: removed {} from {}", added(&c), c.field)).await;
+                event(
+                    cluster,
+                    &c,
+                    &format!("kubectl-ippool migrate --rollback: removed {} from {}", added(&c), c.field),
+                )
+                .await;
                 printer.note(format!("{} {}: removed {}.", c.target.display(), c.field, added(&c)));
             }
             Ok(Some(why)) => printer.warn(format!("{} {}: nothing to remove: {why}", c.target.display(), c.field)),

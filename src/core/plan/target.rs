@@ -309,7 +309,8 @@ pub(super) fn check_capacity(input: &PlanInput, to: &Pool, moves: &[Move], refus
         .fold(0u128, u128::saturating_add);
     let cap = size(&to.cidr).saturating_sub(reserved);
     if to.block_size >= to.cidr.prefix_len() && cap < needed {
-        let less = if reserved > 0 { format!(" ({reserved} of them reserved by IPReservations)") } else { String::new() };
+        let less =
+            if reserved > 0 { format!(" ({reserved} of them reserved by IPReservations)") } else { String::new() };
         refusals.push(format!(
             "{} holds {cap} usable addresses{less}; {pods} pod(s) on {nodes} node(s) need at least {needed} (the pods plus one /{} block of {block} per node); use a larger CIDR",
             to.cidr, to.block_size

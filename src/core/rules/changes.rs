@@ -137,9 +137,7 @@ pub fn patches(objects: &[RuleObject], old: &IpNet, new: &IpNet) -> Vec<ObjectPa
         for site in sites(o) {
             let current = o.body.pointer(&site.pointer).cloned().unwrap_or(Value::Null);
             let (op, added, text_key) = match outcome(&site, &o.body, old, new) {
-                Outcome::Add(v) => {
-                    (json!({"op": "add", "path": format!("{}/-", site.pointer), "value": v}), v, None)
-                }
+                Outcome::Add(v) => (json!({"op": "add", "path": format!("{}/-", site.pointer), "value": v}), v, None),
                 Outcome::Text(key, t) => (
                     json!({"op": "replace", "path": site.pointer, "value": t}),
                     Value::String(new.to_string()),
@@ -192,7 +190,10 @@ pub fn removal_ops(body: &Value, change: &RuleChange) -> Result<Vec<Value>, Stri
 const FLOATING: &str = "cni.projectcalico.org/floatingIPs";
 const NO_IPAM: &str = "cni.projectcalico.org/ipAddrsNoIpam";
 
-fn pod_addresses<'a>(pods: &'a [PodInfo], old: &'a IpNet) -> impl Iterator<Item = (&'a PodInfo, &'static str, &'a String)> {
+fn pod_addresses<'a>(
+    pods: &'a [PodInfo],
+    old: &'a IpNet,
+) -> impl Iterator<Item = (&'a PodInfo, &'static str, &'a String)> {
     pods.iter().filter(|p| !p.is_finished()).flat_map(move |p| {
         let f = p.pins.floating_ips.iter().map(move |a| (p, FLOATING, a));
         let n = p.pins.no_ipam_addrs.iter().map(move |a| (p, NO_IPAM, a));

@@ -47,14 +47,15 @@ impl Site {
     /// Some entry covers `net` (an ipBlock minus its excepts).
     pub fn covers(&self, net: &IpNet) -> bool {
         self.entries.iter().any(|e| {
-            parse_net(&e.cidr).is_some_and(|c| c.contains(net))
-                && !e.except.iter().any(|x| super::overlaps(x, net))
+            parse_net(&e.cidr).is_some_and(|c| c.contains(net)) && !e.except.iter().any(|x| super::overlaps(x, net))
         })
     }
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default()
+    v.and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 fn plain_list(v: &Value, pointer: &str, field: &str, addition: Addition) -> Option<Site> {
@@ -62,7 +63,11 @@ fn plain_list(v: &Value, pointer: &str, field: &str, addition: Addition) -> Opti
     (!list.is_empty()).then(|| Site {
         field: field.to_string(),
         pointer: pointer.to_string(),
-        entries: list.into_iter().enumerate().map(|(i, c)| Entry { field: format!("{field}[{i}]"), cidr: c, except: vec![] }).collect(),
+        entries: list
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| Entry { field: format!("{field}[{i}]"), cidr: c, except: vec![] })
+            .collect(),
         addition,
     })
 }

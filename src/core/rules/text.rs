@@ -95,7 +95,8 @@ pub fn remove_from_list(text: &str, key: &str, cidr: &str) -> Option<String> {
                 let t = lines[*i].trim_start();
                 t.strip_prefix('-').is_some_and(|v| unquote(v) == cidr)
             })?;
-            let mut s = lines.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, l)| *l).collect::<Vec<_>>().join("\n");
+            let mut s =
+                lines.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, l)| *l).collect::<Vec<_>>().join("\n");
             if text.ends_with('\n') {
                 s.push('\n');
             }

@@ -37,15 +37,30 @@ fn world() -> Vec<RuleObject> {
             "gnp",
             json!({"spec": {"ingress": [{"action": "Allow", "source": {"nets": ["192.168.0.0/16"]}}]}}),
         ),
-        obj(RuleClass::NetworkSet, "GlobalNetworkSet", "gns", json!({"spec": {"nets": ["192.168.0.0/16", "1.2.3.4/32"]}})),
+        obj(
+            RuleClass::NetworkSet,
+            "GlobalNetworkSet",
+            "gns",
+            json!({"spec": {"nets": ["192.168.0.0/16", "1.2.3.4/32"]}}),
+        ),
         obj(
             RuleClass::IpMasqAgent,
             "ConfigMap",
             "ip-masq-agent",
             json!({"data": {"config": "nonMasqueradeCIDRs:\n  - 192.168.0.0/16\nmasqLinkLocal: false\n"}}),
         ),
-        obj(RuleClass::IpReservation, "IPReservation", "res", json!({"spec": {"reservedCIDRs": ["192.168.7.0/24", "10.0.5.0/28"]}})),
-        obj(RuleClass::NetworkSet, "GlobalNetworkSet", "bystander", json!({"spec": {"nets": ["172.16.0.0/12", "0.0.0.0/0"]}})),
+        obj(
+            RuleClass::IpReservation,
+            "IPReservation",
+            "res",
+            json!({"spec": {"reservedCIDRs": ["192.168.7.0/24", "10.0.5.0/28"]}}),
+        ),
+        obj(
+            RuleClass::NetworkSet,
+            "GlobalNetworkSet",
+            "bystander",
+            json!({"spec": {"nets": ["172.16.0.0/12", "0.0.0.0/0"]}}),
+        ),
     ]
 }
 
@@ -79,8 +94,10 @@ fn apply(doc: &mut Value, ops: &[Value]) -> Result<(), String> {
 #[test]
 fn every_hit_is_listed_with_its_field_path() {
     let (old, new) = (n("192.168.0.0/16"), n("10.0.0.0/16"));
-    let h: Vec<String> =
-        hits(&world(), &old, &[new], Some(&new)).iter().map(|h| format!("{} {} {}", h.object, h.field, h.cidr)).collect();
+    let h: Vec<String> = hits(&world(), &old, &[new], Some(&new))
+        .iter()
+        .map(|h| format!("{} {} {}", h.object, h.field, h.cidr))
+        .collect();
     assert_eq!(
         h,
         vec![
@@ -111,8 +128,14 @@ fn update_adds_the_new_cidr_to_the_first_four_and_rollback_removes_exactly_that(
     assert_eq!(np.changes.len(), 2, "a peer for the ingress block, an except for 0.0.0.0/0");
     assert_eq!(np.json_patch[0]["op"], "test");
     assert_eq!(np.json_patch[1]["op"], "test");
-    assert_eq!(np.json_patch[2], json!({"op": "add", "path": "/spec/ingress/0/from/-", "value": {"ipBlock": {"cidr": "10.0.0.0/16"}}}));
-    assert_eq!(np.json_patch[3], json!({"op": "add", "path": "/spec/egress/0/to/0/ipBlock/except/-", "value": "10.0.0.0/16"}));
+    assert_eq!(
+        np.json_patch[2],
+        json!({"op": "add", "path": "/spec/ingress/0/from/-", "value": {"ipBlock": {"cidr": "10.0.0.0/16"}}})
+    );
+    assert_eq!(
+        np.json_patch[3],
+        json!({"op": "add", "path": "/spec/egress/0/to/0/ipBlock/except/-", "value": "10.0.0.0/16"})
+    );
     for p in &ps {
         let o = objects.iter_mut().find(|o| o.target == p.target).unwrap();
         apply(&mut o.body, &p.json_patch).unwrap();

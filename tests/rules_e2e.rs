@@ -117,7 +117,8 @@ fn versions(c: &TestCluster) -> BTreeMap<String, String> {
 
 fn run(c: &TestCluster, args: &[&str]) -> (String, String) {
     let out = c.ippool(args).output().unwrap();
-    let (so, se) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    let (so, se) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
     assert!(out.status.success(), "kubectl ippool {args:?}:\n{so}\n{se}\n{}", c.log_tail());
     (so, se)
 }
@@ -134,7 +135,8 @@ fn with_added(originals: &[Value; 4], cidr: &str) -> [Value; 4] {
     np["ingress"][0]["from"].as_array_mut().unwrap().push(json!({"ipBlock": {"cidr": cidr}}));
     gnp["ingress"][0]["source"]["nets"].as_array_mut().unwrap().push(json!(cidr));
     gns["nets"].as_array_mut().unwrap().push(json!(cidr));
-    let text = masq["config"].as_str().unwrap().replace("  - 192.168.0.0/16\n", &format!("  - 192.168.0.0/16\n  - {cidr}\n"));
+    let text =
+        masq["config"].as_str().unwrap().replace("  - 192.168.0.0/16\n", &format!("  - 192.168.0.0/16\n  - {cidr}\n"));
     masq["config"] = json!(text);
     [np, gnp, gns, masq]
 }
@@ -162,7 +164,18 @@ fn rules_naming_the_old_cidr_are_listed_updated_rolled_back_and_verified() {
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: fixed\n  namespace: shop\n  annotations:\n    cni.projectcalico.org/ipAddrsNoIpam: '[\"192.168.200.5\"]'\nspec:\n  containers:\n  - {name: c, image: registry.k8s.io/pause:3.10}\n",
     );
     let out = c
-        .ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--update-rules", "--force", "--jobs", "evict", "--yes"])
+        .ippool(&[
+            "migrate",
+            "--from",
+            OLD,
+            "--to",
+            "10.0.0.0/16",
+            "--update-rules",
+            "--force",
+            "--jobs",
+            "evict",
+            "--yes",
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -182,7 +195,8 @@ fn rules_naming_the_old_cidr_are_listed_updated_rolled_back_and_verified() {
     insta::assert_snapshot!("dry_run_rules_section", section);
     let (so, _) = run(&c, &["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force", "--dry-run", "-o", "json"]);
     let doc: Value = serde_json::from_str(&so).unwrap();
-    let objects: Vec<&str> = doc["rules"]["hits"].as_array().unwrap().iter().map(|h| h["object"].as_str().unwrap()).collect();
+    let objects: Vec<&str> =
+        doc["rules"]["hits"].as_array().unwrap().iter().map(|h| h["object"].as_str().unwrap()).collect();
     for want in [
         "NetworkPolicy shop/from-pods",
         "GlobalNetworkPolicy default.allow-pods",
@@ -193,6 +207,39 @@ fn rules_naming_the_old_cidr_are_listed_updated_rolled_back_and_verified() {
         assert!(objects.contains(&want), "{want} missing from {objects:?}");
     }
     assert_eq!(doc["rules"]["patches"].as_array().unwrap().len(), 4);
+
+    // status warns once per class about the rules naming a retiring (here:
+    // disabled by hand, with another pool enabled) pool's range.
+    let ippools = format!("ippools.{V1}");
+    let spare = c.dir().join("spare.yaml");
+    std::fs::write(
+        &spare,
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: spare}\nspec: {cidr: 10.5.0.0/16}\n",
+    )
+    .unwrap();
+    assert!(c.calicoctl(&["create", "-f", spare.to_str().unwrap()]).status.success());
+    c.kubectl_ok(&["patch", &ippools, OLD, "--type", "merge", "-p", r#"{"spec":{"disabled":true}}"#]);
+    let (so, _) = run(&c, &["status", "-o", "json"]);
+    c.kubectl_ok(&["patch", &ippools, OLD, "--type", "merge", "-p", r#"{"spec":{"disabled":false}}"#]);
+    assert!(c.calicoctl(&["delete", "ippool", "spare"]).status.success());
+    let v: Value = serde_json::from_str(&so).unwrap();
+    let classes: Vec<&str> = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["code"] == "rulesNameOldCidr")
+        .map(|w| w["message"].as_str().unwrap().split(" entr(ies)").next().unwrap())
+        .collect();
+    assert_eq!(
+        classes,
+        vec![
+            "1 NetworkPolicy ipBlock",
+            "1 Calico policy nets/notNets",
+            "1 NetworkSet nets",
+            "1 IPReservation",
+            "1 ip-masq-agent nonMasqueradeCIDRs"
+        ]
+    );
 
     // 3. A filtered run stops before the old pool's deletion: the new CIDR is
     // beside the old one in the four, and nothing else changed.
@@ -211,22 +258,68 @@ fn rules_naming_the_old_cidr_are_listed_updated_rolled_back_and_verified() {
     let state: Value = serde_json::from_str(record["data"]["state.json"].as_str().unwrap()).unwrap();
     assert_eq!(state["ruleChanges"].as_array().unwrap().len(), 4, "{state}");
 
+    // status, mid-migration: the old pool is retiring; the four reach the new
+    // pool now, so only the reservation is left to warn about.
+    let (so, _) = run(&c, &["status", "-o", "json"]);
+    let v: Value = serde_json::from_str(&so).unwrap();
+    let warned: Vec<&Value> =
+        v["warnings"].as_array().unwrap().iter().filter(|w| w["code"] == "rulesNameOldCidr").collect();
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    assert_eq!(warned[0]["objects"], json!(["IPReservation reserved spec.reservedCIDRs[0]: 192.168.250.0/28"]));
+
     // Someone edits the set meanwhile; the rollback keeps their edit.
-    c.kubectl_ok(&["patch", &format!("globalnetworksets.{V1}"), "pods", "--type", "json", "-p", r#"[{"op":"add","path":"/spec/nets/-","value":"10.9.0.0/16"}]"#]);
+    c.kubectl_ok(&[
+        "patch",
+        &format!("globalnetworksets.{V1}"),
+        "pods",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"add","path":"/spec/nets/-","value":"10.9.0.0/16"}]"#,
+    ]);
     run(&c, &["migrate", "--from", OLD, "--rollback", "--yes"]);
     let mut expected = originals.clone();
     expected[2]["nets"].as_array_mut().unwrap().push(json!("10.9.0.0/16"));
     assert_eq!(four(&c), expected, "the rollback removes exactly what --update-rules added");
     assert_eq!(versions(&c), untouched);
-    c.kubectl_ok(&["patch", &format!("globalnetworksets.{V1}"), "pods", "--type", "json", "-p", r#"[{"op":"remove","path":"/spec/nets/1"}]"#]);
+    c.kubectl_ok(&[
+        "patch",
+        &format!("globalnetworksets.{V1}"),
+        "pods",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/nets/1"}]"#,
+    ]);
     assert_eq!(four(&c), originals);
 
     // 4. A full run: the old pool is deleted; then verify warns about every entry
     // still naming 192.168.0.0/16.
-    c.kubectl_ok(&["patch", &format!("ippools.{V1}"), "10.0.0.0-16", "--type", "merge", "-p", r#"{"spec":{"disabled":false}}"#]);
+    c.kubectl_ok(&[
+        "patch",
+        &format!("ippools.{V1}"),
+        "10.0.0.0-16",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"disabled":false}}"#,
+    ]);
     let (so, _) = run(
         &c,
-        &["migrate", "--from", OLD, "--to-pool", "10.0.0.0-16", "--update-rules", "--force", "--jobs", "evict", "--yes", "--timeout", "3m"],
+        &[
+            "migrate",
+            "--from",
+            OLD,
+            "--to-pool",
+            "10.0.0.0-16",
+            "--update-rules",
+            "--force",
+            "--jobs",
+            "evict",
+            "--yes",
+            "--timeout",
+            "3m",
+        ],
     );
     assert!(so.contains(&format!("IPPool {OLD} deleted")), "{so}");
     assert_eq!(four(&c), with_added(&originals, "10.0.0.0/16"));

@@ -195,7 +195,7 @@ fn seed_clean_then_each_failure_class() {
         assert!(row.contains("NOT CHECKED") && !row.contains("PASS"), "{row}");
     }
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains(", 2 not checked;"),
+        String::from_utf8_lossy(&out.stderr).contains(", 3 not checked;"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -93,7 +93,12 @@ async fn apply_one(
 ) -> Result<()> {
     let phase = state.phase;
     for _ in 0..ATTEMPTS {
-        state.rule_changes.extend(p.changes.iter().cloned());
+        // A change recorded by a run whose patch was lost is not recorded twice.
+        for c in &p.changes {
+            if !state.rule_changes.contains(c) {
+                state.rule_changes.push(c.clone());
+            }
+        }
         checkpoint(ctx, state, phase).await?;
         match cluster_rules::json_patch(ctx.cluster, &p.target, &p.json_patch).await? {
             Patched::Done => {

@@ -309,10 +309,13 @@ pub(super) fn check_capacity(input: &PlanInput, to: &Pool, moves: &[Move], refus
         .fold(0u128, u128::saturating_add);
     let cap = size(&to.cidr).saturating_sub(reserved);
     if to.block_size >= to.cidr.prefix_len() && cap < needed {
-        let less =
-            if reserved > 0 { format!(" ({reserved} of them reserved by IPReservations)") } else { String::new() };
+        let less = if reserved > 0 {
+            format!(" once the {reserved} reserved by IPReservations are left out")
+        } else {
+            String::new()
+        };
         refusals.push(format!(
-            "{} holds {cap} usable addresses{less}; {pods} pod(s) on {nodes} node(s) need at least {needed} (the pods plus one /{} block of {block} per node); use a larger CIDR",
+            "{} holds {cap} addresses{less}; {pods} pod(s) on {nodes} node(s) need at least {needed} (the pods plus one /{} block of {block} per node); use a larger CIDR",
             to.cidr, to.block_size
         ));
     }
@@ -426,7 +429,7 @@ mod tests {
         let mut i = input(&w, cidr("10.0.0.0/25"));
         i.force = true;
         let r = refusals(&i);
-        assert!(r.contains("holds 128 usable addresses; 6 pod(s) on 3 node(s) need at least 198"), "{r}");
+        assert!(r.contains("holds 128 addresses; 6 pod(s) on 3 node(s) need at least 198"), "{r}");
     }
 
     #[test]
@@ -438,7 +441,7 @@ mod tests {
         let reserved = ["10.0.0.0/26".parse().unwrap(), "192.168.0.0/24".parse().unwrap()];
         i.reservations = &reserved;
         let r = refusals(&i);
-        assert!(r.contains("holds 192 usable addresses (64 of them reserved by IPReservations)"), "{r}");
+        assert!(r.contains("holds 192 addresses once the 64 reserved by IPReservations are left out;"), "{r}");
     }
 
     #[test]

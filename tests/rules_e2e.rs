@@ -1,8 +1,8 @@
 //! Rules that name the old CIDR, on one seed cluster, in order: a pod with
 //! `ipAddrsNoIpam` in the old pool blocks (nothing written); `--dry-run`
 //! lists a NetworkPolicy (ipBlock with except), a GlobalNetworkPolicy, a
-//! GlobalNetworkSet, the ip-masq-agent ConfigMap and an IPReservation with
-//! their field paths; a filtered `--update-rules` run (stopped before the
+//! GlobalNetworkSet, the ip-masq-agent ConfigMap and an IPReservation (and a
+//! kube-proxy DaemonSet's `--cluster-cidr`) with their field paths; a filtered `--update-rules` run (stopped before the
 //! old pool's deletion) adds 10.0.0.0/16 to the first four and changes
 //! nothing else, and `--rollback` takes exactly that back out (an edit made
 //! meanwhile stays); a full `--update-rules` run, then `verify` warns about
@@ -32,6 +32,7 @@ const UNTOUCHED: &[(&str, Option<&str>, &str)] = &[
     ("networkpolicies.networking.k8s.io", Some("shop"), "elsewhere"),
     ("globalnetworksets.crd.projectcalico.org", None, "everything"),
     ("configmaps", Some("kube-system"), "kube-proxy"),
+    ("daemonsets.apps", Some("kube-system"), "kube-proxy"),
     ("configmaps", Some("kube-system"), "kubeadm-config"),
 ];
 
@@ -53,6 +54,20 @@ spec:
   egress:
   - to:
     - ipBlock: {cidr: 172.16.0.0/12}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: kube-proxy, namespace: kube-system}
+spec:
+  selector: {matchLabels: {k8s-app: kube-proxy}}
+  template:
+    metadata: {labels: {k8s-app: kube-proxy}}
+    spec:
+      nodeSelector: {no-node-has: this-label}
+      containers:
+      - name: kube-proxy
+        image: registry.k8s.io/pause:3.10
+        command: [kube-proxy, --cluster-cidr=192.168.0.0/16]
 ---
 apiVersion: v1
 kind: ConfigMap
@@ -203,6 +218,7 @@ fn rules_naming_the_old_cidr_are_listed_updated_rolled_back_and_verified() {
         "GlobalNetworkSet pods",
         "ConfigMap kube-system/ip-masq-agent",
         "IPReservation reserved",
+        "DaemonSet kube-system/kube-proxy",
     ] {
         assert!(objects.contains(&want), "{want} missing from {objects:?}");
     }
@@ -237,7 +253,8 @@ fn rules_naming_the_old_cidr_are_listed_updated_rolled_back_and_verified() {
             "1 Calico policy nets/notNets",
             "1 NetworkSet nets",
             "1 IPReservation",
-            "1 ip-masq-agent nonMasqueradeCIDRs"
+            "1 ip-masq-agent nonMasqueradeCIDRs",
+            "1 kube-proxy --cluster-cidr"
         ]
     );
 
@@ -264,8 +281,12 @@ fn rules_naming_the_old_cidr_are_listed_updated_rolled_back_and_verified() {
     let v: Value = serde_json::from_str(&so).unwrap();
     let warned: Vec<&Value> =
         v["warnings"].as_array().unwrap().iter().filter(|w| w["code"] == "rulesNameOldCidr").collect();
-    assert_eq!(warned.len(), 1, "{warned:#?}");
+    assert_eq!(warned.len(), 2, "{warned:#?}");
     assert_eq!(warned[0]["objects"], json!(["IPReservation reserved spec.reservedCIDRs[0]: 192.168.250.0/28"]));
+    assert_eq!(
+        warned[1]["objects"],
+        json!(["DaemonSet kube-system/kube-proxy spec.template.spec.containers[0].command[1] (--cluster-cidr): 192.168.0.0/16"])
+    );
 
     // Someone edits the set meanwhile; the rollback keeps their edit.
     c.kubectl_ok(&[
@@ -334,6 +355,7 @@ fn rules_naming_the_old_cidr_are_listed_updated_rolled_back_and_verified() {
         listed,
         vec![
             "ConfigMap kube-system/ip-masq-agent data.config nonMasqueradeCIDRs[0]: 192.168.0.0/16",
+            "DaemonSet kube-system/kube-proxy spec.template.spec.containers[0].command[1] (--cluster-cidr): 192.168.0.0/16",
             "GlobalNetworkPolicy default.allow-pods spec.ingress[0].source.nets[0]: 192.168.0.0/16",
             "GlobalNetworkSet pods spec.nets[0]: 192.168.0.0/16",
             "IPReservation reserved spec.reservedCIDRs[0]: 192.168.250.0/28",

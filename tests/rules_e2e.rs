@@ -298,6 +298,14 @@ fn rules_naming_the_old_cidr_are_listed_updated_rolled_back_and_verified() {
         "-p",
         r#"[{"op":"add","path":"/spec/nets/-","value":"10.9.0.0/16"}]"#,
     ]);
+    let (_, se) = run(&c, &["migrate", "--from", OLD, "--rollback", "--dry-run"]);
+    assert_eq!(se.matches("(added by --update-rules)").count(), 4, "{se}");
+    assert!(se.contains("remove 10.0.0.0/16 from GlobalNetworkSet pods spec.nets"), "{se}");
+    assert_eq!(
+        content(&c, GNS)["nets"],
+        json!(["192.168.0.0/16", "10.0.0.0/16", "10.9.0.0/16"]),
+        "a dry run writes nothing"
+    );
     run(&c, &["migrate", "--from", OLD, "--rollback", "--yes"]);
     let mut expected = originals.clone();
     expected[2]["nets"].as_array_mut().unwrap().push(json!("10.9.0.0/16"));

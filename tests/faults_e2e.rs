@@ -682,18 +682,48 @@ fn an_eviction_answered_409_is_made_again_not_assumed_done() {
     );
 }
 
+/// Create an IPReservation over `cidr` the moment a migration record
+/// appears: after the plan (which refuses a target pool that reservations
+/// fill), before the canary asks for an address.
+fn reserve_once_started(kubeconfig: &Path, cidr: &str) -> std::thread::JoinHandle<()> {
+    let (kc, cidr) = (kubeconfig.to_path_buf(), cidr.to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let client = client_for(&kc).await;
+            let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
+            let wc = watcher::Config::default().fields("metadata.name=kubectl-ippool-migration");
+            let mut stream = watcher(cms, wc).applied_objects().boxed();
+            while let Some(ev) = stream.next().await {
+                if ev.is_ok_and(|cm| cm.data.is_some_and(|d| d.contains_key("state.json"))) {
+                    break;
+                }
+            }
+            let ar = kube::core::ApiResource::from_gvk_with_plural(
+                &kube::core::GroupVersionKind::gvk("crd.projectcalico.org", "v1", "IPReservation"),
+                "ipreservations",
+            );
+            let api: Api<kube::api::DynamicObject> = Api::all_with(client, &ar);
+            let obj: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+                "apiVersion": "crd.projectcalico.org/v1", "kind": "IPReservation",
+                "metadata": {"name": "hold-new-pool"}, "spec": {"reservedCIDRs": [cidr]}
+            }))
+            .unwrap();
+            api.create(&Default::default(), &obj).await.unwrap();
+        });
+    })
+}
+
 /// Priority 4: Ctrl-C during the canary and during `verify --probe` leaves
 /// no `kubectl-ippool-*` namespace or pod behind. An IPReservation over the
-/// whole new pool keeps the canary (and the probe) waiting for an address,
-/// so the interrupt lands while they run.
+/// whole new pool, made once the migration has started (a plan refuses a
+/// target reservations fill), keeps the canary (and the probe) waiting for
+/// an address, so the interrupt lands while they run.
 #[test]
 fn ctrl_c_during_canary_and_probe_leaves_nothing_behind() {
     let c = realistic(&[]);
     let before = workload_counts(&c);
     let budget = budget_watch(&c);
-    let reservation = c.dir().join("reserve.yaml");
-    std::fs::write(&reservation, format!("apiVersion: crd.projectcalico.org/v1\nkind: IPReservation\nmetadata:\n  name: hold-new-pool\nspec:\n  reservedCIDRs: [\"{NEW_CIDR}\"]\n")).unwrap();
-    c.kubectl_ok(&["apply", "-f", reservation.to_str().unwrap()]);
     let pending_pod_in = |prefix: &str| {
         let pods = c.kubectl_ok(&[
             "get",
@@ -708,7 +738,9 @@ fn ctrl_c_during_canary_and_probe_leaves_nothing_behind() {
 
     // Canary.
     let args = migrate_args(OLD, NEW_CIDR);
+    let reserving = reserve_once_started(&c.kubeconfig, NEW_CIDR);
     let mut child = spawn_migrate(&c.kubeconfig, &args);
+    reserving.join().unwrap();
     c.wait_until("the canary pod (kept waiting by the reservation)", Duration::from_secs(90), || {
         pending_pod_in("kubectl-ippool-canary-")
     });
@@ -740,7 +772,7 @@ fn ctrl_c_during_canary_and_probe_leaves_nothing_behind() {
     let after_probe = leftovers(&c).len();
 
     // Lift the reservation; the same command finishes the migration.
-    c.kubectl_ok(&["delete", "-f", reservation.to_str().unwrap()]);
+    c.kubectl_ok(&["delete", "ipreservations.crd.projectcalico.org", "hold-new-pool"]);
     let out = ippool(&c, &args).timeout(Duration::from_secs(240)).output().unwrap();
     assert!(out.status.success(), "resume after Ctrl-C:\n{}\n{}", text(&out.stdout), text(&out.stderr));
     let (lost, behind) = assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);

@@ -32,6 +32,8 @@ fn reader_role_is_enough_for_status_and_verify_and_nobody_gets_a_clear_403() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["pools"][0]["name"], "default-ipv4-ippool");
     assert!(!v["clusterNetworks"]["podCidrs"].as_array().unwrap().is_empty(), "reader can discover the pod CIDR");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("could not check"), "reader can read every kind of rule: {err}");
 
     let out = c.ippool(&["verify", "-o", "json", "--as", VIEWER]).output().unwrap();
     assert!(

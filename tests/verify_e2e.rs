@@ -168,19 +168,19 @@ fn seed_clean_then_each_failure_class() {
     // cluster CIDR), exit 0, counts agree with calicoctl (0); with no pool
     // named and no migration recorded, the target and the old pool are
     // NOT_CHECKED (an enabled pool is no evidence of either), which is not
-    // a failure.
+    // a failure; so are rules naming a retired pool (none is retired).
     let (v, code) = verify(&c, &[]);
     assert_eq!(code, 0, "clean seed cluster must pass: {:?}", failing(&v));
     assert!(failing(&v).is_empty());
     assert_eq!(status(&v, "poolOutsideClusterCidr"), "WARN");
-    for code in ["targetPool", "oldPoolRetired"] {
+    for code in ["targetPool", "oldPoolRetired", "rulesNameRetiredCidr"] {
         assert_eq!(status(&v, code), "NOT_CHECKED", "{:#}", check(&v, code));
     }
-    assert_eq!(v["summary"]["notChecked"], 2, "{:#}", v["summary"]);
+    assert_eq!(v["summary"]["notChecked"], 3, "{:#}", v["summary"]);
     assert_eq!(v["result"], "WARN");
     let not_checked: Vec<&Value> =
         v["checks"].as_array().unwrap().iter().filter(|c| c["status"] == "NOT_CHECKED").collect();
-    assert_eq!(not_checked.len(), 2, "only those two: {not_checked:#?}");
+    assert_eq!(not_checked.len(), 3, "only those three: {not_checked:#?}");
     assert_eq!(v["ipam"]["calicoctlProblems"], 0);
     assert_agrees_with_calicoctl(&c, &v);
     // --strict turns that warning into exit 1.
@@ -195,7 +195,7 @@ fn seed_clean_then_each_failure_class() {
         assert!(row.contains("NOT CHECKED") && !row.contains("PASS"), "{row}");
     }
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains(", 2 not checked;"),
+        String::from_utf8_lossy(&out.stderr).contains(", 3 not checked;"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -169,6 +169,17 @@ impl Calico {
         ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind_name), plural)
     }
 
+    /// Where policies, network sets and IP reservations are read and written:
+    /// like pools, through the v3 API whenever it is served (the API server
+    /// validates there), else the v1 CRDs (same spec shape).
+    pub fn rules_api_version(&self) -> &'static str {
+        if self.mode == ApiMode::CrdV1 {
+            "crd.projectcalico.org/v1"
+        } else {
+            "projectcalico.org/v3"
+        }
+    }
+
     pub fn api(&self, cluster: &Cluster, kind: Kind) -> Api<DynamicObject> {
         Api::all_with(cluster.client.clone(), &self.resource(kind))
     }

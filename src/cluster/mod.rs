@@ -18,6 +18,7 @@ pub mod probe;
 pub mod progress;
 pub mod record;
 pub mod retry;
+pub mod rules;
 pub mod snapshot;
 pub mod templates;
 pub mod testpods;

@@ -77,6 +77,12 @@ pub fn pins_from(annotations: &std::collections::BTreeMap<String, String>) -> Po
             Err(_) => pins.unparsable = Some(format!("{ANNOT_IPADDRS}={v}")),
         }
     }
+    // Not pins (the pod gets its own address as usual), but addresses the
+    // old pool's deletion must know about. Calico refuses unparsable values.
+    let list =
+        |key: &str| annotations.get(key).and_then(|v| serde_json::from_str::<Vec<String>>(v).ok()).unwrap_or_default();
+    pins.floating_ips = list("cni.projectcalico.org/floatingIPs");
+    pins.no_ipam_addrs = list("cni.projectcalico.org/ipAddrsNoIpam");
     pins
 }
 

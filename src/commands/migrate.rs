@@ -120,6 +120,13 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub canary_per_node: bool,
 
+    /// Before any pod moves, add the new pool's CIDR beside the old one in every
+    /// NetworkPolicy ipBlock, Calico policy nets/notNets, (Global)NetworkSet and
+    /// the ip-masq-agent list that names it (never removes anything; --rollback
+    /// takes the additions back out).
+    #[arg(long)]
+    pub update_rules: bool,
+
     /// Print the plan and the blockers; write nothing at all.
     #[arg(long)]
     pub dry_run: bool,
@@ -205,6 +212,7 @@ impl MigrateArgs {
             timeout: self.timeout,
             canary_per_node: self.canary_per_node,
             surge: self.surge,
+            update_rules: self.update_rules,
             dry_run: self.dry_run,
             yes: self.yes,
         }

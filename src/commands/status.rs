@@ -5,16 +5,19 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::cluster::calico::Calico;
+use crate::cluster::rules;
 use crate::cluster::snapshot::Snapshot;
 use crate::cluster::Cluster;
 use crate::commands::flags::KubeArgs;
 use crate::core::findings::{self, Finding};
 use crate::core::inventory::{Inventory, NodeBlocks};
-use crate::core::model::{ClusterNetworks, ManagedBy, Owner};
+use crate::core::model::{ClusterNetworks, ManagedBy, Owner, Pool};
+use crate::core::rules::RuleObject;
 use crate::core::state::MigrationState;
 use crate::error::{Error, Result};
 use crate::output::OutputFormat;
 use crate::output::{used_of, Printer};
+use ipnet::IpNet;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -114,8 +117,12 @@ pub async fn run(kube: &KubeArgs, args: &StatusArgs) -> Result<u8> {
     let printer = Printer::new(args.output);
     let cluster = Cluster::connect(&kube.connect_options()).await?;
     let calico = Calico::detect(&cluster).await?;
-    let snap = Snapshot::read_with(&cluster, calico, false).await?;
-    let report = build_report(&cluster.context, snap, args)?;
+    let (snap, rule_objects) =
+        tokio::try_join!(Snapshot::read_with(&cluster, calico.clone(), false), rules::read(&cluster, &calico))?;
+    for u in &rule_objects.unreadable {
+        printer.warn(format!("could not check {u} for rules naming retiring pools"));
+    }
+    let report = build_report(&cluster.context, snap, &rule_objects.objects, args)?;
     if printer.is_machine_readable() {
         printer.data(&report)?;
     } else {
@@ -125,7 +132,7 @@ pub async fn run(kube: &KubeArgs, args: &StatusArgs) -> Result<u8> {
 }
 
 /// Everything `status` shows, computed from a snapshot (pure).
-pub fn build_report(context: &str, snap: Snapshot, args: &StatusArgs) -> Result<StatusReport> {
+pub fn build_report(context: &str, snap: Snapshot, rules: &[RuleObject], args: &StatusArgs) -> Result<StatusReport> {
     let inv = &snap.inventory;
     let pools = pool_rows(inv);
     let pool = match &args.pool {
@@ -145,6 +152,11 @@ pub fn build_report(context: &str, snap: Snapshot, args: &StatusArgs) -> Result<
     let mut warnings = findings::pool_network_findings(&inv.pools, &snap.networks);
     warnings.extend(findings::usage_findings(inv));
     warnings.extend(findings::pin_findings(inv, &snap.namespaces));
+    let migrating = snap.migration.as_ref().filter(|m| !m.phase.is_finished()).map(|m| m.from_pool.as_str());
+    let retiring: Vec<&Pool> = inv.pools.iter().filter(|p| p.disabled || Some(p.name.as_str()) == migrating).collect();
+    let active: Vec<IpNet> =
+        inv.pools.iter().filter(|p| p.is_active() && !retiring.contains(p)).map(|p| p.cidr).collect();
+    warnings.extend(findings::rule_findings(rules, &inv.pods, &retiring, &active));
     if let Some(m) = snap.migration.as_ref().filter(|m| !m.phase.is_finished()) {
         warnings.push(Finding::new(
             "migrationInProgress",

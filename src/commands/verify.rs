@@ -10,7 +10,7 @@ use crate::cluster::calico::Calico;
 use crate::cluster::probe::{self, ProbeOptions};
 use crate::cluster::snapshot::Snapshot;
 use crate::cluster::testpods::TEST_POD_IMAGE;
-use crate::cluster::{events, templates, Cluster};
+use crate::cluster::{events, rules, templates, Cluster};
 use crate::commands::flags::{parse_duration, KubeArgs};
 use crate::core::checks::{self, Check, Expectations, IpamFigures, Status, Summary, VerifyInput};
 use crate::core::cidr::parse_canonical;
@@ -84,7 +84,7 @@ pub struct VerifyArgs {
 /// context: string                 kubeconfig context checked
 /// result: PASS | WARN | FAIL      worst status (FAIL if --strict and any WARN)
 /// strict: bool
-/// checks: [ { code, name, category (pools|pods|ipam|probe),
+/// checks: [ { code, name, category (pools|pods|rules|ipam|probe),
 ///             status (PASS|WARN|FAIL|NOT_CHECKED), message, objects: [string] } ]
 /// summary: { total, passed, warnings, failed, notChecked }
 /// ipam: { blocks, allocations, inUseIps, leakedIps, inUseNotInActivePool,
@@ -124,11 +124,15 @@ pub async fn run(kube: &KubeArgs, args: &VerifyArgs) -> Result<u8> {
     // IPAM is cluster-wide: read every pod; `-n` narrows only the pod checks.
     let mut everywhere = cluster.clone();
     everywhere.namespace = None;
-    let (snap, templates, failures) = tokio::try_join!(
-        Snapshot::read(&everywhere, calico),
+    let (snap, templates, failures, rule_objects) = tokio::try_join!(
+        Snapshot::read(&everywhere, calico.clone()),
         templates::list_pinned_templates(&cluster),
         events::list_sandbox_failures(&cluster),
+        rules::read(&everywhere, &calico),
     )?;
+    for u in &rule_objects.unreadable {
+        printer.warn(format!("could not check {u} for rules naming retired pools"));
+    }
 
     let expect = Expectations {
         targets: args.to.clone(),
@@ -144,6 +148,7 @@ pub async fn run(kube: &KubeArgs, args: &VerifyArgs) -> Result<u8> {
         migration: snap.migration.as_ref(),
         templates: &templates,
         sandbox_failures: &failures,
+        rules: &rule_objects.objects,
         expect: &expect,
     };
     let (mut checks, ipam) = checks::run_checks(&input);

@@ -1,11 +1,13 @@
 //! Findings about pools and pods that `status` shows as warnings and
 //! `verify` turns into checks. Each finding names the objects at fault.
 
+use ipnet::IpNet;
 use serde::Serialize;
 
 use super::cidr::{overlaps, within};
 use super::inventory::Inventory;
-use super::model::{ClusterNetworks, NamespaceInfo, Pool};
+use super::model::{ClusterNetworks, NamespaceInfo, PodInfo, Pool};
+use super::rules::{self, RuleClass, RuleObject};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -124,6 +126,54 @@ pub fn pin_findings(inv: &Inventory, namespaces: &[NamespaceInfo]) -> Vec<Findin
     out
 }
 
+/// Rules and addresses naming the range of a pool being retired (disabled,
+/// or the source of an unfinished migration): one warning per class of
+/// object, code `rulesNameOldCidr`.
+pub fn rule_findings(objects: &[RuleObject], pods: &[PodInfo], retiring: &[&Pool], active: &[IpNet]) -> Vec<Finding> {
+    type Found = (Vec<String>, std::collections::BTreeSet<String>);
+    let mut by_class: std::collections::BTreeMap<RuleClass, Found> = Default::default();
+    for p in retiring {
+        let mut hits = rules::uncovered_hits(objects, &p.cidr, active);
+        hits.extend(rules::pod_hits(pods, &p.cidr, None));
+        for h in hits {
+            let e = by_class.entry(h.class).or_default();
+            e.0.push(format!("{} {}: {}", h.object, h.field, h.cidr));
+            e.1.insert(format!("{} ({})", p.name, p.cidr));
+        }
+    }
+    by_class
+        .into_iter()
+        .map(|(class, (found, pools))| {
+            let what = match class {
+                RuleClass::KubernetesPolicy => "NetworkPolicy ipBlock",
+                RuleClass::CalicoPolicy => "Calico policy nets/notNets",
+                RuleClass::NetworkSet => "NetworkSet nets",
+                RuleClass::IpReservation => "IPReservation",
+                RuleClass::IpMasqAgent => "ip-masq-agent nonMasqueradeCIDRs",
+                RuleClass::KubeProxy => "kube-proxy --cluster-cidr",
+                RuleClass::Pod => "pod floatingIPs/ipAddrsNoIpam",
+            };
+            let advice = match class {
+                RuleClass::IpReservation => "a reservation there ends with the pool",
+                RuleClass::KubeProxy => "set --cluster-cidr to a range holding the new pool too",
+                RuleClass::Pod => "give these pods addresses from the new pool",
+                _ => "moved pods will not match them (`kubectl ippool migrate --update-rules` adds the new CIDR beside the old one)",
+            };
+            Finding::new(
+                "rulesNameOldCidr",
+                Severity::Warn,
+                format!(
+                    "{} {what} entr(ies) name the range of retiring IPPool {} and no enabled pool: {}; {advice}",
+                    found.len(),
+                    pools.into_iter().collect::<Vec<_>>().join(", "),
+                    name_some(&found)
+                ),
+                found,
+            )
+        })
+        .collect()
+}
+
 /// `10.0.0.0/8 (ConfigMap kube-system/kubeadm-config (networking.podSubnet), ...)`,
 /// one entry per distinct CIDR.
 pub fn describe_sources(cidrs: &[super::model::SourcedCidr]) -> String {
@@ -233,6 +283,49 @@ mod tests {
         let f = pool_network_findings(&pools, &ClusterNetworks::default());
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].code, "poolsOverlap");
+    }
+
+    #[test]
+    fn rules_naming_a_retiring_pool_warn_once_per_class() {
+        use serde_json::json;
+        let obj = |class, kind: &str, body| RuleObject {
+            class,
+            target: rules::ObjectRef {
+                api_version: "v1".into(),
+                kind: kind.into(),
+                plural: "x".into(),
+                namespace: None,
+                name: "a".into(),
+            },
+            body,
+        };
+        let objects = vec![
+            obj(RuleClass::NetworkSet, "GlobalNetworkSet", json!({"spec": {"nets": ["192.168.0.0/16"]}})),
+            obj(RuleClass::NetworkSet, "NetworkSet", json!({"spec": {"nets": ["192.168.1.0/24"]}})),
+            // Already reaches the enabled pool: nothing to do.
+            obj(RuleClass::NetworkSet, "NetworkSet", json!({"spec": {"nets": ["192.168.2.0/24", "0.0.0.0/0"]}})),
+            obj(
+                RuleClass::CalicoPolicy,
+                "GlobalNetworkPolicy",
+                json!({"spec": {"egress": [{"destination": {"notNets": ["192.168.0.0/16"]}}]}}),
+            ),
+        ];
+        let mut old = Pool::new("old", "192.168.0.0/16".parse().unwrap());
+        old.disabled = true;
+        let active = ["10.0.0.0/16".parse().unwrap()];
+        let f = rule_findings(&objects, &[], &[&old], &active);
+        assert_eq!(f.len(), 2, "{f:#?}");
+        assert_eq!(f[0].code, "rulesNameOldCidr");
+        assert!(
+            f[0].message.starts_with("1 Calico policy nets/notNets entr(ies) name the range of retiring IPPool old"),
+            "{}",
+            f[0].message
+        );
+        assert_eq!(
+            f[1].objects,
+            vec!["GlobalNetworkSet a spec.nets[0]: 192.168.0.0/16", "NetworkSet a spec.nets[0]: 192.168.1.0/24"]
+        );
+        assert!(rule_findings(&objects, &[], &[], &active).is_empty(), "nothing is retiring");
     }
 
     #[test]

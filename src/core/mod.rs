@@ -8,5 +8,6 @@ pub mod findings;
 pub mod inventory;
 pub mod model;
 pub mod plan;
+pub mod rules;
 pub mod selector;
 pub mod state;

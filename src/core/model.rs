@@ -184,6 +184,12 @@ pub struct PoolPins {
     pub ip_addrs: Vec<String>,
     /// The raw annotation text that could not be parsed, if any.
     pub unparsable: Option<String>,
+    /// Extra addresses from `floatingIPs` (NATed to the pod; not a pin).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub floating_ips: Vec<String>,
+    /// Addresses from `ipAddrsNoIpam`: used without any IPAM allocation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_ipam_addrs: Vec<String>,
 }
 
 impl PoolPins {

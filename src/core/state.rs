@@ -71,4 +71,7 @@ pub struct MigrationState {
     /// Objects we could not move, with the reason.
     #[serde(default)]
     pub failed: Vec<String>,
+    /// Entries `--update-rules` added to rules and sets (`--rollback` removes them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rule_changes: Vec<super::rules::RuleChange>,
 }

@@ -11,11 +11,13 @@
 //! record: creating a pool that exists, disabling a disabled pool or
 //! restarting a workload whose pods already moved are no-ops.
 
+mod checkpoint;
 mod moves;
 mod permissions;
 mod phases;
 mod plan_view;
 mod rollback;
+mod rules;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -59,6 +61,8 @@ pub struct MigrateOptions {
     pub canary_per_node: bool,
     /// Scale up a workload whose budget allows nothing, for its move.
     pub surge: bool,
+    /// Add the new pool's CIDR beside the old one in rules and sets that name it.
+    pub update_rules: bool,
     pub dry_run: bool,
     pub yes: bool,
 }
@@ -91,6 +95,8 @@ pub(crate) struct Facts {
     cni: Option<CniPools>,
     /// Pods selected by `-l` (None: no label filter).
     label_filter: Option<BTreeSet<String>>,
+    /// IPReservation CIDRs (read once, by `run`), for the capacity check.
+    reservations: Vec<ipnet::IpNet>,
 }
 
 impl Facts {
@@ -113,7 +119,7 @@ impl Facts {
                 }
             },
         )?;
-        Ok(Facts { snap, workloads, pdbs, cni, label_filter: labelled })
+        Ok(Facts { snap, workloads, pdbs, cni, label_filter: labelled, reservations: vec![] })
     }
 
     fn plan_input<'a>(&'a self, opts: &'a MigrateOptions, operator: bool) -> PlanInput<'a> {
@@ -137,6 +143,7 @@ impl Facts {
             canary_per_node: opts.canary_per_node,
             parallel: opts.max_parallel as usize,
             surge: opts.surge,
+            reservations: &self.reservations,
         }
     }
 }
@@ -157,7 +164,9 @@ pub(crate) struct Ctx<'a> {
 /// Plan, check, confirm and carry out a migration.
 pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &MigrateOptions) -> Result<()> {
     // 1. Plan (no writes).
-    let facts = Facts::read(cluster, calico.clone(), opts).await?;
+    let (mut facts, rule_objects) =
+        tokio::try_join!(Facts::read(cluster, calico.clone(), opts), crate::cluster::rules::read(cluster, calico))?;
+    facts.reservations = crate::core::rules::reserved_cidrs(&rule_objects.objects);
     let record = resumable_record(facts.snap.migration.as_ref(), opts)?;
     let from_managed_by_operator = facts
         .snap
@@ -180,7 +189,8 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
             crate::cluster::calico::installation_is_helm_managed(cluster).await,
         ));
     }
-    show_plan(printer, cluster, &plan, opts, record.as_ref().map(|r| r.phase))?;
+    let rules_report = rules::report(&rule_objects, &facts.snap.inventory.pods, &mut plan, opts.update_rules);
+    show_plan(printer, cluster, &plan, &rules_report, opts, record.as_ref().map(|r| r.phase))?;
 
     // 2. Preflight: blockers, then permissions, then admission of the canary.
     if !plan.blockers.is_empty() {
@@ -193,7 +203,7 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
         printer.note("Dry run: nothing was changed.");
         return Ok(());
     }
-    access::check(cluster, &permissions_needed(calico, &plan, opts)).await?;
+    access::check(cluster, &permissions_needed(calico, &plan, &rules_report, opts)).await?;
     // Admission must let the canary run: found out now, not after the old
     // pool is disabled (a run resumed past the canary does not start one).
     if record.as_ref().is_none_or(|r| r.phase < Phase::CanaryPassed) {
@@ -312,6 +322,7 @@ fn new_record(plan: &Plan, lease: &LeaseGuard, original: Option<DynamicObject>) 
         total: plan.pod_count(),
         done: vec![],
         failed: vec![],
+        rule_changes: vec![],
     }
 }
 
@@ -342,6 +353,7 @@ mod tests {
             timeout: Duration::from_secs(600),
             canary_per_node: false,
             surge: false,
+            update_rules: false,
             dry_run: false,
             yes: false,
         }
@@ -362,6 +374,7 @@ mod tests {
             total: 3,
             done: vec![],
             failed: vec![],
+            rule_changes: vec![],
         }
     }
 
@@ -416,10 +429,28 @@ mod tests {
                 seconds: None,
             },
         };
-        let needs: Vec<String> = permissions_needed(&calico, &plan, &args(&["--to", "10.0.0.0/16"]))
-            .iter()
-            .map(|n| n.can_i_args())
-            .collect();
+        let mut opts = args(&["--to", "10.0.0.0/16"]);
+        let rules = crate::core::rules::RulesReport {
+            patches: vec![crate::core::rules::ObjectPatch {
+                target: crate::core::rules::ObjectRef {
+                    api_version: "crd.projectcalico.org/v1".into(),
+                    kind: "GlobalNetworkSet".into(),
+                    plural: "globalnetworksets".into(),
+                    namespace: None,
+                    name: "pods".into(),
+                },
+                class: crate::core::rules::RuleClass::NetworkSet,
+                changes: vec![],
+                json_patch: vec![],
+            }],
+            ..Default::default()
+        };
+        let without: Vec<String> =
+            permissions_needed(&calico, &plan, &rules, &opts).iter().map(|n| n.can_i_args()).collect();
+        assert!(!without.iter().any(|n| n.contains("globalnetworksets")), "{without:?}");
+        opts.update_rules = true;
+        let needs: Vec<String> =
+            permissions_needed(&calico, &plan, &rules, &opts).iter().map(|n| n.can_i_args()).collect();
         for want in [
             "create ippools.crd.projectcalico.org",
             "delete blockaffinities.crd.projectcalico.org",
@@ -428,6 +459,7 @@ mod tests {
             "create namespaces",
             "update leases.coordination.k8s.io -n kube-system",
             "update configmaps -n kube-system",
+            "patch globalnetworksets.crd.projectcalico.org",
         ] {
             assert!(needs.iter().any(|n| n == want), "{want} missing from {needs:?}");
         }
@@ -437,6 +469,7 @@ mod tests {
             dry_run: true,
             resume_from_phase: None,
             plan: &plan,
+            rules: None,
         };
         let yaml = serde_yaml_ng::to_string(&doc).unwrap();
         assert!(yaml.contains("kind: IPPoolMigrationPlan") && yaml.contains("kind: evictForGood"), "{yaml}");

@@ -9,11 +9,26 @@ use crate::cluster::calico::{Calico, Kind, GROUP_OPERATOR};
 use crate::cluster::record::STATE_NAMESPACE;
 use crate::core::model::OwnerKind;
 use crate::core::plan::{MoveKind, Plan, Strategy};
+use crate::core::rules::RulesReport;
 
 /// Every permission the run will use, asked up front.
-pub(crate) fn permissions_needed(calico: &Calico, plan: &Plan, opts: &MigrateOptions) -> Vec<Need> {
+pub(crate) fn permissions_needed(
+    calico: &Calico,
+    plan: &Plan,
+    rules: &RulesReport,
+    opts: &MigrateOptions,
+) -> Vec<Need> {
     let ks = Some(STATE_NAMESPACE);
     let mut needs = Vec::new();
+    if opts.update_rules {
+        let mut seen = BTreeSet::new();
+        for p in &rules.patches {
+            let t = &p.target;
+            if seen.insert((t.group().to_string(), t.plural.clone(), t.namespace.clone())) {
+                needs.push(Need::new("patch", t.group(), &t.plural, t.namespace.as_deref()));
+            }
+        }
+    }
     let pool = calico.resource(Kind::IPPool);
     if plan.via_operator {
         needs.push(Need::new("get", GROUP_OPERATOR, "installations", None));

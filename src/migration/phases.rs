@@ -5,30 +5,15 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
+use super::checkpoint::checkpoint;
 use super::{moves, Ctx, Facts, Summary};
 use crate::cluster::calico::Kind;
 use crate::cluster::events::{self, EventTarget};
 use crate::cluster::pools::PoolWriter;
-use crate::cluster::{canary, movers, pools, record, Cluster};
+use crate::cluster::{canary, movers, pools};
 use crate::core::plan::{self, Plan};
 use crate::core::state::{MigrationState, Phase};
 use crate::error::{Error, Result};
-
-/// Save progress, stopping if another process took our lease.
-pub(crate) async fn checkpoint(ctx: &Ctx<'_>, state: &mut MigrationState, phase: Phase) -> Result<()> {
-    if ctx.lease.lost() {
-        return Err(Error::Other(
-            "another process took over the migration lease; stopping (the record is left for it)".into(),
-        ));
-    }
-    save(ctx.cluster, state, phase).await
-}
-
-pub(crate) async fn save(cluster: &Cluster, state: &mut MigrationState, phase: Phase) -> Result<()> {
-    state.phase = phase;
-    state.updated_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    record::write_state(cluster, state).await
-}
 
 /// The phases, in order; each one is skipped when the record says it is
 /// done and reality agrees.
@@ -50,6 +35,10 @@ pub(crate) async fn execute(ctx: &Ctx<'_>, plan: &Plan, mut state: MigrationStat
     movers::uncordon_ours(ctx.cluster).await?;
     movers::unsurge_ours(ctx.cluster).await?;
 
+    // Rules first: once the new pool is enabled, new pods may land in it.
+    if ctx.opts.update_rules && state.phase < Phase::SourceDeleted {
+        super::rules::update(ctx, plan, &mut state).await?;
+    }
     phase_target_ready(ctx, writer, plan, &mut state).await?;
     phase_source_disabled(ctx, writer, plan, &mut state).await?;
     if state.phase < Phase::CanaryPassed {

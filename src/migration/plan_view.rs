@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::MigrateOptions;
 use crate::cluster::Cluster;
 use crate::core::plan::{Estimate, MoveKind, Plan, PoolStep};
+use crate::core::rules::RulesReport;
 use crate::core::state::Phase;
 use crate::error::Result;
 use crate::output::Printer;
@@ -20,6 +21,9 @@ pub(crate) struct PlanDocument<'a> {
     pub(crate) resume_from_phase: Option<Phase>,
     #[serde(flatten)]
     pub(crate) plan: &'a Plan,
+    /// Rules and addresses naming the old CIDR, and the patches `--update-rules` sends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rules: Option<&'a RulesReport>,
 }
 
 /// What to know before letting the operator apply our pool changes;
@@ -47,6 +51,7 @@ pub(crate) fn show_plan(
     printer: &Printer,
     cluster: &Cluster,
     plan: &Plan,
+    rules: &RulesReport,
     opts: &MigrateOptions,
     resume: Option<Phase>,
 ) -> Result<()> {
@@ -62,9 +67,11 @@ pub(crate) fn show_plan(
             dry_run: opts.dry_run,
             resume_from_phase: resume,
             plan,
+            rules: Some(rules),
         })?;
     } else {
         printer.stdout(&render_plan(plan, resume, printer.wide()))?;
+        printer.stdout(&super::rules::render(rules, opts.update_rules, opts.dry_run))?;
     }
     for w in &plan.warnings {
         printer.warn(w);

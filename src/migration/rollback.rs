@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::phases::save;
+use super::checkpoint::save;
 use crate::cluster::calico::{Calico, Kind};
 use crate::cluster::events::{self, EventTarget};
 use crate::cluster::lease::LeaseGuard;
@@ -96,6 +96,9 @@ pub async fn rollback(printer: &Printer, cluster: &Cluster, calico: &Calico, opt
         "Rollback in {}: {from_after}, {to_after} (pods already moved keep their addresses).",
         cluster.describe()
     ));
+    for line in super::rules::describe_undo(&state) {
+        printer.note(format!("  {line} (added by --update-rules)"));
+    }
     if opts.dry_run {
         printer.note("Dry run: nothing was changed.");
         return Ok(());
@@ -119,6 +122,13 @@ pub async fn rollback(printer: &Printer, cluster: &Cluster, calico: &Calico, opt
         canary::cleanup_leftovers(cluster).await;
         movers::uncordon_ours(cluster).await?;
         movers::unsurge_ours(cluster).await?;
+        let undone = super::rules::undo(printer, cluster, &mut state).await;
+        if undone.is_err() {
+            // Keep the record open with what is left to take back.
+            let phase = state.phase;
+            save(cluster, &mut state, phase).await?;
+            return undone;
+        }
         save(cluster, &mut state, Phase::RolledBack).await
     }
     .await;

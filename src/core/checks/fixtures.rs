@@ -55,6 +55,7 @@ pub(crate) struct World {
     pub(crate) templates: Vec<WorkloadTemplate>,
     pub(crate) failures: Vec<SandboxFailure>,
     pub(crate) migration: Option<MigrationState>,
+    pub(crate) rules: Vec<crate::core::rules::RuleObject>,
     pub(crate) expect: Expectations,
 }
 
@@ -69,6 +70,7 @@ impl World {
             migration: self.migration.as_ref(),
             templates: &self.templates,
             sandbox_failures: &self.failures,
+            rules: &self.rules,
             expect: &self.expect,
         }
     }
@@ -117,6 +119,7 @@ pub(crate) fn clean_world() -> World {
         templates: vec![],
         failures: vec![],
         migration: None,
+        rules: vec![],
         expect: Expectations { targets: vec!["new".into()], from: Some("old".into()), ..Default::default() },
     }
 }

@@ -17,6 +17,7 @@ mod ipam;
 mod pods;
 mod pools;
 mod probe;
+mod rules;
 
 pub use probe::probe_check;
 
@@ -26,6 +27,7 @@ use serde::Serialize;
 use super::findings::Severity;
 use super::inventory::Inventory;
 use super::model::{ClusterNetworks, NamespaceInfo, NodeInfo, SandboxFailure, WorkloadTemplate};
+use super::rules::RuleObject;
 use super::state::{MigrationState, Phase};
 
 /// Which part of the cluster a check looks at.
@@ -34,6 +36,7 @@ use super::state::{MigrationState, Phase};
 pub enum Category {
     Pools,
     Pods,
+    Rules,
     Ipam,
     Probe,
 }
@@ -179,6 +182,7 @@ pub mod defs {
         PODS_OUTSIDE_POOLS:         "podsOutsidePools",         "Pods outside pools",               Pods;
         PINNED_TO_RETIRED_POOL:     "pinnedToRetiredPool",      "Pool pins",                        Pods;
         PODS_PENDING_ON_IPAM:       "podsPendingOnIpam",        "Pods pending on IPAM",             Pods;
+        RULES_NAME_RETIRED_CIDR:    "rulesNameRetiredCidr",     "Rules naming retired pools",       Rules;
         LEAKED_ALLOCATIONS:         "leakedAllocations",        "Leaked allocations",               Ipam;
         ALLOCATION_OWNER_MISMATCH:  "allocationOwnerMismatch",  "Allocation owners",                Ipam;
         IPS_OUTSIDE_ACTIVE_POOLS:   "ipsOutsideActivePools",    "In-use IPs outside active pools",  Ipam;
@@ -217,6 +221,8 @@ pub struct VerifyInput<'a> {
     pub migration: Option<&'a MigrationState>,
     pub templates: &'a [WorkloadTemplate],
     pub sandbox_failures: &'a [SandboxFailure],
+    /// Policies, network sets and the like that may name CIDRs.
+    pub rules: &'a [RuleObject],
     pub expect: &'a Expectations,
 }
 
@@ -271,6 +277,7 @@ fn targets_and_from(input: &VerifyInput) -> (Vec<String>, Option<String>, Option
 pub fn run_checks(input: &VerifyInput) -> (Vec<Check>, IpamFigures) {
     let mut out = pools::pool_checks(input);
     out.extend(pods::pod_checks(input));
+    out.push(rules::rule_check(input));
     let (ipam, figures) = ipam::ipam_checks(input);
     out.extend(ipam);
     (out, figures)
@@ -366,6 +373,7 @@ mod tests {
                 "podsOutsidePools",
                 "pinnedToRetiredPool",
                 "podsPendingOnIpam",
+                "rulesNameRetiredCidr",
                 "leakedAllocations",
                 "allocationOwnerMismatch",
                 "ipsOutsideActivePools",

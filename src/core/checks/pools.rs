@@ -311,6 +311,7 @@ mod tests {
             total: 4,
             done: vec!["Deployment shop/web".into()],
             failed: vec![],
+            rule_changes: vec![],
         });
         let (cs, _) = w.run();
         assert_eq!(check(&cs, "oldPoolRetired").status, Status::Fail);

@@ -65,6 +65,7 @@ mod tests {
             migration: None,
             templates: &[],
             sandbox_failures: &[],
+            rules: &[],
             expect: &w.expect,
         };
         let ok = ProbeOutcome {

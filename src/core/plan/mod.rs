@@ -170,6 +170,8 @@ pub struct PlanInput<'a> {
     pub parallel: usize,
     /// Scale up a workload whose budget allows nothing, for its move (`--surge`).
     pub surge: bool,
+    /// CIDRs of IPReservations: the part inside the target is not usable.
+    pub reservations: &'a [ipnet::IpNet],
 }
 
 /// The plan `--dry-run` prints and `migrate` executes.
@@ -413,6 +415,7 @@ pub(crate) mod fixtures {
             canary_per_node: false,
             parallel: 1,
             surge: false,
+            reservations: &[],
         }
     }
 

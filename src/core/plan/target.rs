@@ -300,10 +300,22 @@ pub(super) fn check_capacity(input: &PlanInput, to: &Pool, moves: &[Move], refus
     let host_bits = to.cidr.max_prefix_len().saturating_sub(to.block_size) as u32;
     let block = if host_bits >= 128 { u128::MAX } else { 1u128 << host_bits };
     let needed = (pods as u128).saturating_add(nodes.saturating_mul(block));
-    let cap = size(&to.cidr);
+    // Reserved addresses are never handed out (clipped to the pool).
+    let reserved: u128 = input
+        .reservations
+        .iter()
+        .filter(|r| overlaps(r, &to.cidr))
+        .map(|r| if within(r, &to.cidr) { size(r) } else { size(&to.cidr) })
+        .fold(0u128, u128::saturating_add);
+    let cap = size(&to.cidr).saturating_sub(reserved);
     if to.block_size >= to.cidr.prefix_len() && cap < needed {
+        let less = if reserved > 0 {
+            format!(" once the {reserved} reserved by IPReservations are left out")
+        } else {
+            String::new()
+        };
         refusals.push(format!(
-            "{} holds {cap} addresses; {pods} pod(s) on {nodes} node(s) need at least {needed} (the pods plus one /{} block of {block} per node); use a larger CIDR",
+            "{} holds {cap} addresses{less}; {pods} pod(s) on {nodes} node(s) need at least {needed} (the pods plus one /{} block of {block} per node); use a larger CIDR",
             to.cidr, to.block_size
         ));
     }
@@ -418,6 +430,18 @@ mod tests {
         i.force = true;
         let r = refusals(&i);
         assert!(r.contains("holds 128 addresses; 6 pod(s) on 3 node(s) need at least 198"), "{r}");
+    }
+
+    #[test]
+    fn reservations_inside_the_target_count_against_its_capacity() {
+        let w = world(seed_pools(), seed_pods());
+        let mut i = input(&w, cidr("10.0.0.0/24"));
+        i.force = true;
+        assert!(make_plan(&i).is_ok(), "256 addresses hold 6 pods and 3 blocks of 64");
+        let reserved = ["10.0.0.0/26".parse().unwrap(), "192.168.0.0/24".parse().unwrap()];
+        i.reservations = &reserved;
+        let r = refusals(&i);
+        assert!(r.contains("holds 192 addresses once the 64 reserved by IPReservations are left out;"), "{r}");
     }
 
     #[test]

@@ -39,6 +39,7 @@ fn canary_pods() -> TestPods {
         image: TEST_POD_IMAGE.to_string(),
         labels: BTreeMap::from([(CANARY_LABEL.to_string(), "true".to_string())]),
         automount_token: None,
+        lone_among: vec![],
     }
 }
 
@@ -49,18 +50,20 @@ fn canary_namespace_labels() -> BTreeMap<String, String> {
     ])
 }
 
-/// Start the canary pods in `ns` (one per node in `nodes`, or one anywhere
-/// if `nodes` is empty) and wait until each has an IP; every IP must lie in
-/// `target`. The caller deletes the namespace afterwards.
+/// Start the canary pods in `ns` and wait until each has an IP; every IP
+/// must lie in `target`. With `per_node` one pod goes to each of `nodes`,
+/// otherwise one pod the scheduler places on one of them (on any node if
+/// `nodes` is empty). The caller deletes the namespace afterwards.
 pub async fn run(
     cluster: &Cluster,
     ns: &str,
     nodes: &[String],
+    per_node: bool,
     target: &IpNet,
     timeout: Duration,
 ) -> Result<Vec<(String, IpAddr)>> {
-    let spec = canary_pods();
-    let targets = spec.targets((!nodes.is_empty()).then_some(nodes));
+    let spec = TestPods { lone_among: if per_node { vec![] } else { nodes.to_vec() }, ..canary_pods() };
+    let targets = spec.targets(per_node.then_some(nodes));
     let how = Creation { reuse_existing: true, default_service_account: false };
     let pods = testpods::start(cluster, ns, &canary_namespace_labels(), &spec, &targets, how).await?;
     // One pod after the other, each with its own deadline.

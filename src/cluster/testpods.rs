@@ -20,8 +20,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, Namespace, Pod, PodSecurityContext, PodSpec, SeccompProfile, SecurityContext,
-    ServiceAccount, Toleration,
+    Affinity, Capabilities, Container, Namespace, NodeAffinity, NodeSelector, NodeSelectorRequirement,
+    NodeSelectorTerm, Pod, PodSecurityContext, PodSpec, SeccompProfile, SecurityContext, ServiceAccount, Toleration,
 };
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::wait::await_condition;
@@ -58,6 +58,9 @@ pub struct TestPods {
     pub labels: BTreeMap<String, String>,
     /// `automountServiceAccountToken`; None leaves it unset.
     pub automount_token: Option<bool>,
+    /// The nodes the scheduler may place the lone pod on (node affinity on
+    /// `metadata.name`); empty: any node.
+    pub lone_among: Vec<String>,
 }
 
 /// One test pod: its name and the node it is pinned to (by nodeName).
@@ -111,6 +114,7 @@ impl TestPods {
                 }),
                 node_selector: Some(BTreeMap::from([(LABEL_NODE_OS.to_string(), "linux".to_string())])),
                 node_name: target.node.clone(),
+                affinity: self.affinity(target),
                 restart_policy: Some("Never".into()),
                 termination_grace_period_seconds: Some(0),
                 automount_service_account_token: self.automount_token,
@@ -119,6 +123,35 @@ impl TestPods {
             }),
             ..Default::default()
         }
+    }
+}
+
+impl TestPods {
+    /// Required node affinity for the lone pod when it may run only on some
+    /// nodes. It names nodes (`matchFields` on `metadata.name`, as the
+    /// DaemonSet controller does) rather than translating pool selectors:
+    /// every Calico selector the planner can evaluate is covered that way.
+    fn affinity(&self, target: &Target) -> Option<Affinity> {
+        if target.node.is_some() || self.lone_among.is_empty() {
+            return None;
+        }
+        let term = NodeSelectorTerm {
+            match_fields: Some(vec![NodeSelectorRequirement {
+                key: "metadata.name".into(),
+                operator: "In".into(),
+                values: Some(self.lone_among.clone()),
+            }]),
+            match_expressions: None,
+        };
+        Some(Affinity {
+            node_affinity: Some(NodeAffinity {
+                required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                    node_selector_terms: vec![term],
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
     }
 }
 
@@ -313,7 +346,25 @@ mod tests {
             image: "example/img:1".into(),
             labels: BTreeMap::from([("a".to_string(), "b".to_string())]),
             automount_token: Some(false),
+            lone_among: vec![],
         }
+    }
+
+    /// The lone pod restricted to some nodes gets a required node affinity
+    /// naming them; a pod sent to a node, or an unrestricted one, gets none.
+    #[test]
+    fn lone_pod_affinity_names_the_allowed_nodes() {
+        let p = TestPods { lone_among: vec!["n1".into(), "n3".into()], ..pods() };
+        let pod = p.pod(&Target { name: "t-lone".into(), node: None });
+        let v = serde_json::to_value(pod.spec.unwrap().affinity.unwrap()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1", "n3"]}]}
+            ]}}})
+        );
+        assert!(p.pod(&Target { name: "t-0".into(), node: Some("n1".into()) }).spec.unwrap().affinity.is_none());
+        assert!(pods().pod(&Target { name: "t-lone".into(), node: None }).spec.unwrap().affinity.is_none());
     }
 
     #[test]

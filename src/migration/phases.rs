@@ -151,14 +151,19 @@ async fn phase_canary(ctx: &Ctx<'_>, plan: &Plan, facts: &Facts, state: &mut Mig
     if let Ok(mut g) = ctx.canary_ns.lock() {
         *g = Some(ns.clone());
     }
-    let nodes: Vec<String> = if ctx.opts.canary_per_node {
-        // Canary pods select linux nodes; a pod pinned elsewhere would be refused by the kubelet.
-        facts.snap.nodes.iter().filter(|n| !n.unschedulable && n.is_linux()).map(|n| n.name.clone()).collect()
-    } else {
-        vec![]
+    // Only where the old pool serves and the new pool selects: elsewhere the
+    // canary would prove nothing, or get another pool's address.
+    let nodes = match plan::canary_nodes(&facts.snap.nodes, &plan.from, &plan.to) {
+        Ok(c) => {
+            if let Some(w) = c.warning {
+                ctx.printer.warn(w);
+            }
+            c.nodes
+        }
+        Err(why) => return Err(Error::refused("run the canary", vec![why])),
     };
-    let result =
-        canary::run(ctx.cluster, &ns, &nodes, &plan.to.cidr, ctx.opts.timeout.min(Duration::from_secs(300))).await;
+    let timeout = ctx.opts.timeout.min(Duration::from_secs(300));
+    let result = canary::run(ctx.cluster, &ns, &nodes, ctx.opts.canary_per_node, &plan.to.cidr, timeout).await;
     canary::cleanup(ctx.cluster, &ns).await;
     if let Ok(mut g) = ctx.canary_ns.lock() {
         *g = None;

@@ -111,9 +111,11 @@ pub fn render_plan(plan: &Plan, resume: Option<Phase>, wide: bool) -> String {
             PoolStep::DisablePool { name, via } => {
                 format!("disable IPPool {name} (existing pods keep working) via {via}")
             }
-            PoolStep::Canary { pods } => {
-                format!("canary: {pods} test pod(s) in a temporary namespace must get an address from {}", to.cidr)
-            }
+            PoolStep::Canary { pods, nodes } => format!(
+                "canary: {pods} test pod(s) in a temporary namespace, on {}, must get an address from {}",
+                canary_where(*pods, nodes),
+                to.cidr
+            ),
             PoolStep::MovePods { workloads, pods } => {
                 format!("move {pods} pod(s) of {workloads} workload(s), in this order:")
             }
@@ -174,4 +176,14 @@ pub fn render_plan(plan: &Plan, resume: Option<Phase>, wide: bool) -> String {
         }
     }
     out
+}
+
+/// The nodes a canary step runs on, as the plan shows them.
+fn canary_where(pods: usize, nodes: &[String]) -> String {
+    match nodes {
+        [] => "no node".to_string(),
+        [one] => one.clone(),
+        _ if pods > 1 => nodes.join(", "),
+        _ => format!("one of {}", nodes.join(", ")),
+    }
 }

@@ -17,10 +17,12 @@ use super::cidr::within;
 use super::inventory::Inventory;
 use super::model::{ClusterNetworks, CniPools, EncapMode, NamespaceInfo, NodeInfo, Owner, PdbInfo, Pool, WorkloadInfo};
 
+mod canary;
 mod moves;
 mod pacing;
 mod target;
 
+pub use canary::{canary_nodes, CanaryNodes};
 pub use moves::plan_moves;
 use moves::{node_coverage, pin_blockers};
 pub use pacing::{Estimate, Guard};
@@ -115,13 +117,35 @@ pub struct Skipped {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase", tag = "action")]
 pub enum PoolStep {
-    CreatePool { name: String, cidr: String, via: String },
-    UseExistingPool { name: String, cidr: String },
-    DisablePool { name: String, via: String },
-    Canary { pods: usize },
-    MovePods { workloads: usize, pods: usize },
-    WaitForTunnelAddresses { pool: String },
-    DeletePool { name: String, via: String },
+    CreatePool {
+        name: String,
+        cidr: String,
+        via: String,
+    },
+    UseExistingPool {
+        name: String,
+        cidr: String,
+    },
+    DisablePool {
+        name: String,
+        via: String,
+    },
+    /// `nodes`: where the canary may run (nodes the old pool serves and the new pool selects).
+    Canary {
+        pods: usize,
+        nodes: Vec<String>,
+    },
+    MovePods {
+        workloads: usize,
+        pods: usize,
+    },
+    WaitForTunnelAddresses {
+        pool: String,
+    },
+    DeletePool {
+        name: String,
+        via: String,
+    },
 }
 
 /// The new pool as the user asked for it.
@@ -286,12 +310,13 @@ pub fn make_plan(input: &PlanInput) -> Result<Plan, Vec<String>> {
         steps.push(PoolStep::UseExistingPool { name: to.name.clone(), cidr: to.cidr.to_string() });
     }
     steps.push(PoolStep::DisablePool { name: from.name.clone(), via: via.clone() });
-    let canaries = if input.canary_per_node {
-        input.nodes.iter().filter(|n| !n.unschedulable && n.is_linux()).count().max(1)
-    } else {
-        1
-    };
-    steps.push(PoolStep::Canary { pods: canaries });
+    let canary = canary_nodes(input.nodes, &from, &to).unwrap_or_else(|why| {
+        blockers.push(why);
+        CanaryNodes::default()
+    });
+    warnings.extend(canary.warning.clone());
+    let pods = if input.canary_per_node { canary.nodes.len() } else { 1 };
+    steps.push(PoolStep::Canary { pods, nodes: canary.nodes });
     steps.push(PoolStep::MovePods { workloads: moves.len(), pods: moves.iter().map(|m| m.pods.len()).sum() });
     steps.push(PoolStep::WaitForTunnelAddresses { pool: from.name.clone() });
     steps.push(PoolStep::DeletePool { name: from.name.clone(), via });

@@ -174,7 +174,7 @@ pub fn render_table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
 /// `12/256 (4%)`.
 pub fn used_of(used: u64, capacity: u128) -> String {
     let pct = if capacity == 0 { 0.0 } else { used as f64 * 100.0 / capacity as f64 };
-    let cap = if capacity == u128::MAX { "2^128".to_string() } else { capacity.to_string() };
+    let cap = crate::core::cidr::readable_count(capacity);
     if pct > 0.0 && pct < 1.0 {
         format!("{used}/{cap} (<1%)")
     } else {
@@ -204,5 +204,6 @@ mod tests {
         assert_eq!(used_of(12, 256), "12/256 (5%)");
         assert_eq!(used_of(1, 65536), "1/65536 (<1%)");
         assert_eq!(used_of(0, 0), "0/0 (0%)");
+        assert_eq!(used_of(5, 1 << 64), "5/2^64 (<1%)");
     }
 }

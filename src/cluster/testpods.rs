@@ -28,7 +28,7 @@ use kube::runtime::wait::await_condition;
 use kube::ResourceExt;
 
 use super::Cluster;
-use crate::core::model::LABEL_NODE_OS;
+use crate::core::model::{pod_addresses, ANNOT_POD_IPS, LABEL_NODE_OS};
 use crate::error::{KubeResultExt, Result};
 
 /// The image of every test pod: it never needs to run, only to get an
@@ -289,6 +289,16 @@ pub fn pod_ip(pod: &Pod) -> Option<IpAddr> {
     pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()).and_then(|i| i.parse().ok())
 }
 
+/// Every address of the pod (`status.podIPs`, and those Calico recorded in
+/// its `cni.projectcalico.org/podIPs` annotation), in status order.
+pub fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
+    let status = pod.status.as_ref();
+    let listed: Vec<&str> =
+        status.and_then(|s| s.pod_ips.as_ref()).map(|v| v.iter().map(|i| i.ip.as_str()).collect()).unwrap_or_default();
+    let annotation = pod.metadata.annotations.as_ref().and_then(|a| a.get(ANNOT_POD_IPS)).map(String::as_str);
+    pod_addresses(&listed, status.and_then(|s| s.pod_ip.as_deref()), annotation)
+}
+
 /// The node the pod runs on (or is pinned to).
 pub fn pod_node(pod: &Pod) -> Option<String> {
     pod.spec.as_ref().and_then(|s| s.node_name.clone())
@@ -503,6 +513,13 @@ mod tests {
         assert_eq!(pod_ip(&p), None);
         p.status = Some(serde_json::from_value(serde_json::json!({"podIP":"fd00::5"})).unwrap());
         assert_eq!(pod_ip(&p), Some("fd00::5".parse().unwrap()));
+        p.status = Some(
+            serde_json::from_value(
+                serde_json::json!({"podIP":"10.0.0.5","podIPs":[{"ip":"10.0.0.5"},{"ip":"fd00::5"}]}),
+            )
+            .unwrap(),
+        );
+        assert_eq!(pod_ips(&p), ["10.0.0.5".parse::<IpAddr>().unwrap(), "fd00::5".parse().unwrap()]);
         p.spec = Some(serde_json::from_value(serde_json::json!({"containers":[],"nodeName":"n1"})).unwrap());
         assert_eq!(pod_node(&p).as_deref(), Some("n1"));
     }

@@ -163,13 +163,16 @@ async fn phase_canary(ctx: &Ctx<'_>, plan: &Plan, facts: &Facts, state: &mut Mig
         Err(why) => return Err(Error::refused("run the canary", vec![why])),
     };
     let timeout = ctx.opts.timeout.min(Duration::from_secs(300));
-    let result = canary::run(ctx.cluster, &ns, &nodes, ctx.opts.canary_per_node, &plan.to.cidr, timeout).await;
+    let result = canary::run(ctx.cluster, &ns, &nodes, ctx.opts.canary_per_node, &[plan.to.cidr], timeout).await;
     canary::cleanup(ctx.cluster, &ns).await;
     if let Ok(mut g) = ctx.canary_ns.lock() {
         *g = None;
     }
     let got = result?;
-    let shown: Vec<String> = got.iter().map(|(n, ip)| format!("{ip} on {n}")).collect();
+    let shown: Vec<String> = got
+        .iter()
+        .map(|(n, ips)| format!("{} on {n}", ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" and ")))
+        .collect();
     ctx.printer.note(format!("Canary passed: {}.", shown.join(", ")));
     checkpoint(ctx, state, Phase::CanaryPassed).await
 }

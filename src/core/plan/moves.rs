@@ -25,7 +25,7 @@ pub(super) fn pin_blockers(input: &PlanInput, from: &Pool) -> Vec<String> {
             ns.name,
             from.name,
             ns.name,
-            pin_key(&ns.pins)
+            pin_key(&ns.pins, from)
         ));
     }
     for w in input.workloads.iter().filter(|w| names_old(&w.template_pins)) {
@@ -33,7 +33,7 @@ pub(super) fn pin_blockers(input: &PlanInput, from: &Pool) -> Vec<String> {
             "{} pins its pods to {} in spec.template.metadata.annotations; remove {} from the template (kubectl edit {} -n {} {})",
             w.owner.display(),
             from.name,
-            pin_key(&w.template_pins),
+            pin_key(&w.template_pins, from),
             w.owner.kind.as_str().to_lowercase(),
             w.owner.namespace,
             w.owner.name
@@ -48,19 +48,23 @@ pub(super) fn pin_blockers(input: &PlanInput, from: &Pool) -> Vec<String> {
             "pod {} is pinned to {} by its {} annotation; a replacement would get the same pin. Fix its owner ({}) or: kubectl annotate pod -n {} {} {}-",
             p.key(),
             from.name,
-            pin_key(&p.pins),
+            pin_key(&p.pins, from),
             p.owner.display(),
             p.namespace,
             p.name,
-            pin_key(&p.pins)
+            pin_key(&p.pins, from)
         ));
     }
     out
 }
 
-fn pin_key(pins: &PoolPins) -> &'static str {
+/// The annotation that pins to `from`: `ipAddrs`, or the pool list of the
+/// old pool's IP family.
+fn pin_key(pins: &PoolPins, from: &Pool) -> &'static str {
     if !pins.ip_addrs.is_empty() {
         crate::core::model::ANNOT_IPADDRS
+    } else if from.cidr.addr().is_ipv6() {
+        crate::core::model::ANNOT_IPV6POOLS
     } else {
         crate::core::model::ANNOT_IPV4POOLS
     }
@@ -359,6 +363,25 @@ mod tests {
             "{}",
             plan.blockers[0]
         );
+    }
+
+    /// Pins to an IPv6 pool are fixed through `ipv6pools`, not `ipv4pools`.
+    #[test]
+    fn the_fix_hint_names_the_annotation_of_the_old_pools_family() {
+        let mut pools = seed_pools();
+        pools.push(Pool::new("default-ipv6-ippool", "fd00:10::/64".parse().unwrap()));
+        let mut w = world(pools, vec![]);
+        w.namespaces = vec![NamespaceInfo {
+            name: "legacy".into(),
+            labels: Default::default(),
+            pins: PoolPins { pools: vec!["default-ipv6-ippool".into()], ..Default::default() },
+        }];
+        let mut i = input(&w, cidr("fd00:10:1::/112"));
+        i.from = "default-ipv6-ippool";
+        i.allow_outside_cluster_cidr = true;
+        let b = make_plan(&i).unwrap().blockers;
+        assert_eq!(b.len(), 1, "{b:#?}");
+        assert!(b[0].contains("kubectl annotate namespace legacy cni.projectcalico.org/ipv6pools-"), "{}", b[0]);
     }
 
     #[test]

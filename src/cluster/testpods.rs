@@ -135,19 +135,22 @@ impl TestPods {
         if target.node.is_some() || self.lone_among.is_empty() {
             return None;
         }
-        let term = NodeSelectorTerm {
-            match_fields: Some(vec![NodeSelectorRequirement {
-                key: "metadata.name".into(),
-                operator: "In".into(),
-                values: Some(self.lone_among.clone()),
-            }]),
-            match_expressions: None,
-        };
+        // A field requirement takes one value: one term per node (terms are ORed).
+        let terms = self
+            .lone_among
+            .iter()
+            .map(|n| NodeSelectorTerm {
+                match_fields: Some(vec![NodeSelectorRequirement {
+                    key: "metadata.name".into(),
+                    operator: "In".into(),
+                    values: Some(vec![n.clone()]),
+                }]),
+                match_expressions: None,
+            })
+            .collect();
         Some(Affinity {
             node_affinity: Some(NodeAffinity {
-                required_during_scheduling_ignored_during_execution: Some(NodeSelector {
-                    node_selector_terms: vec![term],
-                }),
+                required_during_scheduling_ignored_during_execution: Some(NodeSelector { node_selector_terms: terms }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -370,7 +373,8 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1", "n3"]}]}
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]},
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n3"]}]}
             ]}}})
         );
         assert!(p.pod(&Target { name: "t-0".into(), node: Some("n1".into()) }).spec.unwrap().affinity.is_none());

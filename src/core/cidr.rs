@@ -35,6 +35,24 @@ pub fn size(net: &IpNet) -> u128 {
     }
 }
 
+/// The old pools' CIDRs of one migration (one per IP family migrated):
+/// a pod must move while it holds an address in any of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CidrSet(pub Vec<IpNet>);
+
+impl CidrSet {
+    pub fn contains(&self, ip: &std::net::IpAddr) -> bool {
+        self.0.iter().any(|n| n.contains(ip))
+    }
+}
+
+impl std::fmt::Display for CidrSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown: Vec<String> = self.0.iter().map(IpNet::to_string).collect();
+        f.write_str(&shown.join(" and "))
+    }
+}
+
 /// A count of addresses as a table shows it: exact up to 2^32 (any IPv4
 /// figure), then `2^k` for a power of two (an IPv6 pool: `2^64`), else
 /// three significant digits (`1.8e19`). JSON keeps the exact figure.

@@ -129,6 +129,17 @@ impl Inventory {
         m
     }
 
+    /// Pods holding an IP of any of the pools `idxs`, each once, grouped by owner.
+    pub fn pods_by_owner_in(&self, idxs: &[usize]) -> BTreeMap<Owner, Vec<&PodInfo>> {
+        let mut m: BTreeMap<Owner, Vec<&PodInfo>> = BTreeMap::new();
+        for (pod, pools) in self.pods.iter().zip(&self.pod_pools) {
+            if pools.iter().any(|i| idxs.contains(i)) {
+                m.entry(pod.owner.clone()).or_default().push(pod);
+            }
+        }
+        m
+    }
+
     /// Pod counts of pool `idx` per namespace.
     pub fn pods_by_namespace(&self, idx: usize) -> BTreeMap<String, usize> {
         let mut m = BTreeMap::new();

@@ -11,7 +11,7 @@ import (
 )
 
 const (
-	v6ClusterCIDR = "fd00:10::/48"
+	v6ClusterCIDR = "fd00:10::/32"
 	v6ServiceCIDR = "fd00:96::/112"
 	v6SeedPool    = "fd00:10::/64"
 )

@@ -16,7 +16,7 @@ fn in_namespace(expect: &Expectations, ns: &str) -> bool {
 pub fn pod_checks(input: &VerifyInput) -> Vec<Check> {
     let inv = input.inv;
     let expect = input.expect;
-    let (_, _, from_cidr) = targets_and_from(input);
+    let (_, _, from_cidrs) = targets_and_from(input);
     let mut out = Vec::new();
 
     // Pods on a disabled pool, or in the retired CIDR once its pool is gone;
@@ -32,7 +32,7 @@ pub fn pod_checks(input: &VerifyInput) -> Vec<Check> {
             match inv.pool_index.lookup(*ip).map(|&i| &inv.pools[i]) {
                 Some(p) if !p.is_active() => on_retired.push(format!("{ip} in disabled IPPool {}", p.name)),
                 Some(_) => {}
-                None => match from_cidr.iter().find(|c| c.contains(ip)) {
+                None => match from_cidrs.iter().find(|c| c.contains(ip)) {
                     Some(c) => on_retired.push(format!("{ip} in deleted pool {c}")),
                     None => outside.push(ip.to_string()),
                 },

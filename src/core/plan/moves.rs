@@ -70,15 +70,31 @@ fn pin_key(pins: &PoolPins, from: &Pool) -> &'static str {
     }
 }
 
-/// Pods on the old pool, grouped into moves by owner (by node and owner for
-/// `--strategy drain`), each paced within its PodDisruptionBudgets.
+/// Pods on the old pools (one per IP family migrated; a pod on both moves
+/// once), grouped into moves by owner (by node and owner for `--strategy
+/// drain`), each paced within its PodDisruptionBudgets.
 /// Returns (moves, skipped, blockers, warnings).
-pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped>, Vec<String>, Vec<String>) {
+pub fn plan_moves(input: &PlanInput, from_idxs: &[usize]) -> (Vec<Move>, Vec<Skipped>, Vec<String>, Vec<String>) {
     let inv = input.inventory;
-    // Pods already inside the target CIDR (a sub-range of the old pool) stay.
-    let target_cidr: Option<IpNet> = match &input.to {
+    // Pods already inside the target CIDR (a sub-range of the old pool) stay:
+    // a pod moves when an address of it is in an old pool and not in that
+    // pool's target.
+    let target_of = |t: &TargetRequest| match t {
         TargetRequest::Cidr(c) => parse_canonical(c).ok(),
         TargetRequest::Pool(n) => inv.pool_named(n).map(|i| inv.pools[i].cidr),
+    };
+    let targets: Vec<Option<IpNet>> =
+        std::iter::once(target_of(&input.to)).chain(input.also.iter().map(|(_, t)| target_of(t))).collect();
+    let olds: Vec<(IpNet, Option<IpNet>)> = from_idxs
+        .iter()
+        .map(|&i| {
+            let cidr = inv.pools[i].cidr;
+            let target = targets.iter().flatten().find(|t| t.addr().is_ipv4() == cidr.addr().is_ipv4()).copied();
+            (cidr, target)
+        })
+        .collect();
+    let must_move = |p: &PodInfo| {
+        p.ips.iter().any(|ip| olds.iter().any(|(old, t)| old.contains(ip) && t.is_none_or(|t| !t.contains(ip))))
     };
     let mut moves = Vec::new();
     let mut skipped = Vec::new();
@@ -90,11 +106,11 @@ pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped
     // Drain steps: node -> pods of each owner on it, paced per owner.
     let mut drained: BTreeMap<String, Vec<DrainStep>> = BTreeMap::new();
 
-    for (owner, pods) in inv.pods_by_owner(from_idx) {
+    for (owner, pods) in inv.pods_by_owner_in(from_idxs) {
         let pods: Vec<&PodInfo> = pods
             .into_iter()
             .filter(|p| !p.terminating && input.pod_filter.is_none_or(|f| f.contains(&p.key())))
-            .filter(|p| target_cidr.is_none_or(|t| !p.ips.iter().any(|ip| t.contains(ip))))
+            .filter(|p| must_move(p))
             .collect();
         if pods.is_empty() {
             continue;

@@ -146,10 +146,13 @@ fn ipv6_only_pool_is_migrated() {
 }
 
 /// A VXLAN seed pool: every node's VXLAN tunnel address moves to the new
-/// pool before the old one is deleted.
+/// pool before the old one is deleted. The nodes move their tunnel
+/// addresses only 8 s after the old pool is disabled (kubesim
+/// `--tunnel-delay`), longer than moving the pods takes, so a run that did
+/// not wait for them would end with them still in the old pool.
 #[test]
 fn vxlan_tunnel_addresses_move_to_the_new_pool() {
-    let c = TestCluster::start(&["--scenario", "small", "--encap", "vxlan"]);
+    let c = TestCluster::start(&["--scenario", "small", "--encap", "vxlan", "--tunnel-delay", "8s"]);
     let tunnels = |c: &TestCluster| -> Vec<String> {
         let v = json(c, &["get", "nodes"]);
         v["items"]
@@ -166,6 +169,7 @@ fn vxlan_tunnel_addresses_move_to_the_new_pool() {
     let pools = json(&c, &["get", "ippools.crd.projectcalico.org"]);
     assert_eq!(pools["items"][0]["spec"]["vxlanMode"], "Always");
     migrate_ok(&c, &["--from", "default-ipv4-ippool", "--to", "10.0.0.0/16"]);
+    // Read right after the run: it must have waited for the nodes.
     let new = tunnels(&c);
     assert!(new.len() == 3 && new.iter().all(|t| in_cidr(t, "10.0.0.0/16")), "{new:?}");
     let new_pool = json(&c, &["get", "ippools.crd.projectcalico.org", "10.0.0.0-16"]);

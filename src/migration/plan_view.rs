@@ -117,9 +117,9 @@ pub fn render_plan(plan: &Plan, resume: Option<Phase>, wide: bool) -> String {
                 format!("disable IPPool {name} (existing pods keep working) via {via}")
             }
             PoolStep::Canary { pods, nodes } => format!(
-                "canary: {pods} test pod(s) in a temporary namespace, on {}, must get an address from {}",
-                canary_where(*pods, nodes),
-                plan.to_cidrs().iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" and ")
+                "canary: {pods} test pod(s) in a temporary namespace must get an address from {} ({})",
+                plan.to_cidrs().iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" and "),
+                canary_where(*pods, nodes)
             ),
             PoolStep::MovePods { workloads, pods } => {
                 format!("move {pods} pod(s) of {workloads} workload(s), in this order:")
@@ -186,9 +186,9 @@ pub fn render_plan(plan: &Plan, resume: Option<Phase>, wide: bool) -> String {
 /// The nodes a canary step runs on, as the plan shows them.
 fn canary_where(pods: usize, nodes: &[String]) -> String {
     match nodes {
-        [] => "no node".to_string(),
-        [one] => one.clone(),
-        _ if pods > 1 => nodes.join(", "),
-        _ => format!("one of {}", nodes.join(", ")),
+        [] => "no node to run on".to_string(),
+        [one] => format!("node {one}"),
+        _ if pods > 1 => format!("nodes {}", nodes.join(", ")),
+        _ => format!("one of nodes {}", nodes.join(", ")),
     }
 }

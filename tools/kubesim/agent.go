@@ -83,18 +83,22 @@ type agent struct {
 	zones      bool
 	queues     map[string]workqueue.TypedRateLimitingInterface[string]
 	readyDelay time.Duration
-	podLister  corelisters.PodLister
-	nsLister   corelisters.NamespaceLister
-	podsSynced cache.InformerSynced
-	recorder   record.EventRecorder
-	mu         sync.Mutex
-	state      map[types.UID]*podState
-	lastErr    map[types.UID]string
+	// tunnelDelay: how long a tunnel address outside every qualifying pool is kept before it moves
+	// (calico-node notices pool changes only on its next check); tunnelStale: since when, per node+kind.
+	tunnelDelay time.Duration
+	tunnelStale map[string]time.Time
+	podLister   corelisters.PodLister
+	nsLister    corelisters.NamespaceLister
+	podsSynced  cache.InformerSynced
+	recorder    record.EventRecorder
+	mu          sync.Mutex
+	state       map[types.UID]*podState
+	lastErr     map[types.UID]string
 }
 
 func newAgent(kube kubernetes.Interface, cal clientv3.Interface, restCfg *rest.Config, n int, readyDelay time.Duration) *agent {
 	a := &agent{kube: kube, cal: cal, restCfg: restCfg, nodeIP: map[string]string{}, nodeIdx: map[string]int{}, fam: families{v4: true}, queues: map[string]workqueue.TypedRateLimitingInterface[string]{},
-		readyDelay: readyDelay, state: map[types.UID]*podState{}, lastErr: map[types.UID]string{}}
+		readyDelay: readyDelay, tunnelStale: map[string]time.Time{}, state: map[types.UID]*podState{}, lastErr: map[types.UID]string{}}
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("kubesim-node-%d", i)
 		a.nodes = append(a.nodes, name)
@@ -351,7 +355,7 @@ func (a *agent) worker(ctx context.Context, node string, q workqueue.TypedRateLi
 		var after time.Duration
 		var err error
 		if key == tunnelKeyPrefix {
-			err = a.syncTunnels(ctx, node)
+			after, err = a.syncTunnels(ctx, node)
 		} else {
 			after, err = a.syncPod(ctx, node, key)
 		}
@@ -781,14 +785,15 @@ func allowsTunnel(p *apiv3.IPPool) bool {
 	return false
 }
 
-func (a *agent) syncTunnels(ctx context.Context, node string) error {
+func (a *agent) syncTunnels(ctx context.Context, node string) (time.Duration, error) {
+	var after time.Duration
 	pools, err := a.cal.IPPools().List(ctx, options.ListOptions{})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	n, err := a.kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	for _, tk := range tunnelKinds {
 		var cands []cnet.IPNet
@@ -817,15 +822,37 @@ func (a *agent) syncTunnels(ctx context.Context, node string) error {
 				}
 			}
 			if ok {
+				a.mu.Lock()
+				delete(a.tunnelStale, node+"/"+tk.annotation)
+				a.mu.Unlock()
 				continue
 			}
 		}
 		if cur == "" && len(cands) == 0 {
 			continue
 		}
+		if cur != "" && a.tunnelDelay > 0 {
+			key := node + "/" + tk.annotation
+			a.mu.Lock()
+			since, seen := a.tunnelStale[key]
+			if !seen {
+				since = time.Now()
+				a.tunnelStale[key] = since
+			}
+			a.mu.Unlock()
+			if wait := a.tunnelDelay - time.Since(since); wait > 0 {
+				if after == 0 || wait < after {
+					after = wait
+				}
+				continue
+			}
+			a.mu.Lock()
+			delete(a.tunnelStale, key)
+			a.mu.Unlock()
+		}
 		handle := tk.handle(node)
 		if err := a.release(ctx, handle); err != nil {
-			return err
+			return 0, err
 		}
 		var newVal interface{} // nil removes the annotation
 		if len(cands) > 0 {
@@ -845,7 +872,7 @@ func (a *agent) syncTunnels(ctx context.Context, node string) error {
 			}
 			if err != nil || got == nil || len(got.IPs) == 0 {
 				_ = a.release(ctx, handle)
-				return fmt.Errorf("tunnel address for %s: %v", node, err)
+				return 0, fmt.Errorf("tunnel address for %s: %v", node, err)
 			}
 			newVal = got.IPs[0].IP.String()
 		}
@@ -855,11 +882,11 @@ func (a *agent) syncTunnels(ctx context.Context, node string) error {
 				_ = a.release(ctx, handle)
 				_ = s
 			}
-			return err
+			return 0, err
 		}
 		klog.V(1).Infof("node %s: %s %q -> %v", node, tk.annotation, cur, newVal)
 	}
-	return nil
+	return after, nil
 }
 
 // releaseOnce gives the pod's address back to IPAM (as Calico's CNI DEL

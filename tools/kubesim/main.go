@@ -56,6 +56,7 @@ type flags struct {
 	podSecurity    string
 	ipFamily       string
 	encap          string
+	tunnelDelay    time.Duration
 }
 
 var startTime = time.Now()
@@ -71,6 +72,7 @@ func main() {
 	fs.IntVar(&f.nodes, "nodes", 3, "number of fake nodes (kubesim-node-0..N-1)")
 	fs.StringVar(&f.scenario, "scenario", "seed", "seed|kops|empty|scale|bench|realistic|small|zones")
 	fs.StringVar(&f.ipFamily, "ip-family", "ipv4", "ipv4|ipv6|dual: node addresses, pools, pod addresses, cluster and Service CIDRs")
+	fs.DurationVar(&f.tunnelDelay, "tunnel-delay", 0, "keep a node tunnel address that left every qualifying pool this long before moving it")
 	fs.StringVar(&f.encap, "encap", "", "seed pools' encapsulation: ipip|vxlan|vxlan-crosssubnet|none (default: the scenario's, IPIP)")
 	fs.StringVar(&f.crdMode, "crd-mode", "v1", "v1 (crd.projectcalico.org) | v3 (native projectcalico.org/v3; needs Calico >= 3.32)")
 	fs.BoolVar(&f.operator, "operator", false, "emulate a tigera-operator install (Installation CR + IPPool reconciler)")
@@ -304,6 +306,7 @@ func run(f *flags) error {
 	ag := newAgent(kube, cal, restCfg, f.nodes, f.readyDelay)
 	ag.fam = fam
 	ag.zones = sc.name == "zones"
+	ag.tunnelDelay = f.tunnelDelay
 	if err := ag.createNodes(ctx); err != nil {
 		return err
 	}

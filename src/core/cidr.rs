@@ -53,24 +53,6 @@ impl std::fmt::Display for CidrSet {
     }
 }
 
-/// A count of addresses as a table shows it: exact up to 2^32 (any IPv4
-/// figure), then `2^k` for a power of two (an IPv6 pool: `2^64`), else
-/// three significant digits (`1.8e19`). JSON keeps the exact figure.
-pub fn readable_count(n: u128) -> String {
-    if n == u128::MAX {
-        return "2^128".into();
-    }
-    if n <= 1u128 << 32 {
-        return n.to_string();
-    }
-    if n.is_power_of_two() {
-        return format!("2^{}", n.trailing_zeros());
-    }
-    let exp = n.ilog10();
-    let mantissa = n as f64 / 10f64.powi(exp as i32);
-    format!("{:.1}e{exp}", mantissa)
-}
-
 pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
@@ -137,17 +119,6 @@ impl<T: Clone> PrefixIndex<T> {
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn counts_are_readable_in_tables() {
-        assert_eq!(readable_count(65536), "65536");
-        assert_eq!(readable_count(1 << 32), "4294967296");
-        assert_eq!(readable_count(1 << 64), "2^64");
-        assert_eq!(readable_count(size(&"fd00:10::/64".parse().unwrap())), "2^64");
-        assert_eq!(readable_count(size(&"::/0".parse().unwrap())), "2^128");
-        assert_eq!(readable_count((1 << 64) - 5), "1.8e19");
-        assert_eq!(readable_count(5_000_000_000), "5.0e9");
-    }
 
     use super::*;
 

@@ -91,6 +91,16 @@ pub struct PairRecord {
 }
 
 impl MigrationState {
+    /// The old pools, `a and b` when both families were migrated.
+    pub fn old_pools(&self) -> String {
+        self.pairs().iter().map(|p| p.from_pool.as_str()).collect::<Vec<_>>().join(" and ")
+    }
+
+    /// The new pools, `a and b` when both families were migrated.
+    pub fn new_pools(&self) -> String {
+        self.pairs().iter().map(|p| p.to_pool.as_str()).collect::<Vec<_>>().join(" and ")
+    }
+
     /// Every pair: (from_pool, from_cidr, to_pool, to_cidr, created_target, original_from_pool).
     pub fn pairs(&self) -> Vec<PairRecord> {
         std::iter::once(PairRecord {
@@ -133,5 +143,6 @@ mod tests {
         let back: MigrationState = serde_json::from_str(&serde_json::to_string(&two).unwrap()).unwrap();
         assert_eq!(back, two);
         assert_eq!(back.pairs()[1].to_pool, "b6");
+        assert_eq!((back.old_pools().as_str(), back.new_pools().as_str()), ("a and a6", "b and b6"));
     }
 }

@@ -164,8 +164,23 @@ pub(crate) struct Ctx<'a> {
 pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &MigrateOptions) -> Result<()> {
     // 1. Plan (no writes).
     let facts = Facts::read(cluster, calico.clone(), opts).await?;
-    let opts = &paired(opts, &facts.snap.inventory)?;
+    let opts = &paired(opts, &facts.snap.inventory, facts.snap.migration.as_ref())?;
     let record = resumable_record(facts.snap.migration.as_ref(), opts)?;
+    // Killed between deleting the two old pools of a dual-stack run: the
+    // pairs whose old pool is gone are done; finish the others.
+    let inv = &facts.snap.inventory;
+    let mut left: Vec<(String, TargetRequest)> = std::iter::once((opts.from.clone(), opts.to.clone()))
+        .chain(opts.also.iter().cloned())
+        .filter(|(f, _)| inv.pool_named(f).is_some())
+        .collect();
+    let reduced;
+    let opts = if record.is_some() && !left.is_empty() && left.len() < 1 + opts.also.len() {
+        let (from, to) = left.remove(0);
+        reduced = MigrateOptions { from, to, also: left, ..opts.clone() };
+        &reduced
+    } else {
+        opts
+    };
     let from_managed_by_operator = facts
         .snap
         .inventory
@@ -287,15 +302,28 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
     Ok(())
 }
 
-/// The options with `--from` and targets given twice paired by IP family.
-fn paired(opts: &MigrateOptions, inv: &crate::core::inventory::Inventory) -> Result<MigrateOptions> {
+/// The options with `--from` and targets given twice paired by IP family
+/// (as recorded, when they name the unfinished migration in `record`).
+fn paired(
+    opts: &MigrateOptions,
+    inv: &crate::core::inventory::Inventory,
+    record: Option<&MigrationState>,
+) -> Result<MigrateOptions> {
     if opts.more_from.is_empty() && opts.more_to.is_empty() {
         return Ok(opts.clone());
     }
     let froms: Vec<String> = std::iter::once(opts.from.clone()).chain(opts.more_from.iter().cloned()).collect();
     let targets: Vec<TargetRequest> = std::iter::once(opts.to.clone()).chain(opts.more_to.iter().cloned()).collect();
-    let mut pairs = plan::pair_by_family(&froms, &targets, inv)
-        .map_err(|reasons| Error::refused(format!("migrate {} (nothing was changed)", froms.join(" and ")), reasons))?;
+    let recorded: Vec<(String, String, String)> = record
+        .filter(|r| !r.phase.is_finished())
+        .map(|r| r.pairs().into_iter().map(|p| (p.from_pool, p.to_pool, p.to_cidr)).collect())
+        .unwrap_or_default();
+    let mut pairs = match plan::pair_as_recorded(&froms, &targets, &recorded) {
+        Some(p) => p,
+        None => plan::pair_by_family(&froms, &targets, inv).map_err(|reasons| {
+            Error::refused(format!("migrate {} (nothing was changed)", froms.join(" and ")), reasons)
+        })?,
+    };
     if pairs.len() > 1 {
         let o = &opts.overrides;
         let per_pool: Vec<&str> = [

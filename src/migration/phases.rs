@@ -40,8 +40,8 @@ pub(crate) async fn execute(ctx: &Ctx<'_>, plan: &Plan, mut state: MigrationStat
     if state.phase > Phase::Started {
         p.note(format!(
             "Resuming the migration from {} to {} at phase {}.",
-            state.from_pool,
-            state.to_pool,
+            state.old_pools(),
+            state.new_pools(),
             state.phase.as_str()
         ));
     }
@@ -60,8 +60,8 @@ pub(crate) async fn execute(ctx: &Ctx<'_>, plan: &Plan, mut state: MigrationStat
     let filtered = ctx.cluster.namespace.is_some() || ctx.opts.selector.is_some();
     let mut summary = Summary {
         kind: "IPPoolMigration",
-        from: state.pairs().iter().map(|p| p.from_pool.as_str()).collect::<Vec<_>>().join(" and "),
-        to: state.pairs().iter().map(|p| p.to_pool.as_str()).collect::<Vec<_>>().join(" and "),
+        from: state.old_pools(),
+        to: state.new_pools(),
         phase: state.phase,
         workloads_moved,
         pods_moved,
@@ -177,7 +177,7 @@ async fn phase_canary(ctx: &Ctx<'_>, plan: &Plan, facts: &Facts, state: &mut Mig
         ));
     }
     let timeout = ctx.opts.timeout.min(Duration::from_secs(300));
-    let result = canary::run(ctx.cluster, &ns, &nodes, ctx.opts.canary_per_node, &plan.to_cidrs(), timeout).await;
+    let result = canary::run(ctx.cluster, &ns, &nodes, ctx.opts.canary_per_node, &plan.new_cidrs(), timeout).await;
     canary::cleanup(ctx.cluster, &ns).await;
     if let Ok(mut g) = ctx.canary_ns.lock() {
         *g = None;
@@ -245,7 +245,7 @@ async fn phase_move_pods(
         let all = moves::run_lanes(
             ctx,
             moves::lanes(moves),
-            CidrSet(plan.from_cidrs()),
+            CidrSet(plan.old_cidrs()),
             &target,
             ctx.opts.max_parallel as usize,
             tx,

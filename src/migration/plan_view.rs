@@ -118,7 +118,7 @@ pub fn render_plan(plan: &Plan, resume: Option<Phase>, wide: bool) -> String {
             }
             PoolStep::Canary { pods, nodes } => format!(
                 "canary: {pods} test pod(s) in a temporary namespace must get an address from {} ({})",
-                plan.to_cidrs().iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" and "),
+                plan.new_cidrs().iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" and "),
                 canary_where(*pods, nodes)
             ),
             PoolStep::MovePods { workloads, pods } => {

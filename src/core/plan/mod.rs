@@ -27,7 +27,7 @@ pub use canary::canary_nodes;
 pub use moves::plan_moves;
 use moves::{node_coverage, pin_blockers};
 pub use pacing::{Estimate, Guard};
-pub use pairs::{pair_by_family, PoolPair};
+pub use pairs::{pair_as_recorded, pair_by_family, PoolPair};
 use target::{check_capacity, check_target_against_cluster, resolve_target};
 
 /// How pods of controllers that support it are moved.
@@ -270,12 +270,12 @@ impl Plan {
     }
 
     /// The old pools' CIDRs.
-    pub fn from_cidrs(&self) -> Vec<ipnet::IpNet> {
+    pub fn old_cidrs(&self) -> Vec<ipnet::IpNet> {
         self.pairs().iter().map(|(f, _, _)| f.cidr).collect()
     }
 
     /// The new pools' CIDRs.
-    pub fn to_cidrs(&self) -> Vec<ipnet::IpNet> {
+    pub fn new_cidrs(&self) -> Vec<ipnet::IpNet> {
         self.pairs().iter().map(|(_, t, _)| t.cidr).collect()
     }
 }

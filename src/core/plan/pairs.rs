@@ -112,6 +112,32 @@ pub fn pair_by_family(
     Ok(pairs)
 }
 
+/// Pair the flags as an unfinished migration recorded them, when they name
+/// the same old pools and targets: a resumed run whose first old pool is
+/// already deleted can no longer tell that pool's family from the cluster.
+/// `recorded`: (old pool, new pool name, new pool CIDR) per pair.
+pub fn pair_as_recorded(
+    froms: &[String],
+    targets: &[TargetRequest],
+    recorded: &[(String, String, String)],
+) -> Option<Vec<(String, TargetRequest)>> {
+    if froms.len() != recorded.len() || targets.len() != recorded.len() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for (from, to_pool, to_cidr) in recorded {
+        if !froms.contains(from) {
+            return None;
+        }
+        let t = targets.iter().find(|t| match t {
+            TargetRequest::Cidr(c) => c.trim() == to_cidr,
+            TargetRequest::Pool(p) => p == to_pool,
+        })?;
+        out.push((from.clone(), t.clone()));
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,7 +202,7 @@ mod tests {
         let creates = plan.steps.iter().filter(|s| matches!(s, PoolStep::CreatePool { .. })).count();
         let deletes = plan.steps.iter().filter(|s| matches!(s, PoolStep::DeletePool { .. })).count();
         assert_eq!((creates, deletes), (2, 2));
-        assert_eq!(plan.to_cidrs().len(), 2);
+        assert_eq!(plan.new_cidrs().len(), 2);
 
         // Migrating only the IPv6 pool moves the same pods, once.
         let mut i = input(&w, cidr("fd00:10:20::/112"));
@@ -190,6 +216,22 @@ mod tests {
         i.allow_outside_cluster_cidr = true;
         let e = make_plan(&i).unwrap_err();
         assert!(e.iter().any(|r| r.contains("fd00:10::/64")), "{e:?}");
+    }
+
+    #[test]
+    fn flags_naming_a_recorded_migration_pair_as_recorded() {
+        let recorded = vec![
+            ("gone-v4".to_string(), "10.0.0.0-16".to_string(), "10.0.0.0/16".to_string()),
+            ("default-ipv6-ippool".to_string(), "fd00.10.20.0.0-112".to_string(), "fd00:10:20::/112".to_string()),
+        ];
+        let froms = s(&["default-ipv6-ippool", "gone-v4"]);
+        let targets = [cidr("fd00:10:20::/112"), cidr("10.0.0.0/16")];
+        let got = pair_as_recorded(&froms, &targets, &recorded).unwrap();
+        assert_eq!(got[0], ("gone-v4".to_string(), cidr("10.0.0.0/16")));
+        assert_eq!(got[1], ("default-ipv6-ippool".to_string(), cidr("fd00:10:20::/112")));
+        // Another target: not the recorded migration.
+        assert!(pair_as_recorded(&froms, &[cidr("fd00:10:30::/112"), cidr("10.0.0.0/16")], &recorded).is_none());
+        assert!(pair_as_recorded(&froms[..1], &targets[..1], &recorded).is_none());
     }
 
     #[test]

@@ -129,6 +129,54 @@ fn dual_stack_both_pools_in_one_run_restart_each_pod_once() {
     verify_and_ipam_clean(&c);
 }
 
+/// `--rollback` of an unfinished dual-stack run undoes both pairs: both old
+/// pools enabled again, both new pools (created by the run) disabled. The
+/// run is left unfinished by moving only the pods labelled app=web.
+#[test]
+fn dual_stack_rollback_restores_both_pairs() {
+    let c = TestCluster::start(&["--scenario", "small", "--ip-family", "dual"]);
+    let flags = [
+        "--from",
+        "default-ipv6-ippool",
+        "--to",
+        "fd00:10:20::/112",
+        "--from",
+        "default-ipv4-ippool",
+        "--to",
+        "10.0.0.0/16",
+    ];
+    let mut args = flags.to_vec();
+    args.extend(["-l", "app=web"]);
+    let (_, stderr) = migrate_ok(&c, &args);
+    assert!(stderr.contains("is kept, disabled"), "{stderr}");
+    let record = c.kubectl_ok(&["get", "configmap", "-n", "kube-system", "kubectl-ippool-migration", "-o", "json"]);
+    assert!(record.contains("fd00.10.20.0.0-112") && record.contains("10.0.0.0-16"), "{record}");
+    let disabled = |c: &TestCluster| -> BTreeMap<String, bool> {
+        json(c, &["get", "ippools.crd.projectcalico.org"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["metadata"]["name"].as_str().unwrap().to_string(), p["spec"]["disabled"] == true))
+            .collect()
+    };
+    let want = |old: bool, new: bool| -> BTreeMap<String, bool> {
+        [("default-ipv4-ippool", old), ("default-ipv6-ippool", old), ("10.0.0.0-16", new), ("fd00.10.20.0.0-112", new)]
+            .into_iter()
+            .map(|(n, d)| (n.to_string(), d))
+            .collect()
+    };
+    assert_eq!(disabled(&c), want(true, false));
+    let out = c.ippool(&["migrate", "--from", "default-ipv4-ippool", "--rollback", "--yes"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("IPPool default-ipv6-ippool enabled") && text.contains("IPPool default-ipv4-ippool enabled"),
+        "{text}"
+    );
+    assert_eq!(disabled(&c), want(false, true));
+    c.assert_ipam_clean();
+}
+
 /// IPv6 only: the IPv6 pool is migrated.
 #[test]
 fn ipv6_only_pool_is_migrated() {

@@ -171,10 +171,28 @@ pub fn render_table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     out
 }
 
+/// A count of addresses as a table shows it: exact up to 2^32 (any IPv4
+/// figure), then `2^k` for a power of two (an IPv6 pool: `2^64`), else
+/// three significant digits (`1.8e19`). JSON keeps the exact figure.
+fn readable_count(n: u128) -> String {
+    if n == u128::MAX {
+        return "2^128".into();
+    }
+    if n <= 1u128 << 32 {
+        return n.to_string();
+    }
+    if n.is_power_of_two() {
+        return format!("2^{}", n.trailing_zeros());
+    }
+    let exp = n.ilog10();
+    let mantissa = n as f64 / 10f64.powi(exp as i32);
+    format!("{:.1}e{exp}", mantissa)
+}
+
 /// `12/256 (4%)`.
 pub fn used_of(used: u64, capacity: u128) -> String {
     let pct = if capacity == 0 { 0.0 } else { used as f64 * 100.0 / capacity as f64 };
-    let cap = if capacity == u128::MAX { "2^128".to_string() } else { capacity.to_string() };
+    let cap = readable_count(capacity);
     if pct > 0.0 && pct < 1.0 {
         format!("{used}/{cap} (<1%)")
     } else {
@@ -185,6 +203,16 @@ pub fn used_of(used: u64, capacity: u128) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_are_readable_in_tables() {
+        assert_eq!(readable_count(65536), "65536");
+        assert_eq!(readable_count(1 << 32), "4294967296");
+        assert_eq!(readable_count(1 << 64), "2^64");
+        assert_eq!(readable_count(u128::MAX), "2^128");
+        assert_eq!(readable_count((1 << 64) - 5), "1.8e19");
+        assert_eq!(readable_count(5_000_000_000), "5.0e9");
+    }
 
     #[test]
     fn tables_look_like_kubectl() {
@@ -204,5 +232,6 @@ mod tests {
         assert_eq!(used_of(12, 256), "12/256 (5%)");
         assert_eq!(used_of(1, 65536), "1/65536 (<1%)");
         assert_eq!(used_of(0, 0), "0/0 (0%)");
+        assert_eq!(used_of(5, 1 << 64), "5/2^64 (<1%)");
     }
 }

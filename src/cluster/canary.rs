@@ -39,6 +39,7 @@ fn canary_pods() -> TestPods {
         image: TEST_POD_IMAGE.to_string(),
         labels: BTreeMap::from([(CANARY_LABEL.to_string(), "true".to_string())]),
         automount_token: None,
+        lone_among: vec![],
     }
 }
 
@@ -49,23 +50,26 @@ fn canary_namespace_labels() -> BTreeMap<String, String> {
     ])
 }
 
-/// Start the canary pods in `ns` (one per node in `nodes`, or one anywhere
-/// if `nodes` is empty) and wait until each has an IP; every IP must lie in
-/// `target`. The caller deletes the namespace afterwards.
+/// Start the canary pods in `ns` and wait until each has an IP; each pod
+/// must hold an address in every one of `targets` (one new pool per IP
+/// family migrated). With `per_node` one pod goes to each of `nodes`,
+/// otherwise one pod the scheduler places on one of them (on any node if
+/// `nodes` is empty). The caller deletes the namespace afterwards.
 pub async fn run(
     cluster: &Cluster,
     ns: &str,
     nodes: &[String],
-    target: &IpNet,
+    per_node: bool,
+    targets: &[IpNet],
     timeout: Duration,
-) -> Result<Vec<(String, IpAddr)>> {
-    let spec = canary_pods();
-    let targets = spec.targets((!nodes.is_empty()).then_some(nodes));
+) -> Result<Vec<(String, Vec<IpAddr>)>> {
+    let spec = TestPods { lone_among: if per_node { vec![] } else { nodes.to_vec() }, ..canary_pods() };
+    let pods_wanted = spec.targets(per_node.then_some(nodes));
     let how = Creation { reuse_existing: true, default_service_account: false };
-    let pods = testpods::start(cluster, ns, &canary_namespace_labels(), &spec, &targets, how).await?;
+    let pods = testpods::start(cluster, ns, &canary_namespace_labels(), &spec, &pods_wanted, how).await?;
     // One pod after the other, each with its own deadline.
     let mut out = Vec::new();
-    for t in &targets {
+    for t in &pods_wanted {
         let name = &t.name;
         let pod = match testpods::wait(&pods, name, Until::Address, timeout).await {
             Ok(p) => p,
@@ -78,17 +82,27 @@ pub async fn run(
             Err(WaitError::Watch(e)) => return Err(Error::Other(format!("watching canary pod {ns}/{name}: {e}"))),
         };
         let pod = pod.ok_or_else(|| Error::Other(format!("canary pod {ns}/{name} disappeared")))?;
-        let ip = testpods::pod_ip(&pod)
-            .ok_or_else(|| Error::Other(format!("canary pod {ns}/{name} has an unreadable IP")))?;
+        let ips = testpods::pod_ips(&pod);
+        if ips.is_empty() {
+            return Err(Error::Other(format!("canary pod {ns}/{name} has an unreadable IP")));
+        }
         let node = testpods::pod_node(&pod).unwrap_or_default();
-        if !target.contains(&ip) {
+        if let Some(why) = missed_target(&ips, targets) {
             return Err(Error::Other(format!(
-                "canary pod {ns}/{name} on node {node} got {ip}, which is not in the new pool {target}: another enabled pool or a pin is in the way; no workload was moved"
+                "canary pod {ns}/{name} on node {node} {why}: another enabled pool or a pin is in the way; no workload was moved"
             )));
         }
-        out.push((node, ip));
+        out.push((node, ips));
     }
     Ok(out)
+}
+
+/// Why the addresses `got` miss a new pool, if one of `targets` holds none
+/// of them.
+fn missed_target(got: &[IpAddr], targets: &[IpNet]) -> Option<String> {
+    let missed = targets.iter().find(|t| !got.iter().any(|ip| t.contains(ip)))?;
+    let shown: Vec<String> = got.iter().map(IpAddr::to_string).collect();
+    Some(format!("got {}, none of which is in the new pool {missed}", shown.join(", ")))
 }
 
 /// Would admission let the canary run? Asked before anything is written,
@@ -162,6 +176,21 @@ pub async fn cleanup_leftovers(cluster: &Cluster) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every migrated family's new pool must hold one of the canary's
+    /// addresses: a dual-stack canary with only its IPv4 address in the new
+    /// pool fails.
+    #[test]
+    fn every_new_pool_must_hold_an_address() {
+        let ips: Vec<IpAddr> = vec!["10.0.0.5".parse().unwrap(), "fd00:10::5".parse().unwrap()];
+        let v4: IpNet = "10.0.0.0/16".parse().unwrap();
+        let v6_new: IpNet = "fd00:20::/112".parse().unwrap();
+        let v6_old: IpNet = "fd00:10::/64".parse().unwrap();
+        assert_eq!(missed_target(&ips, &[v4]), None);
+        assert_eq!(missed_target(&ips, &[v4, v6_old]), None);
+        let why = missed_target(&ips, &[v4, v6_new]).unwrap();
+        assert_eq!(why, "got 10.0.0.5, fd00:10::5, none of which is in the new pool fd00:20::/112");
+    }
 
     #[test]
     fn canary_names_labels_and_image() {

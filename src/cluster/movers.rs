@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ipnet::IpNet;
+use crate::core::cidr::CidrSet;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::Eviction;
@@ -34,8 +34,8 @@ const CONFLICT_RETRY: Duration = Duration::from_millis(500);
 /// kubectl drain's delay between eviction attempts refused by a PDB.
 const EVICT_RETRY: Duration = Duration::from_secs(5);
 
-/// The pod holds an address of `cidr` and is not on its way out.
-pub fn pod_in(p: &Pod, cidr: &IpNet) -> bool {
+/// The pod holds an address in `cidrs` and is not on its way out.
+pub fn pod_in(p: &Pod, cidrs: &CidrSet) -> bool {
     if p.metadata.deletion_timestamp.is_some() || p.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false) {
         return false;
     }
@@ -48,11 +48,11 @@ pub fn pod_in(p: &Pod, cidr: &IpNet) -> bool {
         .map(|v| v.iter().map(|i| i.ip.clone()).collect::<Vec<_>>())
         .unwrap_or_default();
     let ips = if ips.is_empty() { status.and_then(|s| s.pod_ip.clone()).into_iter().collect() } else { ips };
-    ips.iter().filter_map(|i| i.parse::<std::net::IpAddr>().ok()).any(|ip| cidr.contains(&ip))
+    ips.iter().filter_map(|i| i.parse::<std::net::IpAddr>().ok()).any(|ip| cidrs.contains(&ip))
 }
 
-/// Pods of `owner` still holding an address of `cidr`.
-pub async fn owner_pods_in(cluster: &Cluster, owner: &Owner, cidr: &IpNet) -> Result<Vec<Pod>> {
+/// Pods of `owner` still holding an address in `cidr`.
+pub async fn owner_pods_in(cluster: &Cluster, owner: &Owner, cidr: &CidrSet) -> Result<Vec<Pod>> {
     let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &owner.namespace);
     let list = api.list(&ListParams::default()).await.op("list", "pods", Some(&owner.namespace))?;
     Ok(list.items.into_iter().filter(|p| &owner_of(p) == owner && pod_in(p, cidr)).collect())
@@ -451,10 +451,10 @@ async fn patch_workload(cluster: &Cluster, owner: &Owner, patch: &serde_json::Va
 }
 
 /// Wait until no pod of Job `owner` holds an address of `cidr`.
-pub async fn wait_job(cluster: &Cluster, owner: &Owner, cidr: &IpNet, timeout: Duration) -> Result<()> {
+pub async fn wait_job(cluster: &Cluster, owner: &Owner, cidr: &CidrSet, timeout: Duration) -> Result<()> {
     let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &owner.namespace);
     let cfg = watcher::Config::default().labels(&format!("job-name={}", owner.name));
-    let cidr = *cidr;
+    let cidr = cidr.clone();
     wait_list(api, cfg, &format!("{} to finish (or pass --jobs evict|skip)", owner.display()), timeout, move |pods| {
         !pods.iter().any(|p| pod_in(p, &cidr))
     })
@@ -509,7 +509,7 @@ mod tests {
 
     #[test]
     fn pod_in_pool_ignores_finished_and_host_network() {
-        let cidr: IpNet = "192.168.0.0/16".parse().unwrap();
+        let cidr = CidrSet(vec!["192.168.0.0/16".parse().unwrap()]);
         let p: Pod = serde_json::from_value(
             json!({"metadata":{"name":"a"},"status":{"phase":"Running","podIPs":[{"ip":"192.168.1.1"}]}}),
         )

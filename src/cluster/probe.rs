@@ -69,6 +69,7 @@ fn probe_pods(image: &str) -> TestPods {
         image: image.to_string(),
         labels: probe_labels(),
         automount_token: Some(false),
+        lone_among: vec![],
     }
 }
 

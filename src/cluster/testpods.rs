@@ -20,8 +20,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, Namespace, Pod, PodSecurityContext, PodSpec, SeccompProfile, SecurityContext,
-    ServiceAccount, Toleration,
+    Affinity, Capabilities, Container, Namespace, NodeAffinity, NodeSelector, NodeSelectorRequirement,
+    NodeSelectorTerm, Pod, PodSecurityContext, PodSpec, SeccompProfile, SecurityContext, ServiceAccount, Toleration,
 };
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::wait::await_condition;
@@ -29,7 +29,7 @@ use kube::ResourceExt;
 
 use super::retry::{create_once, repeat_transient};
 use super::Cluster;
-use crate::core::model::LABEL_NODE_OS;
+use crate::core::model::{pod_addresses, ANNOT_POD_IPS, LABEL_NODE_OS};
 use crate::error::{KubeResultExt, Result};
 
 /// The image of every test pod: it never needs to run, only to get an
@@ -59,6 +59,9 @@ pub struct TestPods {
     pub labels: BTreeMap<String, String>,
     /// `automountServiceAccountToken`; None leaves it unset.
     pub automount_token: Option<bool>,
+    /// The nodes the scheduler may place the lone pod on (node affinity on
+    /// `metadata.name`); empty: any node.
+    pub lone_among: Vec<String>,
 }
 
 /// One test pod: its name and the node it is pinned to (by nodeName).
@@ -112,6 +115,7 @@ impl TestPods {
                 }),
                 node_selector: Some(BTreeMap::from([(LABEL_NODE_OS.to_string(), "linux".to_string())])),
                 node_name: target.node.clone(),
+                affinity: self.affinity(target),
                 restart_policy: Some("Never".into()),
                 termination_grace_period_seconds: Some(0),
                 automount_service_account_token: self.automount_token,
@@ -120,6 +124,38 @@ impl TestPods {
             }),
             ..Default::default()
         }
+    }
+}
+
+impl TestPods {
+    /// Required node affinity for the lone pod when it may run only on some
+    /// nodes. It names nodes (`matchFields` on `metadata.name`, as the
+    /// DaemonSet controller does) rather than translating pool selectors:
+    /// every Calico selector the planner can evaluate is covered that way.
+    fn affinity(&self, target: &Target) -> Option<Affinity> {
+        if target.node.is_some() || self.lone_among.is_empty() {
+            return None;
+        }
+        // A field requirement takes one value: one term per node (terms are ORed).
+        let terms = self
+            .lone_among
+            .iter()
+            .map(|n| NodeSelectorTerm {
+                match_fields: Some(vec![NodeSelectorRequirement {
+                    key: "metadata.name".into(),
+                    operator: "In".into(),
+                    values: Some(vec![n.clone()]),
+                }]),
+                match_expressions: None,
+            })
+            .collect();
+        Some(Affinity {
+            node_affinity: Some(NodeAffinity {
+                required_during_scheduling_ignored_during_execution: Some(NodeSelector { node_selector_terms: terms }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
     }
 }
 
@@ -258,6 +294,16 @@ pub fn pod_ip(pod: &Pod) -> Option<IpAddr> {
     pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()).and_then(|i| i.parse().ok())
 }
 
+/// Every address of the pod (`status.podIPs`, and those Calico recorded in
+/// its `cni.projectcalico.org/podIPs` annotation), in status order.
+pub fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
+    let status = pod.status.as_ref();
+    let listed: Vec<&str> =
+        status.and_then(|s| s.pod_ips.as_ref()).map(|v| v.iter().map(|i| i.ip.as_str()).collect()).unwrap_or_default();
+    let annotation = pod.metadata.annotations.as_ref().and_then(|a| a.get(ANNOT_POD_IPS)).map(String::as_str);
+    pod_addresses(&listed, status.and_then(|s| s.pod_ip.as_deref()), annotation)
+}
+
 /// The node the pod runs on (or is pinned to).
 pub fn pod_node(pod: &Pod) -> Option<String> {
     pod.spec.as_ref().and_then(|s| s.node_name.clone())
@@ -315,7 +361,26 @@ mod tests {
             image: "example/img:1".into(),
             labels: BTreeMap::from([("a".to_string(), "b".to_string())]),
             automount_token: Some(false),
+            lone_among: vec![],
         }
+    }
+
+    /// The lone pod restricted to some nodes gets a required node affinity
+    /// naming them; a pod sent to a node, or an unrestricted one, gets none.
+    #[test]
+    fn lone_pod_affinity_names_the_allowed_nodes() {
+        let p = TestPods { lone_among: vec!["n1".into(), "n3".into()], ..pods() };
+        let pod = p.pod(&Target { name: "t-lone".into(), node: None });
+        let v = serde_json::to_value(pod.spec.unwrap().affinity.unwrap()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]},
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n3"]}]}
+            ]}}})
+        );
+        assert!(p.pod(&Target { name: "t-0".into(), node: Some("n1".into()) }).spec.unwrap().affinity.is_none());
+        assert!(pods().pod(&Target { name: "t-lone".into(), node: None }).spec.unwrap().affinity.is_none());
     }
 
     #[test]
@@ -454,6 +519,13 @@ mod tests {
         assert_eq!(pod_ip(&p), None);
         p.status = Some(serde_json::from_value(serde_json::json!({"podIP":"fd00::5"})).unwrap());
         assert_eq!(pod_ip(&p), Some("fd00::5".parse().unwrap()));
+        p.status = Some(
+            serde_json::from_value(
+                serde_json::json!({"podIP":"10.0.0.5","podIPs":[{"ip":"10.0.0.5"},{"ip":"fd00::5"}]}),
+            )
+            .unwrap(),
+        );
+        assert_eq!(pod_ips(&p), ["10.0.0.5".parse::<IpAddr>().unwrap(), "fd00::5".parse().unwrap()]);
         p.spec = Some(serde_json::from_value(serde_json::json!({"containers":[],"nodeName":"n1"})).unwrap());
         assert_eq!(pod_node(&p).as_deref(), Some("n1"));
     }

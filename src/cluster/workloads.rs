@@ -1,7 +1,6 @@
 //! Pods, nodes and namespaces, reduced to `core::model` values page by page.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -14,7 +13,8 @@ use super::{list_paged, Cluster};
 use crate::core::budget::{IntOrPercent, UpdateStrategy};
 use crate::core::model::WorkloadInfo;
 use crate::core::model::{
-    NamespaceInfo, NodeInfo, Owner, OwnerKind, PodInfo, PoolPins, ANNOT_IPADDRS, ANNOT_IPV4POOLS, ANNOT_IPV6POOLS,
+    pod_addresses, NamespaceInfo, NodeInfo, Owner, OwnerKind, PodInfo, PoolPins, ANNOT_IPADDRS, ANNOT_IPV4POOLS,
+    ANNOT_IPV6POOLS, ANNOT_POD_IPS,
 };
 use crate::error::Result;
 
@@ -94,15 +94,12 @@ pub fn ready_condition(p: &Pod) -> Option<&PodCondition> {
 pub fn pod_info(p: &Pod) -> PodInfo {
     let spec = p.spec.as_ref();
     let status = p.status.as_ref();
-    let mut ips: Vec<IpAddr> = status
-        .and_then(|s| s.pod_ips.as_ref())
-        .map(|v| v.iter().filter_map(|i| i.ip.parse().ok()).collect())
-        .unwrap_or_default();
-    if ips.is_empty() {
-        if let Some(ip) = status.and_then(|s| s.pod_ip.as_ref()).and_then(|i| i.parse().ok()) {
-            ips.push(ip);
-        }
-    }
+    let status_ips: Vec<&str> =
+        status.and_then(|s| s.pod_ips.as_ref()).map(|v| v.iter().map(|i| i.ip.as_str()).collect()).unwrap_or_default();
+    // A host-network pod has the node's addresses; a leftover annotation is not one of them.
+    let annotation =
+        if spec.and_then(|s| s.host_network) == Some(true) { None } else { p.annotations().get(ANNOT_POD_IPS) };
+    let ips = pod_addresses(&status_ips, status.and_then(|s| s.pod_ip.as_deref()), annotation.map(String::as_str));
     let ready_condition = ready_condition(p);
     let ready = ready_condition.is_some();
     // Creation to Ready: how long one replacement takes on this cluster.
@@ -324,7 +321,7 @@ mod tests {
         assert_eq!(info.owner.kind, OwnerKind::Deployment);
         assert_eq!(info.owner.name, "web");
         assert!(info.ready);
-        assert_eq!(info.ips, vec!["192.168.0.4".parse::<IpAddr>().unwrap()]);
+        assert_eq!(info.ips, vec!["192.168.0.4".parse::<std::net::IpAddr>().unwrap()]);
     }
 
     #[test]

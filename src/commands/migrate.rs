@@ -22,6 +22,10 @@ Examples:
   # Do it (asks for confirmation on a terminal)
   kubectl ippool migrate --from default-ipv4-ippool --to 10.0.0.0/16
 
+  # Dual-stack: both families in one run, each pod restarted once (paired by IP family)
+  kubectl ippool migrate --from default-ipv4-ippool --to 10.0.0.0/16 \\
+      --from default-ipv6-ippool --to fd00:10:20::/112
+
   # Into an existing pool, evicting pod by pod, bare pods included, no prompt
   kubectl ippool migrate --from old --to-pool new --strategy evict --force --yes
 
@@ -40,17 +44,18 @@ fn parse_encap(s: &str) -> std::result::Result<EncapMode, String> {
 #[derive(Debug, Args)]
 #[command(after_help = EXAMPLES, next_help_heading = "Migration")]
 pub struct MigrateArgs {
-    /// The pool to move pods off (name).
-    #[arg(long, value_name = "POOL")]
-    pub from: String,
+    /// The pool to move pods off (name). Twice (an IPv4 and an IPv6 pool)
+    /// migrates both families in one run, each paired with the target of its family.
+    #[arg(long, value_name = "POOL", required = true)]
+    pub from: Vec<String>,
 
-    /// Create a new pool with this CIDR and move pods into it.
+    /// Create a new pool with this CIDR and move pods into it (once per --from).
     #[arg(long, value_name = "CIDR", conflicts_with = "to_pool", required_unless_present_any = ["to_pool", "rollback"])]
-    pub to: Option<String>,
+    pub to: Vec<String>,
 
-    /// Move pods into this existing, enabled pool instead.
+    /// Move pods into this existing, enabled pool instead (once per --from).
     #[arg(long, value_name = "POOL")]
-    pub to_pool: Option<String>,
+    pub to_pool: Vec<String>,
 
     /// Name of the new pool (default: from the CIDR, e.g. 10.0.0.0-16, like the operator).
     #[arg(long, value_name = "NAME")]
@@ -188,13 +193,21 @@ impl From<JobsArg> for JobsPolicy {
 
 impl MigrateArgs {
     pub fn options(&self) -> MigrateOptions {
+        let mut targets: Vec<TargetRequest> = self
+            .to
+            .iter()
+            .map(|c| TargetRequest::Cidr(c.clone()))
+            .chain(self.to_pool.iter().map(|p| TargetRequest::Pool(p.clone())))
+            .collect();
+        if targets.is_empty() {
+            targets.push(TargetRequest::Pool(String::new()));
+        }
         MigrateOptions {
-            from: self.from.clone(),
-            to: match (&self.to, &self.to_pool) {
-                (Some(c), _) => TargetRequest::Cidr(c.clone()),
-                (None, Some(p)) => TargetRequest::Pool(p.clone()),
-                (None, None) => TargetRequest::Pool(String::new()),
-            },
+            from: self.from[0].clone(),
+            to: targets[0].clone(),
+            also: vec![],
+            more_from: self.from[1..].to_vec(),
+            more_to: targets[1..].to_vec(),
             overrides: PoolOverrides {
                 name: self.name.clone(),
                 block_size: self.block_size,
@@ -225,7 +238,7 @@ pub async fn run(kube: &KubeArgs, args: &MigrateArgs) -> Result<u8> {
     let calico = Calico::detect(&cluster).await?;
     if args.rollback {
         let opts =
-            RollbackOptions { from: args.from.clone(), timeout: args.timeout, dry_run: args.dry_run, yes: args.yes };
+            RollbackOptions { from: args.from[0].clone(), timeout: args.timeout, dry_run: args.dry_run, yes: args.yes };
         return migration::rollback(&printer, &cluster, &calico, &opts).await.map(|()| 0);
     }
     migration::run(&printer, &cluster, &calico, &args.options()).await.map(|()| 0)
@@ -272,6 +285,9 @@ mod tests {
         assert!(Wrap::try_parse_from(["migrate", "--from", "old"]).is_err(), "a target is required");
         assert!(Wrap::try_parse_from(["migrate", "--from", "old", "--to", "a", "--to-pool", "b"]).is_err());
         assert!(Wrap::try_parse_from(["migrate", "--from", "old", "--rollback"]).is_ok());
+        let two = args(&["--to", "10.0.0.0/16", "--from", "old6", "--to", "fd00:20::/112"]).options();
+        assert_eq!((two.from.as_str(), two.more_from.as_slice()), ("old", &["old6".to_string()][..]));
+        assert_eq!(two.more_to, [TargetRequest::Cidr("fd00:20::/112".into())]);
         assert!(Wrap::try_parse_from(["migrate", "--from", "old", "--to", "a", "--max-parallel", "0"]).is_err());
     }
 }

@@ -163,9 +163,9 @@ pub fn build_report(context: &str, snap: Snapshot, rules: &[RuleObject], args: &
             findings::Severity::Warn,
             format!(
                 "a migration from {} to {} is in progress: phase {}, {}/{} moved, {} failed (started {} by {}); run the same migrate command to finish it",
-                m.from_pool, m.to_pool, m.phase.as_str(), m.done.len(), m.total, m.failed.len(), m.started_at, m.started_by
+                m.old_pools(), m.new_pools(), m.phase.as_str(), m.done.len(), m.total, m.failed.len(), m.started_at, m.started_by
             ),
-            vec![format!("IPPool {}", m.from_pool), format!("IPPool {}", m.to_pool)],
+            m.pairs().iter().flat_map(|p| [format!("IPPool {}", p.from_pool), format!("IPPool {}", p.to_pool)]).collect(),
         ));
     }
     Ok(StatusReport {
@@ -326,8 +326,8 @@ pub fn render(printer: &Printer, r: &StatusReport) -> Result<()> {
         if !m.phase.is_finished() {
             printer.note(format!(
                 "\nMigration {} -> {}: phase {}, {}/{} moved, {} failed",
-                m.from_pool,
-                m.to_pool,
+                m.old_pools(),
+                m.new_pools(),
                 m.phase.as_str(),
                 m.done.len(),
                 m.total,

@@ -35,6 +35,24 @@ pub fn size(net: &IpNet) -> u128 {
     }
 }
 
+/// The old pools' CIDRs of one migration (one per IP family migrated):
+/// a pod must move while it holds an address in any of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CidrSet(pub Vec<IpNet>);
+
+impl CidrSet {
+    pub fn contains(&self, ip: &std::net::IpAddr) -> bool {
+        self.0.iter().any(|n| n.contains(ip))
+    }
+}
+
+impl std::fmt::Display for CidrSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown: Vec<String> = self.0.iter().map(IpNet::to_string).collect();
+        f.write_str(&shown.join(" and "))
+    }
+}
+
 pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
@@ -101,6 +119,7 @@ impl<T: Clone> PrefixIndex<T> {
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
 
     fn net(s: &str) -> IpNet {

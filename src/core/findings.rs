@@ -206,10 +206,7 @@ fn describe_pins(pools: &[String], addrs: &[String]) -> String {
 /// blocks left in no pool.
 pub fn usage_findings(inv: &Inventory) -> Vec<Finding> {
     let mut out = Vec::new();
-    let stray: Vec<String> = inv
-        .pods_without_pool()
-        .map(|p| format!("Pod {} ({})", p.key(), p.ips.first().map(|i| i.to_string()).unwrap_or_default()))
-        .collect();
+    let stray: Vec<String> = inv.pods_without_pool().map(|(p, ip)| format!("Pod {} ({ip})", p.key())).collect();
     if !stray.is_empty() {
         out.push(Finding::new(
             "podOutsidePools",

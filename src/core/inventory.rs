@@ -41,8 +41,9 @@ pub struct Inventory {
     pub pools: Vec<Pool>,
     pub usage: Vec<PoolUsage>,
     pub pods: Vec<PodInfo>,
-    /// For each pod (same index as `pods`) the index of its pool, if any.
-    pub pod_pool: Vec<Option<usize>>,
+    /// For each pod (same index as `pods`) the pools holding one of its
+    /// addresses, in the order of its addresses (a dual-stack pod has two).
+    pub pod_pools: Vec<Vec<usize>>,
     /// For each block (same index as `ipam.blocks`) its pool, if any.
     pub block_pool: Vec<Option<usize>>,
     pub ipam: Ipam,
@@ -54,15 +55,18 @@ impl Inventory {
         let pool_index = PrefixIndex::new(pools.iter().enumerate().map(|(i, p)| (p.cidr, i)));
         let mut usage = vec![PoolUsage::default(); pools.len()];
 
-        let pod_pool: Vec<Option<usize>> = pods
+        let pod_pools: Vec<Vec<usize>> = pods
             .iter()
             .map(|pod| {
                 if !pod.holds_pool_ip() {
-                    return None;
+                    return vec![];
                 }
-                let idx = pod.ips.iter().find_map(|ip| pool_index.lookup(*ip).copied());
-                if let Some(i) = idx {
-                    usage[i].pods += 1;
+                let mut idx: Vec<usize> = Vec::new();
+                for i in pod.ips.iter().filter_map(|ip| pool_index.lookup(*ip).copied()) {
+                    if !idx.contains(&i) {
+                        idx.push(i);
+                        usage[i].pods += 1;
+                    }
                 }
                 idx
             })
@@ -86,7 +90,7 @@ impl Inventory {
             })
             .collect();
 
-        Inventory { pools, usage, pods, pod_pool, block_pool, ipam, pool_index }
+        Inventory { pools, usage, pods, pod_pools, block_pool, ipam, pool_index }
     }
 
     pub fn pool_named(&self, name: &str) -> Option<usize> {
@@ -98,14 +102,17 @@ impl Inventory {
         self.pool_index.lookup(ip).map(|&i| &self.pools[i])
     }
 
-    /// Pods holding an IP of pool `idx`.
+    /// Pods holding an IP of pool `idx` (whatever their other addresses).
     pub fn pods_in_pool(&self, idx: usize) -> impl Iterator<Item = &PodInfo> {
-        self.pods.iter().zip(&self.pod_pool).filter(move |(_, p)| **p == Some(idx)).map(|(pod, _)| pod)
+        self.pods.iter().zip(&self.pod_pools).filter(move |(_, p)| p.contains(&idx)).map(|(pod, _)| pod)
     }
 
-    /// Running pods whose IP lies in no pool at all.
-    pub fn pods_without_pool(&self) -> impl Iterator<Item = &PodInfo> {
-        self.pods.iter().zip(&self.pod_pool).filter(|(pod, p)| pod.holds_pool_ip() && p.is_none()).map(|(pod, _)| pod)
+    /// Running pods with an address that lies in no pool at all, with that address.
+    pub fn pods_without_pool(&self) -> impl Iterator<Item = (&PodInfo, IpAddr)> {
+        self.pods
+            .iter()
+            .filter(|pod| pod.holds_pool_ip())
+            .filter_map(|pod| pod.ips.iter().find(|ip| self.pool_index.lookup(**ip).is_none()).map(|ip| (pod, *ip)))
     }
 
     /// Blocks that lie in no pool (their pool was deleted).
@@ -118,6 +125,17 @@ impl Inventory {
         let mut m: BTreeMap<Owner, Vec<&PodInfo>> = BTreeMap::new();
         for pod in self.pods_in_pool(idx) {
             m.entry(pod.owner.clone()).or_default().push(pod);
+        }
+        m
+    }
+
+    /// Pods holding an IP of any of the pools `idxs`, each once, grouped by owner.
+    pub fn pods_by_owner_in(&self, idxs: &[usize]) -> BTreeMap<Owner, Vec<&PodInfo>> {
+        let mut m: BTreeMap<Owner, Vec<&PodInfo>> = BTreeMap::new();
+        for (pod, pools) in self.pods.iter().zip(&self.pod_pools) {
+            if pools.iter().any(|i| idxs.contains(i)) {
+                m.entry(pod.owner.clone()).or_default().push(pod);
+            }
         }
         m
     }
@@ -144,8 +162,8 @@ impl Inventory {
             e.allocated += b.allocations.len() as u64;
             e.capacity += super::cidr::size(&b.cidr).min(u64::MAX as u128) as u64;
         }
-        for (pod, p) in self.pods.iter().zip(&self.pod_pool) {
-            if p.is_none() || (pool.is_some() && *p != pool) {
+        for (pod, p) in self.pods.iter().zip(&self.pod_pools) {
+            if p.is_empty() || pool.is_some_and(|i| !p.contains(&i)) {
                 continue;
             }
             if let Some(n) = &pod.node {
@@ -231,11 +249,44 @@ pub(crate) mod tests {
         assert_eq!(inv.usage[1].pods, 1);
         assert_eq!(inv.usage[0].allocated, 2);
         assert_eq!(inv.usage[0].blocks, 1);
-        assert_eq!(inv.pods_without_pool().map(|p| p.name.as_str()).collect::<Vec<_>>(), vec!["stray"]);
+        assert_eq!(inv.pods_without_pool().map(|(p, _)| p.name.as_str()).collect::<Vec<_>>(), vec!["stray"]);
         assert_eq!(inv.orphan_blocks().count(), 1);
         let owners = inv.pods_by_owner(0);
         assert_eq!(owners.len(), 2);
         assert_eq!(inv.blocks_by_node(None)["node-0"].blocks, 2);
         assert_eq!(inv.pool_of("10.0.5.5".parse().unwrap()).unwrap().name, "new");
+    }
+
+    /// A dual-stack pod, with one address in pool `name` of each family.
+    pub fn dual(name: &str, v4: &str, v6: &str) -> PodInfo {
+        let mut p = pod("shop", name, v4, OwnerKind::Deployment, "web");
+        p.ips.push(v6.parse().unwrap());
+        p
+    }
+
+    pub fn dual_pools() -> Vec<Pool> {
+        vec![
+            Pool::new("default-ipv4-ippool", "192.168.0.0/16".parse().unwrap()),
+            Pool::new("default-ipv6-ippool", "fd00:10::/64".parse().unwrap()),
+        ]
+    }
+
+    /// A dual-stack pod counts under both of its pools, and an address in
+    /// no pool is found whichever family it is.
+    #[test]
+    fn a_dual_stack_pod_counts_under_every_pool_holding_one_of_its_addresses() {
+        let pods = vec![
+            dual("web-1", "192.168.0.1", "fd00:10::1"),
+            dual("web-2", "192.168.0.2", "fd00:99::2"),
+            pod("shop", "v6-only", "fd00:10::3", OwnerKind::Deployment, "web"),
+        ];
+        let inv = Inventory::build(dual_pools(), pods, Ipam::default());
+        assert_eq!((inv.usage[0].pods, inv.usage[1].pods), (2, 2));
+        let in_v6: Vec<&str> = inv.pods_in_pool(1).map(|p| p.name.as_str()).collect();
+        assert_eq!(in_v6, ["web-1", "v6-only"]);
+        assert_eq!(inv.pods_by_owner(1).values().map(Vec::len).sum::<usize>(), 2);
+        let stray: Vec<String> = inv.pods_without_pool().map(|(p, ip)| format!("{} {ip}", p.name)).collect();
+        assert_eq!(stray, ["web-2 fd00:99::2"]);
+        assert_eq!(inv.blocks_by_node(Some(1))["node-0"].pods, 2);
     }
 }

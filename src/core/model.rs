@@ -15,6 +15,28 @@ use super::budget::{BudgetSpec, UpdateStrategy};
 pub const ANNOT_IPV4POOLS: &str = "cni.projectcalico.org/ipv4pools";
 pub const ANNOT_IPV6POOLS: &str = "cni.projectcalico.org/ipv6pools";
 pub const ANNOT_IPADDRS: &str = "cni.projectcalico.org/ipAddrs";
+/// Where Calico's CNI plugin writes every address it assigned to a pod
+/// (`10.0.0.5/32,fd00::5/128`).
+pub const ANNOT_POD_IPS: &str = "cni.projectcalico.org/podIPs";
+
+/// A pod's addresses: `status.podIPs` (or `status.podIP`), then any the
+/// CNI plugin recorded in `cni.projectcalico.org/podIPs` that the status
+/// does not show yet. Unreadable entries are skipped.
+pub fn pod_addresses(status_ips: &[&str], pod_ip: Option<&str>, annotation: Option<&str>) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = status_ips.iter().filter_map(|i| i.trim().parse().ok()).collect();
+    if out.is_empty() {
+        out.extend(pod_ip.and_then(|i| i.trim().parse::<IpAddr>().ok()));
+    }
+    for part in annotation.unwrap_or_default().split(',') {
+        let addr = part.trim().split('/').next().unwrap_or_default();
+        if let Ok(ip) = addr.parse::<IpAddr>() {
+            if !out.contains(&ip) {
+                out.push(ip);
+            }
+        }
+    }
+    out
+}
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
 /// The node label naming its operating system (every kubelet sets it).
@@ -463,4 +485,27 @@ pub struct ProbeOutcome {
     pub ip: Option<IpAddr>,
     /// Why it got no address (timeout, Calico's sandbox error).
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_addresses_from_status_and_the_cni_annotation() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Both families in the status, in its order; the annotation adds nothing new.
+        assert_eq!(
+            pod_addresses(&["10.0.0.5", "fd00::5"], Some("10.0.0.5"), Some("10.0.0.5/32,fd00::5/128")),
+            [ip("10.0.0.5"), ip("fd00::5")]
+        );
+        // Only status.podIP, the IPv6 address only in the annotation.
+        assert_eq!(
+            pod_addresses(&[], Some("10.0.0.5"), Some("10.0.0.5/32, fd00::5/128")),
+            [ip("10.0.0.5"), ip("fd00::5")]
+        );
+        // Blank (released) or unreadable annotations add nothing.
+        assert_eq!(pod_addresses(&["fd00::5"], None, Some("")), [ip("fd00::5")]);
+        assert_eq!(pod_addresses(&[], None, Some("garbage")), Vec::<IpAddr>::new());
+    }
 }

@@ -74,4 +74,78 @@ pub struct MigrationState {
     /// Entries `--update-rules` added to rules and sets (`--rollback` removes them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rule_changes: Vec<super::rules::RuleChange>,
+    /// The other IP family's pair, when both were migrated in one run
+    /// (absent in records of one-family runs and of older versions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<PairRecord>,
+}
+
+/// One more (old pool, new pool) pair of a migration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PairRecord {
+    pub from_pool: String,
+    pub from_cidr: String,
+    pub to_pool: String,
+    pub to_cidr: String,
+    pub created_target: bool,
+    #[serde(default)]
+    pub original_from_pool: serde_json::Value,
+}
+
+impl MigrationState {
+    /// The old pools, `a and b` when both families were migrated.
+    pub fn old_pools(&self) -> String {
+        self.pairs().iter().map(|p| p.from_pool.as_str()).collect::<Vec<_>>().join(" and ")
+    }
+
+    /// The new pools, `a and b` when both families were migrated.
+    pub fn new_pools(&self) -> String {
+        self.pairs().iter().map(|p| p.to_pool.as_str()).collect::<Vec<_>>().join(" and ")
+    }
+
+    /// Every pair: (from_pool, from_cidr, to_pool, to_cidr, created_target, original_from_pool).
+    pub fn pairs(&self) -> Vec<PairRecord> {
+        std::iter::once(PairRecord {
+            from_pool: self.from_pool.clone(),
+            from_cidr: self.from_cidr.clone(),
+            to_pool: self.to_pool.clone(),
+            to_cidr: self.to_cidr.clone(),
+            created_target: self.created_target,
+            original_from_pool: self.original_from_pool.clone(),
+        })
+        .chain(self.also.iter().cloned())
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record written by a version without `also` still reads, and a
+    /// one-family record is written without it.
+    #[test]
+    fn records_without_a_second_pair_stay_compatible() {
+        let old = r#"{"fromPool":"a","fromCidr":"192.168.0.0/16","toPool":"b","toCidr":"10.0.0.0/16",
+            "createdTarget":true,"phase":"MovingPods","startedAt":"t","updatedAt":"t","startedBy":"me",
+            "originalFromPool":null,"total":3,"done":[],"failed":[]}"#;
+        let r: MigrationState = serde_json::from_str(old).unwrap();
+        assert!(r.also.is_empty());
+        assert_eq!(r.pairs().len(), 1);
+        assert!(!serde_json::to_string(&r).unwrap().contains("also"));
+        let mut two = r.clone();
+        two.also.push(PairRecord {
+            from_pool: "a6".into(),
+            from_cidr: "fd00:10::/64".into(),
+            to_pool: "b6".into(),
+            to_cidr: "fd00:20::/112".into(),
+            created_target: true,
+            original_from_pool: serde_json::Value::Null,
+        });
+        let back: MigrationState = serde_json::from_str(&serde_json::to_string(&two).unwrap()).unwrap();
+        assert_eq!(back, two);
+        assert_eq!(back.pairs()[1].to_pool, "b6");
+        assert_eq!((back.old_pools().as_str(), back.new_pools().as_str()), ("a and a6", "b and b6"));
+    }
 }

@@ -35,7 +35,7 @@ use crate::cluster::snapshot::Snapshot;
 use crate::cluster::{access, budgets, canary, movers, networks, workloads, Cluster};
 use crate::core::model::{CniPools, ManagedBy, PdbInfo, WorkloadInfo};
 use crate::core::plan::{self, JobsPolicy, Plan, PlanInput, PoolOverrides, Strategy, TargetRequest};
-use crate::core::state::{MigrationState, Phase};
+use crate::core::state::{MigrationState, PairRecord, Phase};
 use crate::error::{Error, Result};
 use crate::output::Printer;
 use permissions::permissions_needed;
@@ -48,6 +48,11 @@ pub use rollback::{rollback, RollbackOptions};
 pub struct MigrateOptions {
     pub from: String,
     pub to: TargetRequest,
+    /// The other IP family's pair, once paired by family.
+    pub also: Vec<(String, TargetRequest)>,
+    /// Further `--from` and targets as given, not yet paired (`pair`).
+    pub more_from: Vec<String>,
+    pub more_to: Vec<TargetRequest>,
     pub overrides: PoolOverrides,
     pub strategy: Strategy,
     pub max_parallel: u16,
@@ -126,6 +131,7 @@ impl Facts {
         PlanInput {
             from: &opts.from,
             to: opts.to.clone(),
+            also: opts.also.clone(),
             overrides: opts.overrides.clone(),
             strategy: opts.strategy,
             jobs: opts.jobs,
@@ -167,7 +173,23 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
     let (mut facts, rule_objects) =
         tokio::try_join!(Facts::read(cluster, calico.clone(), opts), crate::cluster::rules::read(cluster, calico))?;
     facts.reservations = crate::core::rules::reserved_cidrs(&rule_objects.objects);
+    let opts = &paired(opts, &facts.snap.inventory, facts.snap.migration.as_ref())?;
     let record = resumable_record(facts.snap.migration.as_ref(), opts)?;
+    // Killed between deleting the two old pools of a dual-stack run: the
+    // pairs whose old pool is gone are done; finish the others.
+    let inv = &facts.snap.inventory;
+    let mut left: Vec<(String, TargetRequest)> = std::iter::once((opts.from.clone(), opts.to.clone()))
+        .chain(opts.also.iter().cloned())
+        .filter(|(f, _)| inv.pool_named(f).is_some())
+        .collect();
+    let reduced;
+    let opts = if record.is_some() && !left.is_empty() && left.len() < 1 + opts.also.len() {
+        let (from, to) = left.remove(0);
+        reduced = MigrateOptions { from, to, also: left, ..opts.clone() };
+        &reduced
+    } else {
+        opts
+    };
     let from_managed_by_operator = facts
         .snap
         .inventory
@@ -217,19 +239,25 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
     }
 
     // 3. Confirm.
+    let pairs = plan.pairs();
+    let froms: Vec<&str> = pairs.iter().map(|p| p.0.name.as_str()).collect();
+    let tos: Vec<&str> = pairs.iter().map(|p| p.1.name.as_str()).collect();
     let question = format!(
         "Migrate {} pod(s) from {} to {} in {}?",
         plan.pod_count(),
-        plan.from.name,
-        plan.to.name,
+        froms.join(" and "),
+        tos.join(" and "),
         cluster.describe()
     );
     printer.confirm(&question, opts.yes)?;
 
     // 4. Execute, holding the lease.
     let lease = LeaseGuard::acquire(cluster).await?;
-    let original = writer.get(&plan.from.name).await?;
-    let state = record.unwrap_or_else(|| new_record(&plan, &lease, original));
+    let mut originals = Vec::new();
+    for (from, _, _) in plan.pairs() {
+        originals.push(writer.get(&from.name).await?);
+    }
+    let state = record.unwrap_or_else(|| new_record(&plan, &lease, originals));
     let ctx =
         Ctx { printer, cluster, calico, writer: &writer, opts, canary_ns: Arc::new(Mutex::new(None)), lease: &lease };
     let outcome = tokio::select! {
@@ -284,6 +312,52 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
     Ok(())
 }
 
+/// The options with `--from` and targets given twice paired by IP family
+/// (as recorded, when they name the unfinished migration in `record`).
+fn paired(
+    opts: &MigrateOptions,
+    inv: &crate::core::inventory::Inventory,
+    record: Option<&MigrationState>,
+) -> Result<MigrateOptions> {
+    if opts.more_from.is_empty() && opts.more_to.is_empty() {
+        return Ok(opts.clone());
+    }
+    let froms: Vec<String> = std::iter::once(opts.from.clone()).chain(opts.more_from.iter().cloned()).collect();
+    let targets: Vec<TargetRequest> = std::iter::once(opts.to.clone()).chain(opts.more_to.iter().cloned()).collect();
+    let recorded: Vec<(String, String, String)> = record
+        .filter(|r| !r.phase.is_finished())
+        .map(|r| r.pairs().into_iter().map(|p| (p.from_pool, p.to_pool, p.to_cidr)).collect())
+        .unwrap_or_default();
+    let mut pairs = match plan::pair_as_recorded(&froms, &targets, &recorded) {
+        Some(p) => p,
+        None => plan::pair_by_family(&froms, &targets, inv).map_err(|reasons| {
+            Error::refused(format!("migrate {} (nothing was changed)", froms.join(" and ")), reasons)
+        })?,
+    };
+    if pairs.len() > 1 {
+        let o = &opts.overrides;
+        let per_pool: Vec<&str> = [
+            (o.name.is_some(), "--name"),
+            (o.block_size.is_some(), "--block-size"),
+            (o.ipip_mode.is_some(), "--ipip-mode"),
+        ]
+        .into_iter()
+        .filter_map(|(set, flag)| set.then_some(flag))
+        .collect();
+        if !per_pool.is_empty() {
+            return Err(Error::refused(
+                format!("migrate {} (nothing was changed)", froms.join(" and ")),
+                vec![format!(
+                    "{} cannot apply to both an IPv4 and an IPv6 pool; leave it out (each new pool copies its old pool) or migrate the families one at a time",
+                    per_pool.join(", ")
+                )],
+            ));
+        }
+    }
+    let (from, to) = pairs.remove(0);
+    Ok(MigrateOptions { from, to, also: pairs, more_from: vec![], more_to: vec![], ..opts.clone() })
+}
+
 /// An unfinished record for the same `--from` is resumed; one for another
 /// pool refuses (one migration at a time).
 fn resumable_record(rec: Option<&MigrationState>, opts: &MigrateOptions) -> Result<Option<MigrationState>> {
@@ -306,8 +380,24 @@ fn resumable_record(rec: Option<&MigrationState>, opts: &MigrateOptions) -> Resu
     ))
 }
 
-fn new_record(plan: &Plan, lease: &LeaseGuard, original: Option<DynamicObject>) -> MigrationState {
+fn new_record(plan: &Plan, lease: &LeaseGuard, originals: Vec<Option<DynamicObject>>) -> MigrationState {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let as_value = |o: Option<&Option<DynamicObject>>| {
+        o.and_then(|o| o.as_ref()).and_then(|o| serde_json::to_value(o).ok()).unwrap_or(Value::Null)
+    };
+    let also = plan
+        .also
+        .iter()
+        .enumerate()
+        .map(|(i, p)| PairRecord {
+            from_pool: p.from.name.clone(),
+            from_cidr: p.from.cidr.to_string(),
+            to_pool: p.to.name.clone(),
+            to_cidr: p.to.cidr.to_string(),
+            created_target: p.create_target,
+            original_from_pool: as_value(originals.get(i + 1)),
+        })
+        .collect();
     MigrationState {
         from_pool: plan.from.name.clone(),
         from_cidr: plan.from.cidr.to_string(),
@@ -318,11 +408,12 @@ fn new_record(plan: &Plan, lease: &LeaseGuard, original: Option<DynamicObject>) 
         started_at: now.clone(),
         updated_at: now,
         started_by: lease.identity().to_string(),
-        original_from_pool: original.and_then(|o| serde_json::to_value(o).ok()).unwrap_or(Value::Null),
+        original_from_pool: as_value(originals.first()),
         total: plan.pod_count(),
         done: vec![],
         failed: vec![],
         rule_changes: vec![],
+        also,
     }
 }
 
@@ -343,6 +434,9 @@ mod tests {
         MigrateOptions {
             from: "old".into(),
             to,
+            also: vec![],
+            more_from: vec![],
+            more_to: vec![],
             overrides: PoolOverrides::default(),
             strategy: Strategy::Rollout,
             max_parallel: 1,
@@ -375,6 +469,7 @@ mod tests {
             done: vec![],
             failed: vec![],
             rule_changes: vec![],
+            also: vec![],
         }
     }
 
@@ -403,6 +498,7 @@ mod tests {
             from: Pool::new("old", "192.168.0.0/16".parse().unwrap()),
             to: Pool::new("new", "10.0.0.0/16".parse().unwrap()),
             create_target: true,
+            also: vec![],
             via_operator: false,
             steps: vec![],
             moves: vec![

@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::core::cidr::CidrSet;
 use futures::StreamExt;
-use ipnet::IpNet;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::Ctx;
@@ -38,13 +38,14 @@ pub(crate) fn lanes(moves: Vec<Move>) -> Vec<Vec<Move>> {
 pub(crate) async fn run_lanes(
     ctx: &Ctx<'_>,
     lanes: Vec<Vec<Move>>,
-    old: IpNet,
+    old: CidrSet,
     target: &str,
     parallel: usize,
     done: UnboundedSender<Outcome>,
 ) {
     futures::stream::iter(lanes.into_iter().map(|lane| {
         let done = done.clone();
+        let old = old.clone();
         async move { run_lane(ctx, lane, &old, target, &done).await }
     }))
     .buffer_unordered(parallel.max(1))
@@ -52,7 +53,7 @@ pub(crate) async fn run_lanes(
     .await;
 }
 
-async fn run_lane(ctx: &Ctx<'_>, lane: Vec<Move>, old: &IpNet, target: &str, done: &UnboundedSender<Outcome>) {
+async fn run_lane(ctx: &Ctx<'_>, lane: Vec<Move>, old: &CidrSet, target: &str, done: &UnboundedSender<Outcome>) {
     // The node being drained, and whether this run cordoned it.
     let mut current: Option<String> = None;
     let mut cordoned: Option<String> = None;
@@ -92,7 +93,7 @@ fn drain_node(m: &Move) -> String {
 }
 
 /// One entry of the move list.
-async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &IpNet, target: &str) -> Result<()> {
+async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &CidrSet, target: &str) -> Result<()> {
     let t = ctx.opts.timeout;
     match m.kind {
         MoveKind::Rollout => {

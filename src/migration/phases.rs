@@ -11,6 +11,7 @@ use crate::cluster::calico::Kind;
 use crate::cluster::events::{self, EventTarget};
 use crate::cluster::pools::PoolWriter;
 use crate::cluster::{canary, movers, pools};
+use crate::core::cidr::CidrSet;
 use crate::core::plan::{self, Plan};
 use crate::core::state::{MigrationState, Phase};
 use crate::error::{Error, Result};
@@ -24,8 +25,8 @@ pub(crate) async fn execute(ctx: &Ctx<'_>, plan: &Plan, mut state: MigrationStat
     if state.phase > Phase::Started {
         p.note(format!(
             "Resuming the migration from {} to {} at phase {}.",
-            state.from_pool,
-            state.to_pool,
+            state.old_pools(),
+            state.new_pools(),
             state.phase.as_str()
         ));
     }
@@ -48,8 +49,8 @@ pub(crate) async fn execute(ctx: &Ctx<'_>, plan: &Plan, mut state: MigrationStat
     let filtered = ctx.cluster.namespace.is_some() || ctx.opts.selector.is_some();
     let mut summary = Summary {
         kind: "IPPoolMigration",
-        from: state.from_pool.clone(),
-        to: state.to_pool.clone(),
+        from: state.old_pools(),
+        to: state.new_pools(),
         phase: state.phase,
         workloads_moved,
         pods_moved,
@@ -92,12 +93,17 @@ async fn phase_target_ready(
     if state.phase >= Phase::SourceDeleted {
         return Ok(());
     }
-    // Re-checked even when recorded: someone may have deleted it since.
-    writer.ensure_created(&plan.to).await?;
+    for (from, to, _) in plan.pairs() {
+        // Re-checked even when recorded: someone may have deleted it since.
+        writer.ensure_created(to).await?;
+        if state.phase < Phase::TargetReady {
+            let event = format!("kubectl-ippool migrate: target pool for moving pods off {}", from.name);
+            let note = format!("IPPool {} ({}) ready.", to.name, to.cidr);
+            pool_event_and_note(ctx, &to.name, &event, &note).await;
+        }
+    }
     if state.phase < Phase::TargetReady {
-        let event = format!("kubectl-ippool migrate: target pool for moving pods off {}", plan.from.name);
-        let note = format!("IPPool {} ({}) ready.", plan.to.name, plan.to.cidr);
-        pool_phase_done(ctx, state, Phase::TargetReady, &plan.to.name, &event, &note).await?;
+        checkpoint(ctx, state, Phase::TargetReady).await?;
     }
     Ok(())
 }
@@ -111,28 +117,25 @@ async fn phase_source_disabled(
     if state.phase >= Phase::SourceDeleted {
         return Ok(());
     }
-    writer.set_disabled(&plan.from.name, true).await?;
+    for (from, to, _) in plan.pairs() {
+        writer.set_disabled(&from.name, true).await?;
+        if state.phase < Phase::SourceDisabled {
+            let event = format!("kubectl-ippool migrate: disabled; pods move to {}", to.name);
+            let note = format!("IPPool {} disabled: new pods get addresses from {}.", from.name, to.name);
+            pool_event_and_note(ctx, &from.name, &event, &note).await;
+        }
+    }
     if state.phase < Phase::SourceDisabled {
-        let event = format!("kubectl-ippool migrate: disabled; pods move to {}", plan.to.name);
-        let note = format!("IPPool {} disabled: new pods get addresses from {}.", plan.from.name, plan.to.name);
-        pool_phase_done(ctx, state, Phase::SourceDisabled, &plan.from.name, &event, &note).await?;
+        checkpoint(ctx, state, Phase::SourceDisabled).await?;
     }
     Ok(())
 }
 
-/// A pool phase is done: an Event on the pool, a line for the user, the record.
-async fn pool_phase_done(
-    ctx: &Ctx<'_>,
-    state: &mut MigrationState,
-    phase: Phase,
-    pool: &str,
-    event: &str,
-    note: &str,
-) -> Result<()> {
+/// A pool step is done: an Event on the pool, a line for the user.
+async fn pool_event_and_note(ctx: &Ctx<'_>, pool: &str, event: &str, note: &str) {
     let av = ctx.calico.resource(Kind::IPPool).api_version;
     events::record_event(ctx.cluster, pool_event(pool, &av), event).await;
     ctx.printer.note(note);
-    checkpoint(ctx, state, phase).await
 }
 
 async fn phase_canary(ctx: &Ctx<'_>, plan: &Plan, facts: &Facts, state: &mut MigrationState) -> Result<()> {
@@ -140,20 +143,39 @@ async fn phase_canary(ctx: &Ctx<'_>, plan: &Plan, facts: &Facts, state: &mut Mig
     if let Ok(mut g) = ctx.canary_ns.lock() {
         *g = Some(ns.clone());
     }
-    let nodes: Vec<String> = if ctx.opts.canary_per_node {
-        // Canary pods select linux nodes; a pod pinned elsewhere would be refused by the kubelet.
-        facts.snap.nodes.iter().filter(|n| !n.unschedulable && n.is_linux()).map(|n| n.name.clone()).collect()
-    } else {
-        vec![]
-    };
-    let result =
-        canary::run(ctx.cluster, &ns, &nodes, &plan.to.cidr, ctx.opts.timeout.min(Duration::from_secs(300))).await;
+    // Only where the old pool serves and the new pool selects: elsewhere the
+    // canary would prove nothing, or get another pool's address.
+    // With two families, nodes all pools agree on.
+    let mut nodes: Option<Vec<String>> = None;
+    for (from, to, _) in plan.pairs() {
+        let c = plan::canary_nodes(&facts.snap.nodes, from, to)
+            .map_err(|why| Error::refused("run the canary", vec![why]))?;
+        if let Some(w) = c.warning {
+            ctx.printer.warn(w);
+        }
+        nodes = Some(match nodes {
+            None => c.nodes,
+            Some(prev) => prev.into_iter().filter(|n| c.nodes.contains(n)).collect(),
+        });
+    }
+    let nodes = nodes.unwrap_or_default();
+    if nodes.is_empty() {
+        return Err(Error::refused(
+            "run the canary",
+            vec!["no schedulable linux node is served by every old pool and selected by every new pool".into()],
+        ));
+    }
+    let timeout = ctx.opts.timeout.min(Duration::from_secs(300));
+    let result = canary::run(ctx.cluster, &ns, &nodes, ctx.opts.canary_per_node, &plan.new_cidrs(), timeout).await;
     canary::cleanup(ctx.cluster, &ns).await;
     if let Ok(mut g) = ctx.canary_ns.lock() {
         *g = None;
     }
     let got = result?;
-    let shown: Vec<String> = got.iter().map(|(n, ip)| format!("{ip} on {n}")).collect();
+    let shown: Vec<String> = got
+        .iter()
+        .map(|(n, ips)| format!("{} on {n}", ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" and ")))
+        .collect();
     ctx.printer.note(format!("Canary passed: {}.", shown.join(", ")));
     checkpoint(ctx, state, Phase::CanaryPassed).await
 }
@@ -176,9 +198,13 @@ async fn phase_move_pods(
     let operator = plan.via_operator;
     for round in 0..3 {
         let facts = Facts::read(ctx.cluster, ctx.calico.clone(), args).await?;
-        let Some(from_idx) = facts.snap.inventory.pool_named(&plan.from.name) else { break };
+        let inv = &facts.snap.inventory;
+        let from_idxs: Vec<usize> = plan.pairs().iter().filter_map(|(f, _, _)| inv.pool_named(&f.name)).collect();
+        if from_idxs.is_empty() {
+            break;
+        }
         let input = facts.plan_input(args, operator);
-        let (moves, skip, blockers, _) = plan::plan_moves(&input, from_idx);
+        let (moves, skip, blockers, _) = plan::plan_moves(&input, &from_idxs);
         if !blockers.is_empty() {
             return Err(Error::refused("move the remaining pods", blockers));
         }
@@ -198,15 +224,21 @@ async fn phase_move_pods(
             ctx.printer.note(format!(
                 "{} more pod(s) appeared on {}; moving them too.",
                 moves.iter().map(|m| m.pods.len()).sum::<usize>(),
-                plan.from.name
+                plan.pairs().iter().map(|(f, _, _)| f.name.as_str()).collect::<Vec<_>>().join(" and ")
             ));
         }
         let bar_w = ctx.printer.progress(moves.len() as u64, "workloads");
         let bar_p = ctx.printer.progress(moves.iter().map(|m| m.pods.len() as u64).sum(), "pods");
-        let target = plan.to.name.clone();
+        let target = plan.pairs().iter().map(|(_, t, _)| t.name.as_str()).collect::<Vec<_>>().join(" and ");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let all =
-            moves::run_lanes(ctx, moves::lanes(moves), plan.from.cidr, &target, ctx.opts.max_parallel as usize, tx);
+        let all = moves::run_lanes(
+            ctx,
+            moves::lanes(moves),
+            CidrSet(plan.old_cidrs()),
+            &target,
+            ctx.opts.max_parallel as usize,
+            tx,
+        );
         let mut all = std::pin::pin!(all);
         let mut lanes_done = false;
         loop {
@@ -264,11 +296,14 @@ async fn phase_drain(ctx: &Ctx<'_>, plan: &Plan, state: &mut MigrationState) -> 
         return Ok(());
     }
     checkpoint(ctx, state, Phase::Draining).await?;
-    ctx.printer.note(format!(
-        "Waiting for every address of {} (pods and node tunnel addresses) to be released...",
-        plan.from.name
-    ));
-    pools::wait_addresses_released(ctx.cluster, ctx.calico, &plan.from, plan.to.cidr, ctx.opts.timeout).await
+    for (from, to, _) in plan.pairs() {
+        ctx.printer.note(format!(
+            "Waiting for every address of {} (pods and node tunnel addresses) to be released...",
+            from.name
+        ));
+        pools::wait_addresses_released(ctx.cluster, ctx.calico, from, to.cidr, ctx.opts.timeout).await?;
+    }
+    Ok(())
 }
 
 async fn phase_delete_source(
@@ -280,32 +315,35 @@ async fn phase_delete_source(
     if state.phase >= Phase::SourceDeleted {
         return Ok(());
     }
-    writer.delete_safely(&plan.from, Some(plan.to.cidr)).await?;
-    let av = ctx.calico.resource(Kind::IPPool).api_version;
-    events::record_event(
-        ctx.cluster,
-        pool_event(&plan.from.name, &av),
-        &format!("kubectl-ippool migrate: deleted after every pod moved to {}", plan.to.name),
-    )
-    .await;
-    ctx.printer.note(format!("IPPool {} deleted.", plan.from.name));
+    for (from, to, _) in plan.pairs() {
+        writer.delete_safely(from, Some(to.cidr)).await?;
+        let av = ctx.calico.resource(Kind::IPPool).api_version;
+        events::record_event(
+            ctx.cluster,
+            pool_event(&from.name, &av),
+            &format!("kubectl-ippool migrate: deleted after every pod moved to {}", to.name),
+        )
+        .await;
+        ctx.printer.note(format!("IPPool {} deleted.", from.name));
+    }
     checkpoint(ctx, state, Phase::SourceDeleted).await?;
     let ipam = ctx.calico.read_ipam(ctx.cluster).await?;
-    let old_only =
-        |c: &IpNet| crate::core::cidr::within(c, &plan.from.cidr) && !crate::core::cidr::within(c, &plan.to.cidr);
-    let left: Vec<String> = ipam
-        .blocks
-        .iter()
-        .filter(|b| old_only(&b.cidr))
-        .map(|b| format!("IPAMBlock {}", b.name))
-        .chain(ipam.affinities.iter().filter(|a| old_only(&a.cidr)).map(|a| format!("BlockAffinity {}", a.name)))
-        .collect();
-    if !left.is_empty() {
-        ctx.printer.warn(format!(
-            "IPAM objects of {} remain: {}; `kubectl ippool verify` shows them",
-            plan.from.cidr,
-            crate::core::findings::name_some(&left)
-        ));
+    for (from, to, _) in plan.pairs() {
+        let old_only = |c: &IpNet| crate::core::cidr::within(c, &from.cidr) && !crate::core::cidr::within(c, &to.cidr);
+        let left: Vec<String> = ipam
+            .blocks
+            .iter()
+            .filter(|b| old_only(&b.cidr))
+            .map(|b| format!("IPAMBlock {}", b.name))
+            .chain(ipam.affinities.iter().filter(|a| old_only(&a.cidr)).map(|a| format!("BlockAffinity {}", a.name)))
+            .collect();
+        if !left.is_empty() {
+            ctx.printer.warn(format!(
+                "IPAM objects of {} remain: {}; `kubectl ippool verify` shows them",
+                from.cidr,
+                crate::core::findings::name_some(&left)
+            ));
+        }
     }
     Ok(())
 }

@@ -101,26 +101,33 @@ pub fn render_plan(plan: &Plan, resume: Option<Phase>, wide: bool) -> String {
     if let Some(phase) = resume {
         out.push_str(&format!("Resuming at phase {}.\n", phase.as_str()));
     }
-    out.push_str(&format!(
-        "Plan: move pods from IPPool {} ({}) to IPPool {} ({})\n",
-        plan.from.name, plan.from.cidr, to.name, to.cidr
-    ));
+    let pairs: Vec<String> = plan
+        .pairs()
+        .iter()
+        .map(|(f, t, _)| format!("IPPool {} ({}) to IPPool {} ({})", f.name, f.cidr, t.name, t.cidr))
+        .collect();
+    out.push_str(&format!("Plan: move pods from {}\n", pairs.join(", and from ")));
     for (i, s) in plan.steps.iter().enumerate() {
         let line = match s {
-            PoolStep::CreatePool { name, cidr, via } => format!(
-                "create IPPool {name} ({cidr}, blockSize {}, {}, natOutgoing {}, nodeSelector {}) via {via}",
-                to.block_size,
-                to.encap_label(),
-                to.nat_outgoing,
-                to.node_selector
-            ),
+            PoolStep::CreatePool { name, cidr, via } => {
+                let to = plan.pairs().into_iter().map(|(_, t, _)| t).find(|t| &t.name == name).unwrap_or(to);
+                format!(
+                    "create IPPool {name} ({cidr}, blockSize {}, {}, natOutgoing {}, nodeSelector {}) via {via}",
+                    to.block_size,
+                    to.encap_label(),
+                    to.nat_outgoing,
+                    to.node_selector
+                )
+            }
             PoolStep::UseExistingPool { name, cidr } => format!("use the existing IPPool {name} ({cidr})"),
             PoolStep::DisablePool { name, via } => {
                 format!("disable IPPool {name} (existing pods keep working) via {via}")
             }
-            PoolStep::Canary { pods } => {
-                format!("canary: {pods} test pod(s) in a temporary namespace must get an address from {}", to.cidr)
-            }
+            PoolStep::Canary { pods, nodes } => format!(
+                "canary: {pods} test pod(s) in a temporary namespace must get an address from {} ({})",
+                plan.new_cidrs().iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" and "),
+                canary_where(*pods, nodes)
+            ),
             PoolStep::MovePods { workloads, pods } => {
                 format!("move {pods} pod(s) of {workloads} workload(s), in this order:")
             }
@@ -181,4 +188,14 @@ pub fn render_plan(plan: &Plan, resume: Option<Phase>, wide: bool) -> String {
         }
     }
     out
+}
+
+/// The nodes a canary step runs on, as the plan shows them.
+fn canary_where(pods: usize, nodes: &[String]) -> String {
+    match nodes {
+        [] => "no node to run on".to_string(),
+        [one] => format!("node {one}"),
+        _ if pods > 1 => format!("nodes {}", nodes.join(", ")),
+        _ => format!("one of nodes {}", nodes.join(", ")),
+    }
 }

@@ -12,7 +12,7 @@ use crate::cluster::events::{self, EventTarget};
 use crate::cluster::lease::LeaseGuard;
 use crate::cluster::pools::PoolWriter;
 use crate::cluster::{canary, movers, record, workloads, Cluster};
-use crate::core::state::{MigrationState, Phase};
+use crate::core::state::{MigrationState, PairRecord, Phase};
 use crate::error::{Error, Result};
 use crate::output::Printer;
 
@@ -29,9 +29,11 @@ pub struct RollbackOptions {
 /// right after the delete, or someone deleted the pool): close it, but only
 /// once no pod still holds one of its addresses.
 pub(crate) async fn finish_without_pool(printer: &Printer, cluster: &Cluster, mut state: MigrationState) -> Result<()> {
-    let old: Option<IpNet> = state.from_cidr.parse().ok();
-    let new: Option<IpNet> = state.to_cidr.parse().ok();
-    let on_old = |ip: &IpAddr| old.is_some_and(|o| o.contains(ip)) && !new.is_some_and(|n| n.contains(ip));
+    let pairs: Vec<(Option<IpNet>, Option<IpNet>)> =
+        state.pairs().iter().map(|p| (p.from_cidr.parse().ok(), p.to_cidr.parse().ok())).collect();
+    let on_old = |ip: &IpAddr| {
+        pairs.iter().any(|(old, new)| old.is_some_and(|o| o.contains(ip)) && !new.is_some_and(|n| n.contains(ip)))
+    };
     let left: Vec<String> = workloads::list_pods(cluster, None)
         .await?
         .iter()
@@ -64,7 +66,8 @@ pub(crate) async fn finish_without_pool(printer: &Printer, cluster: &Cluster, mu
 /// only stops new allocations).
 pub async fn rollback(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &RollbackOptions) -> Result<()> {
     let rec = record::read_state(cluster).await?;
-    let Some(mut state) = rec.filter(|r| r.from_pool == opts.from && !r.phase.is_finished()) else {
+    let Some(mut state) = rec.filter(|r| r.pairs().iter().any(|p| p.from_pool == opts.from) && !r.phase.is_finished())
+    else {
         return Err(Error::refused(
             format!("roll back a migration from {}", opts.from),
             vec![format!("no unfinished migration from {} is recorded", opts.from)],
@@ -80,22 +83,26 @@ pub async fn rollback(printer: &Printer, cluster: &Cluster, calico: &Calico, opt
             )],
         ));
     }
-    // Undo exactly what this migration changed: the old pool goes back to
-    // how the record found it; the new pool is disabled only if this
+    // Undo exactly what this migration changed: each old pool goes back to
+    // how the record found it; a new pool is disabled only if this
     // migration created it (a pool that existed before is left as it is).
-    let from_was_disabled =
-        state.original_from_pool.pointer("/spec/disabled").and_then(serde_json::Value::as_bool).unwrap_or(false);
-    let from_after = if from_was_disabled { "leave IPPool {} disabled, as it was" } else { "re-enable IPPool {}" }
-        .replace("{}", &state.from_pool);
-    let to_after = if state.created_target {
-        format!("disable IPPool {}, which this migration created", state.to_pool)
-    } else {
-        format!("leave IPPool {} as it was (it existed before)", state.to_pool)
+    let pairs = state.pairs();
+    let was_disabled = |p: &PairRecord| {
+        p.original_from_pool.pointer("/spec/disabled").and_then(serde_json::Value::as_bool).unwrap_or(false)
     };
-    printer.note(format!(
-        "Rollback in {}: {from_after}, {to_after} (pods already moved keep their addresses).",
-        cluster.describe()
-    ));
+    for p in &pairs {
+        let from_after = if was_disabled(p) { "leave IPPool {} disabled, as it was" } else { "re-enable IPPool {}" }
+            .replace("{}", &p.from_pool);
+        let to_after = if p.created_target {
+            format!("disable IPPool {}, which this migration created", p.to_pool)
+        } else {
+            format!("leave IPPool {} as it was (it existed before)", p.to_pool)
+        };
+        printer.note(format!(
+            "Rollback in {}: {from_after}, {to_after} (pods already moved keep their addresses).",
+            cluster.describe()
+        ));
+    }
     for line in super::rules::describe_undo(&state) {
         printer.note(format!("  {line} (added by --update-rules)"));
     }
@@ -108,17 +115,19 @@ pub async fn rollback(printer: &Printer, cluster: &Cluster, calico: &Calico, opt
     let r = async {
         let pools = calico.list_pools(cluster).await?;
         let w = PoolWriter::where_listed(cluster, calico, opts.timeout);
-        w.set_disabled(&state.from_pool, from_was_disabled).await?;
-        if state.created_target && pools.iter().any(|p| p.name == state.to_pool) {
-            w.set_disabled(&state.to_pool, true).await?;
-        }
         let av = calico.resource(Kind::IPPool).api_version;
-        events::record_event(
-            cluster,
-            EventTarget { api_version: &av, kind: "IPPool", namespace: None, name: &state.from_pool },
-            "kubectl-ippool migrate --rollback: re-enabled",
-        )
-        .await;
+        for p in &pairs {
+            w.set_disabled(&p.from_pool, was_disabled(p)).await?;
+            if p.created_target && pools.iter().any(|x| x.name == p.to_pool) {
+                w.set_disabled(&p.to_pool, true).await?;
+            }
+            events::record_event(
+                cluster,
+                EventTarget { api_version: &av, kind: "IPPool", namespace: None, name: &p.from_pool },
+                "kubectl-ippool migrate --rollback: re-enabled",
+            )
+            .await;
+        }
         canary::cleanup_leftovers(cluster).await;
         movers::uncordon_ours(cluster).await?;
         movers::unsurge_ours(cluster).await?;
@@ -134,11 +143,11 @@ pub async fn rollback(printer: &Printer, cluster: &Cluster, calico: &Calico, opt
     .await;
     lease.release().await;
     r?;
-    let from_done = if from_was_disabled { "left disabled" } else { "enabled" };
-    let to_done = if state.created_target { "disabled" } else { "left as it was" };
-    printer.stdout(&format!(
-        "Rolled back: IPPool {} {from_done}, IPPool {} {to_done}.\n",
-        state.from_pool, state.to_pool
-    ))?;
+    for p in &pairs {
+        let from_done = if was_disabled(p) { "left disabled" } else { "enabled" };
+        let to_done = if p.created_target { "disabled" } else { "left as it was" };
+        printer
+            .stdout(&format!("Rolled back: IPPool {} {from_done}, IPPool {} {to_done}.\n", p.from_pool, p.to_pool))?;
+    }
     Ok(())
 }

@@ -47,13 +47,16 @@ const (
 	annPodIPs       = "cni.projectcalico.org/podIPs"
 	annContainerID  = "cni.projectcalico.org/containerID"
 	annIPv4Pools    = "cni.projectcalico.org/ipv4pools"
+	annIPv6Pools    = "cni.projectcalico.org/ipv6pools"
 	annIPAddrs      = "cni.projectcalico.org/ipAddrs"
 	annReadyAfter   = "kubesim.io/ready-after"
 	annComplete     = "kubesim.io/complete-after"
 	annTerminate    = "kubesim.io/terminate-after"
 	annIPIPTunnel   = "projectcalico.org/IPv4IPIPTunnelAddr"
 	annVXLANTunnel  = "projectcalico.org/IPv4VXLANTunnelAddr"
+	annVXLANTunnel6 = "projectcalico.org/IPv6VXLANTunnelAddr"
 	annIPv4Address  = "projectcalico.org/IPv4Address"
+	annIPv6Address  = "projectcalico.org/IPv6Address"
 	tunnelKeyPrefix = "\x00tunnel"
 )
 
@@ -75,24 +78,32 @@ type agent struct {
 	restCfg    *rest.Config
 	nodes      []string
 	nodeIP     map[string]string
+	nodeIdx    map[string]int
+	fam        families
+	zones      bool
 	queues     map[string]workqueue.TypedRateLimitingInterface[string]
 	readyDelay time.Duration
-	podLister  corelisters.PodLister
-	nsLister   corelisters.NamespaceLister
-	podsSynced cache.InformerSynced
-	recorder   record.EventRecorder
-	mu         sync.Mutex
-	state      map[types.UID]*podState
-	lastErr    map[types.UID]string
+	// tunnelDelay: how long a tunnel address outside every qualifying pool is kept before it moves
+	// (calico-node notices pool changes only on its next check); tunnelStale: since when, per node+kind.
+	tunnelDelay time.Duration
+	tunnelStale map[string]time.Time
+	podLister   corelisters.PodLister
+	nsLister    corelisters.NamespaceLister
+	podsSynced  cache.InformerSynced
+	recorder    record.EventRecorder
+	mu          sync.Mutex
+	state       map[types.UID]*podState
+	lastErr     map[types.UID]string
 }
 
 func newAgent(kube kubernetes.Interface, cal clientv3.Interface, restCfg *rest.Config, n int, readyDelay time.Duration) *agent {
-	a := &agent{kube: kube, cal: cal, restCfg: restCfg, nodeIP: map[string]string{}, queues: map[string]workqueue.TypedRateLimitingInterface[string]{},
-		readyDelay: readyDelay, state: map[types.UID]*podState{}, lastErr: map[types.UID]string{}}
+	a := &agent{kube: kube, cal: cal, restCfg: restCfg, nodeIP: map[string]string{}, nodeIdx: map[string]int{}, fam: families{v4: true}, queues: map[string]workqueue.TypedRateLimitingInterface[string]{},
+		readyDelay: readyDelay, tunnelStale: map[string]time.Time{}, state: map[types.UID]*podState{}, lastErr: map[types.UID]string{}}
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("kubesim-node-%d", i)
 		a.nodes = append(a.nodes, name)
 		a.nodeIP[name] = fmt.Sprintf("127.0.%d.%d", 1+(i+1)/256, (i+1)%256)
+		a.nodeIdx[name] = i
 		rl := workqueue.NewTypedItemExponentialFailureRateLimiter[string](500*time.Millisecond, 8*time.Second)
 		a.queues[name] = workqueue.NewTypedRateLimitingQueue[string](rl)
 	}
@@ -110,8 +121,18 @@ func nodeLabels(name string) map[string]string {
 // TaintNodesByCondition admission plugin adds.
 func (a *agent) createNodes(ctx context.Context) error {
 	for _, name := range a.nodes {
-		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: nodeLabels(name),
-			Annotations: map[string]string{annIPv4Address: a.nodeIP[name] + "/8"}}}
+		labels := nodeLabels(name)
+		if a.zones {
+			labels[labelZone] = zoneNames[a.nodeIdx[name]%len(zoneNames)]
+		}
+		anns := map[string]string{}
+		if a.fam.v4 {
+			anns[annIPv4Address] = a.nodeIP[name] + "/8"
+		}
+		if a.fam.v6 {
+			anns[annIPv6Address] = nodeIPv6(a.nodeIdx[name]) + "/64"
+		}
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels, Annotations: anns}}
 		_, err := a.kube.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
 		if err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("create node %s: %w", name, err)
@@ -160,7 +181,11 @@ func (a *agent) markNodeReady(ctx context.Context, name string) error {
 			cond(corev1.NodePIDPressure, corev1.ConditionFalse, "KubeletHasSufficientPID"),
 			cond(corev1.NodeReady, corev1.ConditionTrue, "KubeletReady"),
 		}
-		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: a.nodeIP[name]}, {Type: corev1.NodeHostName, Address: name}}
+		n.Status.Addresses = nil
+		for _, ip := range a.hostIPs(name) {
+			n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip})
+		}
+		n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeHostName, Address: name})
 		n.Status.NodeInfo = corev1.NodeSystemInfo{KubeletVersion: "v1.33.13", KubeProxyVersion: "v1.33.13", OperatingSystem: "linux",
 			Architecture: "amd64", ContainerRuntimeVersion: "kubesim://1.0", OSImage: "kubesim", KernelVersion: "6.0.0-kubesim"}
 		n.Status.DaemonEndpoints.KubeletEndpoint.Port = 10250
@@ -218,6 +243,27 @@ func (a *agent) renewLeases(ctx context.Context) {
 }
 
 func (a *agent) isOurNode(n string) bool { _, ok := a.nodeIP[n]; return ok }
+
+// hostIPs are a node's InternalIPs in family order (IPv4 first), as the kubelet reports them.
+func (a *agent) hostIPs(node string) []string {
+	var out []string
+	if a.fam.v4 {
+		out = append(out, a.nodeIP[node])
+	}
+	if a.fam.v6 {
+		out = append(out, nodeIPv6(a.nodeIdx[node]))
+	}
+	return out
+}
+
+// ipList is the status.podIPs / hostIPs form of a list of addresses.
+func ipList(ips []string) []interface{} {
+	var out []interface{}
+	for _, ip := range ips {
+		out = append(out, map[string]interface{}{"ip": ip})
+	}
+	return out
+}
 
 func (a *agent) enqueuePod(obj interface{}) {
 	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
@@ -309,7 +355,7 @@ func (a *agent) worker(ctx context.Context, node string, q workqueue.TypedRateLi
 		var after time.Duration
 		var err error
 		if key == tunnelKeyPrefix {
-			err = a.syncTunnels(ctx, node)
+			after, err = a.syncTunnels(ctx, node)
 		} else {
 			after, err = a.syncPod(ctx, node, key)
 		}
@@ -567,7 +613,7 @@ func (a *agent) completePod(ctx context.Context, p *corev1.Pod, st *podState) er
 }
 
 // resolvePools re-implements cni-plugin/internal/pkg/utils.ResolvePools.
-func (a *agent) resolvePools(ctx context.Context, pools []string) ([]cnet.IPNet, error) {
+func (a *agent) resolvePools(ctx context.Context, pools []string, v6 bool) ([]cnet.IPNet, error) {
 	if len(pools) == 0 {
 		return nil, nil
 	}
@@ -591,8 +637,11 @@ func (a *agent) resolvePools(ctx context.Context, pools []string) ([]cnet.IPNet,
 				return nil, fmt.Errorf("error parsing pool %q: %s", p, err)
 			}
 		}
-		if cidr.IP.To4() == nil {
+		if !v6 && cidr.IP.To4() == nil {
 			return nil, fmt.Errorf("%q isn't a IPv4 address", cidr.IP)
+		}
+		if v6 && cidr.IP.To4() != nil {
+			return nil, fmt.Errorf("%q isn't a IPv6 address", cidr.IP)
 		}
 		result = append(result, cnet.IPNet{IPNet: *cidr})
 	}
@@ -616,8 +665,8 @@ func (a *agent) failPod(ctx context.Context, p *corev1.Pod, containerID string, 
 		}
 		now := metav1.Now()
 		status := map[string]interface{}{
-			"phase": "Pending", "hostIP": a.nodeIP[p.Spec.NodeName],
-			"hostIPs":   []interface{}{map[string]interface{}{"ip": a.nodeIP[p.Spec.NodeName]}},
+			"phase": "Pending", "hostIP": a.hostIPs(p.Spec.NodeName)[0],
+			"hostIPs":   ipList(a.hostIPs(p.Spec.NodeName)),
 			"startTime": now,
 			"conditions": []interface{}{
 				map[string]interface{}{"type": "PodReadyToStartContainers", "status": "False", "lastTransitionTime": now},
@@ -637,12 +686,13 @@ func (a *agent) failPod(ctx context.Context, p *corev1.Pod, containerID string, 
 func (a *agent) startPod(ctx context.Context, node string, p *corev1.Pod) (time.Duration, error) {
 	key := p.Namespace + "/" + p.Name
 	now := metav1.Now()
-	hostIP := a.nodeIP[node]
+	hostIPs := a.hostIPs(node)
+	hostIP := hostIPs[0]
 	ready := annDuration(p, annReadyAfter, a.readyDelay) <= 0
 	if p.Spec.HostNetwork {
 		status := map[string]interface{}{
-			"phase": "Running", "podIP": hostIP, "podIPs": []interface{}{map[string]interface{}{"ip": hostIP}},
-			"hostIP": hostIP, "hostIPs": []interface{}{map[string]interface{}{"ip": hostIP}}, "startTime": now,
+			"phase": "Running", "podIP": hostIP, "podIPs": ipList(hostIPs),
+			"hostIP": hostIP, "hostIPs": ipList(hostIPs), "startTime": now,
 			"conditions": conditions(ready, now), "containerStatuses": containerStatuses(p, ready, now, false),
 		}
 		return 0, a.patchStatus(ctx, p, nil, status)
@@ -660,68 +710,25 @@ func (a *agent) startPod(ctx context.Context, node string, p *corev1.Pod) (time.
 		ipam.AttributeNode: node, ipam.AttributeNamespace: p.Namespace, ipam.AttributePod: p.Name,
 		ipam.AttributeTimestamp: time.Now().UTC().String(),
 	}
-	var ip string
-	if s := p.Annotations[annIPAddrs]; s != "" {
-		var ips []string
-		if err := json.Unmarshal([]byte(s), &ips); err != nil {
-			return 0, a.failPod(ctx, p, containerID, fmt.Errorf("failed to parse '%s' as JSON: %s", s, err))
-		}
-		if len(ips) != 1 {
-			return 0, a.failPod(ctx, p, containerID, fmt.Errorf("kubesim supports exactly one IPv4 address in %s", annIPAddrs))
-		}
-		parsed := cnet.ParseIP(ips[0])
-		if parsed == nil {
-			return 0, a.failPod(ctx, p, containerID, fmt.Errorf("invalid IP address: %s", ips[0]))
-		}
-		if err := a.cal.IPAM().AssignIP(ctx, ipam.AssignIPArgs{IP: *parsed, HandleID: &handle, Attrs: attrs, Hostname: node,
-			IntendedUse: apiv3.IPPoolAllowedUseWorkload}); err != nil {
-			return 0, a.failPod(ctx, p, containerID, fmt.Errorf("error assigning IP: %w", err))
-		}
-		ip = parsed.String()
-	} else {
-		var poolNames []string
-		src := p.Annotations[annIPv4Pools]
-		if src == "" {
-			src = nsObj.Annotations[annIPv4Pools]
-		}
-		if src != "" {
-			if err := json.Unmarshal([]byte(src), &poolNames); err != nil {
-				return 0, a.failPod(ctx, p, containerID, fmt.Errorf("failed to parse '%s' as JSON: %s", src, err))
-			}
-		}
-		pools, err := a.resolvePools(ctx, poolNames)
-		if err != nil {
-			return 0, a.failPod(ctx, p, containerID, err)
-		}
-		v4, _, err := a.cal.IPAM().AutoAssign(ctx, ipam.AutoAssignArgs{
-			Num4: 1, HandleID: &handle, Attrs: attrs, Hostname: node, IPv4Pools: pools,
-			IntendedUse: apiv3.IPPoolAllowedUseWorkload, Namespace: nsObj,
-		})
-		if err == nil && v4 != nil {
-			err = v4.PartialFulfillmentError()
-			if err != nil {
-				err = fmt.Errorf("failed to request IPv4 addresses: %w", err)
-			}
-		}
-		if err != nil || v4 == nil || len(v4.IPs) == 0 {
-			_ = a.release(ctx, handle)
-			if err == nil {
-				err = fmt.Errorf("failed to request IPv4 addresses: no IP assigned")
-			}
-			return 0, a.failPod(ctx, p, containerID, err)
-		}
-		ip = v4.IPs[0].IP.String()
+	ips, err := a.assignPodIPs(ctx, node, p, nsObj, handle, attrs)
+	if err != nil {
+		return 0, a.failPod(ctx, p, containerID, err)
 	}
+	ip := ips[0]
 	st := &podState{uid: p.UID, node: node, handle: handle, ip: ip, started: now.Time}
 	a.mu.Lock()
 	a.state[p.UID] = st
 	hadErr := a.lastErr[p.UID] != ""
 	delete(a.lastErr, p.UID)
 	a.mu.Unlock()
-	anns := map[string]interface{}{annPodIP: ip + "/32", annPodIPs: ip + "/32", annContainerID: containerID}
+	var cidrs []string
+	for _, a := range ips {
+		cidrs = append(cidrs, hostCIDR(a))
+	}
+	anns := map[string]interface{}{annPodIP: cidrs[0], annPodIPs: strings.Join(cidrs, ","), annContainerID: containerID}
 	status := map[string]interface{}{
-		"phase": "Running", "podIP": ip, "podIPs": []interface{}{map[string]interface{}{"ip": ip}},
-		"hostIP": hostIP, "hostIPs": []interface{}{map[string]interface{}{"ip": hostIP}}, "startTime": now,
+		"phase": "Running", "podIP": ip, "podIPs": ipList(ips),
+		"hostIP": hostIP, "hostIPs": ipList(hostIPs), "startTime": now,
 		"conditions": conditions(ready, now), "containerStatuses": containerStatuses(p, ready, now, false),
 	}
 	if err := a.patchStatus(ctx, p, anns, status); err != nil {
@@ -750,6 +757,7 @@ func (a *agent) startPod(ctx context.Context, node string, p *corev1.Pod) (time.
 // ---- tunnel addresses (calico-node allocateip) ----
 
 type tunnelKind struct {
+	v6         bool
 	attrType   string
 	annotation string
 	handle     func(node string) string
@@ -757,9 +765,11 @@ type tunnelKind struct {
 }
 
 var tunnelKinds = []tunnelKind{
-	{ipam.AttributeTypeIPIP, annIPIPTunnel, func(n string) string { return "ipip-tunnel-addr-" + n },
+	{false, ipam.AttributeTypeIPIP, annIPIPTunnel, func(n string) string { return "ipip-tunnel-addr-" + n },
 		func(p *apiv3.IPPool) bool { return p.Spec.IPIPMode != "" && p.Spec.IPIPMode != apiv3.IPIPModeNever }},
-	{ipam.AttributeTypeVXLAN, annVXLANTunnel, func(n string) string { return "vxlan-tunnel-addr-" + n },
+	{false, ipam.AttributeTypeVXLAN, annVXLANTunnel, func(n string) string { return "vxlan-tunnel-addr-" + n },
+		func(p *apiv3.IPPool) bool { return p.Spec.VXLANMode != "" && p.Spec.VXLANMode != apiv3.VXLANModeNever }},
+	{true, ipam.AttributeTypeVXLANV6, annVXLANTunnel6, func(n string) string { return "vxlan-v6-tunnel-addr-" + n },
 		func(p *apiv3.IPPool) bool { return p.Spec.VXLANMode != "" && p.Spec.VXLANMode != apiv3.VXLANModeNever }},
 }
 
@@ -775,14 +785,15 @@ func allowsTunnel(p *apiv3.IPPool) bool {
 	return false
 }
 
-func (a *agent) syncTunnels(ctx context.Context, node string) error {
+func (a *agent) syncTunnels(ctx context.Context, node string) (time.Duration, error) {
+	var after time.Duration
 	pools, err := a.cal.IPPools().List(ctx, options.ListOptions{})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	n, err := a.kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	for _, tk := range tunnelKinds {
 		var cands []cnet.IPNet
@@ -796,7 +807,7 @@ func (a *agent) syncTunnels(ctx context.Context, node string) error {
 				continue
 			}
 			_, c, err := cnet.ParseCIDR(p.Spec.CIDR)
-			if err != nil {
+			if err != nil || (c.IP.To4() == nil) != tk.v6 {
 				continue
 			}
 			cands = append(cands, *c)
@@ -811,27 +822,59 @@ func (a *agent) syncTunnels(ctx context.Context, node string) error {
 				}
 			}
 			if ok {
+				a.mu.Lock()
+				delete(a.tunnelStale, node+"/"+tk.annotation)
+				a.mu.Unlock()
 				continue
 			}
 		}
 		if cur == "" && len(cands) == 0 {
 			continue
 		}
+		if cur != "" && a.tunnelDelay > 0 {
+			key := node + "/" + tk.annotation
+			a.mu.Lock()
+			since, seen := a.tunnelStale[key]
+			if !seen {
+				since = time.Now()
+				a.tunnelStale[key] = since
+			}
+			a.mu.Unlock()
+			if wait := a.tunnelDelay - time.Since(since); wait > 0 {
+				if after == 0 || wait < after {
+					after = wait
+				}
+				continue
+			}
+			a.mu.Lock()
+			delete(a.tunnelStale, key)
+			a.mu.Unlock()
+		}
 		handle := tk.handle(node)
 		if err := a.release(ctx, handle); err != nil {
-			return err
+			return 0, err
 		}
 		var newVal interface{} // nil removes the annotation
 		if len(cands) > 0 {
-			v4, _, err := a.cal.IPAM().AutoAssign(ctx, ipam.AutoAssignArgs{
-				Num4: 1, HandleID: &handle, Hostname: node, IPv4Pools: cands, IntendedUse: apiv3.IPPoolAllowedUseTunnel,
+			args := ipam.AutoAssignArgs{
+				HandleID: &handle, Hostname: node, IntendedUse: apiv3.IPPoolAllowedUseTunnel,
 				Attrs: map[string]string{ipam.AttributeNode: node, ipam.AttributeType: tk.attrType},
-			})
-			if err != nil || v4 == nil || len(v4.IPs) == 0 {
-				_ = a.release(ctx, handle)
-				return fmt.Errorf("tunnel address for %s: %v", node, err)
 			}
-			newVal = v4.IPs[0].IP.String()
+			if tk.v6 {
+				args.Num6, args.IPv6Pools = 1, cands
+			} else {
+				args.Num4, args.IPv4Pools = 1, cands
+			}
+			v4, v6, err := a.cal.IPAM().AutoAssign(ctx, args)
+			got := v4
+			if tk.v6 {
+				got = v6
+			}
+			if err != nil || got == nil || len(got.IPs) == 0 {
+				_ = a.release(ctx, handle)
+				return 0, fmt.Errorf("tunnel address for %s: %v", node, err)
+			}
+			newVal = got.IPs[0].IP.String()
 		}
 		patch, _ := json.Marshal(map[string]interface{}{"metadata": map[string]interface{}{"annotations": map[string]interface{}{tk.annotation: newVal}}})
 		if _, err := a.kube.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
@@ -839,11 +882,11 @@ func (a *agent) syncTunnels(ctx context.Context, node string) error {
 				_ = a.release(ctx, handle)
 				_ = s
 			}
-			return err
+			return 0, err
 		}
 		klog.V(1).Infof("node %s: %s %q -> %v", node, tk.annotation, cur, newVal)
 	}
-	return nil
+	return after, nil
 }
 
 // releaseOnce gives the pod's address back to IPAM (as Calico's CNI DEL

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"strings"
 	"time"
 
 	apiv3 "github.com/projectcalico/api/pkg/apis/projectcalico/v3"
@@ -67,10 +68,15 @@ func calicoCRDs() ([]*apiextv1.CustomResourceDefinition, error) {
 }
 
 type poolDef struct {
-	name     string
-	cidr     string
-	ipipMode apiv3.IPIPMode
-	nat      bool
+	name      string
+	cidr      string
+	ipipMode  apiv3.IPIPMode
+	vxlanMode apiv3.VXLANMode // "" = Never
+	nat       bool
+	// nodeSelector: "" = all()
+	nodeSelector string
+	// blockSize: 0 = 26 (IPv4) or 122 (IPv6), Calico's defaults
+	blockSize int
 }
 
 func setupCalico(ctx context.Context, cal clientv3.Interface, clusterType string, pools []poolDef, operator bool) error {
@@ -110,8 +116,23 @@ func setupCalico(ctx context.Context, cal clientv3.Interface, clusterType string
 		pool := apiv3.NewIPPool()
 		pool.Name = p.name
 		pool.Spec = apiv3.IPPoolSpec{
-			CIDR: p.cidr, BlockSize: 26, IPIPMode: p.ipipMode, VXLANMode: apiv3.VXLANModeNever,
-			NATOutgoing: p.nat, NodeSelector: "all()",
+			CIDR: p.cidr, BlockSize: p.blockSize, IPIPMode: p.ipipMode, VXLANMode: p.vxlanMode,
+			NATOutgoing: p.nat, NodeSelector: p.nodeSelector,
+		}
+		if pool.Spec.IPIPMode == "" {
+			pool.Spec.IPIPMode = apiv3.IPIPModeNever
+		}
+		if pool.Spec.VXLANMode == "" {
+			pool.Spec.VXLANMode = apiv3.VXLANModeNever
+		}
+		if pool.Spec.NodeSelector == "" {
+			pool.Spec.NodeSelector = "all()"
+		}
+		if pool.Spec.BlockSize == 0 {
+			pool.Spec.BlockSize = 26
+			if strings.Contains(p.cidr, ":") {
+				pool.Spec.BlockSize = 122
+			}
 		}
 		if _, err := cal.IPPools().Create(ctx, pool, options.SetOptions{}); err != nil {
 			if _, ok := err.(cerrors.ErrorResourceAlreadyExists); !ok {

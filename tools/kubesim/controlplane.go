@@ -91,6 +91,7 @@ type cpConfig struct {
 	port        int
 	serviceCIDR string
 	clusterCIDR string
+	advertise   string
 	verbose     bool
 	// admissionConfig: --admission-control-config-file (Pod Security defaults), if any.
 	admissionConfig string
@@ -115,7 +116,7 @@ func startAPIServer(ctx context.Context, c *cpConfig, errCh chan<- error) error 
 	args := []string{
 		"--etcd-servers=" + c.etcdURL,
 		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
+		"--advertise-address=" + c.advertise,
 		"--secure-port=" + strconv.Itoa(c.port),
 		"--tls-cert-file=" + c.pki.servingCert,
 		"--tls-private-key-file=" + c.pki.servingKey,

@@ -54,6 +54,9 @@ type flags struct {
 	faultProxy     bool
 	omit           string
 	podSecurity    string
+	ipFamily       string
+	encap          string
+	tunnelDelay    time.Duration
 }
 
 var startTime = time.Now()
@@ -67,7 +70,10 @@ func main() {
 	fs := flag.NewFlagSet("kubesim", flag.ExitOnError)
 	fs.StringVar(&f.dir, "dir", "", "data directory (required); kubeconfig, ready, kubesim.pid and etcd data go here")
 	fs.IntVar(&f.nodes, "nodes", 3, "number of fake nodes (kubesim-node-0..N-1)")
-	fs.StringVar(&f.scenario, "scenario", "seed", "seed|kops|empty|scale|bench|realistic")
+	fs.StringVar(&f.scenario, "scenario", "seed", "seed|kops|empty|scale|bench|realistic|small|zones")
+	fs.StringVar(&f.ipFamily, "ip-family", "ipv4", "ipv4|ipv6|dual: node addresses, pools, pod addresses, cluster and Service CIDRs")
+	fs.DurationVar(&f.tunnelDelay, "tunnel-delay", 0, "keep a node tunnel address that left every qualifying pool this long before moving it")
+	fs.StringVar(&f.encap, "encap", "", "seed pools' encapsulation: ipip|vxlan|vxlan-crosssubnet|none (default: the scenario's, IPIP)")
 	fs.StringVar(&f.crdMode, "crd-mode", "v1", "v1 (crd.projectcalico.org) | v3 (native projectcalico.org/v3; needs Calico >= 3.32)")
 	fs.BoolVar(&f.operator, "operator", false, "emulate a tigera-operator install (Installation CR + IPPool reconciler)")
 	fs.DurationVar(&f.readyDelay, "readiness-delay", 0, "time from pod start to Ready (per pod: annotation kubesim.io/ready-after)")
@@ -131,6 +137,16 @@ func run(f *flags) error {
 	}
 	sc, err := getScenario(f.scenario)
 	if err != nil {
+		return err
+	}
+	fam, err := parseFamily(f.ipFamily)
+	if err != nil {
+		return err
+	}
+	if err := applyFamily(sc, fam); err != nil {
+		return err
+	}
+	if err := applyEncap(sc, f.encap); err != nil {
 		return err
 	}
 	if f.crdMode != "v1" {
@@ -197,7 +213,12 @@ func run(f *flags) error {
 	if err := writeKubeconfig(kubeconfig, server, p); err != nil {
 		return err
 	}
-	cp := &cpConfig{dir: dir, pki: p, etcdURL: etcdURL, port: port, serviceCIDR: sc.serviceCIDR, clusterCIDR: sc.clusterCIDR, verbose: f.verbose}
+	cp := &cpConfig{dir: dir, pki: p, etcdURL: etcdURL, port: port, serviceCIDR: sc.serviceCIDR, clusterCIDR: sc.clusterCIDR, verbose: f.verbose,
+		advertise: "127.0.0.1"}
+	if !fam.v4 {
+		// kube-apiserver wants its advertised address in the primary Service family.
+		cp.advertise = "::1"
+	}
 	if f.podSecurity != "" {
 		if cp.admissionConfig, err = writeAdmissionConfig(dir, f.podSecurity); err != nil {
 			return err
@@ -283,6 +304,9 @@ func run(f *flags) error {
 	logf("calico initialised (clusterType %s)", clusterType)
 
 	ag := newAgent(kube, cal, restCfg, f.nodes, f.readyDelay)
+	ag.fam = fam
+	ag.zones = sc.name == "zones"
+	ag.tunnelDelay = f.tunnelDelay
 	if err := ag.createNodes(ctx); err != nil {
 		return err
 	}

@@ -28,14 +28,26 @@ func getScenario(name string) (*scenario, error) {
 	seed := &scenario{name: name, clusterCIDR: "10.0.0.0/8", serviceCIDR: "10.96.0.0/12",
 		pools: []poolDef{{name: "default-ipv4-ippool", cidr: "192.168.0.0/16", ipipMode: apiv3.IPIPModeAlways, nat: true}}}
 	switch name {
-	case "seed", "empty", "scale", "bench", "realistic":
+	case "seed", "empty", "scale", "bench", "realistic", "small":
 		return seed, nil
 	case "kops":
 		return &scenario{name: name, clusterCIDR: "100.96.0.0/11", serviceCIDR: "100.64.0.0/13",
 			pools: []poolDef{{name: "default-ipv4-ippool", cidr: "100.64.0.0/10", ipipMode: apiv3.IPIPModeCrossSubnet, nat: true}}}, nil
+	case "zones":
+		sc := &scenario{name: name, clusterCIDR: "10.0.0.0/8", serviceCIDR: "10.96.0.0/12"}
+		for i, z := range zoneNames {
+			sc.pools = append(sc.pools, poolDef{name: "zone-" + z, cidr: fmt.Sprintf("10.%d.0.0/16", i+1), ipipMode: apiv3.IPIPModeAlways,
+				nat: true, nodeSelector: fmt.Sprintf("%s == '%s'", labelZone, z)})
+		}
+		return sc, nil
 	}
-	return nil, fmt.Errorf("unknown scenario %q (seed|kops|empty|scale|bench|realistic)", name)
+	return nil, fmt.Errorf("unknown scenario %q (seed|kops|empty|scale|bench|realistic|small|zones)", name)
 }
+
+// The zones scenario: node i is in zone zoneNames[i%3], each zone has its own pool.
+const labelZone = "topology.kubernetes.io/zone"
+
+var zoneNames = []string{"a", "b", "c"}
 
 type seeder struct {
 	kube kubernetes.Interface
@@ -168,6 +180,53 @@ func (s *seeder) run(ctx context.Context) error {
 		return s.bench(ctx)
 	case "realistic":
 		return s.realistic(ctx)
+	case "small":
+		return s.small(ctx)
+	case "zones":
+		return s.zones(ctx)
+	}
+	return nil
+}
+
+// small: a few pods for the IP-family and encapsulation tests (coredns 2, shop/web 2, shop/db 1).
+func (s *seeder) small(ctx context.Context) error {
+	if err := s.coredns(ctx); err != nil {
+		return err
+	}
+	if err := s.ns(ctx, "shop", nil); err != nil {
+		return err
+	}
+	if err := s.deployment(ctx, "shop", "web", 2, nil); err != nil {
+		return err
+	}
+	if err := s.pdb(ctx, "shop", "web", nil, iv(1)); err != nil {
+		return err
+	}
+	ss := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "shop"},
+		Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](1), ServiceName: "db", Selector: sel("db"), Template: podTemplate("db", nil)}}
+	_, err := s.kube.AppsV1().StatefulSets("shop").Create(ctx, ss, metav1.CreateOptions{})
+	return ignoreExists(err)
+}
+
+// zones: namespace shop, Deployment web-<zone> (2 replicas, nodeSelector on the zone label, PDB
+// maxUnavailable 1) for each zone.
+func (s *seeder) zones(ctx context.Context) error {
+	if err := s.ns(ctx, "shop", nil); err != nil {
+		return err
+	}
+	for _, z := range zoneNames {
+		name := "web-" + z
+		d := &appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", Labels: map[string]string{"app": name}},
+			Spec:       appsv1.DeploymentSpec{Replicas: ptr.To[int32](2), Selector: sel(name), Template: podTemplate(name, nil)},
+		}
+		d.Spec.Template.Spec.NodeSelector = map[string]string{labelZone: z}
+		if _, err := s.kube.AppsV1().Deployments("shop").Create(ctx, d, metav1.CreateOptions{}); ignoreExists(err) != nil {
+			return err
+		}
+		if err := s.pdb(ctx, "shop", name, nil, iv(1)); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -255,22 +255,37 @@ pub struct IpamFigures {
 
 /// The pool names the checks treat as targets and as the retired pool:
 /// flags first, then an unfinished-or-done (not rolled back) migration record.
-fn targets_and_from(input: &VerifyInput) -> (Vec<String>, Option<String>, Option<IpNet>) {
+/// The target pools, the old pools and the old pools' CIDRs: from the
+/// flags, else from the migration record (every IP family it migrated).
+fn targets_and_from(input: &VerifyInput) -> (Vec<String>, Vec<String>, Vec<IpNet>) {
     let record = input.migration.filter(|m| m.phase != Phase::RolledBack);
+    let pairs = record.map(|m| m.pairs()).unwrap_or_default();
     let targets = if !input.expect.targets.is_empty() {
         input.expect.targets.clone()
     } else {
-        record.map(|m| vec![m.to_pool.clone()]).unwrap_or_default()
+        pairs.iter().map(|p| p.to_pool.clone()).collect()
     };
-    let from = input.expect.from.clone().or_else(|| record.map(|m| m.from_pool.clone()));
-    let from_cidr = input.expect.from_cidr.or_else(|| {
-        let from = from.as_deref()?;
-        if let Some(i) = input.inv.pool_named(from) {
-            return Some(input.inv.pools[i].cidr);
-        }
-        record.filter(|m| m.from_pool == from).and_then(|m| m.from_cidr.parse::<IpNet>().ok()).map(|n| n.trunc())
-    });
-    (targets, from, from_cidr)
+    let froms: Vec<String> = match &input.expect.from {
+        Some(f) => vec![f.clone()],
+        None => pairs.iter().map(|p| p.from_pool.clone()).collect(),
+    };
+    let from_cidrs = match input.expect.from_cidr {
+        Some(c) => vec![c],
+        None => froms
+            .iter()
+            .filter_map(|from| {
+                if let Some(i) = input.inv.pool_named(from) {
+                    return Some(input.inv.pools[i].cidr);
+                }
+                pairs
+                    .iter()
+                    .find(|p| &p.from_pool == from)
+                    .and_then(|p| p.from_cidr.parse::<IpNet>().ok())
+                    .map(|n| n.trunc())
+            })
+            .collect(),
+    };
+    (targets, froms, from_cidrs)
 }
 
 /// Run every check (the probe is added by the caller).

@@ -2,7 +2,6 @@
 //! disabled or missing pools, and pods stuck Pending on a sandbox failure.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 
 use super::defs::*;
 use super::pools::bad_pins;
@@ -17,35 +16,33 @@ fn in_namespace(expect: &Expectations, ns: &str) -> bool {
 pub fn pod_checks(input: &VerifyInput) -> Vec<Check> {
     let inv = input.inv;
     let expect = input.expect;
-    let (_, _, from_cidr) = targets_and_from(input);
+    let (_, _, from_cidrs) = targets_and_from(input);
     let mut out = Vec::new();
 
     // Pods on a disabled pool, or in the retired CIDR once its pool is gone;
     // pods in no pool at all.
     let mut retired = Vec::new();
     let mut stray = Vec::new();
-    for (pod, pool) in inv.pods.iter().zip(&inv.pod_pool) {
-        if !pod.holds_pool_ip() || !in_namespace(expect, &pod.namespace) {
-            continue;
-        }
-        let ip = |pred: &dyn Fn(&IpAddr) -> bool| {
-            pod.ips.iter().find(|i| pred(i)).or(pod.ips.first()).map(|i| i.to_string()).unwrap_or_default()
-        };
-        match pool {
-            Some(i) if !inv.pools[*i].is_active() => {
-                let p = &inv.pools[*i];
-                retired.push(format!(
-                    "Pod {} ({} in disabled IPPool {})",
-                    pod.key(),
-                    ip(&|a| p.cidr.contains(a)),
-                    p.name
-                ));
+    // Every address counts: a dual-stack pod can be fine in one family
+    // and on a retired pool in the other.
+    for pod in inv.pods.iter().filter(|p| p.holds_pool_ip() && in_namespace(expect, &p.namespace)) {
+        let mut on_retired = Vec::new();
+        let mut outside = Vec::new();
+        for ip in &pod.ips {
+            match inv.pool_index.lookup(*ip).map(|&i| &inv.pools[i]) {
+                Some(p) if !p.is_active() => on_retired.push(format!("{ip} in disabled IPPool {}", p.name)),
+                Some(_) => {}
+                None => match from_cidrs.iter().find(|c| c.contains(ip)) {
+                    Some(c) => on_retired.push(format!("{ip} in deleted pool {c}")),
+                    None => outside.push(ip.to_string()),
+                },
             }
-            Some(_) => {}
-            None => match from_cidr.filter(|c| pod.ips.iter().any(|a| c.contains(a))) {
-                Some(c) => retired.push(format!("Pod {} ({} in deleted pool {c})", pod.key(), ip(&|a| c.contains(a)))),
-                None => stray.push(format!("Pod {} ({})", pod.key(), ip(&|_| true))),
-            },
+        }
+        if !on_retired.is_empty() {
+            retired.push(format!("Pod {} ({})", pod.key(), on_retired.join(", ")));
+        }
+        if !outside.is_empty() {
+            stray.push(format!("Pod {} ({})", pod.key(), outside.join(", ")));
         }
     }
     out.push(Check::from_objects(
@@ -158,6 +155,33 @@ mod tests {
         w.expect.namespace = Some("other".into());
         let (cs, _) = w.run();
         assert_eq!(check(&cs, "podsOnRetiredPools").status, Status::Pass);
+    }
+
+    /// A dual-stack pod whose IPv4 address is fine but whose IPv6 address
+    /// is on a disabled pool (or in no pool) fails: every address counts.
+    #[test]
+    fn the_second_address_of_a_dual_stack_pod_is_checked_too() {
+        let mut w = clean_world();
+        let mut old6 = Pool::new("old6", net("fd00:10::/64"));
+        old6.disabled = true;
+        let mut pools = w.inv.pools.clone();
+        pools.push(old6);
+        pools.push(Pool::new("new6", net("fd00:20::/112")));
+        let mut pods = w.inv.pods.clone();
+        let mut half = pod("shop", "half", "10.1.0.7", OwnerKind::Deployment, "web");
+        half.ips.push("fd00:10::7".parse().unwrap());
+        let mut stray6 = pod("shop", "stray6", "10.1.0.8", OwnerKind::Deployment, "web");
+        stray6.ips.push("fd00:99::8".parse().unwrap());
+        let mut fine = pod("shop", "fine", "10.1.0.9", OwnerKind::Deployment, "web");
+        fine.ips.push("fd00:20::9".parse().unwrap());
+        pods.extend([half, stray6, fine]);
+        w.inv = Inventory::build(pools, pods, w.inv.ipam.clone());
+        let (cs, _) = w.run();
+        assert_eq!(
+            check(&cs, "podsOnRetiredPools").objects,
+            vec!["Pod shop/half (fd00:10::7 in disabled IPPool old6)"]
+        );
+        assert_eq!(check(&cs, "podsOutsidePools").objects, vec!["Pod shop/stray6 (fd00:99::8)"]);
     }
 
     #[test]

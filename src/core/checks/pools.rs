@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::defs::*;
-use super::{targets_and_from, Check, VerifyInput};
+use super::{targets_and_from, Check, Status, VerifyInput};
 use crate::core::cidr::within;
 use crate::core::findings::{self, name_some, Severity};
 use crate::core::inventory::Inventory;
@@ -149,9 +149,9 @@ pub fn pool_checks(input: &VerifyInput) -> Vec<Check> {
     });
 
     // The retired pool: disabled or gone.
-    out.push(match from.as_deref() {
-        None => Check::not_checked(OLD_POOL_RETIRED, "no old pool named (--from) and no migration recorded"),
-        Some(f) => match inv.pool_named(f) {
+    let retired: Vec<Check> = from
+        .iter()
+        .map(|f| match inv.pool_named(f) {
             None => Check::pass(OLD_POOL_RETIRED, format!("IPPool {f} is deleted")),
             Some(i) if inv.pools[i].is_active() => Check::new(
                 OLD_POOL_RETIRED,
@@ -163,7 +163,22 @@ pub fn pool_checks(input: &VerifyInput) -> Vec<Check> {
                 let pods = inv.usage[i].pods;
                 Check::pass(OLD_POOL_RETIRED, format!("IPPool {f} is disabled ({pods} pod(s) still on it)"))
             }
-        },
+        })
+        .collect();
+    out.push(match retired.len() {
+        0 => Check::not_checked(OLD_POOL_RETIRED, "no old pool named (--from) and no migration recorded"),
+        1 => retired.into_iter().next().expect("one"),
+        // Both families: one check, failing when either pool fails.
+        _ => {
+            let failed: Vec<&Check> = retired.iter().filter(|c| c.status != Status::Pass).collect();
+            let details: Vec<String> = retired.iter().map(|c| c.message.clone()).collect();
+            let objects: Vec<String> = failed.iter().flat_map(|c| c.objects.clone()).collect();
+            if failed.is_empty() {
+                Check::pass(OLD_POOL_RETIRED, details.join("; "))
+            } else {
+                Check::new(OLD_POOL_RETIRED, Severity::Fail, details.join("; "), objects)
+            }
+        }
     });
 
     // The migration record.
@@ -312,6 +327,7 @@ mod tests {
             done: vec!["Deployment shop/web".into()],
             failed: vec![],
             rule_changes: vec![],
+            also: vec![],
         });
         let (cs, _) = w.run();
         assert_eq!(check(&cs, "oldPoolRetired").status, Status::Fail);

@@ -14,7 +14,7 @@ pub fn rule_check(input: &VerifyInput) -> Check {
     let (_, _, from_cidr) = targets_and_from(input);
     let active: Vec<IpNet> = inv.pools.iter().filter(|p| p.is_active()).map(|p| p.cidr).collect();
     let mut retired: Vec<IpNet> = inv.pools.iter().filter(|p| p.disabled).map(|p| p.cidr).collect();
-    retired.extend(from_cidr.filter(|c| !active.contains(c)));
+    retired.extend(from_cidr.into_iter().filter(|c| !active.contains(c)));
     retired.sort();
     retired.dedup();
     if retired.is_empty() {

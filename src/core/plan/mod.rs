@@ -17,13 +17,17 @@ use super::cidr::within;
 use super::inventory::Inventory;
 use super::model::{ClusterNetworks, CniPools, EncapMode, NamespaceInfo, NodeInfo, Owner, PdbInfo, Pool, WorkloadInfo};
 
+mod canary;
 mod moves;
 mod pacing;
+mod pairs;
 mod target;
 
+pub use canary::canary_nodes;
 pub use moves::plan_moves;
 use moves::{node_coverage, pin_blockers};
 pub use pacing::{Estimate, Guard};
+pub use pairs::{pair_as_recorded, pair_by_family, PoolPair};
 use target::{check_capacity, check_target_against_cluster, resolve_target};
 
 /// How pods of controllers that support it are moved.
@@ -115,13 +119,35 @@ pub struct Skipped {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase", tag = "action")]
 pub enum PoolStep {
-    CreatePool { name: String, cidr: String, via: String },
-    UseExistingPool { name: String, cidr: String },
-    DisablePool { name: String, via: String },
-    Canary { pods: usize },
-    MovePods { workloads: usize, pods: usize },
-    WaitForTunnelAddresses { pool: String },
-    DeletePool { name: String, via: String },
+    CreatePool {
+        name: String,
+        cidr: String,
+        via: String,
+    },
+    UseExistingPool {
+        name: String,
+        cidr: String,
+    },
+    DisablePool {
+        name: String,
+        via: String,
+    },
+    /// `nodes`: where the canary may run (nodes the old pool serves and the new pool selects).
+    Canary {
+        pods: usize,
+        nodes: Vec<String>,
+    },
+    MovePods {
+        workloads: usize,
+        pods: usize,
+    },
+    WaitForTunnelAddresses {
+        pool: String,
+    },
+    DeletePool {
+        name: String,
+        via: String,
+    },
 }
 
 /// The new pool as the user asked for it.
@@ -149,6 +175,8 @@ pub struct PoolOverrides {
 pub struct PlanInput<'a> {
     pub from: &'a str,
     pub to: TargetRequest,
+    /// The other IP family's old pool and target, migrated in the same run.
+    pub also: Vec<(String, TargetRequest)>,
     pub overrides: PoolOverrides,
     pub strategy: Strategy,
     pub jobs: JobsPolicy,
@@ -182,6 +210,9 @@ pub struct Plan {
     pub to: Pool,
     /// The target pool does not exist yet.
     pub create_target: bool,
+    /// The other IP family's pair, when both are migrated in one run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<PoolPair>,
     /// Pools are changed through Installation `default`.
     pub via_operator: bool,
     pub steps: Vec<PoolStep>,
@@ -232,71 +263,132 @@ impl Plan {
     pub fn pod_count(&self) -> usize {
         self.moves.iter().map(|m| m.pods.len()).sum()
     }
+
+    /// Every (old pool, new pool) pair: the first one, then `also`.
+    pub fn pairs(&self) -> Vec<(&Pool, &Pool, bool)> {
+        std::iter::once((&self.from, &self.to, self.create_target))
+            .chain(self.also.iter().map(|p| (&p.from, &p.to, p.create_target)))
+            .collect()
+    }
+
+    /// The old pools' CIDRs.
+    pub fn old_cidrs(&self) -> Vec<ipnet::IpNet> {
+        self.pairs().iter().map(|(f, _, _)| f.cidr).collect()
+    }
+
+    /// The new pools' CIDRs.
+    pub fn new_cidrs(&self) -> Vec<ipnet::IpNet> {
+        self.pairs().iter().map(|(_, t, _)| t.cidr).collect()
+    }
 }
 
-/// Validate the target and build the plan. `Err` lists every reason the
+/// Validate the targets and build the plan. `Err` lists every reason a
 /// target is refused (each one says what to do); blockers of the move
 /// itself are returned inside the plan, so `--dry-run` can show them.
 pub fn make_plan(input: &PlanInput) -> Result<Plan, Vec<String>> {
     let inv = input.inventory;
-    let from_idx = inv.pool_named(input.from).ok_or_else(|| {
-        let known: Vec<&str> = inv.pools.iter().map(|p| p.name.as_str()).collect();
-        vec![format!("IPPool {:?} not found; pools: {}", input.from, known.join(", "))]
-    })?;
-    let from = inv.pools[from_idx].clone();
     let mut warnings = Vec::new();
-    let (to, create_target) = resolve_target(input, &from, &mut warnings)?;
-
     let mut refusals = Vec::new();
-    check_target_against_cluster(input, &from, &to, create_target, &mut refusals);
-    let (moves, skipped, mut blockers, move_warnings) = plan_moves(input, from_idx);
-    warnings.extend(move_warnings);
-    check_capacity(input, &to, &moves, &mut refusals);
+    // Each pair is checked on its own, as if it were the only one.
+    let requests: Vec<PlanInput> = std::iter::once(input.clone())
+        .chain(input.also.iter().map(|(f, t)| PlanInput { from: f, to: t.clone(), also: vec![], ..input.clone() }))
+        .collect();
+    let mut pairs: Vec<(usize, PoolPair)> = Vec::new();
+    for pi in &requests {
+        let Some(from_idx) = inv.pool_named(pi.from) else {
+            let known: Vec<&str> = inv.pools.iter().map(|p| p.name.as_str()).collect();
+            refusals.push(format!("IPPool {:?} not found; pools: {}", pi.from, known.join(", ")));
+            continue;
+        };
+        let from = inv.pools[from_idx].clone();
+        match resolve_target(pi, &from, &mut warnings) {
+            Ok((to, create_target)) => {
+                check_target_against_cluster(pi, &from, &to, create_target, &mut refusals);
+                pairs.push((from_idx, PoolPair { from, to, create_target }));
+            }
+            Err(r) => refusals.extend(r),
+        }
+    }
     if !refusals.is_empty() {
         return Err(refusals);
     }
 
-    blockers.extend(pin_blockers(input, &from));
-    if let Some(cni) = &input.cni_pools {
-        if cni.pools.iter().any(|p| p == &from.name || p == &from.cidr.to_string()) {
-            blockers.push(format!(
-                "the CNI config in {} sets ipv4_pools/ipv6_pools to {:?}, which names the old pool: once it is disabled every new pod would fail. Edit it to name {} (and roll calico-node), then re-run",
-                cni.source, cni.pools, to.name
+    let from_idxs: Vec<usize> = pairs.iter().map(|(i, _)| *i).collect();
+    let (moves, skipped, mut blockers, move_warnings) = plan_moves(input, &from_idxs);
+    warnings.extend(move_warnings);
+    for (pi, (_, pair)) in requests.iter().zip(&pairs) {
+        check_capacity(pi, &pair.to, &moves, &mut refusals);
+    }
+    if !refusals.is_empty() {
+        return Err(refusals);
+    }
+
+    let mut canary_nodes_all: Option<Vec<String>> = None;
+    for (pi, (from_idx, pair)) in requests.iter().zip(&pairs) {
+        let (from, to) = (&pair.from, &pair.to);
+        blockers.extend(pin_blockers(pi, from));
+        if let Some(cni) = &input.cni_pools {
+            if cni.pools.iter().any(|p| p == &from.name || p == &from.cidr.to_string()) {
+                blockers.push(format!(
+                    "the CNI config in {} sets ipv4_pools/ipv6_pools to {:?}, which names the old pool: once it is disabled every new pod would fail. Edit it to name {} (and roll calico-node), then re-run",
+                    cni.source, cni.pools, to.name
+                ));
+            }
+        }
+        node_coverage(pi, *from_idx, to, &mut blockers, &mut warnings);
+        if within(&to.cidr, &from.cidr) && to.cidr != from.cidr {
+            warnings.push(format!(
+                "the new pool {} lies inside {} ({}): pods already in {} stay, and its blocks are kept when {} is deleted",
+                to.cidr, from.name, from.cidr, to.cidr, from.name
             ));
         }
+        if from.ipip_mode.enabled() != to.ipip_mode.enabled() || from.vxlan_mode.enabled() != to.vxlan_mode.enabled() {
+            warnings.push(format!(
+                "encapsulation changes from {} to {}: nodes' tunnel devices and addresses change with it",
+                from.encap_label(),
+                to.encap_label()
+            ));
+        }
+        // With two families the canary must prove both on the same pod.
+        match canary_nodes(input.nodes, from, to) {
+            Ok(c) => {
+                warnings.extend(c.warning);
+                canary_nodes_all = Some(match canary_nodes_all {
+                    None => c.nodes,
+                    Some(prev) => prev.into_iter().filter(|n| c.nodes.contains(n)).collect(),
+                });
+            }
+            Err(why) => blockers.push(why),
+        }
     }
-    node_coverage(input, from_idx, &to, &mut blockers, &mut warnings);
-    if within(&to.cidr, &from.cidr) && to.cidr != from.cidr {
-        warnings.push(format!(
-            "the new pool {} lies inside {} ({}): pods already in {} stay, and its blocks are kept when {} is deleted",
-            to.cidr, from.name, from.cidr, to.cidr, from.name
-        ));
-    }
-    if from.ipip_mode.enabled() != to.ipip_mode.enabled() || from.vxlan_mode.enabled() != to.vxlan_mode.enabled() {
-        warnings.push(format!(
-            "encapsulation changes from {} to {}: nodes' tunnel devices and addresses change with it",
-            from.encap_label(),
-            to.encap_label()
-        ));
+    let canary = canary_nodes_all.unwrap_or_default();
+    if canary.is_empty() && pairs.len() > 1 && !blockers.iter().any(|b| b.contains("canary")) {
+        blockers.push(
+            "the canary has no node to run on: no schedulable linux node is served by both old pools and selected by both new pools".into(),
+        );
     }
 
     let via = if input.operator { "Installation default (operator)" } else { "Calico API" }.to_string();
     let mut steps = Vec::new();
-    if create_target {
-        steps.push(PoolStep::CreatePool { name: to.name.clone(), cidr: to.cidr.to_string(), via: via.clone() });
-    } else {
-        steps.push(PoolStep::UseExistingPool { name: to.name.clone(), cidr: to.cidr.to_string() });
+    for (_, p) in &pairs {
+        if p.create_target {
+            steps.push(PoolStep::CreatePool { name: p.to.name.clone(), cidr: p.to.cidr.to_string(), via: via.clone() });
+        } else {
+            steps.push(PoolStep::UseExistingPool { name: p.to.name.clone(), cidr: p.to.cidr.to_string() });
+        }
     }
-    steps.push(PoolStep::DisablePool { name: from.name.clone(), via: via.clone() });
-    let canaries = if input.canary_per_node {
-        input.nodes.iter().filter(|n| !n.unschedulable && n.is_linux()).count().max(1)
-    } else {
-        1
-    };
-    steps.push(PoolStep::Canary { pods: canaries });
+    for (_, p) in &pairs {
+        steps.push(PoolStep::DisablePool { name: p.from.name.clone(), via: via.clone() });
+    }
+    let pods = if input.canary_per_node { canary.len() } else { 1 };
+    steps.push(PoolStep::Canary { pods, nodes: canary });
     steps.push(PoolStep::MovePods { workloads: moves.len(), pods: moves.iter().map(|m| m.pods.len()).sum() });
-    steps.push(PoolStep::WaitForTunnelAddresses { pool: from.name.clone() });
-    steps.push(PoolStep::DeletePool { name: from.name.clone(), via });
+    for (_, p) in &pairs {
+        steps.push(PoolStep::WaitForTunnelAddresses { pool: p.from.name.clone() });
+    }
+    for (_, p) in &pairs {
+        steps.push(PoolStep::DeletePool { name: p.from.name.clone(), via: via.clone() });
+    }
 
     let moving: BTreeSet<&str> = moves.iter().flat_map(|m| m.pods.iter().map(String::as_str)).collect();
     let starts: Vec<f64> = inv
@@ -306,11 +398,14 @@ pub fn make_plan(input: &PlanInput) -> Result<Plan, Vec<String>> {
         .filter_map(|p| p.ready_after.map(f64::from))
         .collect();
     let estimate = pacing::estimate(&moves, input.parallel, pacing::median(starts));
+    let mut pairs = pairs.into_iter().map(|(_, p)| p);
+    let first = pairs.next().expect("at least one pair");
     Ok(Plan {
         via_operator: input.operator,
-        from,
-        to,
-        create_target,
+        from: first.from,
+        to: first.to,
+        create_target: first.create_target,
+        also: pairs.collect(),
         steps,
         moves,
         skipped,
@@ -398,6 +493,7 @@ pub(crate) mod fixtures {
         PlanInput {
             from: "default-ipv4-ippool",
             to,
+            also: vec![],
             overrides: PoolOverrides::default(),
             strategy: Strategy::Rollout,
             jobs: JobsPolicy::Wait,

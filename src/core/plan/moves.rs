@@ -25,7 +25,7 @@ pub(super) fn pin_blockers(input: &PlanInput, from: &Pool) -> Vec<String> {
             ns.name,
             from.name,
             ns.name,
-            pin_key(&ns.pins)
+            pin_key(&ns.pins, from)
         ));
     }
     for w in input.workloads.iter().filter(|w| names_old(&w.template_pins)) {
@@ -33,7 +33,7 @@ pub(super) fn pin_blockers(input: &PlanInput, from: &Pool) -> Vec<String> {
             "{} pins its pods to {} in spec.template.metadata.annotations; remove {} from the template (kubectl edit {} -n {} {})",
             w.owner.display(),
             from.name,
-            pin_key(&w.template_pins),
+            pin_key(&w.template_pins, from),
             w.owner.kind.as_str().to_lowercase(),
             w.owner.namespace,
             w.owner.name
@@ -48,33 +48,53 @@ pub(super) fn pin_blockers(input: &PlanInput, from: &Pool) -> Vec<String> {
             "pod {} is pinned to {} by its {} annotation; a replacement would get the same pin. Fix its owner ({}) or: kubectl annotate pod -n {} {} {}-",
             p.key(),
             from.name,
-            pin_key(&p.pins),
+            pin_key(&p.pins, from),
             p.owner.display(),
             p.namespace,
             p.name,
-            pin_key(&p.pins)
+            pin_key(&p.pins, from)
         ));
     }
     out
 }
 
-fn pin_key(pins: &PoolPins) -> &'static str {
+/// The annotation that pins to `from`: `ipAddrs`, or the pool list of the
+/// old pool's IP family.
+fn pin_key(pins: &PoolPins, from: &Pool) -> &'static str {
     if !pins.ip_addrs.is_empty() {
         crate::core::model::ANNOT_IPADDRS
+    } else if from.cidr.addr().is_ipv6() {
+        crate::core::model::ANNOT_IPV6POOLS
     } else {
         crate::core::model::ANNOT_IPV4POOLS
     }
 }
 
-/// Pods on the old pool, grouped into moves by owner (by node and owner for
-/// `--strategy drain`), each paced within its PodDisruptionBudgets.
+/// Pods on the old pools (one per IP family migrated; a pod on both moves
+/// once), grouped into moves by owner (by node and owner for `--strategy
+/// drain`), each paced within its PodDisruptionBudgets.
 /// Returns (moves, skipped, blockers, warnings).
-pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped>, Vec<String>, Vec<String>) {
+pub fn plan_moves(input: &PlanInput, from_idxs: &[usize]) -> (Vec<Move>, Vec<Skipped>, Vec<String>, Vec<String>) {
     let inv = input.inventory;
-    // Pods already inside the target CIDR (a sub-range of the old pool) stay.
-    let target_cidr: Option<IpNet> = match &input.to {
+    // Pods already inside the target CIDR (a sub-range of the old pool) stay:
+    // a pod moves when an address of it is in an old pool and not in that
+    // pool's target.
+    let target_of = |t: &TargetRequest| match t {
         TargetRequest::Cidr(c) => parse_canonical(c).ok(),
         TargetRequest::Pool(n) => inv.pool_named(n).map(|i| inv.pools[i].cidr),
+    };
+    let targets: Vec<Option<IpNet>> =
+        std::iter::once(target_of(&input.to)).chain(input.also.iter().map(|(_, t)| target_of(t))).collect();
+    let olds: Vec<(IpNet, Option<IpNet>)> = from_idxs
+        .iter()
+        .map(|&i| {
+            let cidr = inv.pools[i].cidr;
+            let target = targets.iter().flatten().find(|t| t.addr().is_ipv4() == cidr.addr().is_ipv4()).copied();
+            (cidr, target)
+        })
+        .collect();
+    let must_move = |p: &PodInfo| {
+        p.ips.iter().any(|ip| olds.iter().any(|(old, t)| old.contains(ip) && t.is_none_or(|t| !t.contains(ip))))
     };
     let mut moves = Vec::new();
     let mut skipped = Vec::new();
@@ -86,11 +106,11 @@ pub fn plan_moves(input: &PlanInput, from_idx: usize) -> (Vec<Move>, Vec<Skipped
     // Drain steps: node -> pods of each owner on it, paced per owner.
     let mut drained: BTreeMap<String, Vec<DrainStep>> = BTreeMap::new();
 
-    for (owner, pods) in inv.pods_by_owner(from_idx) {
+    for (owner, pods) in inv.pods_by_owner_in(from_idxs) {
         let pods: Vec<&PodInfo> = pods
             .into_iter()
             .filter(|p| !p.terminating && input.pod_filter.is_none_or(|f| f.contains(&p.key())))
-            .filter(|p| target_cidr.is_none_or(|t| !p.ips.iter().any(|ip| t.contains(ip))))
+            .filter(|p| must_move(p))
             .collect();
         if pods.is_empty() {
             continue;
@@ -359,6 +379,25 @@ mod tests {
             "{}",
             plan.blockers[0]
         );
+    }
+
+    /// Pins to an IPv6 pool are fixed through `ipv6pools`, not `ipv4pools`.
+    #[test]
+    fn the_fix_hint_names_the_annotation_of_the_old_pools_family() {
+        let mut pools = seed_pools();
+        pools.push(Pool::new("default-ipv6-ippool", "fd00:10::/64".parse().unwrap()));
+        let mut w = world(pools, vec![]);
+        w.namespaces = vec![NamespaceInfo {
+            name: "legacy".into(),
+            labels: Default::default(),
+            pins: PoolPins { pools: vec!["default-ipv6-ippool".into()], ..Default::default() },
+        }];
+        let mut i = input(&w, cidr("fd00:10:1::/112"));
+        i.from = "default-ipv6-ippool";
+        i.allow_outside_cluster_cidr = true;
+        let b = make_plan(&i).unwrap().blockers;
+        assert_eq!(b.len(), 1, "{b:#?}");
+        assert!(b[0].contains("kubectl annotate namespace legacy cni.projectcalico.org/ipv6pools-"), "{}", b[0]);
     }
 
     #[test]

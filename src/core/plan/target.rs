@@ -9,9 +9,20 @@ use crate::core::cidr::{block_size_range, is_link_local, overlaps, parse_canonic
 use crate::core::findings::name_some;
 use crate::core::model::{ManagedBy, Pool};
 
-/// The operator's `cidrToName`: `10.0.0.0/16` -> `10.0.0.0-16`.
+/// The operator's `cidrToName`: `10.0.0.0/16` -> `10.0.0.0-16`. For IPv6
+/// the `::` of the short form is written out as zero groups first
+/// (`fd00:10::/64` -> `fd00.10.0.0-64`): a name with `..` is not a valid
+/// Kubernetes object name.
 pub fn cidr_to_name(cidr: &IpNet) -> String {
-    cidr.to_string().replace('/', "-").replace(':', ".")
+    let mut addr = cidr.addr().to_string();
+    if addr.starts_with("::") {
+        addr.insert(0, '0');
+    }
+    if addr.ends_with("::") {
+        addr.push('0');
+    }
+    let addr = addr.replace("::", ":0:").replace(':', ".");
+    format!("{addr}-{}", cidr.prefix_len())
 }
 
 /// Build the target pool: copied from the old one with overrides
@@ -346,7 +357,11 @@ mod tests {
         assert!(plan.warnings.iter().any(|w| w.contains("vxlanMode Always (was Never)")), "{:?}", plan.warnings);
         assert!(plan.warnings.iter().any(|w| w.contains("natOutgoing false (was true)")));
         assert!(plan.warnings.iter().any(|w| w.contains("encapsulation changes")));
-        assert_eq!(cidr_to_name(&"fd00:10::/64".parse().unwrap()), "fd00.10..-64");
+        assert_eq!(cidr_to_name(&"fd00:10::/64".parse().unwrap()), "fd00.10.0.0-64");
+        assert_eq!(cidr_to_name(&"fd00:10:20::/112".parse().unwrap()), "fd00.10.20.0.0-112");
+        assert_eq!(cidr_to_name(&"fd00::1:0/112".parse().unwrap()), "fd00.0.1.0-112");
+        assert_eq!(cidr_to_name(&"::/0".parse().unwrap()), "0.0.0-0");
+        assert_eq!(cidr_to_name(&"10.0.0.0/16".parse().unwrap()), "10.0.0.0-16");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::cluster::calico::Calico;
+use crate::cluster::listing::Freshness;
 use crate::cluster::snapshot::Snapshot;
 use crate::cluster::Cluster;
 use crate::commands::flags::KubeArgs;
@@ -113,8 +114,8 @@ pub struct NodeRow {
 pub async fn run(kube: &KubeArgs, args: &StatusArgs) -> Result<u8> {
     let printer = Printer::new(args.output);
     let cluster = Cluster::connect(&kube.connect_options()).await?;
-    let calico = Calico::detect(&cluster).await?;
-    let snap = Snapshot::read_with(&cluster, calico, false).await?;
+    // A display: the watch cache's view is as good as a consistent read.
+    let snap = Snapshot::detect_and_read(&cluster, false, Freshness::Cached).await?;
     let report = build_report(&cluster.context, snap, args)?;
     if printer.is_machine_readable() {
         printer.data(&report)?;

@@ -101,7 +101,7 @@ where
     let mut transfer_error = None;
     loop {
         let chunk = match body.as_mut().fill_buf().await {
-            Ok(c) if c.is_empty() => break,
+            Ok([]) => break,
             Ok(c) => c.to_vec(),
             Err(e) => {
                 transfer_error = Some(e);

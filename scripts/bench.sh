@@ -1,81 +1,174 @@
 #!/usr/bin/env bash
 # make bench: performance figures on the local cluster. Never part of `make test`.
-#   1. read path: wall time and peak RSS of `kubectl ippool status` and
-#      `verify` against `calicoctl ipam show --show-blocks`,
-#      `calicoctl ipam check` and `kubectl get pods -A -o json` on the scale
-#      scenario (BENCH_NODES nodes, BENCH_PODS pods).
+#   1. read path, on the scale scenario (BENCH_NODES nodes, BENCH_PODS pods):
+#      wall time and peak RSS of `kubectl ippool status` and `verify`, next to
+#      their floor (scripts/bench-floor.sh: the same objects fetched by curl,
+#      bytes thrown away, once paged and once from the watch cache) and to
+#      calicoctl and kubectl; every command once per round, BENCH_RUNS rounds,
+#      medians. Then the growth table: status and verify at BENCH_GROWTH pods
+#      (default 1000 3000) and at BENCH_PODS.
+#      BENCH_KUBECONFIG: use that running cluster for BENCH_PODS instead of
+#      starting one. BENCH_BASELINE: another kubectl-ippool binary, measured
+#      in the same rounds (before/after).
 #   2. migrate throughput on the bench scenario (BENCH_DEPLOYMENTS x
 #      BENCH_REPLICAS pods, a PDB maxUnavailable 1 on each, a readiness
 #      delay), against the lower bound the budgets and readiness delays allow.
-# BENCH_SKIP_READ=1 or BENCH_SKIP_MIGRATE=1 runs only the other part.
+# BENCH_SKIP_READ=1, BENCH_SKIP_GROWTH=1 or BENCH_SKIP_MIGRATE=1 skip a part;
+# BENCH_SKIP_REFERENCES=1 leaves out the calicoctl and kubectl rows.
 # Results go to stdout as Markdown tables (pasted into the README).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 nodes="${BENCH_NODES:-100}"
 pods="${BENCH_PODS:-10000}"
-runs="${BENCH_RUNS:-3}"
+runs="${BENCH_RUNS:-5}"
+growth="${BENCH_GROWTH:-1000 3000}"
 deployments="${BENCH_DEPLOYMENTS:-100}"
 replicas="${BENCH_REPLICAS:-10}"
 delay="${BENCH_READY_DELAY:-2s}"
 
 [ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 scripts/build-kubesim.sh
-cargo build --release --locked 2>&1 | tail -1
-ippool="$root/target/release/kubectl-ippool"
+# BENCH_BINARY: measure that kubectl-ippool instead of building one.
+[ -n "${BENCH_BINARY:-}" ] || cargo build --release --locked 2>&1 | tail -1
+ippool="${BENCH_BINARY:-${CARGO_TARGET_DIR:-$root/target}/release/kubectl-ippool}"
+baseline="${BENCH_BASELINE:-}"
 kubectl="$root/target/kubesim/kubectl"
 calicoctl="$root/target/kubesim/calicoctl"
+floor="$root/scripts/bench-floor.sh"
 
 work="$(mktemp -d)"
 cleanup() { KUBESIM_DIR="$work/cluster" scripts/cluster-down.sh >/dev/null 2>&1 || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-# median wall seconds and max RSS MiB over $runs runs
-measure() {
-  local label="$1"; shift
-  local walls=() rss=0
-  for _ in $(seq "$runs"); do
-    /usr/bin/time -f "%e %M" -o "$work/t" "$@" >/dev/null 2>"$work/err" || { echo "bench: $label failed:" >&2; tail -3 "$work/err" >&2; }
-    read -r w m < <(tail -1 "$work/t")
-    walls+=("$w"); [ "$m" -gt "$rss" ] && rss="$m"
-  done
-  local med
-  med="$(printf '%s\n' "${walls[@]}" | sort -n | sed -n "$(( (runs + 1) / 2 ))p")"
-  echo "$label|$med|$((rss / 1024))"
+start_scale() { # pods
+  echo "bench: starting the scale scenario ($nodes nodes, $1 pods)..." >&2
+  local t0; t0=$(date +%s)
+  KUBESIM_DIR="$work/cluster" KUBESIM_TIMEOUT=1500 scripts/cluster-up.sh --scenario scale --nodes "$nodes" --pods "$1" >&2
+  echo "bench: cluster ready in $(( $(date +%s) - t0 ))s" >&2
+  export KUBECONFIG="$work/cluster/kubeconfig" DATASTORE_TYPE=kubernetes
 }
 
+# What each verb reads (src/cluster/snapshot.rs; verify adds handles, the
+# workload templates and the sandbox-failure events), as API paths.
+read_paths() {
+  local g=/apis/crd.projectcalico.org/v1
+  "$kubectl" get --raw "$g" >/dev/null 2>&1 || g=/apis/projectcalico.org/v3
+  status_paths=(/api/v1/pods "$g/ippools" "$g/ipamblocks" "$g/blockaffinities" /api/v1/nodes /api/v1/namespaces)
+  verify_paths=("${status_paths[@]}" "$g/ipamhandles" /apis/apps/v1/deployments /apis/apps/v1/statefulsets
+    /apis/apps/v1/daemonsets /apis/apps/v1/replicasets /apis/batch/v1/jobs
+    "/api/v1/events?fieldSelector=reason%3DFailedCreatePodSandBox%2CinvolvedObject.kind%3DPod")
+  "$floor" creds "$work/creds"
+}
+
+# Commands are "label|command" (run with sh -c); each round runs every
+# command once, in order, so load from other processes falls on all alike.
+# Prints "label|median wall s|peak RSS KiB (max over rounds)".
+measure_rounds() {
+  local i r cmds=("$@")
+  for r in $(seq "$runs"); do
+    for i in "${!cmds[@]}"; do
+      /usr/bin/time -f "%e %M" -o "$work/t" sh -c "{ ${cmds[$i]#*|}; } >/dev/null 2>\"$work/err\"" ||
+        { echo "bench: ${cmds[$i]%%|*} failed:" >&2; tail -3 "$work/err" >&2; }
+      tail -1 "$work/t" >>"$work/r.$i"
+    done
+    echo "bench: round $r of $runs done" >&2
+  done
+  for i in "${!cmds[@]}"; do
+    local med rss
+    med="$(cut -d' ' -f1 "$work/r.$i" | sort -n | sed -n "$(( (runs + 1) / 2 ))p")"
+    rss="$(cut -d' ' -f2 "$work/r.$i" | sort -n | tail -1)"
+    echo "${cmds[$i]%%|*}|$med|$rss"
+    rm -f "$work/r.$i"
+  done
+}
+
+q() { printf "'%s' " "$@"; }
+field() { printf '%s\n' "${results[@]}" | awk -F'|' -v l="$1" -v c="$2" '$1==l{print $c}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2fx", a/b}'; }
+min() { awk -v a="$1" -v b="$2" 'BEGIN{print (a<b)?a:b}'; }
+
 if [ "${BENCH_SKIP_READ:-0}" != 1 ]; then
-echo "bench: starting the scale scenario ($nodes nodes, $pods pods)..." >&2
-t0=$(date +%s)
-KUBESIM_DIR="$work/cluster" KUBESIM_TIMEOUT=1200 scripts/cluster-up.sh --scenario scale --nodes "$nodes" --pods "$pods" >&2
-echo "bench: cluster ready in $(( $(date +%s) - t0 ))s" >&2
-export KUBECONFIG="$work/cluster/kubeconfig" DATASTORE_TYPE=kubernetes
-
-results=()
-results+=("$(measure "kubectl ippool status" "$ippool" status)")
-results+=("$(measure "kubectl ippool status -o json" "$ippool" status -o json)")
-results+=("$(measure "calicoctl ipam show --show-blocks" "$calicoctl" ipam show --show-blocks --allow-version-mismatch)")
-results+=("$(measure "kubectl get pods -A -o json" "$kubectl" get pods -A -o json)")
-if "$ippool" verify --help >/dev/null 2>&1; then
-  results+=("$(measure "kubectl ippool verify" sh -c "'$ippool' verify >/dev/null; true")")
+growth_rows=()
+if [ "${BENCH_SKIP_GROWTH:-0}" != 1 ]; then
+  for n in $growth; do
+    start_scale "$n"
+    read_paths
+    mapfile -t results < <(measure_rounds \
+      "floor, cached|'$floor' cached '$work/creds' $(q "${status_paths[@]}")" "status|'$ippool' status" \
+      "floor, cached (verify)|'$floor' cached '$work/creds' $(q "${verify_paths[@]}")" "verify|'$ippool' verify; true")
+    growth_rows+=("$n|$(field status 2)|$(field status 3)|$(field verify 2)|$(field verify 3)|$(field 'floor, cached' 2)|$(field 'floor, cached (verify)' 2)")
+    KUBESIM_DIR="$work/cluster" scripts/cluster-down.sh >&2
+  done
 fi
-results+=("$(measure "calicoctl ipam check" "$calicoctl" ipam check --allow-version-mismatch)")
+
+if [ -n "${BENCH_KUBECONFIG:-}" ]; then
+  export KUBECONFIG="$BENCH_KUBECONFIG" DATASTORE_TYPE=kubernetes
+else
+  start_scale "$pods"
+fi
+read_paths
+cmds=(
+  "floor, paged|'$floor' paged '$work/creds' $(q "${status_paths[@]}")"
+  "floor, cached|'$floor' cached '$work/creds' $(q "${status_paths[@]}")"
+  "kubectl ippool status|'$ippool' status"
+  "kubectl ippool status -o json|'$ippool' status -o json"
+  "floor, paged (verify)|'$floor' paged '$work/creds' $(q "${verify_paths[@]}")"
+  "floor, cached (verify)|'$floor' cached '$work/creds' $(q "${verify_paths[@]}")"
+  "kubectl ippool verify|'$ippool' verify; true"
+)
+if [ -n "$baseline" ]; then
+  cmds+=("kubectl ippool status (baseline)|'$baseline' status" "kubectl ippool verify (baseline)|'$baseline' verify; true")
+fi
+if [ "${BENCH_SKIP_REFERENCES:-0}" != 1 ]; then
+  cmds+=(
+    "calicoctl ipam show --show-blocks|'$calicoctl' ipam show --show-blocks --allow-version-mismatch"
+    "calicoctl ipam check|'$calicoctl' ipam check --allow-version-mismatch"
+    "kubectl get pods -A -o json|'$kubectl' get pods -A -o json"
+  )
+fi
+mapfile -t results < <(measure_rounds "${cmds[@]}")
+status_floor="$(min "$(field 'floor, paged' 2)" "$(field 'floor, cached' 2)")"
+verify_floor="$(min "$(field 'floor, paged (verify)' 2)" "$(field 'floor, cached (verify)' 2)")"
 
 echo
-echo "### Read path: $nodes nodes, $pods pods (median of $runs runs, peak RSS)"
+echo "### Read path: $nodes nodes, $pods pods (median of $runs rounds, peak RSS over them)"
 echo
-echo "| command | wall (s) | peak RSS (MiB) |"
-echo "|---|---:|---:|"
-for r in "${results[@]}"; do IFS='|' read -r l w m <<<"$r"; echo "| \`$l\` | $w | $m |"; done
-base_w=$(printf '%s\n' "${results[@]}" | awk -F'|' '$1=="kubectl ippool status"{print $2}')
-base_m=$(printf '%s\n' "${results[@]}" | awk -F'|' '$1=="kubectl ippool status"{print $3}')
+echo "Floor: the objects the verb reads (status: pods, IP pools, IPAM blocks, block affinities, nodes,"
+echo "namespaces; verify adds IPAM handles, workloads and sandbox-failure events) fetched by curl,"
+echo "all kinds at once, bytes thrown away: paged (limit 500) or one LIST per kind from the watch cache."
 echo
-for ref in "calicoctl ipam show --show-blocks" "kubectl get pods -A -o json"; do
-  read -r w m < <(printf '%s\n' "${results[@]}" | awk -F'|' -v r="$ref" '$1==r{print $2, $3}')
-  awk -v a="$base_w" -v b="$w" -v c="$base_m" -v d="$m" -v r="$ref" 'BEGIN{printf "status vs %s: %.2fx the time, %.2fx the memory\n", r, a/b, c/d}'
+echo "| command | wall (s) | peak RSS (MiB) | vs the faster floor |"
+echo "|---|---:|---:|---:|"
+for r in "${results[@]}"; do
+  IFS='|' read -r l w m <<<"$r"
+  case "$l" in
+    *status*) vs="$(ratio "$w" "$status_floor")" ;;
+    *verify*) vs="$(ratio "$w" "$verify_floor")" ;;
+    *) vs="" ;;
+  esac
+  case "$l" in floor*) m="" ;; *) m="$(awk -v m="$m" 'BEGIN{printf "%.1f", m/1024}')" ;; esac
+  case "$l" in floor*) l="$l" ;; *) l="\`$l\`" ;; esac
+  echo "| $l | $w | $m | $vs |"
 done
-KUBESIM_DIR="$work/cluster" scripts/cluster-down.sh >&2
+growth_rows+=("$pods|$(field 'kubectl ippool status' 2)|$(field 'kubectl ippool status' 3)|$(field 'kubectl ippool verify' 2)|$(field 'kubectl ippool verify' 3)|$(field 'floor, cached' 2)|$(field 'floor, cached (verify)' 2)")
+[ -n "${BENCH_KUBECONFIG:-}" ] || KUBESIM_DIR="$work/cluster" scripts/cluster-down.sh >&2
 
+echo
+echo "### Growth: $nodes nodes (median of $runs rounds; per 1 000 pods: wall / (pods/1000); RSS added per 1 000 pods since the previous size)"
+echo
+echo "| pods | status (s) | s per 1 000 pods | vs cached floor | peak RSS (MiB) | MiB added per 1 000 pods | verify (s) | s per 1 000 pods | vs cached floor | peak RSS (MiB) | MiB added per 1 000 pods |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+prev=""
+for row in "${growth_rows[@]}"; do
+  IFS='|' read -r n sw sm vw vm sf vf <<<"$row"
+  awk -v n="$n" -v sw="$sw" -v sm="$sm" -v vw="$vw" -v vm="$vm" -v sf="$sf" -v vf="$vf" -v prev="$prev" 'BEGIN{
+    split(prev, p, " "); k=n/1000
+    ds = (prev=="") ? "" : sprintf("%.2f", (sm-p[2])/1024/((n-p[1])/1000));
+    dv = (prev=="") ? "" : sprintf("%.2f", (vm-p[3])/1024/((n-p[1])/1000));
+    printf "| %d | %.2f | %.3f | %.2fx | %.1f | %s | %.2f | %.3f | %.2fx | %.1f | %s |\n", n, sw, sw/k, sw/sf, sm/1024, ds, vw, vw/k, vw/vf, vm/1024, dv }'
+  prev="$n $sm $vm"
+done
 fi
 
 if [ "${BENCH_SKIP_MIGRATE:-0}" != 1 ]; then

@@ -135,6 +135,36 @@ fn seed_status_matches_calicoctl_and_the_table_reads_like_kubectl() {
         .assert()
         .code(2)
         .stderr(predicates::str::contains("IPPool \"nope\" not found"));
+
+    displays_read_the_watch_cache_and_migrate_plans_from_consistent_reads(&c);
+}
+
+/// The LISTs of pods a run made, from its `-v=6` request log.
+fn pod_lists(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| l.split_once("API request ").map(|(_, r)| r.to_string()))
+        .filter(|r| r.contains("GET ") && r.contains("/api/v1/pods") && !r.contains("labelSelector=component"))
+        .collect()
+}
+
+/// `status` and `verify` read from the watch cache in one LIST per kind;
+/// `migrate` plans from consistent, paged reads.
+fn displays_read_the_watch_cache_and_migrate_plans_from_consistent_reads(c: &common::TestCluster) {
+    for verb in [&["status", "-v=6"][..], &["verify", "-v=6"][..]] {
+        let out = c.ippool(verb).output().unwrap();
+        let lists = pod_lists(&String::from_utf8_lossy(&out.stderr));
+        assert_eq!(lists.len(), 1, "{verb:?}: one unpaged LIST of pods: {lists:?}");
+        assert!(lists[0].contains("resourceVersion=0") && !lists[0].contains("limit="), "{verb:?}: {lists:?}");
+    }
+    let out = c
+        .ippool(&["migrate", "--from", "default-ipv4-ippool", "--to", "10.0.0.0/16", "--dry-run", "--force", "-v=6"])
+        .output()
+        .unwrap();
+    let lists = pod_lists(&String::from_utf8_lossy(&out.stderr));
+    assert!(!lists.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    for l in &lists {
+        assert!(l.contains("limit=500") && !l.contains("resourceVersion="), "migrate plans from consistent reads: {l}");
+    }
 }
 
 #[test]

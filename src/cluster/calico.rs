@@ -16,10 +16,13 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use kube::Resource;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{list_paged, Cluster};
+use super::listing::{list_as, Freshness};
+use super::lite::HandleObject;
+use super::Cluster;
 use crate::core::model::{
     Affinity, Allocation, Block, EncapMode, Handle, Ipam, ManagedBy, Pool, LABEL_MANAGED_BY, OPERATOR_MANAGER,
 };
@@ -184,60 +187,76 @@ impl Calico {
         Api::all_with(cluster.client.clone(), &self.resource(kind))
     }
 
-    /// Every IPPool, as raw objects (kept by `migrate` as a backup).
-    pub async fn list_pool_objects(&self, cluster: &Cluster) -> Result<Vec<DynamicObject>> {
-        let mut out = Vec::new();
-        list_paged(&self.api(cluster, Kind::IPPool), ListParams::default(), "ippools", None, |o| out.push(o)).await?;
-        Ok(out)
+    pub async fn list_pools(&self, cluster: &Cluster) -> Result<Vec<Pool>> {
+        self.list_pools_from(cluster, Freshness::Consistent).await
     }
 
-    pub async fn list_pools(&self, cluster: &Cluster) -> Result<Vec<Pool>> {
-        let objs = self.list_pool_objects(cluster).await?;
-        let mut pools: Vec<Pool> =
-            objs.iter().map(|o| pool_from_object(o).map_err(Error::Calico)).collect::<Result<_>>()?;
+    pub async fn list_pools_from(&self, cluster: &Cluster, fresh: Freshness) -> Result<Vec<Pool>> {
+        let objs = self.list_objects(cluster, Kind::IPPool, fresh, |o| Some(pool_from_object(&o))).await?;
+        let mut pools: Vec<Pool> = objs.into_iter().map(|o| o.map_err(Error::Calico)).collect::<Result<_>>()?;
         pools.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(pools)
     }
 
-    /// Blocks, affinities and handles, each LISTed page by page and decoded
+    /// LIST every object of `kind`, turning each into an `R` as it is parsed.
+    async fn list_objects<T, R>(
+        &self,
+        cluster: &Cluster,
+        kind: Kind,
+        fresh: Freshness,
+        keep: impl Fn(T) -> Option<R> + Send + Sync + 'static,
+    ) -> Result<Vec<R>>
+    where
+        T: serde::de::DeserializeOwned,
+        R: Send + 'static,
+    {
+        let ar = self.resource(kind);
+        let path = DynamicObject::url_path(&ar, None);
+        list_as(cluster, &path, &ListParams::default(), fresh, &ar.plural, None, keep).await
+    }
+
+    /// Blocks, affinities and handles in one consistent read, each decoded
     /// as it arrives.
     pub async fn read_ipam(&self, cluster: &Cluster) -> Result<Ipam> {
-        self.read_ipam_with(cluster, true).await
+        self.read_ipam_with(cluster, true, Freshness::Consistent).await
     }
 
     /// Like `read_ipam`; `status` skips the handles (one per pod) it never shows.
-    pub async fn read_ipam_with(&self, cluster: &Cluster, handles: bool) -> Result<Ipam> {
-        let mut ipam = Ipam::default();
-        let mut problems = Vec::new();
-        list_paged(&self.api(cluster, Kind::IPAMBlock), ListParams::default(), "ipamblocks", None, |o| {
-            match block_from_object(&o) {
-                Ok(b) => ipam.blocks.push(b),
-                Err(e) => problems.push(e),
-            }
-        })
-        .await?;
-        list_paged(&self.api(cluster, Kind::BlockAffinity), ListParams::default(), "blockaffinities", None, |o| {
-            match affinity_from_object(&o) {
-                Ok(a) => ipam.affinities.push(a),
-                Err(e) => problems.push(e),
-            }
-        })
-        .await?;
-        if handles {
-            list_paged(&self.api(cluster, Kind::IPAMHandle), ListParams::default(), "ipamhandles", None, |o| {
-                match handle_from_object(&o) {
-                    Ok(h) => ipam.handles.push(h),
-                    Err(e) => problems.push(e),
+    pub async fn read_ipam_with(&self, cluster: &Cluster, handles: bool, fresh: Freshness) -> Result<Ipam> {
+        let (blocks, affinities, handles) = tokio::try_join!(
+            self.list_objects(cluster, Kind::IPAMBlock, fresh, |o| Some(block_from_object(&o))),
+            self.list_objects(cluster, Kind::BlockAffinity, fresh, |o| Some(affinity_from_object(&o))),
+            async {
+                match handles {
+                    true => self.list_objects(cluster, Kind::IPAMHandle, fresh, |o| Some(handle_from_object(&o))).await,
+                    false => Ok(Vec::new()),
                 }
-            })
-            .await?;
-        }
+            },
+        )?;
+        let mut problems = Vec::new();
+        let mut ipam = Ipam {
+            blocks: decoded(blocks, &mut problems),
+            affinities: decoded(affinities, &mut problems),
+            handles: decoded(handles, &mut problems),
+        };
         for p in problems {
             tracing::warn!("skipping undecodable IPAM object: {p}");
         }
         ipam.blocks.sort_by_key(|b| b.cidr);
         Ok(ipam)
     }
+}
+
+/// The objects that decoded; the others' problems go to `problems`.
+fn decoded<T>(results: Vec<Result<T, String>>, problems: &mut Vec<String>) -> Vec<T> {
+    let mut out = Vec::with_capacity(results.len());
+    for r in results {
+        match r {
+            Ok(v) => out.push(v),
+            Err(e) => problems.push(e),
+        }
+    }
+    out
 }
 
 pub fn installation_api(cluster: &Cluster) -> Api<DynamicObject> {
@@ -429,19 +448,12 @@ pub fn affinity_from_object(o: &DynamicObject) -> Result<Affinity, String> {
     })
 }
 
-pub fn handle_from_object(o: &DynamicObject) -> Result<Handle, String> {
-    let name = name_of(o);
-    let spec = o.data.get("spec").cloned().unwrap_or(Value::Null);
-    let blocks: BTreeMap<String, u64> = spec
-        .get("block")
-        .and_then(Value::as_object)
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect())
-        .unwrap_or_default();
+pub fn handle_from_object(o: &HandleObject) -> Result<Handle, String> {
+    let name = o.metadata.name.clone();
     Ok(Handle {
-        handle_id: str_at(&spec, "/handleID").unwrap_or(&name).to_string(),
+        handle_id: o.spec.handle_id.clone().unwrap_or_else(|| name.clone()),
         name,
-        blocks,
-        deleted: loose_bool(spec.get("deleted")),
+        deleted: loose_bool(o.spec.deleted.as_ref()),
     })
 }
 

@@ -11,6 +11,8 @@ pub mod calico;
 pub mod canary;
 pub mod events;
 pub mod lease;
+pub mod listing;
+pub mod lite;
 pub mod movers;
 pub mod networks;
 pub mod pools;

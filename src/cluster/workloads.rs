@@ -6,15 +6,17 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, ListParams};
-use kube::ResourceExt;
+use kube::api::ListParams;
+use kube::{Resource, ResourceExt};
 
+use super::listing::{list_as, Freshness};
+use super::lite::PodObject;
 use super::{list_paged, Cluster};
 use crate::core::budget::{IntOrPercent, UpdateStrategy};
 use crate::core::model::WorkloadInfo;
 use crate::core::model::{
     pod_addresses, NamespaceInfo, NodeInfo, Owner, OwnerKind, PodInfo, PoolPins, ANNOT_IPADDRS, ANNOT_IPV4POOLS,
-    ANNOT_IPV6POOLS, ANNOT_POD_IPS,
+    ANNOT_IPV6POOLS,
 };
 use crate::error::Result;
 
@@ -27,36 +29,33 @@ pub const TUNNEL_ANNOTATIONS: &[&str] = &[
     "projectcalico.org/IPv6WireguardInterfaceAddr",
 ];
 
-/// All pods (of `-n` if given), optionally filtered by a label selector.
+/// All pods (of `-n` if given), optionally filtered by a label selector,
+/// in one consistent read.
 pub async fn list_pods(cluster: &Cluster, label_selector: Option<&str>) -> Result<Vec<PodInfo>> {
-    let api: Api<Pod> = match &cluster.namespace {
-        Some(ns) => Api::namespaced(cluster.client.clone(), ns),
-        None => Api::all(cluster.client.clone()),
-    };
+    list_pods_from(cluster, label_selector, Freshness::Consistent).await
+}
+
+pub async fn list_pods_from(cluster: &Cluster, label_selector: Option<&str>, fresh: Freshness) -> Result<Vec<PodInfo>> {
+    let ns = cluster.namespace.as_deref();
     let mut lp = ListParams::default();
     if let Some(sel) = label_selector {
         lp = lp.labels(sel);
     }
-    let mut out = Vec::new();
-    list_paged(&api, lp, "pods", cluster.namespace.as_deref(), |p| out.push(pod_info(&p))).await?;
-    Ok(out)
+    let path = Pod::url_path(&(), ns);
+    list_as(cluster, &path, &lp, fresh, "pods", ns, |p: PodObject| Some(pod_info(&p))).await
 }
 
-pub async fn list_nodes(cluster: &Cluster) -> Result<Vec<NodeInfo>> {
-    let api: Api<Node> = Api::all(cluster.client.clone());
-    let mut out = Vec::new();
-    list_paged(&api, ListParams::default(), "nodes", None, |n| out.push(node_info(&n))).await?;
-    Ok(out)
+pub async fn list_nodes(cluster: &Cluster, fresh: Freshness) -> Result<Vec<NodeInfo>> {
+    let path = Node::url_path(&(), None);
+    list_as(cluster, &path, &ListParams::default(), fresh, "nodes", None, |n: Node| Some(node_info(&n))).await
 }
 
-pub async fn list_namespaces(cluster: &Cluster) -> Result<Vec<NamespaceInfo>> {
-    let api: Api<Namespace> = Api::all(cluster.client.clone());
-    let mut out = Vec::new();
-    list_paged(&api, ListParams::default(), "namespaces", None, |n| {
-        out.push(NamespaceInfo { name: n.name_any(), labels: n.labels().clone(), pins: pins_from(n.annotations()) })
+pub async fn list_namespaces(cluster: &Cluster, fresh: Freshness) -> Result<Vec<NamespaceInfo>> {
+    let path = Namespace::url_path(&(), None);
+    list_as(cluster, &path, &ListParams::default(), fresh, "namespaces", None, |n: Namespace| {
+        Some(NamespaceInfo { name: n.name_any(), labels: n.labels().clone(), pins: pins_from(n.annotations()) })
     })
-    .await?;
-    Ok(out)
+    .await
 }
 
 /// Parse the Calico pool annotations. Values are JSON lists of pool names or
@@ -91,36 +90,40 @@ pub fn ready_condition(p: &Pod) -> Option<&PodCondition> {
     p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready" && c.status == "True")
 }
 
-pub fn pod_info(p: &Pod) -> PodInfo {
-    let spec = p.spec.as_ref();
-    let status = p.status.as_ref();
+pub fn pod_info(p: &PodObject) -> PodInfo {
+    let (meta, spec, status) = (&p.metadata, &p.spec, &p.status);
     let status_ips: Vec<&str> =
-        status.and_then(|s| s.pod_ips.as_ref()).map(|v| v.iter().map(|i| i.ip.as_str()).collect()).unwrap_or_default();
+        status.pod_ips.as_ref().map(|v| v.iter().map(|i| i.ip.as_str()).collect()).unwrap_or_default();
     // A host-network pod has the node's addresses; a leftover annotation is not one of them.
-    let annotation =
-        if spec.and_then(|s| s.host_network) == Some(true) { None } else { p.annotations().get(ANNOT_POD_IPS) };
-    let ips = pod_addresses(&status_ips, status.and_then(|s| s.pod_ip.as_deref()), annotation.map(String::as_str));
-    let ready_condition = ready_condition(p);
-    let ready = ready_condition.is_some();
+    let annotation = if spec.host_network == Some(true) { None } else { meta.annotations.pod_ips.as_deref() };
+    let ips = pod_addresses(&status_ips, status.pod_ip.as_deref(), annotation);
+    let ready_condition = status.conditions.iter().flatten().find(|c| c.type_ == "Ready" && c.status == "True");
     // Creation to Ready: how long one replacement takes on this cluster.
-    let ready_after =
-        match (ready_condition.and_then(|c| c.last_transition_time.as_ref()), &p.metadata.creation_timestamp) {
-            (Some(r), Some(c)) => Some(r.0.duration_since(c.0).as_secs_f64() as f32).filter(|s| *s >= 0.0),
-            _ => None,
-        };
+    let ready_after = match (ready_condition.and_then(|c| c.last_transition_time.as_ref()), &meta.creation_timestamp) {
+        (Some(r), Some(c)) => Some(r.0.duration_since(c.0).as_secs_f64() as f32).filter(|s| *s >= 0.0),
+        _ => None,
+    };
+    let controller =
+        meta.owner_references.iter().find(|o| o.controller == Some(true)).or(meta.owner_references.first());
     PodInfo {
-        namespace: p.namespace().unwrap_or_default(),
-        name: p.name_any(),
-        uid: p.uid().unwrap_or_default(),
-        node: spec.and_then(|s| s.node_name.clone()),
+        namespace: meta.namespace.clone(),
+        name: meta.name.clone(),
+        uid: meta.uid.clone(),
+        node: spec.node_name.clone(),
         ips,
-        phase: status.and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into()),
-        host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
-        ready,
-        terminating: p.metadata.deletion_timestamp.is_some(),
-        owner: owner_of(p),
-        pins: pins_from(p.annotations()),
-        container_id: p.annotations().get("cni.projectcalico.org/containerID").cloned(),
+        phase: status.phase.clone().unwrap_or_else(|| "Pending".into()),
+        host_network: spec.host_network.unwrap_or(false),
+        ready: ready_condition.is_some(),
+        terminating: meta.deletion_timestamp.is_some(),
+        owner: classify_owner(
+            &meta.namespace,
+            &meta.name,
+            meta.annotations.mirror.is_some(),
+            meta.labels.pod_template_hash.as_deref(),
+            controller.map(|o| (o.kind.as_str(), o.name.as_str())),
+        ),
+        pins: pins_from(&meta.annotations.pool_annotations()),
+        container_id: meta.annotations.container_id.clone(),
         ready_after,
     }
 }
@@ -129,33 +132,42 @@ pub fn pod_info(p: &Pod) -> PodInfo {
 /// belongs to that Deployment; reading the label avoids listing every
 /// ReplicaSet in the cluster.
 pub fn owner_of(p: &Pod) -> Owner {
-    let ns = p.namespace().unwrap_or_default();
+    let refs = p.owner_references();
+    let controller = refs.iter().find(|o| o.controller == Some(true)).or(refs.first());
+    classify_owner(
+        &p.namespace().unwrap_or_default(),
+        &p.name_any(),
+        p.annotations().contains_key("kubernetes.io/config.mirror"),
+        p.labels().get("pod-template-hash").map(String::as_str),
+        controller.map(|o| (o.kind.as_str(), o.name.as_str())),
+    )
+}
+
+/// The owner from a pod's namespace, name, mirror annotation, template hash
+/// label and controller reference (kind, name).
+fn classify_owner(ns: &str, pod: &str, mirror: bool, hash: Option<&str>, controller: Option<(&str, &str)>) -> Owner {
     let mk = |kind, name: &str, other: Option<&str>| Owner {
         kind,
         other_kind: other.map(str::to_string),
-        namespace: ns.clone(),
+        namespace: ns.to_string(),
         name: name.to_string(),
     };
-    if p.annotations().contains_key("kubernetes.io/config.mirror") {
-        return mk(OwnerKind::Static, &p.name_any(), None);
+    if mirror {
+        return mk(OwnerKind::Static, pod, None);
     }
-    let Some(ctl) = p.owner_references().iter().find(|o| o.controller == Some(true)).or(p.owner_references().first())
-    else {
-        return mk(OwnerKind::Bare, &p.name_any(), None);
+    let Some((kind, name)) = controller else {
+        return mk(OwnerKind::Bare, pod, None);
     };
-    match ctl.kind.as_str() {
-        "ReplicaSet" => {
-            let hash = p.labels().get("pod-template-hash");
-            match hash.and_then(|h| ctl.name.strip_suffix(&format!("-{h}"))) {
-                Some(deploy) => mk(OwnerKind::Deployment, deploy, None),
-                None => mk(OwnerKind::ReplicaSet, &ctl.name, None),
-            }
-        }
-        "StatefulSet" => mk(OwnerKind::StatefulSet, &ctl.name, None),
-        "DaemonSet" => mk(OwnerKind::DaemonSet, &ctl.name, None),
-        "Job" => mk(OwnerKind::Job, &ctl.name, None),
-        "Node" => mk(OwnerKind::Static, &p.name_any(), None),
-        other => mk(OwnerKind::Other, &ctl.name, Some(other)),
+    match kind {
+        "ReplicaSet" => match hash.and_then(|h| name.strip_suffix(&format!("-{h}"))) {
+            Some(deploy) => mk(OwnerKind::Deployment, deploy, None),
+            None => mk(OwnerKind::ReplicaSet, name, None),
+        },
+        "StatefulSet" => mk(OwnerKind::StatefulSet, name, None),
+        "DaemonSet" => mk(OwnerKind::DaemonSet, name, None),
+        "Job" => mk(OwnerKind::Job, name, None),
+        "Node" => mk(OwnerKind::Static, pod, None),
+        other => mk(OwnerKind::Other, name, Some(other)),
     }
 }
 
@@ -312,12 +324,13 @@ mod tests {
 
     #[test]
     fn deployment_owner_from_pod_template_hash() {
-        let p: Pod = serde_json::from_value(json!({"metadata":{"name":"web-7d9f-abcde","namespace":"shop","labels":{"pod-template-hash":"7d9f"},
+        let v = json!({"metadata":{"name":"web-7d9f-abcde","namespace":"shop","labels":{"pod-template-hash":"7d9f"},
             "ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"web-7d9f","uid":"u","controller":true}]},
             "spec":{"containers":[],"nodeName":"n1"},"status":{"phase":"Running","podIPs":[{"ip":"192.168.0.4"}],
-            "conditions":[{"type":"Ready","status":"True"}]}}))
-        .unwrap();
-        let info = pod_info(&p);
+            "conditions":[{"type":"Ready","status":"True"}]}});
+        let info = pod_info(&serde_json::from_value(v.clone()).unwrap());
+        let p: Pod = serde_json::from_value(v).unwrap();
+        assert_eq!(owner_of(&p), info.owner, "the full Pod and the lite object give one owner");
         assert_eq!(info.owner.kind, OwnerKind::Deployment);
         assert_eq!(info.owner.name, "web");
         assert!(info.ready);
@@ -326,7 +339,7 @@ mod tests {
 
     #[test]
     fn bare_and_pinned_pods() {
-        let p: Pod = serde_json::from_value(json!({"metadata":{"name":"debug","namespace":"shop",
+        let p: PodObject = serde_json::from_value(json!({"metadata":{"name":"debug","namespace":"shop",
             "annotations":{"cni.projectcalico.org/ipv4pools":"[\"default-ipv4-ippool\"]"}},"spec":{"containers":[]}}))
         .unwrap();
         let info = pod_info(&p);

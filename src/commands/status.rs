@@ -5,6 +5,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::cluster::calico::Calico;
+use crate::cluster::listing::Freshness;
 use crate::cluster::rules;
 use crate::cluster::snapshot::Snapshot;
 use crate::cluster::Cluster;
@@ -116,9 +117,9 @@ pub struct NodeRow {
 pub async fn run(kube: &KubeArgs, args: &StatusArgs) -> Result<u8> {
     let printer = Printer::new(args.output);
     let cluster = Cluster::connect(&kube.connect_options()).await?;
-    let calico = Calico::detect(&cluster).await?;
-    let (snap, rule_objects) =
-        tokio::try_join!(Snapshot::read_with(&cluster, calico.clone(), false), rules::read(&cluster, &calico))?;
+    // A display: the watch cache's view is as good as a consistent read.
+    let snap = Snapshot::detect_and_read(&cluster, false, Freshness::Cached).await?;
+    let rule_objects = rules::read(&cluster, &snap.calico).await?;
     for u in &rule_objects.unreadable {
         printer.warn(format!("could not check {u} for rules naming retiring pools"));
     }

@@ -6,7 +6,7 @@
 use clap::Args;
 use serde::Serialize;
 
-use crate::cluster::calico::Calico;
+use crate::cluster::listing::Freshness;
 use crate::cluster::probe::{self, ProbeOptions};
 use crate::cluster::snapshot::Snapshot;
 use crate::cluster::testpods::TEST_POD_IMAGE;
@@ -119,17 +119,17 @@ pub async fn run(kube: &KubeArgs, args: &VerifyArgs) -> Result<u8> {
         .transpose()
         .map_err(|e| Error::Usage(format!("--from-cidr: {e}")))?;
     let cluster = Cluster::connect(&kube.connect_options()).await?;
-    let calico = Calico::detect(&cluster).await?;
 
     // IPAM is cluster-wide: read every pod; `-n` narrows only the pod checks.
     let mut everywhere = cluster.clone();
     everywhere.namespace = None;
-    let (snap, templates, failures, rule_objects) = tokio::try_join!(
-        Snapshot::read(&everywhere, calico.clone()),
+    let (snap, templates, failures) = tokio::try_join!(
+        // A check of the present state, not a plan: the watch cache will do.
+        Snapshot::detect_and_read(&everywhere, true, Freshness::Cached),
         templates::list_pinned_templates(&cluster),
         events::list_sandbox_failures(&cluster),
-        rules::read(&everywhere, &calico),
     )?;
+    let rule_objects = rules::read(&everywhere, &snap.calico).await?;
     for u in &rule_objects.unreadable {
         printer.warn(format!("could not check {u} for rules naming retired pools"));
     }

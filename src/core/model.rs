@@ -340,8 +340,6 @@ pub struct Affinity {
 pub struct Handle {
     pub name: String,
     pub handle_id: String,
-    /// block CIDR -> number of addresses held there
-    pub blocks: BTreeMap<String, u64>,
     pub deleted: bool,
 }
 

@@ -27,7 +27,7 @@ sha="$(sha256sum "$archive" | cut -d' ' -f1)"
 
 sed -i -E \
   -e "s|^(  version: ).*|\1${version}|" \
-  -e "s|^(    sha256: ).*|\1${sha}|" \
+  -e "s|^(    sha256: ).*|\1\"${sha}\"|" \
   -e "s|(releases/download/)v[^/]+/kubectl-ippool_v[^_]+_|\1${version}/kubectl-ippool_${version}_|" \
   "$manifest"
 echo "dist: $archive"

@@ -1,14 +1,74 @@
-//! The krew manifest passes krew's own rules, and the archive `make dist`
-//! builds installs the way krew installs it: checksum, extract, LICENSE,
-//! `kubectl-<name>` link on PATH; then a real kubectl runs `kubectl ippool
-//! status` through it against the local cluster.
+//! The krew manifest passes krew's own rules, read the way krew reads it
+//! (YAML 1.1 to JSON with sigs.k8s.io/yaml, then a typed decode), and the
+//! archive `make dist` builds installs the way krew installs it: checksum,
+//! extract, LICENSE, `kubectl-<name>` link on PATH; then a real kubectl runs
+//! `kubectl ippool status` through it against the local cluster.
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
 
+use serde::Deserialize;
 use serde_json::Value;
+
+/// krew's manifest types (pkg/index/types.go) as Rust types: a field whose
+/// YAML reads as another type (an unquoted all-digit sha256 is a number in
+/// YAML 1.1) fails to decode here as it fails in krew's json.Decode.
+/// Unknown fields are refused too, which catches misspelt keys krew would
+/// silently drop.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Plugin {
+    api_version: String,
+    kind: String,
+    metadata: Metadata,
+    spec: PluginSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Metadata {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PluginSpec {
+    version: String,
+    short_description: String,
+    description: String,
+    #[serde(default)]
+    caveats: Option<String>,
+    homepage: String,
+    platforms: Vec<Platform>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Platform {
+    uri: String,
+    sha256: String,
+    selector: Selector,
+    #[serde(default)]
+    files: Option<Vec<FileOperation>>,
+    #[serde(default)]
+    license: Option<String>,
+    bin: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Selector {
+    match_labels: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileOperation {
+    from: String,
+    to: String,
+}
 
 /// krew's validation rules (validate.go, validate-krew-manifest), returning
 /// every violation.
@@ -64,9 +124,38 @@ fn krew_violations(file: &Path, m: &Value) -> Vec<String> {
     errs
 }
 
+/// YAML to JSON as krew's yaml.ToJSON does it: `tools/yaml2json`, a few
+/// lines of Go around sigs.k8s.io/yaml (from the kubesim module cache).
+fn krew_json(yaml: &str) -> Value {
+    use std::io::Write;
+    let mut child = Command::new("go")
+        .args(["run", "."])
+        .current_dir(common::repo_root().join("tools/yaml2json"))
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=readonly")
+        .env("GOSUMDB", "off")
+        .env("PATH", format!("/usr/local/go/bin:{}", std::env::var("PATH").unwrap_or_default()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("go (needed for tools/yaml2json; it builds kubesim too)");
+    child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "yaml2json: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The manifest as krew sees it: JSON from krew's YAML reading, which must
+/// also decode into krew's typed Plugin.
+fn decode(yaml: &str) -> Result<Value, String> {
+    let json = krew_json(yaml);
+    serde_json::from_value::<Plugin>(json.clone()).map_err(|e| format!("krew cannot decode the manifest: {e}"))?;
+    Ok(json)
+}
+
 fn load(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml_ng::from_str(&text).unwrap()
+    decode(&std::fs::read_to_string(path).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn sha256(path: &Path) -> String {
@@ -87,6 +176,17 @@ fn committed_manifest_follows_krew_rules() {
         &Value::String(format!("v{}", env!("CARGO_PKG_VERSION"))),
         "plugin.yaml version must match Cargo.toml"
     );
+}
+
+#[test]
+fn an_unquoted_sha256_is_refused_as_krew_refuses_it() {
+    let text = std::fs::read_to_string(common::repo_root().join("plugin.yaml")).unwrap();
+    let quoted = text.lines().find(|l| l.trim_start().starts_with("sha256:")).unwrap().to_string();
+    for bare in ["0".repeat(64), format!("{}e100", "1".repeat(60))] {
+        let unquoted = text.replace(&quoted, &format!("    sha256: {bare}"));
+        let err = decode(&unquoted).expect_err("an all-digit (or digits-e-digits) sha256 is a number to krew");
+        assert!(err.contains("sha256") || err.contains("expected a string"), "{err}");
+    }
 }
 
 #[test]

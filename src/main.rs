@@ -57,7 +57,7 @@ fn init_logging(verbosity: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("kubectl_ippool={level},kube={kube_level}")));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let ansi = output::stderr_colour();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -165,3 +165,37 @@ fn dropped_connection_is_retried() {
     assert_eq!(accepted.load(Ordering::SeqCst), n, "one connection per attempt: {text}");
     assert_eq!(text.matches("(connection lost)").count(), n - 1, "{text}");
 }
+
+/// stderr of `kubectl-ippool -v=6 status` against a closed port, run on a
+/// pseudo-terminal (`script`) or not, with NO_COLOR set or not: its log
+/// lines are the coloured output.
+fn log_output(on_terminal: bool, no_color: Option<&str>) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = kubeconfig(dir.path(), "https://127.0.0.1:1");
+    let bin = assert_cmd::cargo::cargo_bin("kubectl-ippool");
+    let line = format!("{} -v=6 status --kubeconfig {} --request-timeout 2s", bin.display(), cfg.display());
+    let mut cmd = if on_terminal {
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &line, "/dev/null"]);
+        c
+    } else {
+        let mut c = std::process::Command::new("sh");
+        c.args(["-c", &format!("{line} 2>&1")]);
+        c
+    };
+    cmd.env_remove("NO_COLOR").env_remove("RUST_LOG");
+    if let Some(v) = no_color {
+        cmd.env("NO_COLOR", v);
+    }
+    let out = cmd.output().expect("script (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("API request 1"), "no log line to judge by: {text}");
+    text
+}
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    assert!(log_output(true, None).contains('\x1b'), "a terminal gets colour");
+    assert!(!log_output(true, Some("1")).contains('\x1b'), "NO_COLOR=1 on a terminal: no colour");
+    assert!(!log_output(false, None).contains('\x1b'), "a pipe gets no colour");
+}

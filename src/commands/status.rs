@@ -31,6 +31,10 @@ pub struct StatusArgs {
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table, hide_default_value = true)]
     pub output: OutputFormat,
 
+    /// Print tables without their header line.
+    #[arg(long)]
+    pub no_headers: bool,
+
     /// Show one pool and list its pods by owner.
     #[arg(long, value_name = "NAME")]
     pub pool: Option<String>,
@@ -111,7 +115,7 @@ pub struct NodeRow {
 }
 
 pub async fn run(kube: &KubeArgs, args: &StatusArgs) -> Result<u8> {
-    let printer = Printer::new(args.output);
+    let printer = Printer::new(args.output).no_headers(args.no_headers);
     let cluster = Cluster::connect(&kube.connect_options()).await?;
     let calico = Calico::detect(&cluster).await?;
     let snap = Snapshot::read_with(&cluster, calico, false).await?;

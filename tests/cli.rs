@@ -199,3 +199,50 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     assert!(!log_output(true, Some("1")).contains('\x1b'), "NO_COLOR=1 on a terminal: no colour");
     assert!(!log_output(false, None).contains('\x1b'), "a pipe gets no colour");
 }
+
+/// COMPREPLY of the standalone bash script for a command line whose last
+/// word is being completed.
+fn bash_complete(line: &[&str]) -> String {
+    let bin = assert_cmd::cargo::cargo_bin("kubectl-ippool");
+    let script = std::process::Command::new(&bin).args(["completion", "bash"]).output().unwrap();
+    assert!(script.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.bash");
+    std::fs::write(&path, &script.stdout).unwrap();
+    let words: Vec<String> = line.iter().map(|w| format!("'{w}'")).collect();
+    let cword = line.len() - 1;
+    let prev = if cword > 0 { line[cword - 1] } else { "" };
+    let prog = format!(
+        "source {}; COMP_WORDS=({}); COMP_CWORD={cword}; _kubectl__ippool kubectl-ippool '{}' '{prev}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        path.display(),
+        words.join(" "),
+        line[cword]
+    );
+    let out = std::process::Command::new("bash").args(["-c", &prog]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn standalone_completion_scripts() {
+    assert_eq!(bash_complete(&["kubectl-ippool", "mig"]), "migrate\n");
+    assert_eq!(bash_complete(&["kubectl-ippool", "migrate", "--st"]), "--strategy\n");
+    assert_eq!(bash_complete(&["kubectl-ippool", "status", "-o", ""]), "wide\njson\nyaml\n");
+    for shell in ["zsh", "fish"] {
+        let out = ippool().args(["completion", shell]).assert().success().get_output().stdout.clone();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("kubectl-ippool") && text.contains("migrate"), "{shell}: {text}");
+    }
+}
+
+#[test]
+fn completion_without_a_shell_prints_the_kubectl_helper_and_its_install() {
+    let out = ippool().arg("completion").assert().success().get_output().clone();
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(script.starts_with("#!/bin/sh\n") && script.contains("exec kubectl-ippool __complete \"$@\""), "{script}");
+    let note = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        note.contains("kubectl ippool completion > \"${KREW_ROOT:-$HOME/.krew}/bin/kubectl_complete-ippool\""),
+        "{note}"
+    );
+}

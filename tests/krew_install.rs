@@ -17,6 +17,8 @@ use serde_json::Value;
 /// YAML 1.1) fails to decode here as it fails in krew's json.Decode.
 /// Unknown fields are refused too, which catches misspelt keys krew would
 /// silently drop.
+// Decoded for the types alone; the checks read the JSON.
+#[allow(dead_code)]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Plugin {
@@ -26,12 +28,15 @@ struct Plugin {
     spec: PluginSpec,
 }
 
+#[allow(dead_code)]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Metadata {
     name: String,
 }
 
+// Decoded for the types alone; the checks read the JSON.
+#[allow(dead_code)]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PluginSpec {
@@ -44,6 +49,7 @@ struct PluginSpec {
     platforms: Vec<Platform>,
 }
 
+#[allow(dead_code)]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Platform {
@@ -57,12 +63,15 @@ struct Platform {
     bin: String,
 }
 
+// Decoded for the types alone; the checks read the JSON.
+#[allow(dead_code)]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Selector {
     match_labels: std::collections::BTreeMap<String, String>,
 }
 
+#[allow(dead_code)]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileOperation {
@@ -194,12 +203,17 @@ fn dist_archive_installs_like_krew_and_runs_through_kubectl() {
     let tmp = tempfile::tempdir().unwrap();
     let manifest = tmp.path().join("ippool.yaml");
     std::fs::copy(common::repo_root().join("plugin.yaml"), &manifest).unwrap();
-    let st = Command::new(common::repo_root().join("scripts/dist.sh"))
-        .env("DIST_PROFILE", "dev")
-        .env("DIST_DIR", tmp.path())
-        .env("DIST_MANIFEST", &manifest)
-        .status()
-        .unwrap();
+    let mut dist = Command::new(common::repo_root().join("scripts/dist.sh"));
+    // The variables cargo sets for a test process would make the nested
+    // cargo build (and the next cargo test) rebuild half the dependencies.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_") && k != "CARGO_TARGET_DIR" && k != "CARGO_HOME" {
+            dist.env_remove(&*k);
+        }
+    }
+    let st =
+        dist.env("DIST_PROFILE", "dev").env("DIST_DIR", tmp.path()).env("DIST_MANIFEST", &manifest).status().unwrap();
     assert!(st.success(), "scripts/dist.sh failed");
 
     let m = load(&manifest);
@@ -211,12 +225,21 @@ fn dist_archive_installs_like_krew_and_runs_through_kubectl() {
     assert!(archive.exists(), "archive {} named by the uri was not built", archive.display());
     assert_eq!(sha256(&archive), platform["sha256"].as_str().unwrap(), "manifest sha256 does not match the archive");
 
-    // Install as krew does: extract into store/<name>/<version>, check for a
-    // LICENSE, link bin as kubectl-<name> into krew's bin dir.
+    // Install as krew does: extract, apply the `files` operations into
+    // store/<name>/<version>, check for a LICENSE, link bin as
+    // kubectl-<name> into krew's bin dir.
     let version = m["spec"]["version"].as_str().unwrap();
+    let unpacked = tmp.path().join("unpacked");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    assert!(Command::new("tar").arg("-xzf").arg(&archive).arg("-C").arg(&unpacked).status().unwrap().success());
     let store = tmp.path().join("krew/store/ippool").join(version);
     std::fs::create_dir_all(&store).unwrap();
-    assert!(Command::new("tar").arg("-xzf").arg(&archive).arg("-C").arg(&store).status().unwrap().success());
+    for op in platform["files"].as_array().expect("files operations") {
+        let from = unpacked.join(op["from"].as_str().unwrap());
+        let to = store.join(op["to"].as_str().unwrap()).join(from.file_name().unwrap());
+        assert!(from.exists(), "files: {} is not in the archive", from.display());
+        std::fs::rename(&from, &to).unwrap();
+    }
     let has_license = std::fs::read_dir(&store)
         .unwrap()
         .any(|e| e.unwrap().file_name().to_string_lossy().to_lowercase().starts_with("license"));
@@ -241,4 +264,45 @@ fn dist_archive_installs_like_krew_and_runs_through_kubectl() {
     let plugins =
         Command::new(common::kubesim_bin("kubectl")).env("PATH", &path).args(["plugin", "list"]).output().unwrap();
     assert!(String::from_utf8_lossy(&plugins.stdout).contains("kubectl-ippool"));
+
+    // Completion through kubectl: install the helper with the line `kubectl
+    // ippool completion` prints (krew does not link it), then ask kubectl.
+    let out = Command::new(common::kubesim_bin("kubectl"))
+        .env("PATH", &path)
+        .args(["ippool", "completion"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let shipped = std::fs::read(store.join("kubectl_complete-ippool")).unwrap();
+    assert_eq!(out.stdout, shipped, "the archive's helper is the one the binary prints");
+    let install = String::from_utf8_lossy(&out.stderr).lines().last().unwrap().to_string();
+    let st = Command::new("sh")
+        .args(["-c", &format!("kubectl() {{ \"{}\" \"$@\"; }}; {install}", common::kubesim_bin("kubectl").display())])
+        .env("PATH", &path)
+        .env("KREW_ROOT", tmp.path().join("krew"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "install line failed: {install}");
+    let complete = |words: &[&str]| {
+        let out = Command::new(common::kubesim_bin("kubectl"))
+            .env("PATH", &path)
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .arg("__complete")
+            .arg("ippool")
+            .args(words)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let values: Vec<String> = text.lines().map(|l| l.split('\t').next().unwrap().to_string()).collect();
+        (values, text)
+    };
+    let (values, text) = complete(&["mig"]);
+    assert_eq!(values, ["migrate", ":4"], "{text}");
+    let (values, text) = complete(&["migrate", "--from", ""]);
+    assert_eq!(values, ["default-ipv4-ippool", ":4"], "{text}");
+    let (values, text) = complete(&["verify", "--to=def"]);
+    assert_eq!(values, ["--to=default-ipv4-ippool", ":4"], "{text}");
+    let (values, text) = complete(&["status", "--no-h"]);
+    assert_eq!(values, ["--no-headers", ":4"], "{text}");
 }

@@ -116,6 +116,29 @@ async fn from_kubeconfig(args: &ConnectOptions) -> Result<(Config, String, Strin
     Ok((config, context, cluster_name))
 }
 
+/// Which names of a kubeconfig to list.
+#[derive(Debug, Clone, Copy)]
+pub enum EntryKind {
+    Context,
+    Cluster,
+    User,
+}
+
+/// The context, cluster or user names of the kubeconfig kubectl would read
+/// (`--kubeconfig`, else $KUBECONFIG, else ~/.kube/config); none if unreadable.
+pub fn entry_names(path: Option<&Path>, kind: EntryKind) -> Vec<String> {
+    let config = match path {
+        Some(p) => Kubeconfig::read_from(p),
+        None => Kubeconfig::read(),
+    };
+    let Ok(config) = config else { return Vec::new() };
+    match kind {
+        EntryKind::Context => config.contexts.into_iter().map(|c| c.name).collect(),
+        EntryKind::Cluster => config.clusters.into_iter().map(|c| c.name).collect(),
+        EntryKind::User => config.auth_infos.into_iter().map(|a| a.name).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,7 +36,7 @@ pub struct StatusArgs {
     pub no_headers: bool,
 
     /// Show one pool and list its pods by owner.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "POOL")]
     pub pool: Option<String>,
 
     /// Show IPAM block usage per node.

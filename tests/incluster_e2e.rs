@@ -4,7 +4,8 @@
 //! private mount namespace (`unshare -m`, so needs root) binds a directory
 //! holding a TokenRequest token of the ServiceAccount deploy/job.yaml
 //! creates (bound to deploy/rbac.yaml's ippool-migrator) over that path,
-//! and `status` and a whole migration run on it against the local cluster.
+//! and `status` and a whole migration run on it against the local cluster,
+//! while `status --watch` follows that migration from "another terminal".
 
 mod common;
 
@@ -123,6 +124,18 @@ fn status_and_a_migration_run_on_the_pods_service_account() {
     assert!(text(&out.stderr).contains("--context names a kubeconfig entry"), "{}", text(&out.stderr));
 
     c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+    // Another terminal, with the admin kubeconfig: started before the
+    // migration, it waits for one and follows it to its end.
+    let watcher = std::process::Command::new(ippool_bin())
+        .args(["status", "--watch"])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let watcher = WaitOutput::start(watcher);
+    std::thread::sleep(std::time::Duration::from_secs(2));
     let out = pod.run(&[
         "migrate",
         "--from",
@@ -143,4 +156,50 @@ fn status_and_a_migration_run_on_the_pods_service_account() {
     let names: Vec<&str> = report["pools"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
     assert!(!names.contains(&"default-ipv4-ippool"), "old pool still there: {names:?}");
     c.assert_ipam_clean();
+
+    let watched = watcher.finish(std::time::Duration::from_secs(60));
+    let (stdout, stderr) = (text(&watched.stdout), text(&watched.stderr));
+    assert_eq!(watched.status.code(), Some(0), "status --watch: {stdout}{stderr}");
+    assert!(stderr.contains("waiting for one to start"), "{stderr}");
+    assert!(stderr.contains("Migration default-ipv4-ippool -> 10.0.0.0-16"), "{stderr}");
+    let mut lines = stdout.lines();
+    assert!(lines.next().unwrap().starts_with("PHASE"), "{stdout}");
+    let phases: Vec<&str> = lines.map(|l| l.split_whitespace().next().unwrap()).collect();
+    let mut distinct = phases.clone();
+    distinct.dedup();
+    // A watch sees every write of the record: every phase, in order.
+    assert_eq!(
+        distinct,
+        ["Started", "TargetReady", "SourceDisabled", "CanaryPassed", "MovingPods", "Draining", "SourceDeleted", "Done"],
+        "{stdout}"
+    );
+    let last = stdout.lines().last().unwrap();
+    let moved = last.split_whitespace().nth(1).unwrap();
+    let (done, total) = moved.split_once('/').unwrap();
+    assert_eq!(done, total, "{last}");
+}
+
+/// A child process whose output is read on a thread, with a deadline.
+struct WaitOutput(std::sync::mpsc::Receiver<Output>, u32);
+
+impl WaitOutput {
+    fn start(child: std::process::Child) -> WaitOutput {
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output().unwrap());
+        });
+        WaitOutput(rx, pid)
+    }
+
+    fn finish(self, limit: std::time::Duration) -> Output {
+        match self.0.recv_timeout(limit) {
+            Ok(out) => out,
+            Err(_) => {
+                let _ = Command::new("kill").arg(self.1.to_string()).status();
+                let out = self.0.recv().unwrap();
+                panic!("status --watch still running after {limit:?}: {}{}", text(&out.stdout), text(&out.stderr));
+            }
+        }
+    }
 }

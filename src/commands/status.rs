@@ -5,13 +5,14 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::cluster::calico::Calico;
+use crate::cluster::record;
 use crate::cluster::snapshot::Snapshot;
 use crate::cluster::Cluster;
 use crate::commands::flags::KubeArgs;
 use crate::core::findings::{self, Finding};
 use crate::core::inventory::{Inventory, NodeBlocks};
 use crate::core::model::{ClusterNetworks, ManagedBy, Owner};
-use crate::core::state::MigrationState;
+use crate::core::state::{Follow, FollowStep, MigrationState, Phase};
 use crate::error::{Error, Result};
 use crate::output::OutputFormat;
 use crate::output::{used_of, Printer};
@@ -22,6 +23,7 @@ Examples:
   kubectl ippool status -o wide
   kubectl ippool status --pool default-ipv4-ippool      # its pods, by owner
   kubectl ippool status --nodes                         # block usage per node
+  kubectl ippool status --watch                         # follow a migration run elsewhere until it ends
   kubectl ippool status -o json | jq '.pools[] | {name, pods}'";
 
 #[derive(Debug, Args)]
@@ -42,6 +44,12 @@ pub struct StatusArgs {
     /// Show IPAM block usage per node.
     #[arg(long)]
     pub nodes: bool,
+
+    /// Follow the migration in progress (or the next one to start) from its
+    /// record in the cluster: phase, pods moved, failures, until it ends.
+    /// Exit 0 when it is Done, 1 when it was rolled back.
+    #[arg(short = 'w', long, conflicts_with_all = ["pool", "nodes"])]
+    pub watch: bool,
 }
 
 /// The JSON/YAML document of `status` (schema documented in the README).
@@ -117,6 +125,9 @@ pub struct NodeRow {
 pub async fn run(kube: &KubeArgs, args: &StatusArgs) -> Result<u8> {
     let printer = Printer::new(args.output).no_headers(args.no_headers);
     let cluster = Cluster::connect(&kube.connect_options()).await?;
+    if args.watch {
+        return watch(&cluster, &printer).await;
+    }
     let calico = Calico::detect(&cluster).await?;
     let snap = Snapshot::read_with(&cluster, calico, false).await?;
     let report = build_report(&cluster.context, snap, args)?;
@@ -126,6 +137,67 @@ pub async fn run(kube: &KubeArgs, args: &StatusArgs) -> Result<u8> {
         render(&printer, &report)?;
     }
     Ok(0)
+}
+
+/// `status --watch`: one line (or document) per change of the migration
+/// record, new failures as warnings, until the migration ends.
+async fn watch(cluster: &Cluster, printer: &Printer) -> Result<u8> {
+    let mut follow = Follow::default();
+    let mut outcome = Ok(());
+    let mut rolled_back = false;
+    record::follow_state(cluster, |state| {
+        let step = follow.observe(state.as_ref());
+        let (first, new_failures, ended) = match step {
+            FollowStep::Nothing => return false,
+            FollowStep::Waiting => {
+                printer.note("No migration in progress; waiting for one to start (Ctrl-C to stop).");
+                return false;
+            }
+            FollowStep::Progress { first, new_failures } => (first, new_failures, false),
+            FollowStep::Ended { first, new_failures } => (first, new_failures, true),
+        };
+        let Some(m) = state else { return false };
+        if first {
+            printer.note(format!(
+                "Migration {} -> {}, started {} by {}:",
+                m.from_pool, m.to_pool, m.started_at, m.started_by
+            ));
+        }
+        outcome = watch_line(printer, &m, first);
+        for f in &new_failures {
+            printer.warn(format!("could not move {f}"));
+        }
+        rolled_back = m.phase == Phase::RolledBack;
+        ended || outcome.is_err()
+    })
+    .await?;
+    outcome?;
+    Ok(if rolled_back { 1 } else { 0 })
+}
+
+fn watch_line(printer: &Printer, m: &MigrationState, first: bool) -> Result<()> {
+    match printer.format {
+        OutputFormat::Json => printer.data(m),
+        OutputFormat::Yaml => printer.stdout("---\n").and_then(|()| printer.data(m)),
+        OutputFormat::Table | OutputFormat::Wide => {
+            let mut text = String::new();
+            if first && printer.headers {
+                text += &watch_row("PHASE", "MOVED", "FAILED", "UPDATED");
+            }
+            text += &watch_row(
+                m.phase.as_str(),
+                &format!("{}/{}", m.pods_moved, m.total),
+                &m.failed.len().to_string(),
+                &m.updated_at,
+            );
+            printer.stdout(&text)
+        }
+    }
+}
+
+/// Fixed columns: the rows arrive one by one, so widths cannot follow them.
+fn watch_row(phase: &str, moved: &str, failed: &str, updated: &str) -> String {
+    format!("{phase:<16}{moved:<11}{failed:<9}{updated}\n")
 }
 
 /// Everything `status` shows, computed from a snapshot (pure).
@@ -155,7 +227,7 @@ pub fn build_report(context: &str, snap: Snapshot, args: &StatusArgs) -> Result<
             findings::Severity::Warn,
             format!(
                 "a migration from {} to {} is in progress: phase {}, {}/{} moved, {} failed (started {} by {}); run the same migrate command to finish it",
-                m.from_pool, m.to_pool, m.phase.as_str(), m.done.len(), m.total, m.failed.len(), m.started_at, m.started_by
+                m.from_pool, m.to_pool, m.phase.as_str(), m.pods_moved, m.total, m.failed.len(), m.started_at, m.started_by
             ),
             vec![format!("IPPool {}", m.from_pool), format!("IPPool {}", m.to_pool)],
         ));
@@ -321,7 +393,7 @@ pub fn render(printer: &Printer, r: &StatusReport) -> Result<()> {
                 m.from_pool,
                 m.to_pool,
                 m.phase.as_str(),
-                m.done.len(),
+                m.pods_moved,
                 m.total,
                 m.failed.len()
             ));

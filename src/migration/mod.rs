@@ -310,6 +310,7 @@ fn new_record(plan: &Plan, lease: &LeaseGuard, original: Option<DynamicObject>) 
         started_by: lease.identity().to_string(),
         original_from_pool: original.and_then(|o| serde_json::to_value(o).ok()).unwrap_or(Value::Null),
         total: plan.pod_count(),
+        pods_moved: 0,
         done: vec![],
         failed: vec![],
     }
@@ -360,6 +361,7 @@ mod tests {
             started_by: "me@host:1".into(),
             original_from_pool: Value::Null,
             total: 3,
+            pods_moved: 0,
             done: vec![],
             failed: vec![],
         }

@@ -199,7 +199,7 @@ pub fn pool_checks(input: &VerifyInput) -> Vec<Check> {
                 m.from_pool,
                 m.to_pool,
                 m.phase.as_str(),
-                m.done.len(),
+                m.pods_moved,
                 m.total,
                 m.failed.len(),
                 m.started_at,
@@ -309,6 +309,7 @@ mod tests {
             started_by: "me@host".into(),
             original_from_pool: serde_json::Value::Null,
             total: 4,
+            pods_moved: 1,
             done: vec!["Deployment shop/web".into()],
             failed: vec![],
         });

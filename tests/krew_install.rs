@@ -167,6 +167,23 @@ fn load(path: &Path) -> Value {
     decode(&std::fs::read_to_string(path).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The newest glibc symbol version the dynamic symbol table asks for.
+fn newest_glibc(bin: &Path) -> (u32, u32) {
+    let out = Command::new("objdump").arg("-T").arg(bin).output().expect("objdump (binutils)");
+    assert!(out.status.success(), "objdump -T: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let versions: Vec<(u32, u32)> = text
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter_map(|w| w.strip_prefix("GLIBC_"))
+        .filter_map(|v| {
+            let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+            Some((parts.next()??, parts.next().flatten().unwrap_or(0)))
+        })
+        .collect();
+    assert!(!versions.is_empty(), "no GLIBC symbol versions in {}: {text}", bin.display());
+    versions.into_iter().max().unwrap()
+}
+
 fn sha256(path: &Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
@@ -246,6 +263,13 @@ fn dist_archive_installs_like_krew_and_runs_through_kubectl() {
     assert!(has_license, "krew requires a LICENSE file in the archive");
     let bin = store.join(platform["bin"].as_str().unwrap());
     assert!(bin.exists());
+    let newest = newest_glibc(&bin);
+    assert!(
+        newest <= (2, 17),
+        "the binary needs GLIBC_{}.{}: it would not start on RHEL 8 or Amazon Linux 2",
+        newest.0,
+        newest.1
+    );
     let bindir = tmp.path().join("krew/bin");
     std::fs::create_dir_all(&bindir).unwrap();
     std::os::unix::fs::symlink(&bin, bindir.join("kubectl-ippool")).unwrap();

@@ -5,15 +5,20 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export KUBESIM_DIR="${KUBESIM_DIR:-$root/.kubesim}"
-cargo build --release --locked 2>&1 | tail -1
-ippool="$root/target/release/kubectl-ippool"
+# cargo shows its own progress (a bar on a terminal, a line per crate
+# otherwise): a cold release build takes minutes on 2 cores.
+start=$(date +%s)
+echo "demo: building kubectl-ippool (release; a cold build takes a few minutes)..."
+cargo build --release --locked
+echo "demo: built in $(( $(date +%s) - start ))s"
+ippool="${CARGO_TARGET_DIR:-$root/target}/release/kubectl-ippool"
 kubectl="$root/target/kubesim/kubectl"
 scripts/cluster-down.sh >/dev/null 2>&1 || true
 scripts/cluster-up.sh --scenario seed
 trap 'scripts/cluster-down.sh >/dev/null 2>&1 || true' EXIT
 export KUBECONFIG="$KUBESIM_DIR/kubeconfig"
 # kubectl finds the plugin on PATH as `kubectl ippool`.
-export PATH="$root/target/release:$PATH"
+export PATH="${CARGO_TARGET_DIR:-$root/target}/release:$PATH"
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 

@@ -5,7 +5,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::flags::KubeArgs;
-use crate::commands::{migrate, status, verify};
+use crate::commands::{completion, migrate, status, verify};
 
 const ABOUT: &str =
     "Move the pods of a Kubernetes cluster from one Calico IP pool to another without an outage, and prove it.";
@@ -46,6 +46,8 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// Check that pod networking is clean: pools, pods and Calico IPAM (exit 0/1/2).
     Verify(verify::VerifyArgs),
+    /// Print the shell completion helper for `kubectl ippool`, or a script for bash, zsh or fish.
+    Completion(completion::CompletionArgs),
 }
 
 #[cfg(test)]

@@ -13,21 +13,29 @@ mod output;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(cli.verbosity);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    let result = runtime.block_on(async {
-        match &cli.command {
-            Command::Status(args) => commands::status::run(&cli.kube, args).await,
-            Command::Migrate(args) => commands::migrate::run(&cli.kube, args).await,
-            Command::Verify(args) => commands::verify::run(&cli.kube, args).await,
-        }
-    });
+    // cobra's completion protocol (kubectl_complete-ippool): the words are
+    // a partial command line, not ours to parse.
+    let result = if std::env::args_os().nth(1).is_some_and(|a| a == "__complete") {
+        let words: Vec<String> = std::env::args_os().skip(2).map(|a| a.to_string_lossy().into_owned()).collect();
+        runtime.block_on(commands::completion::complete(Cli::command(), &words))
+    } else {
+        let cli = Cli::parse();
+        init_logging(cli.verbosity);
+        runtime.block_on(async {
+            match &cli.command {
+                Command::Status(args) => commands::status::run(&cli.kube, args).await,
+                Command::Migrate(args) => commands::migrate::run(&cli.kube, args).await,
+                Command::Verify(args) => commands::verify::run(&cli.kube, args).await,
+                Command::Completion(args) => commands::completion::run(args, Cli::command()),
+            }
+        })
+    };
     // Drop the runtime without waiting on lingering watch tasks.
     runtime.shutdown_background();
     match result {
@@ -57,7 +65,7 @@ fn init_logging(verbosity: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("kubectl_ippool={level},kube={kube_level}")));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let ansi = output::stderr_colour();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

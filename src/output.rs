@@ -31,13 +31,26 @@ pub enum OutputFormat {
 
 pub struct Printer {
     pub format: OutputFormat,
+    /// Tables get their header line (off with --no-headers).
+    pub headers: bool,
     stderr_is_tty: bool,
     stdin_is_tty: bool,
 }
 
 impl Printer {
     pub fn new(format: OutputFormat) -> Printer {
-        Printer { format, stderr_is_tty: std::io::stderr().is_terminal(), stdin_is_tty: std::io::stdin().is_terminal() }
+        Printer {
+            format,
+            headers: true,
+            stderr_is_tty: std::io::stderr().is_terminal(),
+            stdin_is_tty: std::io::stdin().is_terminal(),
+        }
+    }
+
+    /// kubectl's `--no-headers`: tables without their header line.
+    pub fn no_headers(mut self, no_headers: bool) -> Printer {
+        self.headers = !no_headers;
+        self
     }
 
     pub fn is_machine_readable(&self) -> bool {
@@ -76,7 +89,7 @@ impl Printer {
     /// Print a kubectl-style table (no borders, upper-case headers, columns
     /// three spaces apart) to stdout.
     pub fn table(&self, headers: &[&str], rows: Vec<Vec<String>>) -> Result<()> {
-        self.stdout(&render_table(headers, rows))
+        self.stdout(&render_rows(headers, rows, self.headers))
     }
 
     /// A line for a person, on stderr.
@@ -144,6 +157,12 @@ impl Progress for Printer {
 
 /// Render rows the way kubectl does (`NAME   CIDR   ...`).
 pub fn render_table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    render_rows(headers, rows, true)
+}
+
+/// Rows aligned as with their headers, printing the header line or not
+/// (`--no-headers` keeps the columns where they would be).
+pub fn render_rows(headers: &[&str], rows: Vec<Vec<String>>, with_headers: bool) -> String {
     let mut t = Table::new();
     t.set_format(
         FormatBuilder::new()
@@ -160,9 +179,9 @@ pub fn render_table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let _ = t.print(&mut buf);
     let text = String::from_utf8_lossy(&buf);
     let mut out = String::new();
-    for line in text.lines() {
+    for (i, line) in text.lines().enumerate() {
         // prettytable draws an empty separator line under the titles; drop it.
-        if line.trim().is_empty() {
+        if line.trim().is_empty() || (i == 0 && !with_headers) {
             continue;
         }
         out.push_str(line.trim_end());
@@ -187,6 +206,17 @@ fn readable_count(n: u128) -> String {
     let exp = n.ilog10();
     let mantissa = n as f64 / 10f64.powi(exp as i32);
     format!("{:.1}e{exp}", mantissa)
+}
+
+/// Whether to colour what goes to a stream: only on a terminal, and never
+/// when `NO_COLOR` is set to anything (https://no-color.org).
+pub fn colour(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Colour for stderr (logs, progress) in this process.
+pub fn stderr_colour() -> bool {
+    colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref())
 }
 
 /// `12/256 (4%)`.
@@ -225,6 +255,23 @@ mod tests {
         default-ipv4-ippool   192.168.0.0/16
         new                   10.0.0.0/16
         ");
+    }
+
+    #[test]
+    fn no_headers_keeps_rows_and_alignment() {
+        let rows = || vec![vec!["a-long-pool".to_string(), "1.0.0.0/8".into()], vec!["b".into(), "2.0.0.0/8".into()]];
+        let t = render_rows(&["name", "cidr"], rows(), false);
+        assert_eq!(t, "a-long-pool   1.0.0.0/8\nb             2.0.0.0/8\n");
+        assert_eq!(render_rows(&["name", "cidr"], rows(), true).lines().count(), 3);
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color() {
+        assert!(colour(true, None));
+        assert!(!colour(false, None));
+        assert!(!colour(true, Some("1".as_ref())));
+        assert!(!colour(true, Some("0".as_ref())), "any value counts, as no-color.org says");
+        assert!(colour(true, Some("".as_ref())), "an empty NO_COLOR does not count");
     }
 
     #[test]

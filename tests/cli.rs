@@ -165,3 +165,84 @@ fn dropped_connection_is_retried() {
     assert_eq!(accepted.load(Ordering::SeqCst), n, "one connection per attempt: {text}");
     assert_eq!(text.matches("(connection lost)").count(), n - 1, "{text}");
 }
+
+/// stderr of `kubectl-ippool -v=6 status` against a closed port, run on a
+/// pseudo-terminal (`script`) or not, with NO_COLOR set or not: its log
+/// lines are the coloured output.
+fn log_output(on_terminal: bool, no_color: Option<&str>) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = kubeconfig(dir.path(), "https://127.0.0.1:1");
+    let bin = assert_cmd::cargo::cargo_bin("kubectl-ippool");
+    let line = format!("{} -v=6 status --kubeconfig {} --request-timeout 2s", bin.display(), cfg.display());
+    let mut cmd = if on_terminal {
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &line, "/dev/null"]);
+        c
+    } else {
+        let mut c = std::process::Command::new("sh");
+        c.args(["-c", &format!("{line} 2>&1")]);
+        c
+    };
+    cmd.env_remove("NO_COLOR").env_remove("RUST_LOG");
+    if let Some(v) = no_color {
+        cmd.env("NO_COLOR", v);
+    }
+    let out = cmd.output().expect("script (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("API request 1"), "no log line to judge by: {text}");
+    text
+}
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    assert!(log_output(true, None).contains('\x1b'), "a terminal gets colour");
+    assert!(!log_output(true, Some("1")).contains('\x1b'), "NO_COLOR=1 on a terminal: no colour");
+    assert!(!log_output(false, None).contains('\x1b'), "a pipe gets no colour");
+}
+
+/// COMPREPLY of the standalone bash script for a command line whose last
+/// word is being completed.
+fn bash_complete(line: &[&str]) -> String {
+    let bin = assert_cmd::cargo::cargo_bin("kubectl-ippool");
+    let script = std::process::Command::new(&bin).args(["completion", "bash"]).output().unwrap();
+    assert!(script.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.bash");
+    std::fs::write(&path, &script.stdout).unwrap();
+    let words: Vec<String> = line.iter().map(|w| format!("'{w}'")).collect();
+    let cword = line.len() - 1;
+    let prev = if cword > 0 { line[cword - 1] } else { "" };
+    let prog = format!(
+        "source {}; COMP_WORDS=({}); COMP_CWORD={cword}; _kubectl__ippool kubectl-ippool '{}' '{prev}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        path.display(),
+        words.join(" "),
+        line[cword]
+    );
+    let out = std::process::Command::new("bash").args(["-c", &prog]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn standalone_completion_scripts() {
+    assert_eq!(bash_complete(&["kubectl-ippool", "mig"]), "migrate\n");
+    assert_eq!(bash_complete(&["kubectl-ippool", "migrate", "--st"]), "--strategy\n");
+    assert_eq!(bash_complete(&["kubectl-ippool", "status", "-o", ""]), "wide\njson\nyaml\n");
+    for shell in ["zsh", "fish"] {
+        let out = ippool().args(["completion", shell]).assert().success().get_output().stdout.clone();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("kubectl-ippool") && text.contains("migrate"), "{shell}: {text}");
+    }
+}
+
+#[test]
+fn completion_without_a_shell_prints_the_kubectl_helper_and_its_install() {
+    let out = ippool().arg("completion").assert().success().get_output().clone();
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(script.starts_with("#!/bin/sh\n") && script.contains("exec kubectl-ippool __complete \"$@\""), "{script}");
+    let note = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        note.contains("kubectl ippool completion > \"${KREW_ROOT:-$HOME/.krew}/bin/kubectl_complete-ippool\""),
+        "{note}"
+    );
+}

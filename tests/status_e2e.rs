@@ -97,6 +97,17 @@ fn seed_status_matches_calicoctl_and_the_table_reads_like_kubectl() {
     );
     assert!(stderr.contains("namespace legacy pins"), "{stderr}");
 
+    // --no-headers: the same rows, without the header line, for scripts.
+    let bare = c.ippool(&["status", "--no-headers"]).output().unwrap();
+    let bare = String::from_utf8_lossy(&bare.stdout);
+    assert_eq!(bare.lines().collect::<Vec<_>>(), stdout.lines().skip(1).collect::<Vec<_>>(), "{bare}");
+    assert!(bare.starts_with("default-ipv4-ippool "), "{bare}");
+    let nodes = c.ippool(&["status", "--nodes", "--no-headers"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&nodes.stdout).contains("BLOCKS"));
+    let verify = c.ippool(&["verify", "--no-headers"]).output().unwrap();
+    let verify = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.starts_with("Target pool ") && !verify.contains("DETAILS"), "{verify}");
+
     // --pool lists the pods by owner; --nodes shows per-node blocks.
     let detail = status_json(&c, &["--pool", "default-ipv4-ippool", "--nodes"]);
     let owners: Vec<String> = detail["pool"]["owners"]

@@ -348,7 +348,7 @@ fn kops_pool_over_the_service_range_fails() {
     let record = serde_json::json!({
         "fromPool": "default-ipv4-ippool", "fromCidr": "100.64.0.0/10", "toPool": "new-pool", "toCidr": "100.96.0.0/16",
         "createdTarget": true, "phase": "MovingPods", "startedAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:05:00Z",
-        "startedBy": "test@host", "originalFromPool": null, "total": 5, "done": ["Deployment shop/web"], "failed": []
+        "startedBy": "test@host", "originalFromPool": null, "total": 5, "podsMoved": 1, "done": ["Deployment shop/web"], "failed": []
     });
     c.kubectl_ok(&[
         "create",

@@ -10,6 +10,7 @@ pub mod budgets;
 pub mod calico;
 pub mod canary;
 pub mod events;
+pub mod kubeconfig;
 pub mod lease;
 pub mod listing;
 pub mod lite;
@@ -31,8 +32,7 @@ use std::fmt::Debug;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use kube::api::{Api, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::Client;
 use serde::de::DeserializeOwned;
 
 use crate::error::{root_cause, Error, KubeResultExt, Result};
@@ -84,58 +84,11 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Build a client from the kubeconfig flags, the way kubectl would, and
+    /// Build a client from the kubeconfig flags (or the in-cluster service
+    /// account when there is no kubeconfig), the way kubectl would, and
     /// make one cheap request so a dead server fails here with one clear line.
     pub async fn connect(args: &ConnectOptions) -> Result<Cluster> {
-        let kubeconfig = match &args.kubeconfig {
-            Some(path) => Kubeconfig::read_from(path)
-                .map_err(|e| Error::Kubeconfig(format!("{}: {}", path.display(), root_cause(&e))))?,
-            None => Kubeconfig::read()
-                .map_err(|e| Error::Kubeconfig(format!("{} (set --kubeconfig or $KUBECONFIG)", root_cause(&e))))?,
-        };
-        let context = match &args.context {
-            Some(c) => {
-                if !kubeconfig.contexts.iter().any(|nc| &nc.name == c) {
-                    let known: Vec<&str> = kubeconfig.contexts.iter().map(|c| c.name.as_str()).collect();
-                    return Err(Error::Kubeconfig(format!(
-                        "context {c:?} not found; known contexts: {}",
-                        known.join(", ")
-                    )));
-                }
-                c.clone()
-            }
-            None => kubeconfig
-                .current_context
-                .clone()
-                .ok_or_else(|| Error::Kubeconfig("no current-context set; pass --context".into()))?,
-        };
-        if let Some(cl) = &args.cluster {
-            if !kubeconfig.clusters.iter().any(|c| &c.name == cl) {
-                return Err(Error::Kubeconfig(format!("cluster {cl:?} not found in kubeconfig")));
-            }
-        }
-        if let Some(u) = &args.user {
-            if !kubeconfig.auth_infos.iter().any(|a| &a.name == u) {
-                return Err(Error::Kubeconfig(format!("user {u:?} not found in kubeconfig")));
-            }
-        }
-        let cluster_name = args.cluster.clone().unwrap_or_else(|| {
-            kubeconfig
-                .contexts
-                .iter()
-                .find(|c| c.name == context)
-                .and_then(|c| c.context.as_ref())
-                .map(|c| c.cluster.clone())
-                .unwrap_or_default()
-        });
-        let options = KubeConfigOptions {
-            context: Some(context.clone()),
-            cluster: args.cluster.clone(),
-            user: args.user.clone(),
-        };
-        let mut config = Config::from_custom_kubeconfig(kubeconfig, &options)
-            .await
-            .map_err(|e| Error::Kubeconfig(format!("context {context:?}: {}", root_cause(&e))))?;
+        let (mut config, context, cluster_name) = kubeconfig::load(args).await?;
         // We retry ourselves where it is safe and visible (eviction 429s
         // must be shown, never silently waited out).
         config.default_retry = false;

@@ -1,8 +1,11 @@
 //! The migration record: ConfigMap `kube-system/kubectl-ippool-migration`,
 //! key `state.json`, guarded by Lease `kube-system/kubectl-ippool`.
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
+use kube::runtime::watcher;
 use serde_json::json;
 
 use super::{Cluster, COMPONENT};
@@ -26,12 +29,36 @@ pub async fn read_state(cluster: &Cluster) -> Result<Option<MigrationState>> {
         }
         Err(e) => return Err(e).op("get", "configmaps", Some(STATE_NAMESPACE)),
     };
-    let Some(text) = cm.and_then(|c| c.data).and_then(|d| d.get(STATE_KEY).cloned()) else {
+    parse(cm.as_ref())
+}
+
+fn parse(cm: Option<&ConfigMap>) -> Result<Option<MigrationState>> {
+    let Some(text) = cm.and_then(|c| c.data.as_ref()).and_then(|d| d.get(STATE_KEY)) else {
         return Ok(None);
     };
-    serde_json::from_str(&text)
+    serde_json::from_str(text)
         .map(Some)
         .map_err(|e| Error::Other(format!("ConfigMap {STATE_NAMESPACE}/{STATE_CONFIGMAP} holds an unreadable migration record ({e}); inspect it with kubectl get cm -n {STATE_NAMESPACE} {STATE_CONFIGMAP} -o yaml")))
+}
+
+/// Follow the migration record with a watch (never polling): `on_change`
+/// sees the record as it is when the watch starts and after every change
+/// (None: there is none), and returns true to stop.
+pub async fn follow_state(cluster: &Cluster, mut on_change: impl FnMut(Option<MigrationState>) -> bool) -> Result<()> {
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), STATE_NAMESPACE);
+    let config = watcher::Config::default().fields(&format!("metadata.name={STATE_CONFIGMAP}"));
+    // Until the migration ends or the user stops it.
+    let forever = Duration::from_secs(100 * 365 * 24 * 3600);
+    let mut unreadable = None;
+    super::watch::wait_list(api, config, "the migration record", forever, |objs| match parse(objs.first().copied()) {
+        Ok(state) => on_change(state),
+        Err(e) => {
+            unreadable = Some(e);
+            true
+        }
+    })
+    .await?;
+    unreadable.map_or(Ok(()), Err)
 }
 
 /// Write the migration record (create or replace, re-reading on conflict).

@@ -1,5 +1,6 @@
 //! One module per verb: its flags (`*Args`) and its entry point (`run`).
 
+pub mod completion;
 pub mod flags;
 pub mod migrate;
 pub mod status;

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::cluster::calico::Calico;
 use crate::cluster::listing::Freshness;
+use crate::cluster::record;
 use crate::cluster::rules;
 use crate::cluster::snapshot::Snapshot;
 use crate::cluster::Cluster;
@@ -14,7 +15,7 @@ use crate::core::findings::{self, Finding};
 use crate::core::inventory::{Inventory, NodeBlocks};
 use crate::core::model::{ClusterNetworks, ManagedBy, Owner, Pool};
 use crate::core::rules::RuleObject;
-use crate::core::state::MigrationState;
+use crate::core::state::{Follow, FollowStep, MigrationState, Phase};
 use crate::error::{Error, Result};
 use crate::output::OutputFormat;
 use crate::output::{used_of, Printer};
@@ -26,6 +27,7 @@ Examples:
   kubectl ippool status -o wide
   kubectl ippool status --pool default-ipv4-ippool      # its pods, by owner
   kubectl ippool status --nodes                         # block usage per node
+  kubectl ippool status --watch                         # follow a migration run elsewhere until it ends
   kubectl ippool status -o json | jq '.pools[] | {name, pods}'";
 
 #[derive(Debug, Args)]
@@ -35,13 +37,23 @@ pub struct StatusArgs {
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table, hide_default_value = true)]
     pub output: OutputFormat,
 
+    /// Print tables without their header line.
+    #[arg(long)]
+    pub no_headers: bool,
+
     /// Show one pool and list its pods by owner.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "POOL")]
     pub pool: Option<String>,
 
     /// Show IPAM block usage per node.
     #[arg(long)]
     pub nodes: bool,
+
+    /// Follow the migration in progress (or the next one to start) from its
+    /// record in the cluster: phase, pods moved, failures, until it ends.
+    /// Exit 0 when it is Done, 1 when it was rolled back.
+    #[arg(short = 'w', long, conflicts_with_all = ["pool", "nodes"])]
+    pub watch: bool,
 }
 
 /// The JSON/YAML document of `status` (schema documented in the README).
@@ -115,8 +127,11 @@ pub struct NodeRow {
 }
 
 pub async fn run(kube: &KubeArgs, args: &StatusArgs) -> Result<u8> {
-    let printer = Printer::new(args.output);
+    let printer = Printer::new(args.output).no_headers(args.no_headers);
     let cluster = Cluster::connect(&kube.connect_options()).await?;
+    if args.watch {
+        return watch(&cluster, &printer).await;
+    }
     // A display: the watch cache's view is as good as a consistent read.
     let snap = Snapshot::detect_and_read(&cluster, false, Freshness::Cached).await?;
     let rule_objects = rules::read(&cluster, &snap.calico).await?;
@@ -130,6 +145,67 @@ pub async fn run(kube: &KubeArgs, args: &StatusArgs) -> Result<u8> {
         render(&printer, &report)?;
     }
     Ok(0)
+}
+
+/// `status --watch`: one line (or document) per change of the migration
+/// record, new failures as warnings, until the migration ends.
+async fn watch(cluster: &Cluster, printer: &Printer) -> Result<u8> {
+    let mut follow = Follow::default();
+    let mut outcome = Ok(());
+    let mut rolled_back = false;
+    record::follow_state(cluster, |state| {
+        let step = follow.observe(state.as_ref());
+        let (first, new_failures, ended) = match step {
+            FollowStep::Nothing => return false,
+            FollowStep::Waiting => {
+                printer.note("No migration in progress; waiting for one to start (Ctrl-C to stop).");
+                return false;
+            }
+            FollowStep::Progress { first, new_failures } => (first, new_failures, false),
+            FollowStep::Ended { first, new_failures } => (first, new_failures, true),
+        };
+        let Some(m) = state else { return false };
+        if first {
+            printer.note(format!(
+                "Migration {} -> {}, started {} by {}:",
+                m.from_pool, m.to_pool, m.started_at, m.started_by
+            ));
+        }
+        outcome = watch_line(printer, &m, first);
+        for f in &new_failures {
+            printer.warn(format!("could not move {f}"));
+        }
+        rolled_back = m.phase == Phase::RolledBack;
+        ended || outcome.is_err()
+    })
+    .await?;
+    outcome?;
+    Ok(if rolled_back { 1 } else { 0 })
+}
+
+fn watch_line(printer: &Printer, m: &MigrationState, first: bool) -> Result<()> {
+    match printer.format {
+        OutputFormat::Json => printer.data(m),
+        OutputFormat::Yaml => printer.stdout("---\n").and_then(|()| printer.data(m)),
+        OutputFormat::Table | OutputFormat::Wide => {
+            let mut text = String::new();
+            if first && printer.headers {
+                text += &watch_row("PHASE", "MOVED", "FAILED", "UPDATED");
+            }
+            text += &watch_row(
+                m.phase.as_str(),
+                &format!("{}/{}", m.pods_moved, m.total),
+                &m.failed.len().to_string(),
+                &m.updated_at,
+            );
+            printer.stdout(&text)
+        }
+    }
+}
+
+/// Fixed columns: the rows arrive one by one, so widths cannot follow them.
+fn watch_row(phase: &str, moved: &str, failed: &str, updated: &str) -> String {
+    format!("{phase:<16}{moved:<11}{failed:<9}{updated}\n")
 }
 
 /// Everything `status` shows, computed from a snapshot (pure).
@@ -164,7 +240,7 @@ pub fn build_report(context: &str, snap: Snapshot, rules: &[RuleObject], args: &
             findings::Severity::Warn,
             format!(
                 "a migration from {} to {} is in progress: phase {}, {}/{} moved, {} failed (started {} by {}); run the same migrate command to finish it",
-                m.old_pools(), m.new_pools(), m.phase.as_str(), m.done.len(), m.total, m.failed.len(), m.started_at, m.started_by
+                m.old_pools(), m.new_pools(), m.phase.as_str(), m.pods_moved, m.total, m.failed.len(), m.started_at, m.started_by
             ),
             m.pairs().iter().flat_map(|p| [format!("IPPool {}", p.from_pool), format!("IPPool {}", p.to_pool)]).collect(),
         ));
@@ -330,7 +406,7 @@ pub fn render(printer: &Printer, r: &StatusReport) -> Result<()> {
                 m.old_pools(),
                 m.new_pools(),
                 m.phase.as_str(),
-                m.done.len(),
+                m.pods_moved,
                 m.total,
                 m.failed.len()
             ));

@@ -44,6 +44,10 @@ pub struct VerifyArgs {
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table, hide_default_value = true)]
     pub output: OutputFormat,
 
+    /// Print tables without their header line.
+    #[arg(long)]
+    pub no_headers: bool,
+
     /// The pool(s) new pods should get addresses from (repeatable; default: the migration record's target).
     #[arg(long = "to", value_name = "POOL")]
     pub to: Vec<String>,
@@ -111,7 +115,7 @@ pub struct VerifyReport {
 }
 
 pub async fn run(kube: &KubeArgs, args: &VerifyArgs) -> Result<u8> {
-    let printer = Printer::new(args.output);
+    let printer = Printer::new(args.output).no_headers(args.no_headers);
     let from_cidr = args
         .from_cidr
         .as_deref()
@@ -214,11 +218,11 @@ pub fn summary_line(r: &VerifyReport) -> String {
 /// The table: CHECK, STATUS, DETAILS; `-o wide` adds CODE and then lists
 /// every object at fault, one per line.
 pub fn render(printer: &Printer, r: &VerifyReport) -> Result<()> {
-    printer.stdout(&render_text(r, printer.wide()))?;
+    printer.stdout(&render_text(r, printer.wide(), printer.headers))?;
     Ok(())
 }
 
-pub fn render_text(r: &VerifyReport, wide: bool) -> String {
+pub fn render_text(r: &VerifyReport, wide: bool, headers_on: bool) -> String {
     let mut headers = vec!["CHECK", "STATUS", "DETAILS"];
     if wide {
         headers.insert(1, "CODE");
@@ -234,7 +238,7 @@ pub fn render_text(r: &VerifyReport, wide: bool) -> String {
             row
         })
         .collect();
-    let mut out = crate::output::render_table(&headers, rows);
+    let mut out = crate::output::render_rows(&headers, rows, headers_on);
     if wide {
         let rows: Vec<Vec<String>> = r
             .checks
@@ -246,7 +250,7 @@ pub fn render_text(r: &VerifyReport, wide: bool) -> String {
             .collect();
         if !rows.is_empty() {
             out.push('\n');
-            out.push_str(&crate::output::render_table(&["CODE", "STATUS", "OBJECT"], rows));
+            out.push_str(&crate::output::render_rows(&["CODE", "STATUS", "OBJECT"], rows, headers_on));
         }
     }
     out
@@ -299,13 +303,13 @@ mod tests {
     #[test]
     fn table_and_wide_table() {
         let r = report();
-        insta::assert_snapshot!(render_text(&r, false), @r"
+        insta::assert_snapshot!(render_text(&r, false, true), @r"
         CHECK              STATUS        DETAILS
         Target pool        PASS          new exists
         Old pool retired   NOT CHECKED   no old pool named (--from) and no migration recorded
         Pool pins          FAIL          1 object(s) are pinned
         ");
-        insta::assert_snapshot!(render_text(&r, true), @r"
+        insta::assert_snapshot!(render_text(&r, true, true), @r"
         CHECK              CODE                  STATUS        DETAILS
         Target pool        targetPool            PASS          new exists
         Old pool retired   oldPoolRetired        NOT CHECKED   no old pool named (--from) and no migration recorded

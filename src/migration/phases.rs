@@ -213,7 +213,7 @@ async fn phase_move_pods(
             ctx.printer.warn(format!("not moved: {s}"));
         }
         if round == 0 {
-            state.total = state.done.len() + moves.iter().map(|m| m.pods.len()).sum::<usize>();
+            state.total = state.pods_moved + moves.iter().map(|m| m.pods.len()).sum::<usize>();
             state.failed.clear();
             checkpoint(ctx, state, Phase::MovingPods).await?;
         }
@@ -260,6 +260,7 @@ async fn phase_move_pods(
                     bar_w.set_message(label.clone());
                     if !state.done.contains(&label) {
                         state.done.push(label.clone());
+                        state.pods_moved += m.pods.len();
                     }
                     if !bar_w.is_hidden() {
                         bar_w.println(format!("moved {label} ({} pod(s))", m.pods.len()));

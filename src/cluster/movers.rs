@@ -14,7 +14,7 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use super::progress::{Progress, ProgressEvent};
-use super::retry::{is_transient, repeat_transient, transient_pause};
+use super::retry::{is_transient, repeat_unconditional};
 use super::watch::{wait_list, wait_object};
 use super::workloads::{owner_of, ready_condition};
 use super::{list_paged, Cluster};
@@ -462,25 +462,14 @@ pub async fn wait_job(cluster: &Cluster, owner: &Owner, cidr: &CidrSet, timeout:
 }
 
 /// A merge patch of absolute values: making it twice changes nothing more,
-/// so it is made again when it fails transiently, or with a conflict (it
-/// carries no resourceVersion: a 409 only says the server's own retries
-/// against concurrent writers ran out).
+/// so it is made again after a transient failure or a conflict.
 async fn merge_patch<K>(api: Api<K>, name: &str, patch: &serde_json::Value) -> kube::Result<()>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let pp = PatchParams::default();
     let patch = Patch::Merge(patch);
-    let mut conflicts = 0;
-    loop {
-        match repeat_transient(|| api.patch(name, &pp, &patch)).await {
-            Err(kube::Error::Api(s)) if s.code == 409 && conflicts < 5 => {
-                conflicts += 1;
-                tokio::time::sleep(transient_pause(conflicts)).await;
-            }
-            r => return r.map(|_| ()),
-        }
-    }
+    repeat_unconditional(|| api.patch(name, &pp, &patch)).await.map(|_| ())
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::calico::block_from_object;
 use super::calico::{installation_api, pool_from_object, Calico, Kind};
-use super::retry::{create_once, is_transient, repeat_transient, transient_pause};
+use super::retry::{create_once, is_transient, repeat_transient, repeat_unconditional, transient_pause};
 use super::watch::{wait_list, wait_object};
 use super::{list_paged, Cluster};
 use crate::core::cidr::within;
@@ -215,17 +215,10 @@ impl<'a> PoolWriter<'a> {
             self.set_disabled(&pool.name, true).await?;
             release_affinities(self.cluster, self.calico, &pool.cidr, keep).await?;
             let (api, dp) = (self.api(), DeleteParams::default());
-            for attempt in 0..=CONFLICT_RETRIES {
-                match repeat_transient(|| api.delete(&pool.name, &dp)).await {
-                    Ok(_) => break,
-                    Err(kube::Error::Api(s)) if s.code == 404 => break,
-                    // No precondition was sent: a conflict is the server's
-                    // own, and the same delete is made again.
-                    Err(kube::Error::Api(s)) if s.code == 409 && attempt < CONFLICT_RETRIES => {
-                        tokio::time::sleep(transient_pause(attempt)).await
-                    }
-                    Err(e) => return Err(e).op("delete", &self.plural(), None),
-                }
+            match repeat_unconditional(|| api.delete(&pool.name, &dp)).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e).op("delete", &self.plural(), None),
             }
         }
         self.wait_pool(&pool.name, "to be deleted", |p| p.is_none()).await?;

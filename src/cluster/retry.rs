@@ -111,6 +111,26 @@ where
     }
 }
 
+/// `repeat_transient` for a write that carries no precondition (a merge
+/// patch of absolute values, a delete by name): a 409 then only says the
+/// server's own retries against concurrent writers ran out, so it is made
+/// again too.
+pub async fn repeat_unconditional<T, Fut>(mut write: impl FnMut() -> Fut) -> Result<T, kube::Error>
+where
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut conflicts = 0;
+    loop {
+        match repeat_transient(&mut write).await {
+            Err(kube::Error::Api(s)) if s.code == 409 && conflicts < MAX_RETRIES => {
+                tokio::time::sleep(transient_pause(conflicts)).await;
+                conflicts += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Create an object of a name only this run uses, repeating the create
 /// while it fails transiently. A 409 (AlreadyExists) after such a failure
 /// means the earlier attempt landed: it counts as created.

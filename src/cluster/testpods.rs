@@ -27,7 +27,7 @@ use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::ResourceExt;
 
-use super::retry::{create_once, repeat_transient};
+use super::retry::{create_once, repeat_unconditional};
 use super::Cluster;
 use crate::core::model::{pod_addresses, ANNOT_POD_IPS, LABEL_NODE_OS};
 use crate::error::{KubeResultExt, Result};
@@ -325,7 +325,7 @@ pub async fn delete_namespace(
     params: &DeleteParams,
 ) -> std::result::Result<(), kube::Error> {
     let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
-    match repeat_transient(|| namespaces.delete(ns, params)).await {
+    match repeat_unconditional(|| namespaces.delete(ns, params)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e),

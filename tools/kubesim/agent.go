@@ -416,6 +416,7 @@ func (a *agent) syncPod(ctx context.Context, node, key string) (time.Duration, e
 		if wait := annDuration(pod, annTerminate, 0) - time.Since(requested); wait > 0 {
 			return wait, nil
 		}
+		maybeLeak(pod, st)
 		if err := a.releaseOnce(ctx, pod, st); err != nil {
 			return 0, err
 		}

@@ -80,6 +80,7 @@ func main() {
 	fs.BoolVar(&f.faultProxy, "fault-proxy", false, "also serve a fault-injecting HTTPS proxy in front of kube-apiserver (DIR/kubeconfig-faulty, DIR/faults.json)")
 	fs.StringVar(&f.omit, "omit", "", "realistic scenario: comma-separated workloads to leave out ("+strings.Join(realisticWorkloads, ",")+"), e.g. --omit single")
 	fs.StringVar(&f.podSecurity, "pod-security", "", "enforce this Pod Security Standard (privileged|baseline|restricted) in every namespace without its own label; kube-system is exempt and the scenario namespaces are labelled privileged")
+	registerLeakFlags(fs)
 	_ = fs.Parse(os.Args[1:])
 	if f.dir == "" {
 		fmt.Fprintln(os.Stderr, "kubesim: --dir is required")
@@ -281,6 +282,9 @@ func run(f *flags) error {
 		}
 	}
 	logf("calico initialised (clusterType %s)", clusterType)
+	if err := startLeakHandling(ctx, kubeconfig, cal); err != nil {
+		return err
+	}
 
 	ag := newAgent(kube, cal, restCfg, f.nodes, f.readyDelay)
 	if err := ag.createNodes(ctx); err != nil {

@@ -10,6 +10,7 @@ pub mod budgets;
 pub mod calico;
 pub mod canary;
 pub mod events;
+pub mod leaks;
 pub mod lease;
 pub mod movers;
 pub mod networks;

@@ -11,6 +11,7 @@
 //! record: creating a pool that exists, disabling a disabled pool or
 //! restarting a workload whose pods already moved are no-ops.
 
+mod leaks;
 mod moves;
 mod permissions;
 mod phases;
@@ -61,6 +62,9 @@ pub struct MigrateOptions {
     pub surge: bool,
     pub dry_run: bool,
     pub yes: bool,
+    /// Release leaked addresses of the old pool (verified unused) instead of
+    /// waiting for calico-kube-controllers to.
+    pub release_leaked: bool,
 }
 
 /// The final report.
@@ -343,6 +347,7 @@ mod tests {
             canary_per_node: false,
             surge: false,
             dry_run: false,
+            release_leaked: false,
             yes: false,
         }
     }

@@ -9,7 +9,7 @@ use super::{moves, Ctx, Facts, Summary};
 use crate::cluster::calico::Kind;
 use crate::cluster::events::{self, EventTarget};
 use crate::cluster::pools::PoolWriter;
-use crate::cluster::{canary, movers, pools, record, Cluster};
+use crate::cluster::{canary, leaks, movers, record, Cluster};
 use crate::core::plan::{self, Plan};
 use crate::core::state::{MigrationState, Phase};
 use crate::error::{Error, Result};
@@ -279,7 +279,7 @@ async fn phase_drain(ctx: &Ctx<'_>, plan: &Plan, state: &mut MigrationState) -> 
         "Waiting for every address of {} (pods and node tunnel addresses) to be released...",
         plan.from.name
     ));
-    pools::wait_addresses_released(ctx.cluster, ctx.calico, &plan.from, plan.to.cidr, ctx.opts.timeout).await
+    super::leaks::drain(ctx, plan).await
 }
 
 async fn phase_delete_source(
@@ -290,6 +290,16 @@ async fn phase_delete_source(
 ) -> Result<()> {
     if state.phase >= Phase::SourceDeleted {
         return Ok(());
+    }
+    // Never delete a pool that still holds allocations: its addresses would
+    // lose their pool (encapsulation, NAT) while something may still use them.
+    let left = leaks::scan_pool(ctx.cluster, ctx.calico, &plan.from.cidr, plan.to.cidr).await?.remaining;
+    if !left.is_empty() {
+        return Err(Error::Other(format!(
+            "not deleting {}: it still holds allocations: {}; re-run to continue",
+            plan.from.name,
+            crate::core::findings::name_some(&left)
+        )));
     }
     writer.delete_safely(&plan.from, Some(plan.to.cidr)).await?;
     let av = ctx.calico.resource(Kind::IPPool).api_version;

@@ -10,6 +10,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,7 @@ type leakFlags struct {
 	kubeControllers bool
 	leakGracePeriod time.Duration
 	leakOnDelete    int
+	leakCIDR        string
 }
 
 var leakOpts leakFlags
@@ -38,15 +40,26 @@ var leakOpts leakFlags
 // leakBudget counts the pod deletions still to leak their address (see --leak-on-delete).
 var leakBudget atomic.Int64
 
+// leakNet limits the leaks to addresses of one CIDR (e.g. the pool being migrated from).
+var leakNet *net.IPNet
+
 func registerLeakFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&leakOpts.kubeControllers, "calico-kube-controllers", false, "run Calico's kube-controllers node controller (IPAM garbage collection) in-process")
 	fs.DurationVar(&leakOpts.leakGracePeriod, "leak-grace-period", 0, "set KubeControllersConfiguration default spec.controllers.node.leakGracePeriod (0: keep 15m)")
 	fs.IntVar(&leakOpts.leakOnDelete, "leak-on-delete", 0, "the first N pod deletions do not release the pod's IPAM address (as when CNI DEL fails)")
+	fs.StringVar(&leakOpts.leakCIDR, "leak-cidr", "", "only pods whose address lies in this CIDR count for --leak-on-delete (default: any)")
 }
 
 // startLeakHandling applies the leak flags once Calico is initialised: the grace period goes into
 // KubeControllersConfiguration, the leak budget is armed, and kube-controllers started if asked.
 func startLeakHandling(ctx context.Context, kubeconfig string, cal clientv3.Interface) error {
+	if leakOpts.leakCIDR != "" {
+		_, n, err := net.ParseCIDR(leakOpts.leakCIDR)
+		if err != nil {
+			return fmt.Errorf("--leak-cidr: %w", err)
+		}
+		leakNet = n
+	}
 	leakBudget.Store(int64(leakOpts.leakOnDelete))
 	if leakOpts.leakGracePeriod > 0 {
 		kcc, err := cal.KubeControllersConfiguration().Get(ctx, "default", options.GetOptions{})
@@ -147,7 +160,13 @@ func runNodeController(ctx context.Context, kube *kubernetes.Clientset, cal clie
 // maybeLeak marks a deleted pod's address as released without giving it back to IPAM while the
 // leak budget lasts, so the allocation outlives its pod.
 func maybeLeak(pod *corev1.Pod, st *podState) {
-	if st == nil || st.released || st.handle == "" || !leakThisDelete() {
+	if st == nil || st.released || st.handle == "" {
+		return
+	}
+	if ip := net.ParseIP(st.ip); leakNet != nil && (ip == nil || !leakNet.Contains(ip)) {
+		return
+	}
+	if !leakThisDelete() {
 		return
 	}
 	st.released = true

@@ -7,7 +7,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams, Preconditions};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams, Preconditions,
+};
 use serde_json::Value;
 
 use super::calico::{block_from_object, nth_addr, Calico, Kind};
@@ -158,7 +160,10 @@ async fn release_in_block(
         // As libcalico-go: an empty block without affinity is deleted, any other is updated.
         let result = if change.empty && unaffine {
             let dp = DeleteParams {
-                preconditions: Some(Preconditions { uid: None, resource_version: block.metadata.resource_version.clone() }),
+                preconditions: Some(Preconditions {
+                    uid: None,
+                    resource_version: block.metadata.resource_version.clone(),
+                }),
                 ..Default::default()
             };
             api.delete(name, &dp).await.map(|_| ())

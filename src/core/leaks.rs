@@ -50,7 +50,11 @@ impl Leak {
 /// (allocations without one are of unknown origin and are never ours to
 /// judge); and that pod, if it exists, is not still waiting for its address
 /// to be reported.
-pub fn find_leaks(allocations: &[(String, Allocation, Option<String>)], pods: &[PodInfo], nodes: &[NodeInfo]) -> Vec<Leak> {
+pub fn find_leaks(
+    allocations: &[(String, Allocation, Option<String>)],
+    pods: &[PodInfo],
+    nodes: &[NodeInfo],
+) -> Vec<Leak> {
     let used: HashSet<IpAddr> = pods
         .iter()
         .flat_map(|p| p.ips.iter().copied())
@@ -82,8 +86,11 @@ pub fn parse_go_time(s: &str) -> Option<DateTime<Utc>> {
     let mut parts = s.split_whitespace();
     let (date, time, offset) = (parts.next()?, parts.next()?, parts.next()?);
     let naive = NaiveDateTime::parse_from_str(&format!("{date} {time}"), "%Y-%m-%d %H:%M:%S%.f").ok()?;
-    let fixed = DateTime::parse_from_str(&format!("{} {offset}", naive.format("%Y-%m-%d %H:%M:%S%.f")), "%Y-%m-%d %H:%M:%S%.f %z")
-        .ok()?;
+    let fixed = DateTime::parse_from_str(
+        &format!("{} {offset}", naive.format("%Y-%m-%d %H:%M:%S%.f")),
+        "%Y-%m-%d %H:%M:%S%.f %z",
+    )
+    .ok()?;
     Some(fixed.with_timezone(&Utc))
 }
 

@@ -3,7 +3,11 @@ use crate::core::inventory::tests::pod;
 use crate::core::model::OwnerKind;
 
 fn node(name: &str, tunnel: &[&str]) -> NodeInfo {
-    NodeInfo { name: name.into(), tunnel_ips: tunnel.iter().map(|t| t.parse().unwrap()).collect(), ..Default::default() }
+    NodeInfo {
+        name: name.into(),
+        tunnel_ips: tunnel.iter().map(|t| t.parse().unwrap()).collect(),
+        ..Default::default()
+    }
 }
 
 fn alloc(ip: &str, pod: Option<(&str, &str)>, kind: Option<&str>) -> Allocation {
@@ -92,11 +96,8 @@ fn an_attribute_still_referenced_is_kept() {
     let r = release_from_block(&block_spec(), &cidr, &[("10.0.0.1".parse().unwrap(), Some("h-b".into()))]);
     assert_eq!(r.spec["allocations"], json!([0, null, 1, null]));
     assert_eq!(r.spec["attributes"].as_array().unwrap().len(), 2);
-    let all = [
-        ("10.0.0.0".parse().unwrap(), None),
-        ("10.0.0.1".parse().unwrap(), None),
-        ("10.0.0.2".parse().unwrap(), None),
-    ];
+    let all =
+        [("10.0.0.0".parse().unwrap(), None), ("10.0.0.1".parse().unwrap(), None), ("10.0.0.2".parse().unwrap(), None)];
     let r = release_from_block(&block_spec(), &cidr, &all);
     assert!(r.empty);
     assert_eq!(r.spec["attributes"], json!([]));
@@ -156,7 +157,8 @@ fn the_running_configuration_decides_whether_leaks_are_collected() {
     assert_eq!((p.grace, p.never_because), (Duration::from_secs(20), None));
     assert_eq!(p.grace_source, "status.runningConfig.controllers.node.leakGracePeriod");
 
-    let unset = json!({"spec": {}, "status": {"runningConfig": {"logSeverityScreen": "Info", "controllers": {"node": {}}}}});
+    let unset =
+        json!({"spec": {}, "status": {"runningConfig": {"logSeverityScreen": "Info", "controllers": {"node": {}}}}});
     let p = gc_policy(Some(&unset));
     assert_eq!((p.grace, p.never_because), (DEFAULT_LEAK_GRACE, None));
 
@@ -171,8 +173,7 @@ fn the_running_configuration_decides_whether_leaks_are_collected() {
     let node_off = json!({"status": {"runningConfig": {"logSeverityScreen": "Info", "controllers": {"policy": {}}}}});
     assert!(gc_policy(Some(&node_off)).never_because.unwrap().contains("node controller"));
 
-    let zero =
-        json!({"status": {"runningConfig": {"logSeverityScreen": "Info", "controllers": {"node": {"leakGracePeriod": "0s"}}}}});
+    let zero = json!({"status": {"runningConfig": {"logSeverityScreen": "Info", "controllers": {"node": {"leakGracePeriod": "0s"}}}}});
     assert!(gc_policy(Some(&zero)).never_because.unwrap().contains("leakGracePeriod is 0"));
 
     assert!(gc_policy(None).never_because.unwrap().contains("does not exist"));

@@ -131,7 +131,8 @@ async fn release_old_enough(ctx: &Ctx<'_>, plan: &Plan, settled: &[&Leak], noted
             }
             Some(false) => {
                 if !noted.contains(&l.allocation.ip) {
-                    let at = l.allocated_at.unwrap_or(now) + chrono::Duration::from_std(policy.grace).unwrap_or_default();
+                    let at =
+                        l.allocated_at.unwrap_or(now) + chrono::Duration::from_std(policy.grace).unwrap_or_default();
                     ctx.printer.note(format!(
                         "{} was allocated less than leakGracePeriod ago; releasing it at {}",
                         l.describe(),

@@ -25,7 +25,7 @@ const CONFLICT_RETRIES: u32 = 8;
 
 /// What still holds addresses of a pool, and which of those are leaked.
 pub struct PoolScan {
-    /// Every allocation left, described (`ip (holder)`).
+    /// Every allocation left, and every node tunnel address of the pool, described (`ip (holder)`).
     pub remaining: Vec<String>,
     pub leaks: Vec<Leak>,
 }
@@ -51,15 +51,25 @@ pub async fn scan_pool(cluster: &Cluster, calico: &Calico, pool: &IpNet, keep: I
     if let Some(p) = problems.first() {
         return Err(Error::Calico(format!("cannot judge leaked addresses: {p}")));
     }
+    let nodes = workloads::list_nodes(cluster).await?;
+    // A node whose tunnel address annotation still names an address of the
+    // pool uses it, allocated or not: calico-node releases the old address,
+    // allocates the new one and only then updates the node.
+    let stale_tunnels: Vec<String> = nodes
+        .iter()
+        .flat_map(|n| n.tunnel_ips.iter().map(move |ip| (n, ip)))
+        .filter(|(_, ip)| pool.contains(*ip) && !keep.contains(*ip))
+        .filter(|(_, ip)| !allocations.iter().any(|(_, a, _)| a.ip == **ip))
+        .map(|(n, ip)| format!("{ip} (tunnel address of node {}, no longer allocated)", n.name))
+        .collect();
     if allocations.is_empty() {
-        return Ok(PoolScan { remaining: vec![], leaks: vec![] });
+        return Ok(PoolScan { remaining: stale_tunnels, leaks: vec![] });
     }
     // Every namespace, whatever `-n` says: a pod anywhere may hold the address.
     let api: Api<Pod> = Api::all(cluster.client.clone());
     let mut pods = Vec::new();
     list_paged(&api, ListParams::default(), "pods", None, |p| pods.push(workloads::pod_info(&p))).await?;
-    let nodes = workloads::list_nodes(cluster).await?;
-    let remaining = allocations
+    let mut remaining: Vec<String> = allocations
         .iter()
         .map(|(_, a, _)| {
             let holder = a
@@ -71,6 +81,7 @@ pub async fn scan_pool(cluster: &Cluster, calico: &Calico, pool: &IpNet, keep: I
             format!("{} ({})", a.ip, holder.unwrap_or_default())
         })
         .collect();
+    remaining.extend(stale_tunnels);
     Ok(PoolScan { remaining, leaks: leaks::find_leaks(&allocations, &pods, &nodes) })
 }
 

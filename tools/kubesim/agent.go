@@ -777,6 +777,9 @@ func allowsTunnel(p *apiv3.IPPool) bool {
 }
 
 func (a *agent) syncTunnels(ctx context.Context, node string) error {
+	if realTunnelAllocator {
+		return nil // calico-node's own allocator runs (tunnelalloc.go)
+	}
 	pools, err := a.cal.IPPools().List(ctx, options.ListOptions{})
 	if err != nil {
 		return err

@@ -63,6 +63,9 @@ func logf(format string, args ...interface{}) {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "tunnel-allocator" {
+		os.Exit(runTunnelAllocator(os.Args[2:]))
+	}
 	var f flags
 	fs := flag.NewFlagSet("kubesim", flag.ExitOnError)
 	fs.StringVar(&f.dir, "dir", "", "data directory (required); kubeconfig, ready, kubesim.pid and etcd data go here")
@@ -81,6 +84,7 @@ func main() {
 	fs.StringVar(&f.omit, "omit", "", "realistic scenario: comma-separated workloads to leave out ("+strings.Join(realisticWorkloads, ",")+"), e.g. --omit single")
 	fs.StringVar(&f.podSecurity, "pod-security", "", "enforce this Pod Security Standard (privileged|baseline|restricted) in every namespace without its own label; kube-system is exempt and the scenario namespaces are labelled privileged")
 	registerLeakFlags(fs)
+	registerTunnelFlags(fs)
 	_ = fs.Parse(os.Args[1:])
 	if f.dir == "" {
 		fmt.Fprintln(os.Stderr, "kubesim: --dir is required")
@@ -294,6 +298,9 @@ func run(f *flags) error {
 		return err
 	}
 	go ag.renewLeases(ctx)
+	if err := startTunnelAllocators(ctx, kubeconfig, ag.nodes, f.verbose); err != nil {
+		return err
+	}
 	logf("%d nodes Ready", f.nodes)
 
 	// The default ServiceAccount must exist before pods can be created.

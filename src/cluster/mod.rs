@@ -11,6 +11,7 @@ pub mod calico;
 pub mod canary;
 pub mod events;
 pub mod kubeconfig;
+pub mod leaks;
 pub mod lease;
 pub mod listing;
 pub mod lite;

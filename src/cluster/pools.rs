@@ -13,10 +13,9 @@ use ipnet::IpNet;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams, Preconditions};
 use serde_json::{json, Value};
 
-use super::calico::block_from_object;
 use super::calico::{installation_api, pool_from_object, Calico, Kind};
 use super::retry::{create_once, is_transient, repeat_transient, repeat_unconditional, transient_pause};
-use super::watch::{wait_list, wait_object};
+use super::watch::wait_object;
 use super::{list_paged, Cluster};
 use crate::core::cidr::within;
 use crate::core::model::{EncapMode, Pool};
@@ -397,54 +396,6 @@ async fn delete_with_uid(api: &Api<DynamicObject>, name: &str, uid: Option<Strin
             Err(e) => return Err(e).op("delete", what, None),
         }
     }
-}
-
-/// Wait until no IPAM block of `pool` (outside `keep`, the new pool's CIDR
-/// when it lies inside the old one) holds an allocation: pods and node
-/// tunnel addresses. calico-node moves tunnel addresses by itself once the
-/// pool is disabled and another allows Tunnel use.
-pub async fn wait_addresses_released(
-    cluster: &Cluster,
-    calico: &Calico,
-    pool: &Pool,
-    keep: IpNet,
-    timeout: Duration,
-) -> Result<()> {
-    let old = pool.cidr;
-    let api = calico.api(cluster, Kind::IPAMBlock);
-    let mut remaining: Vec<String> = Vec::new();
-    let r = wait_list(
-        api,
-        Default::default(),
-        &format!("the addresses of {} to be released", pool.name),
-        timeout,
-        |blocks: &[&DynamicObject]| {
-            remaining = blocks
-                .iter()
-                .filter_map(|b| block_from_object(b).ok())
-                .filter(|b| within(&b.cidr, &old) && !within(&b.cidr, &keep))
-                .flat_map(|b| b.allocations.into_iter())
-                .map(|a| {
-                    let holder =
-                        a.pod.map(|p| format!("pod {}/{p}", a.namespace.unwrap_or_default())).or(a.kind).or(a.handle);
-                    format!("{} ({})", a.ip, holder.unwrap_or_default())
-                })
-                .collect();
-            remaining.is_empty()
-        },
-    )
-    .await;
-    if let Err(Error::Timeout { after, .. }) = r {
-        return Err(Error::Timeout {
-            what: format!(
-                "the addresses of {} to be released; still allocated: {} (check `calicoctl ipam show --ip=<ip>`; the old pool stays disabled, re-run to continue)",
-                pool.name,
-                crate::core::findings::name_some(&remaining)
-            ),
-            after,
-        });
-    }
-    r
 }
 
 #[cfg(test)]

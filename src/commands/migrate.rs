@@ -140,6 +140,13 @@ pub struct MigrateArgs {
     #[arg(short = 'y', long)]
     pub yes: bool,
 
+    /// When the old pool still holds addresses no pod and no node uses
+    /// (leaked, e.g. a failed CNI DEL), release them like `calicoctl ipam
+    /// release` once they are older than kube-controllers' leakGracePeriod,
+    /// instead of waiting for calico-kube-controllers to.
+    #[arg(long)]
+    pub release_leaked: bool,
+
     /// Undo an unfinished migration: re-enable the old pool, disable the new one.
     #[arg(long)]
     pub rollback: bool,
@@ -228,6 +235,7 @@ impl MigrateArgs {
             update_rules: self.update_rules,
             dry_run: self.dry_run,
             yes: self.yes,
+            release_leaked: self.release_leaked,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod checks;
 pub mod cidr;
 pub mod findings;
 pub mod inventory;
+pub mod leaks;
 pub mod model;
 pub mod plan;
 pub mod rules;

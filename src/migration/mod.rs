@@ -12,6 +12,7 @@
 //! restarting a workload whose pods already moved are no-ops.
 
 mod checkpoint;
+mod leaks;
 mod moves;
 mod permissions;
 mod phases;
@@ -70,6 +71,9 @@ pub struct MigrateOptions {
     pub update_rules: bool,
     pub dry_run: bool,
     pub yes: bool,
+    /// Release leaked addresses of the old pool (verified unused) instead of
+    /// waiting for calico-kube-controllers to.
+    pub release_leaked: bool,
 }
 
 /// The final report.
@@ -450,6 +454,7 @@ mod tests {
             surge: false,
             update_rules: false,
             dry_run: false,
+            release_leaked: false,
             yes: false,
         }
     }

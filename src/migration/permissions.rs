@@ -43,6 +43,18 @@ pub(crate) fn permissions_needed(
             needs.push(Need::new("delete", &r.group, &r.plural, None));
         }
     }
+    // The drain reads what calico-kube-controllers does about leaked addresses.
+    needs.push(Need::new("get", "crd.projectcalico.org", "kubecontrollersconfigurations", None));
+    if opts.release_leaked {
+        // Blocks are already asked for above unless the operator deletes the pool.
+        let kinds: &[Kind] = if plan.via_operator { &[Kind::IPAMBlock, Kind::IPAMHandle] } else { &[Kind::IPAMHandle] };
+        for kind in kinds {
+            let r = calico.resource(*kind);
+            for verb in ["update", "delete"] {
+                needs.push(Need::new(verb, &r.group, &r.plural, None));
+            }
+        }
+    }
     let mut seen = BTreeSet::new();
     for m in &plan.moves {
         let ns = m.owner.as_ref().map(|o| o.namespace.clone());

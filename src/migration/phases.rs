@@ -10,7 +10,7 @@ use super::{moves, Ctx, Facts, Summary};
 use crate::cluster::calico::Kind;
 use crate::cluster::events::{self, EventTarget};
 use crate::cluster::pools::PoolWriter;
-use crate::cluster::{canary, movers, pools};
+use crate::cluster::{canary, leaks, movers};
 use crate::core::cidr::CidrSet;
 use crate::core::plan::{self, Plan};
 use crate::core::state::{MigrationState, Phase};
@@ -302,7 +302,7 @@ async fn phase_drain(ctx: &Ctx<'_>, plan: &Plan, state: &mut MigrationState) -> 
             "Waiting for every address of {} (pods and node tunnel addresses) to be released...",
             from.name
         ));
-        pools::wait_addresses_released(ctx.cluster, ctx.calico, from, to.cidr, ctx.opts.timeout).await?;
+        super::leaks::drain(ctx, from, to).await?;
     }
     Ok(())
 }
@@ -317,6 +317,16 @@ async fn phase_delete_source(
         return Ok(());
     }
     for (from, to, _) in plan.pairs() {
+        // Never delete a pool that still holds allocations: its addresses would
+        // lose their pool (encapsulation, NAT) while something may still use them.
+        let left = leaks::scan_pool(ctx.cluster, ctx.calico, &from.cidr, to.cidr).await?.remaining;
+        if !left.is_empty() {
+            return Err(Error::Other(format!(
+                "not deleting {}: it still holds allocations: {}; re-run to continue",
+                from.name,
+                crate::core::findings::name_some(&left)
+            )));
+        }
         writer.delete_safely(from, Some(to.cidr)).await?;
         let av = ctx.calico.resource(Kind::IPPool).api_version;
         events::record_event(

@@ -462,6 +462,7 @@ func (a *agent) syncPod(ctx context.Context, node, key string) (time.Duration, e
 		if wait := annDuration(pod, annTerminate, 0) - time.Since(requested); wait > 0 {
 			return wait, nil
 		}
+		maybeLeak(pod, st)
 		if err := a.releaseOnce(ctx, pod, st); err != nil {
 			return 0, err
 		}
@@ -786,6 +787,9 @@ func allowsTunnel(p *apiv3.IPPool) bool {
 }
 
 func (a *agent) syncTunnels(ctx context.Context, node string) (time.Duration, error) {
+	if realTunnelAllocator {
+		return 0, nil // calico-node's own allocator runs (tunnelalloc.go)
+	}
 	var after time.Duration
 	pools, err := a.cal.IPPools().List(ctx, options.ListOptions{})
 	if err != nil {

@@ -66,6 +66,9 @@ func logf(format string, args ...interface{}) {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "tunnel-allocator" {
+		os.Exit(runTunnelAllocator(os.Args[2:]))
+	}
 	var f flags
 	fs := flag.NewFlagSet("kubesim", flag.ExitOnError)
 	fs.StringVar(&f.dir, "dir", "", "data directory (required); kubeconfig, ready, kubesim.pid and etcd data go here")
@@ -86,6 +89,8 @@ func main() {
 	fs.BoolVar(&f.faultProxy, "fault-proxy", false, "also serve a fault-injecting HTTPS proxy in front of kube-apiserver (DIR/kubeconfig-faulty, DIR/faults.json)")
 	fs.StringVar(&f.omit, "omit", "", "realistic scenario: comma-separated workloads to leave out ("+strings.Join(realisticWorkloads, ",")+"), e.g. --omit single")
 	fs.StringVar(&f.podSecurity, "pod-security", "", "enforce this Pod Security Standard (privileged|baseline|restricted) in every namespace without its own label; kube-system is exempt and the scenario namespaces are labelled privileged")
+	registerLeakFlags(fs)
+	registerTunnelFlags(fs)
 	_ = fs.Parse(os.Args[1:])
 	if f.dir == "" {
 		fmt.Fprintln(os.Stderr, "kubesim: --dir is required")
@@ -302,6 +307,9 @@ func run(f *flags) error {
 		}
 	}
 	logf("calico initialised (clusterType %s)", clusterType)
+	if err := startLeakHandling(ctx, kubeconfig, cal); err != nil {
+		return err
+	}
 
 	ag := newAgent(kube, cal, restCfg, f.nodes, f.readyDelay)
 	ag.fam = fam
@@ -314,6 +322,9 @@ func run(f *flags) error {
 		return err
 	}
 	go ag.renewLeases(ctx)
+	if err := startTunnelAllocators(ctx, kubeconfig, ag.nodes, f.verbose); err != nil {
+		return err
+	}
 	logf("%d nodes Ready", f.nodes)
 
 	// The default ServiceAccount must exist before pods can be created.

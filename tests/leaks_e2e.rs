@@ -1,0 +1,98 @@
+//! End-to-end tests of leaked addresses during a migration: the kubesim
+//! agent leaves the addresses of the first 3 pods deleted from the old pool
+//! allocated (as a failed CNI DEL does), so the drain meets real leaks.
+//! Run: `cargo test --test leaks_e2e -- --test-threads=1`.
+
+mod common;
+
+use std::process::Output;
+
+use common::TestCluster;
+use serde_json::Value;
+
+const OLD: &str = "default-ipv4-ippool";
+const OLD_CIDR: &str = "192.168.0.0/16";
+const NEW_CIDR: &str = "10.0.0.0/16";
+const LEAKS: [&str; 6] = ["--leak-on-delete", "3", "--leak-cidr", OLD_CIDR, "--leak-grace-period", "20s"];
+
+fn text(out: &Output) -> String {
+    format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn start(extra: &[&str]) -> TestCluster {
+    let mut args = vec!["--scenario", "seed"];
+    args.extend(LEAKS);
+    args.extend(extra);
+    let c = TestCluster::start(&args);
+    // The legacy namespace pins the old pool; unpinned, everything can move.
+    c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+    c
+}
+
+fn migrate(c: &TestCluster, extra: &[&str]) -> Output {
+    let mut args = vec!["migrate", "--from", OLD, "--to", NEW_CIDR, "--force", "--yes", "--jobs", "evict"];
+    args.extend(extra);
+    c.ippool(&args).output().unwrap()
+}
+
+fn pool_exists(c: &TestCluster) -> bool {
+    c.kubectl(&["get", "ippools.crd.projectcalico.org", OLD]).status.success()
+}
+
+/// Addresses of the old pool that kubesim leaked, from its log.
+fn leaked(c: &TestCluster) -> usize {
+    std::fs::read_to_string(c.dir().join("kubesim.log")).unwrap_or_default().matches("leaking 192.168.").count()
+}
+
+#[test]
+fn kube_controllers_release_the_leaks_then_the_pool_is_deleted() {
+    let c = start(&["--calico-kube-controllers"]);
+    let out = migrate(&c, &["--timeout", "3m"]);
+    let all = text(&out);
+    assert!(out.status.success(), "migrate failed:\n{all}\n{}", c.log_tail());
+    assert_eq!(leaked(&c), 3, "kubesim should have leaked 3 addresses:\n{}", c.log_tail());
+    assert!(all.contains("no pod and no node uses them (leaked"), "{all}");
+    assert!(all.contains("Waiting for calico-kube-controllers to release them: leakGracePeriod 20s"), "{all}");
+    assert!(!all.contains("released leaked address"), "the tool released them itself:\n{all}");
+    assert!(all.contains("IPPool default-ipv4-ippool deleted"), "{all}");
+    assert!(!pool_exists(&c));
+    c.assert_ipam_clean();
+}
+
+#[test]
+fn without_a_controller_the_run_stops_then_release_leaked_finishes() {
+    let c = start(&[]);
+    // Negative control: nobody releases the leaks, so the pool must stay.
+    let out = migrate(&c, &["--timeout", "3m"]);
+    let all = text(&out);
+    assert!(!out.status.success(), "migrate succeeded with leaked addresses and no controller:\n{all}");
+    assert!(
+        all.contains("will never be released by calico-kube-controllers: KubeControllersConfiguration default has no status.runningConfig written by calico-kube-controllers"),
+        "{all}"
+    );
+    assert!(all.contains("--release-leaked"), "{all}");
+    assert!(pool_exists(&c), "the pool was deleted while it held leaked allocations:\n{all}");
+    let pool: Value =
+        serde_json::from_str(&c.kubectl_ok(&["get", "ippools.crd.projectcalico.org", OLD, "-o", "json"])).unwrap();
+    assert_eq!(pool["spec"]["disabled"], true);
+    assert_eq!(leaked(&c), 3);
+    let check = String::from_utf8_lossy(&c.calicoctl(&["ipam", "check"]).stdout).into_owned();
+    assert!(check.contains("found 3 problems"), "{check}");
+
+    // The same command with --release-leaked releases them and finishes.
+    let out = migrate(&c, &["--timeout", "3m", "--release-leaked"]);
+    let all = text(&out);
+    assert!(out.status.success(), "migrate --release-leaked failed:\n{all}\n{}", c.log_tail());
+    assert_eq!(all.matches("released leaked address").count(), 3, "{all}");
+    assert!(!pool_exists(&c));
+    c.assert_ipam_clean();
+    let events = c.kubectl_ok(&["get", "events", "-A", "--field-selector", "reason=IPPoolMigration", "-o", "json"]);
+    let events: Value = serde_json::from_str(&events).unwrap();
+    let releases = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["message"].as_str().unwrap_or("").contains("released leaked address 192.168."))
+        .count();
+    assert_eq!(releases, 3, "one Event per released address");
+}

@@ -1,0 +1,104 @@
+package main
+
+// calico-node's own tunnel-address allocator (node/pkg/allocateip of the Calico module) per node.
+// allocateip.Run reads NODENAME and the datastore settings from the environment, so each node gets
+// its own child process: kubesim re-executed as `kubesim tunnel-allocator --node NAME`.
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/projectcalico/calico/node/pkg/allocateip"
+)
+
+var realTunnelAllocator bool
+
+func registerTunnelFlags(fs *flag.FlagSet) {
+	fs.BoolVar(&realTunnelAllocator, "real-tunnel-allocator", false, "run calico-node's own tunnel-address allocator (one child process per node) instead of the agent's emulation")
+}
+
+// startTunnelAllocators starts one allocator child per node; they stop with ctx, or by themselves
+// when kubesim dies.
+func startTunnelAllocators(ctx context.Context, kubeconfig string, nodes []string, verbose bool) error {
+	if !realTunnelAllocator {
+		return nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		args := []string{"tunnel-allocator", "--node", n}
+		if verbose {
+			args = append(args, "-v")
+		}
+		start := func() (*exec.Cmd, error) {
+			cmd := exec.CommandContext(ctx, self, args...)
+			cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+			cmd.WaitDelay = 5 * time.Second
+			cmd.Env = append(os.Environ(), "NODENAME="+n, "DATASTORE_TYPE=kubernetes", "KUBECONFIG="+kubeconfig)
+			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+			return cmd, cmd.Start()
+		}
+		cmd, err := start()
+		if err != nil {
+			return fmt.Errorf("tunnel allocator for %s: %w", n, err)
+		}
+		// calico-node exits (log.Fatal) when a reconciliation fails and relies on being restarted,
+		// as kubelet restarts its container: so do we.
+		go func(n string, cmd *exec.Cmd) {
+			for {
+				err := cmd.Wait()
+				if ctx.Err() != nil {
+					return
+				}
+				logf("tunnel allocator for %s exited (%v), restarting it", n, err)
+				time.Sleep(time.Second)
+				if cmd, err = start(); err != nil {
+					logf("tunnel allocator for %s: %v", n, err)
+					return
+				}
+			}
+		}(n, cmd)
+	}
+	logf("calico-node tunnel-address allocator running for %d nodes", len(nodes))
+	return nil
+}
+
+// runTunnelAllocator is the child: allocateip.Run until SIGTERM or until the parent is gone.
+func runTunnelAllocator(args []string) int {
+	fs := flag.NewFlagSet("tunnel-allocator", flag.ExitOnError)
+	node := fs.String("node", "", "node name (also NODENAME)")
+	verbose := fs.Bool("v", false, "verbose")
+	_ = fs.Parse(args)
+	if *node != "" {
+		_ = os.Setenv("NODENAME", *node)
+	}
+	setupLogging(*verbose)
+	done := make(chan struct{})
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	ppid := os.Getppid()
+	go func() {
+		for {
+			select {
+			case <-sig:
+				close(done)
+				return
+			case <-time.After(time.Second):
+				if os.Getppid() != ppid {
+					close(done)
+					return
+				}
+			}
+		}
+	}()
+	allocateip.Run(done)
+	return 0
+}

@@ -9,19 +9,8 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::TestCluster;
+use common::{in_cidr, json, TestCluster};
 use serde_json::Value;
-
-fn json(c: &TestCluster, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    serde_json::from_str(&c.kubectl_ok(&a)).expect("kubectl json")
-}
-
-fn in_cidr(ip: &str, cidr: &str) -> bool {
-    let ip: std::net::IpAddr = ip.parse().unwrap();
-    cidr.parse::<ipnet::IpNet>().unwrap().contains(&ip)
-}
 
 /// uid -> every status.podIPs address, of the running pods that are not
 /// host-network (the canary's namespace, deleted in the background, left out).

@@ -9,22 +9,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::budget_watch::{BlockingBudgetWatch, Report};
-use common::TestCluster;
+use common::{in_cidr, json, TestCluster};
 use serde_json::Value;
 
 const OLD: &str = "default-ipv4-ippool";
-
-fn json(c: &TestCluster, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    serde_json::from_str(&c.kubectl_ok(&a)).expect("kubectl json")
-}
-
-fn in_cidr(ip: &str, cidr: &str) -> bool {
-    let ip: std::net::IpAddr = ip.parse().unwrap();
-    let net: ipnet::IpNet = cidr.parse().unwrap();
-    net.contains(&ip)
-}
 
 /// resourceVersions of pools, Deployments, StatefulSets, DaemonSets, namespaces,
 /// plus whether our record or lease exists: a write of any kind changes this.

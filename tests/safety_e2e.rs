@@ -6,17 +6,11 @@
 
 mod common;
 
-use common::TestCluster;
+use common::{json, TestCluster};
 use serde_json::Value;
 
 const OLD: &str = "default-ipv4-ippool";
 const IPPOOLS: &str = "ippools.crd.projectcalico.org";
-
-fn json(c: &TestCluster, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    serde_json::from_str(&c.kubectl_ok(&a)).unwrap()
-}
 
 fn disabled(c: &TestCluster, pool: &str) -> bool {
     json(c, &["get", IPPOOLS, pool])["spec"]["disabled"] == Value::Bool(true)

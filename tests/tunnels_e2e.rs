@@ -7,15 +7,10 @@
 
 mod common;
 
-use common::TestCluster;
+use common::{in_cidr, TestCluster};
 use serde_json::Value;
 
 const OLD: &str = "default-ipv4-ippool";
-
-fn in_cidr(ip: &str, cidr: &str) -> bool {
-    let ip: std::net::IpAddr = ip.parse().unwrap();
-    cidr.parse::<ipnet::IpNet>().unwrap().contains(&ip)
-}
 
 /// Every node's IPIP tunnel address (from calico-node's allocator).
 fn tunnel_addresses(c: &TestCluster) -> Vec<String> {

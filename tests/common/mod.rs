@@ -171,3 +171,16 @@ impl Drop for TestCluster {
 fn sigterm(pid: u32) {
     let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
 }
+
+/// `kubectl <args> -o json` on `c`, parsed.
+pub fn json(c: &TestCluster, args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    serde_json::from_str(&c.kubectl_ok(&a)).expect("kubectl json")
+}
+
+/// Whether address `ip` lies in `cidr` (both must parse).
+pub fn in_cidr(ip: &str, cidr: &str) -> bool {
+    let ip: std::net::IpAddr = ip.parse().unwrap();
+    cidr.parse::<ipnet::IpNet>().unwrap().contains(&ip)
+}

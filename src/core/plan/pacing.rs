@@ -4,127 +4,12 @@
 //! by PDBs, so it is chosen only where the strategy cannot take more pods
 //! down at once than every PDB over the workload allows. Otherwise pods are
 //! evicted, never more at once than the tightest PDB allows, each wave after
-//! the last one's replacements are Ready. A PDB that covers several
-//! workloads is one budget: those workloads share a lane and move one after
-//! another.
+//! the last one's replacements are Ready.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use serde::Serialize;
-
-use super::{MoveKind, PlanInput, Strategy};
-use crate::core::budget::{waves, BudgetSpec, UpdateStrategy};
-use crate::core::model::{Owner, OwnerKind, PdbInfo, WorkloadInfo};
-
-/// A PodDisruptionBudget as it bears on one move.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Guard {
-    /// `namespace/name` of the PDB.
-    pub pdb: String,
-    /// `maxUnavailable 1`, `minAvailable 80%`.
-    pub spec: String,
-    /// Pods it lets be down at once when all are healthy.
-    pub allowance: i32,
-    /// What it asks for, the summed scale of its pods' controllers and the
-    /// pods it matches: enough to work out how many replicas `--surge` adds.
-    #[serde(skip)]
-    pub budget: BudgetSpec,
-    #[serde(skip)]
-    pub scale: i32,
-    #[serde(skip)]
-    pub matched: i32,
-}
-
-/// The budgets of the cluster, indexed by the workloads they cover.
-pub(super) struct Budgets {
-    by_owner: BTreeMap<Owner, Vec<Guard>>,
-    /// Owner -> lane name: owners under a common PDB share a lane.
-    lane_of: BTreeMap<Owner, String>,
-}
-
-impl Budgets {
-    pub(super) fn new(input: &PlanInput) -> Budgets {
-        let owner_of: BTreeMap<String, &Owner> = input.inventory.pods.iter().map(|p| (p.key(), &p.owner)).collect();
-        let replicas: BTreeMap<&Owner, i32> = input.workloads.iter().map(|w| (&w.owner, w.replicas)).collect();
-        let mut by_owner: BTreeMap<Owner, Vec<Guard>> = BTreeMap::new();
-        let mut groups: Vec<BTreeSet<Owner>> = Vec::new();
-        for pdb in input.pdbs {
-            let owners: BTreeSet<Owner> =
-                pdb.pods.iter().filter_map(|k| owner_of.get(k)).map(|o| (*o).clone()).collect();
-            if owners.is_empty() {
-                continue;
-            }
-            let (allowance, scale) = allowance(pdb, &owners, &replicas, &owner_of);
-            let guard = Guard {
-                pdb: format!("{}/{}", pdb.namespace, pdb.name),
-                spec: pdb.spec.describe(),
-                allowance,
-                budget: pdb.spec,
-                scale,
-                matched: pdb.pods.len() as i32,
-            };
-            for o in &owners {
-                by_owner.entry(o.clone()).or_default().push(guard.clone());
-            }
-            groups.push(owners);
-        }
-        Budgets { by_owner, lane_of: lanes(groups) }
-    }
-
-    pub(super) fn guards(&self, owner: &Owner) -> &[Guard] {
-        self.by_owner.get(owner).map_or(&[], Vec::as_slice)
-    }
-
-    /// The lane of `owner`: shared with every owner under a common PDB.
-    pub(super) fn lane(&self, owner: &Owner) -> String {
-        self.lane_of.get(owner).cloned().unwrap_or_else(|| owner.display())
-    }
-}
-
-/// Pods of `pdb` that may be down at once with all healthy: from its spec
-/// (as the disruption controller computes `desiredHealthy`) and, where the
-/// controller has already counted, from its status; the smaller wins.
-/// Returns it with the summed scale of the pods' controllers.
-fn allowance(
-    pdb: &PdbInfo,
-    owners: &BTreeSet<Owner>,
-    replicas: &BTreeMap<&Owner, i32>,
-    owner_of: &BTreeMap<String, &Owner>,
-) -> (i32, i32) {
-    let matched = pdb.pods.len() as i32;
-    // Pods whose controller's scale is unknown count one each.
-    let unscaled =
-        pdb.pods.iter().filter(|k| owner_of.get(*k).is_none_or(|o| !replicas.contains_key(o))).count() as i32;
-    let scale: i32 = owners.iter().filter_map(|o| replicas.get(o)).sum::<i32>() + unscaled;
-    let from_spec = pdb.spec.allowance(scale, matched);
-    let allowance =
-        if pdb.expected_pods > 0 { from_spec.min((pdb.expected_pods - pdb.desired_healthy).max(0)) } else { from_spec };
-    (allowance, scale)
-}
-
-/// Union the owner groups of overlapping PDBs; each union is one lane,
-/// named after its first owner.
-fn lanes(groups: Vec<BTreeSet<Owner>>) -> BTreeMap<Owner, String> {
-    let mut merged: Vec<BTreeSet<Owner>> = Vec::new();
-    for g in groups {
-        let mut g = g;
-        let (overlapping, rest): (Vec<_>, Vec<_>) = merged.into_iter().partition(|m| !m.is_disjoint(&g));
-        for m in overlapping {
-            g.extend(m);
-        }
-        merged = rest;
-        merged.push(g);
-    }
-    let mut out = BTreeMap::new();
-    for g in merged {
-        let name = g.iter().next().map(|o| o.display()).unwrap_or_default();
-        for o in g {
-            out.insert(o, name.clone());
-        }
-    }
-    out
-}
+use super::budgets::Guard;
+use super::{MoveKind, Strategy};
+use crate::core::budget::{waves, UpdateStrategy};
+use crate::core::model::{Owner, OwnerKind, WorkloadInfo};
 
 /// How one workload's pods on the old pool move.
 #[derive(Debug, Clone, PartialEq)]
@@ -293,58 +178,6 @@ fn surge_pace(owner: &Owner, workload: Option<&WorkloadInfo>, pods: usize, guard
     })
 }
 
-/// How long the moves take, in rounds of pod start-up (a replacement pod
-/// scheduled, given an address and Ready).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Estimate {
-    /// Rounds on the busiest lane slot: lanes start in plan order as slots
-    /// free up, `parallel` at a time, and the moves of a lane run in turn.
-    pub rounds: usize,
-    pub lanes: usize,
-    pub parallel: usize,
-    /// Median seconds from creation to Ready of the pods to move.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod_start_seconds: Option<f64>,
-    /// `rounds` x `podStartSeconds`: a lower bound, as budgets allow it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seconds: Option<f64>,
-}
-
-pub(super) fn estimate(moves: &[super::Move], parallel: usize, pod_start_seconds: Option<f64>) -> Estimate {
-    let mut order: Vec<&str> = Vec::new();
-    let mut rounds_of: BTreeMap<&str, usize> = BTreeMap::new();
-    for m in moves {
-        if !rounds_of.contains_key(m.lane.as_str()) {
-            order.push(&m.lane);
-        }
-        *rounds_of.entry(&m.lane).or_default() += m.waves;
-    }
-    let parallel = parallel.max(1);
-    let mut slots = vec![0usize; parallel];
-    for lane in &order {
-        let next = slots.iter_mut().min().expect("at least one slot");
-        *next += rounds_of[lane];
-    }
-    let rounds = slots.into_iter().max().unwrap_or(0);
-    Estimate {
-        rounds,
-        lanes: order.len(),
-        parallel,
-        pod_start_seconds,
-        seconds: pod_start_seconds.map(|s| (s * rounds as f64 * 10.0).round() / 10.0),
-    }
-}
-
-/// The median of `values`, None when empty.
-pub(super) fn median(mut values: Vec<f64>) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    Some(values[values.len() / 2])
-}
-
 fn pacing_note(at_once: usize, tightest: Option<&Guard>) -> String {
     let how = if at_once == 1 { "one at a time".to_string() } else { format!("{at_once} at a time") };
     match tightest {
@@ -366,11 +199,8 @@ fn default_strategy(kind: OwnerKind) -> UpdateStrategy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::budget::BudgetSpec;
     use crate::core::budget::IntOrPercent::{Int, Percent};
-
-    fn owner(kind: OwnerKind, name: &str) -> Owner {
-        Owner { kind, other_kind: None, namespace: "shop".into(), name: name.into() }
-    }
 
     fn guard(allowance: i32) -> Guard {
         Guard {
@@ -497,19 +327,6 @@ mod tests {
     }
 
     #[test]
-    fn the_estimate_schedules_lanes_on_parallel_slots() {
-        let mv = |lane: &str, waves: usize| super::super::Move::in_lane(lane, MoveKind::Evict, lane, waves);
-        // 4 lanes of 10 rounds on 2 slots: 20 rounds; a shared lane adds up.
-        let moves: Vec<_> = ["a", "b", "c", "d"].iter().map(|l| mv(l, 10)).collect();
-        let e = estimate(&moves, 2, Some(2.0));
-        assert_eq!((e.rounds, e.lanes, e.seconds), (20, 4, Some(40.0)));
-        let e = estimate(&[mv("a", 3), mv("a", 3), mv("b", 1)], 4, None);
-        assert_eq!((e.rounds, e.lanes, e.seconds), (6, 2, None));
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(vec![]), None);
-    }
-
-    #[test]
     fn daemonsets_roll_within_their_budget() {
         let mut agent = WorkloadInfo::deployment("shop", "agent", 3);
         agent.owner.kind = OwnerKind::DaemonSet;
@@ -519,53 +336,5 @@ mod tests {
         let p = pace(decide(&agent.owner, Some(&agent), 3, &[guard(1)], Strategy::Rollout, false, &mut vec![]));
         assert_eq!((p.kind, p.at_once), (MoveKind::Evict, 1));
         let _ = Percent(1);
-    }
-
-    #[test]
-    fn one_budget_over_two_workloads_is_one_lane_with_the_shared_allowance() {
-        use crate::core::budget::BudgetSpec;
-        use crate::core::inventory::tests::pod;
-        use crate::core::plan::fixtures::*;
-        let mut pods = seed_pods();
-        for i in 0..3 {
-            pods.push(pod(
-                "shop",
-                &format!("front-a-{i}"),
-                &format!("192.168.1.{i}"),
-                OwnerKind::Deployment,
-                "front-a",
-            ));
-            pods.push(pod(
-                "shop",
-                &format!("front-b-{i}"),
-                &format!("192.168.2.{i}"),
-                OwnerKind::Deployment,
-                "front-b",
-            ));
-        }
-        let mut w = world(seed_pools(), pods);
-        w.workloads =
-            vec![WorkloadInfo::deployment("shop", "front-a", 3), WorkloadInfo::deployment("shop", "front-b", 3)];
-        w.pdbs = vec![PdbInfo {
-            namespace: "shop".into(),
-            name: "front".into(),
-            spec: BudgetSpec { max_unavailable: Some(Int(1)), min_available: None },
-            disruptions_allowed: 1,
-            current_healthy: 6,
-            desired_healthy: 5,
-            expected_pods: 6,
-            pods: (0..3).flat_map(|i| [format!("shop/front-a-{i}"), format!("shop/front-b-{i}")]).collect(),
-        }];
-        let i = input(&w, cidr("10.0.0.0/16"));
-        let b = Budgets::new(&i);
-        let a = owner(OwnerKind::Deployment, "front-a");
-        assert_eq!(b.guards(&a)[0].allowance, 1);
-        assert_eq!(b.lane(&a), b.lane(&owner(OwnerKind::Deployment, "front-b")));
-        assert_ne!(b.lane(&a), b.lane(&owner(OwnerKind::Deployment, "web")));
-        // 80% of 6 computed from the spec, even before the controller counted.
-        w.pdbs[0].spec = BudgetSpec { min_available: Some(Percent(80)), max_unavailable: None };
-        w.pdbs[0].expected_pods = 0;
-        let i = input(&w, cidr("10.0.0.0/16"));
-        assert_eq!(Budgets::new(&i).guards(&a)[0].allowance, 1, "ceil(4.8) = 5 of 6 must stay");
     }
 }

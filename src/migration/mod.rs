@@ -12,6 +12,7 @@
 //! restarting a workload whose pods already moved are no-ops.
 
 mod checkpoint;
+mod facts;
 mod leaks;
 mod moves;
 mod permissions;
@@ -19,28 +20,27 @@ mod phases;
 mod plan_view;
 mod rollback;
 mod rules;
+mod start;
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::api::DynamicObject;
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::cluster::calico::Calico;
 use crate::cluster::lease::LeaseGuard;
 use crate::cluster::pools::PoolWriter;
 use crate::cluster::record::{STATE_CONFIGMAP, STATE_NAMESPACE};
-use crate::cluster::snapshot::Snapshot;
-use crate::cluster::{access, budgets, canary, movers, networks, workloads, Cluster};
-use crate::core::model::{CniPools, ManagedBy, PdbInfo, WorkloadInfo};
-use crate::core::plan::{self, JobsPolicy, Plan, PlanInput, PoolOverrides, Strategy, TargetRequest};
-use crate::core::state::{MigrationState, PairRecord, Phase};
+use crate::cluster::{access, canary, movers, Cluster};
+use crate::core::model::ManagedBy;
+use crate::core::plan::{self, JobsPolicy, PoolOverrides, Strategy, TargetRequest};
+use crate::core::state::Phase;
 use crate::error::{Error, Result};
 use crate::output::Printer;
+use facts::Facts;
 use permissions::permissions_needed;
 use plan_view::show_plan;
+use start::{new_record, paired, resumable_record};
 
 pub use rollback::{rollback, RollbackOptions};
 
@@ -94,68 +94,6 @@ pub(crate) struct Summary {
     api_requests: u64,
     /// Of those, writes (creates, patches, evictions, record updates).
     api_writes: u64,
-}
-
-/// Everything read from the cluster before planning.
-pub(crate) struct Facts {
-    snap: Snapshot,
-    workloads: Vec<WorkloadInfo>,
-    pdbs: Vec<PdbInfo>,
-    cni: Option<CniPools>,
-    /// Pods selected by `-l` (None: no label filter).
-    label_filter: Option<BTreeSet<String>>,
-    /// IPReservation CIDRs (read once, by `run`), for the capacity check.
-    reservations: Vec<ipnet::IpNet>,
-}
-
-impl Facts {
-    async fn read(cluster: &Cluster, calico: Calico, opts: &MigrateOptions) -> Result<Facts> {
-        let (snap, workloads, pdbs, cni, labelled) = tokio::try_join!(
-            Snapshot::read(cluster, calico),
-            workloads::list_workloads(cluster),
-            budgets::list_pdbs(cluster),
-            async { Ok(networks::read_cni_pools(cluster).await) },
-            async {
-                match &opts.selector {
-                    Some(sel) => Ok(Some(
-                        workloads::list_pods(cluster, Some(sel))
-                            .await?
-                            .into_iter()
-                            .map(|p| p.key())
-                            .collect::<BTreeSet<_>>(),
-                    )),
-                    None => Ok(None),
-                }
-            },
-        )?;
-        Ok(Facts { snap, workloads, pdbs, cni, label_filter: labelled, reservations: vec![] })
-    }
-
-    fn plan_input<'a>(&'a self, opts: &'a MigrateOptions, operator: bool) -> PlanInput<'a> {
-        PlanInput {
-            from: &opts.from,
-            to: opts.to.clone(),
-            also: opts.also.clone(),
-            overrides: opts.overrides.clone(),
-            strategy: opts.strategy,
-            jobs: opts.jobs,
-            force: opts.force,
-            allow_outside_cluster_cidr: opts.allow_outside_cluster_cidr,
-            operator,
-            inventory: &self.snap.inventory,
-            nodes: &self.snap.nodes,
-            namespaces: &self.snap.namespaces,
-            networks: &self.snap.networks,
-            workloads: &self.workloads,
-            pdbs: &self.pdbs,
-            cni_pools: self.cni.clone(),
-            pod_filter: self.label_filter.as_ref(),
-            canary_per_node: opts.canary_per_node,
-            parallel: opts.max_parallel as usize,
-            surge: opts.surge,
-            reservations: &self.reservations,
-        }
-    }
 }
 
 /// The run's shared context.
@@ -316,118 +254,14 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
     Ok(())
 }
 
-/// The options with `--from` and targets given twice paired by IP family
-/// (as recorded, when they name the unfinished migration in `record`).
-fn paired(
-    opts: &MigrateOptions,
-    inv: &crate::core::inventory::Inventory,
-    record: Option<&MigrationState>,
-) -> Result<MigrateOptions> {
-    if opts.more_from.is_empty() && opts.more_to.is_empty() {
-        return Ok(opts.clone());
-    }
-    let froms: Vec<String> = std::iter::once(opts.from.clone()).chain(opts.more_from.iter().cloned()).collect();
-    let targets: Vec<TargetRequest> = std::iter::once(opts.to.clone()).chain(opts.more_to.iter().cloned()).collect();
-    let recorded: Vec<(String, String, String)> = record
-        .filter(|r| !r.phase.is_finished())
-        .map(|r| r.pairs().into_iter().map(|p| (p.from_pool, p.to_pool, p.to_cidr)).collect())
-        .unwrap_or_default();
-    let mut pairs = match plan::pair_as_recorded(&froms, &targets, &recorded) {
-        Some(p) => p,
-        None => plan::pair_by_family(&froms, &targets, inv).map_err(|reasons| {
-            Error::refused(format!("migrate {} (nothing was changed)", froms.join(" and ")), reasons)
-        })?,
-    };
-    if pairs.len() > 1 {
-        let o = &opts.overrides;
-        let per_pool: Vec<&str> = [
-            (o.name.is_some(), "--name"),
-            (o.block_size.is_some(), "--block-size"),
-            (o.ipip_mode.is_some(), "--ipip-mode"),
-        ]
-        .into_iter()
-        .filter_map(|(set, flag)| set.then_some(flag))
-        .collect();
-        if !per_pool.is_empty() {
-            return Err(Error::refused(
-                format!("migrate {} (nothing was changed)", froms.join(" and ")),
-                vec![format!(
-                    "{} cannot apply to both an IPv4 and an IPv6 pool; leave it out (each new pool copies its old pool) or migrate the families one at a time",
-                    per_pool.join(", ")
-                )],
-            ));
-        }
-    }
-    let (from, to) = pairs.remove(0);
-    Ok(MigrateOptions { from, to, also: pairs, more_from: vec![], more_to: vec![], ..opts.clone() })
-}
-
-/// An unfinished record for the same `--from` is resumed; one for another
-/// pool refuses (one migration at a time).
-fn resumable_record(rec: Option<&MigrationState>, opts: &MigrateOptions) -> Result<Option<MigrationState>> {
-    let Some(rec) = rec.filter(|r| !r.phase.is_finished()) else { return Ok(None) };
-    let same_target = match &opts.to {
-        TargetRequest::Cidr(c) => {
-            c.trim() == rec.to_cidr && opts.overrides.name.as_ref().is_none_or(|n| n == &rec.to_pool)
-        }
-        TargetRequest::Pool(p) => p == &rec.to_pool,
-    };
-    if rec.from_pool == opts.from && same_target {
-        return Ok(Some(rec.clone()));
-    }
-    Err(Error::refused(
-        format!("start a migration from {}", opts.from),
-        vec![format!(
-            "a migration from {} to {} ({}) is recorded in phase {} (started {} by {}); run `kubectl ippool migrate --from {} --to {}` to finish it, or add --rollback to undo it",
-            rec.from_pool, rec.to_pool, rec.to_cidr, rec.phase.as_str(), rec.started_at, rec.started_by, rec.from_pool, rec.to_cidr
-        )],
-    ))
-}
-
-fn new_record(plan: &Plan, lease: &LeaseGuard, originals: Vec<Option<DynamicObject>>) -> MigrationState {
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let as_value = |o: Option<&Option<DynamicObject>>| {
-        o.and_then(|o| o.as_ref()).and_then(|o| serde_json::to_value(o).ok()).unwrap_or(Value::Null)
-    };
-    let also = plan
-        .also
-        .iter()
-        .enumerate()
-        .map(|(i, p)| PairRecord {
-            from_pool: p.from.name.clone(),
-            from_cidr: p.from.cidr.to_string(),
-            to_pool: p.to.name.clone(),
-            to_cidr: p.to.cidr.to_string(),
-            created_target: p.create_target,
-            original_from_pool: as_value(originals.get(i + 1)),
-        })
-        .collect();
-    MigrationState {
-        from_pool: plan.from.name.clone(),
-        from_cidr: plan.from.cidr.to_string(),
-        to_pool: plan.to.name.clone(),
-        to_cidr: plan.to.cidr.to_string(),
-        created_target: plan.create_target,
-        phase: Phase::Started,
-        started_at: now.clone(),
-        updated_at: now,
-        started_by: lease.identity().to_string(),
-        original_from_pool: as_value(originals.first()),
-        total: plan.pod_count(),
-        pods_moved: 0,
-        done: vec![],
-        failed: vec![],
-        rule_changes: vec![],
-        also,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::plan_view::{render_plan, PlanDocument};
     use super::*;
     use crate::core::model::OwnerKind;
-    use crate::core::plan::{Move, MoveKind};
+    use crate::core::plan::{Move, MoveKind, Plan};
+    use crate::core::state::MigrationState;
+    use serde_json::Value;
 
     /// The options `migrate --from old` plus `extra` flags (`--to C` or `--to-pool P`) give.
     fn args(extra: &[&str]) -> MigrateOptions {

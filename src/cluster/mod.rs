@@ -10,6 +10,7 @@ pub mod budgets;
 pub mod calico;
 pub mod canary;
 pub mod events;
+pub mod evictions;
 pub mod kubeconfig;
 pub mod leaks;
 pub mod lease;

@@ -12,7 +12,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::Ctx;
 use crate::cluster::events::{self, EventTarget};
-use crate::cluster::{budgets, movers};
+use crate::cluster::{budgets, evictions, movers};
 use crate::core::model::Owner;
 use crate::core::plan::{Move, MoveKind};
 use crate::error::{Error, Result};
@@ -172,7 +172,7 @@ async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &CidrSet, target: &str) -> Resul
         MoveKind::EvictForGood => {
             for (key, uid) in pairs(m) {
                 let (ns, name) = key.split_once('/').unwrap_or(("", &key));
-                movers::evict(ctx.cluster, ctx.printer, ns, name, &uid, t).await?;
+                evictions::evict(ctx.cluster, ctx.printer, ns, name, &uid, t).await?;
             }
             Ok(())
         }
@@ -216,10 +216,10 @@ async fn evict_paced(ctx: &Ctx<'_>, m: &Move, pods: Vec<(String, String)>) -> Re
         };
         let evictions = wave.iter().map(|(key, uid)| async move {
             let (ns, name) = key.split_once('/').unwrap_or(("", key));
-            movers::request_eviction(ctx.cluster, ctx.printer, ns, name, uid, t).await
+            evictions::request_eviction(ctx.cluster, ctx.printer, ns, name, uid, t).await
         });
         for r in futures::future::join_all(evictions).await {
-            if r? == movers::Evicted::Terminating {
+            if r? == evictions::Evicted::Terminating {
                 terminating += 1;
             }
         }
@@ -242,7 +242,7 @@ async fn wait_all_gone(ctx: &Ctx<'_>, pods: &[(String, String)]) -> Result<()> {
     let t = ctx.opts.timeout;
     let waits = pods.iter().map(|(key, uid)| async move {
         let (ns, name) = key.split_once('/').unwrap_or(("", key));
-        movers::wait_gone(ctx.cluster, ns, name, uid, t).await
+        evictions::wait_gone(ctx.cluster, ns, name, uid, t).await
     });
     for r in futures::future::join_all(waits).await {
         r?;

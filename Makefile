@@ -18,15 +18,17 @@ build:
 kubesim:
 	scripts/build-kubesim.sh
 
-## Format and lint (seconds), unit tests, then every test file in tests/:
-## CLI tests, the krew install test and the end-to-end suites on local clusters.
+## Format and lint (seconds), unit tests, then every test target in tests/
+## (a file, or a directory with a main.rs): CLI tests, the krew install test
+## and the end-to-end suites on local clusters.
 test: kubesim lint
 	$(CARGO) build --tests
 	$(CARGO) test --bin kubectl-ippool
-	@for f in tests/*.rs; do \
-	  t=$$(basename $$f .rs); threads=$(E2E_THREADS); \
+	@for f in tests/*.rs tests/*/main.rs; do \
+	  case $$f in */main.rs) t=$$(basename $$(dirname $$f));; *) t=$$(basename $$f .rs);; esac; \
+	  threads=$(E2E_THREADS); \
 	  case $$t in krew_install) threads=1;; esac; \
-	  echo "== tests/$$t.rs"; \
+	  echo "== $$f"; \
 	  $(CARGO) test --test $$t -- --test-threads=$$threads || exit 1; \
 	done
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make faults: the reliability suite with more crash trials.
 #   tests/bad_inputs.rs  one seed cluster, a table of bad inputs: exit 2, clear error, nothing written
-#   tests/faults_e2e.rs  SIGKILL at every phase boundary / random delays + resume, a concurrent
+#   tests/faults_e2e/  SIGKILL at every phase boundary / random delays + resume, a concurrent
 #                        pool editor, API errors and an outage through kubesim's fault proxy,
 #                        Ctrl-C cleanup of the canary and of verify --probe; every migration on
 #                        the realistic scenario, watched by BudgetWatch (PDB floors, Services at 0)

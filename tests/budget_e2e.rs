@@ -1,6 +1,6 @@
 //! "Never below the budget": every move honours the PodDisruptionBudgets.
 //!
-//! A `BudgetWatch` (tests/common/budget_watch.rs) watches pods, PDBs and
+//! A `BudgetWatch` (tests/common/budget_watch/) watches pods, PDBs and
 //! EndpointSlices of kubesim's `realistic` scenario while something moves
 //! pods, and records every instant a PDB had fewer healthy pods than its
 //! floor and every Service that lost its last ready endpoint.

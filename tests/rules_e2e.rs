@@ -348,9 +348,17 @@ fn rules_naming_the_old_cidr_are_listed_updated_rolled_back_and_verified() {
             "--yes",
             "--timeout",
             "3m",
+            "-o",
+            "json",
         ],
     );
-    assert!(so.contains(&format!("IPPool {OLD} deleted")), "{so}");
+    let summary: Value = serde_json::from_str(&so).unwrap_or_else(|e| panic!("{e}: {so}"));
+    assert_eq!(summary["oldPoolDeleted"], true, "{summary}");
+    let mut reported: Vec<&str> =
+        summary["ruleChanges"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    reported.sort();
+    assert_eq!(reported.len(), 4, "the summary lists each rule change: {summary}");
+    assert!(reported.iter().all(|c| c.contains("added") && c.contains("10.0.0.0/16")), "{reported:?}");
     assert_eq!(four(&c), with_added(&originals, "10.0.0.0/16"));
     assert_eq!(versions(&c), untouched);
     let out = c.ippool(&["verify", "-o", "json"]).output().unwrap();

@@ -89,6 +89,10 @@ pub(crate) struct Summary {
     failed: Vec<String>,
     skipped: Vec<String>,
     old_pool_deleted: bool,
+    /// What `--update-rules` added to rules and sets (kept after the run:
+    /// the old CIDR beside it is for the user to remove, `verify` warns).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    rule_changes: Vec<String>,
     seconds: f64,
     /// API requests this run made (for `make bench`).
     api_requests: u64,
@@ -242,6 +246,9 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
                 format!("IPPool {} kept (disabled)", summary.from)
             }
         ))?;
+        for change in &summary.rule_changes {
+            printer.stdout(&format!("Rule updated: {change}\n"))?;
+        }
         let per_pod = |n: u64| n as f64 / summary.pods_moved.max(1) as f64;
         printer.note(format!(
             "API requests: {} ({:.1} per pod moved), of which writes: {} ({:.1} per pod moved)",

@@ -57,6 +57,7 @@ pub(crate) async fn execute(ctx: &Ctx<'_>, plan: &Plan, mut state: MigrationStat
         failed: state.failed.clone(),
         skipped: skipped.clone(),
         old_pool_deleted: false,
+        rule_changes: state.rule_changes.iter().map(|c| c.describe()).collect(),
         seconds: 0.0,
         api_requests: 0,
         api_writes: 0,

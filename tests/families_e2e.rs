@@ -62,7 +62,8 @@ fn revisions(c: &TestCluster, kind: &str, ns: &str, app: &str) -> usize {
 /// (every workload gains exactly one revision, every pod has a new UID) and
 /// ends with its IPv4 address in the new IPv4 pool and its IPv6 address in
 /// the new IPv6 pool. Before the run, `status` counts every pod under both
-/// pools and shows the /64's capacity as 2^64 (exact in JSON).
+/// pools and shows the /64's capacity as 2^64 (exact in JSON). A network set
+/// naming both old pools gets both new ones (`--update-rules`, both pairs).
 #[test]
 fn dual_stack_both_pools_in_one_run_restart_each_pod_once() {
     let c = TestCluster::start(&["--scenario", "small", "--ip-family", "dual"]);
@@ -90,6 +91,14 @@ fn dual_stack_both_pools_in_one_run_restart_each_pod_once() {
         )
     };
     assert_eq!(revs(&c), (1, 1, 1));
+    // A set naming both old pools: --update-rules adds each new pool beside its own.
+    let set = c.dir().join("set.yaml");
+    std::fs::write(
+        &set,
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: pods}\nspec: {nets: [192.168.0.0/16, fd00:10::/64]}\n",
+    )
+    .unwrap();
+    assert!(c.calicoctl(&["create", "-f", set.to_str().unwrap()]).status.success());
     let (_, stderr) = migrate_ok(
         &c,
         &[
@@ -101,10 +110,17 @@ fn dual_stack_both_pools_in_one_run_restart_each_pod_once() {
             "default-ipv6-ippool",
             "--to",
             "fd00:10:20::/112",
+            "--update-rules",
         ],
     );
     assert!(stderr.contains("Canary passed: 10.0.") && stderr.contains(" and fd00:10:20::"), "{stderr}");
     assert_eq!(revs(&c), (2, 2, 2), "every workload restarted exactly once");
+    let nets = json(&c, &["get", "globalnetworksets.crd.projectcalico.org", "pods"])["spec"]["nets"].clone();
+    assert_eq!(
+        nets,
+        serde_json::json!(["192.168.0.0/16", "fd00:10::/64", "10.0.0.0/16", "fd00:10:20::/112"]),
+        "both families' rules updated: {stderr}"
+    );
 
     let after = pod_addresses(&c);
     assert_eq!(after.len(), 5, "{after:?}");

@@ -22,7 +22,7 @@ pub(crate) fn permissions_needed(
     let mut needs = Vec::new();
     if opts.update_rules {
         let mut seen = BTreeSet::new();
-        for p in &rules.patches {
+        for p in rules.pairs().flat_map(|r| &r.patches) {
             let t = &p.target;
             if seen.insert((t.group().to_string(), t.plural.clone(), t.namespace.clone())) {
                 needs.push(Need::new("patch", t.group(), &t.plural, t.namespace.as_deref()));

@@ -19,10 +19,29 @@ use crate::output::Printer;
 /// Tries per object when someone edits it between our read and our patch.
 const ATTEMPTS: usize = 3;
 
-/// What the plan shows about rules for `plan`; ipAddrsNoIpam pods in the old
-/// pool become blockers, the rest warnings (the user may mean them).
+/// What the plan shows about rules for `plan` (each pair of pools it
+/// moves); ipAddrsNoIpam pods in an old pool become blockers, the rest
+/// warnings (the user may mean them).
 pub(crate) fn report(read: &RuleObjects, pods: &[PodInfo], plan: &mut Plan, update: bool) -> RulesReport {
-    let (old, new) = (plan.from.cidr, plan.to.cidr);
+    let mut pairs: Vec<(IpNet, IpNet)> = vec![(plan.from.cidr, plan.to.cidr)];
+    pairs.extend(plan.also.iter().map(|p| (p.from.cidr, p.to.cidr)));
+    let mut reports = pairs.into_iter().map(|(old, new)| report_pair(read, pods, plan, update, old, new));
+    let mut first = reports.next().expect("a plan has one pair at least");
+    first.also = reports.collect();
+    for u in &read.unreadable {
+        plan.warnings.push(format!("could not check {u} for rules naming the old pool"));
+    }
+    first
+}
+
+fn report_pair(
+    read: &RuleObjects,
+    pods: &[PodInfo],
+    plan: &mut Plan,
+    update: bool,
+    old: IpNet,
+    new: IpNet,
+) -> RulesReport {
     let mut hits = rules::hits(&read.objects, &old, &[new], Some(&new));
     hits.extend(rules::pod_hits(pods, &old, Some(&new)));
     plan.blockers.extend(rules::pod_blockers(pods, &old));
@@ -39,14 +58,23 @@ pub(crate) fn report(read: &RuleObjects, pods: &[PodInfo], plan: &mut Plan, upda
             )
         });
     }
-    for u in &read.unreadable {
-        plan.warnings.push(format!("could not check {u} for rules naming {old}"));
+    RulesReport {
+        old_cidr: Some(old),
+        new_cidr: Some(new),
+        hits,
+        patches,
+        unreadable: read.unreadable.clone(),
+        also: vec![],
     }
-    RulesReport { old_cidr: Some(old), new_cidr: Some(new), hits, patches, unreadable: read.unreadable.clone() }
 }
 
-/// The plan's section: every hit with its field, and each patch.
-pub(crate) fn render(r: &RulesReport, update: bool, dry_run: bool) -> String {
+/// The plan's section: every hit with its field, and each patch, for
+/// each pair of pools.
+pub(crate) fn render(report: &RulesReport, update: bool, dry_run: bool) -> String {
+    report.pairs().map(|r| render_pair(r, update, dry_run)).collect()
+}
+
+fn render_pair(r: &RulesReport, update: bool, dry_run: bool) -> String {
     let (Some(old), Some(new)) = (r.old_cidr, r.new_cidr) else { return String::new() };
     if r.hits.is_empty() {
         return String::new();
@@ -75,11 +103,15 @@ pub(crate) fn render(r: &RulesReport, update: bool, dry_run: bool) -> String {
 /// record before its patch goes out, so a crash can never leave an addition
 /// the rollback does not know about.
 pub(crate) async fn update(ctx: &Ctx<'_>, plan: &Plan, state: &mut MigrationState) -> Result<()> {
-    let (old, new) = (plan.from.cidr, plan.to.cidr);
-    let read = cluster_rules::read(ctx.cluster, ctx.calico).await?;
-    let patches = rules::patches(&read.objects, &old, &new);
-    for p in patches {
-        apply_one(ctx, p, state, &old, &new).await?;
+    let mut pairs: Vec<(IpNet, IpNet)> = vec![(plan.from.cidr, plan.to.cidr)];
+    pairs.extend(plan.also.iter().map(|p| (p.from.cidr, p.to.cidr)));
+    // Read afresh per pair: the first pair's patches may have changed an
+    // object (a set naming both old pools) the second pair patches too.
+    for (old, new) in pairs {
+        let read = cluster_rules::read(ctx.cluster, ctx.calico).await?;
+        for p in rules::patches(&read.objects, &old, &new) {
+            apply_one(ctx, p, state, &old, &new).await?;
+        }
     }
     Ok(())
 }

@@ -135,6 +135,16 @@ pub struct RulesReport {
     /// Kinds that could not be read (forbidden): not checked.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<String>,
+    /// The same for the other IP family's pair, when one run moves both.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<RulesReport>,
+}
+
+impl RulesReport {
+    /// This pair's report, then the other pair's.
+    pub fn pairs(&self) -> impl Iterator<Item = &RulesReport> {
+        std::iter::once(self).chain(self.also.iter())
+    }
 }
 
 /// `cidr` names `old`: it overlaps it and covers none of `covers` (the

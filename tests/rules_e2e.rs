@@ -17,6 +17,9 @@ use serde_json::{json, Value};
 
 const OLD: &str = "default-ipv4-ippool";
 const V1: &str = "crd.projectcalico.org";
+/// The kube-proxy DaemonSet here names only the old pool in --cluster-cidr:
+/// every migration acknowledges that the new pool lies outside it.
+const OUTSIDE: &str = "--allow-outside-cluster-cidr";
 
 /// The objects under test: (kubectl resource, namespace, name).
 const NP: (&str, Option<&str>, &str) = ("networkpolicies.networking.k8s.io", Some("shop"), "from-pods");
@@ -178,21 +181,20 @@ fn rules_naming_the_old_cidr_are_listed_updated_rolled_back_and_verified() {
         "fixed.yaml",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: fixed\n  namespace: shop\n  annotations:\n    cni.projectcalico.org/ipAddrsNoIpam: '[\"192.168.200.5\"]'\nspec:\n  containers:\n  - {name: c, image: registry.k8s.io/pause:3.10}\n",
     );
-    let out = c
-        .ippool(&[
-            "migrate",
-            "--from",
-            OLD,
-            "--to",
-            "10.0.0.0/16",
-            "--update-rules",
-            "--force",
-            "--jobs",
-            "evict",
-            "--yes",
-        ])
-        .output()
-        .unwrap();
+    // kube-proxy's --cluster-cidr names only the old pool: the new one lies
+    // outside the cluster's pod CIDR as kube-proxy sees it (refused unless
+    // acknowledged).
+    let args =
+        ["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--update-rules", "--force", "--jobs", "evict", "--yes"];
+    let out = c.ippool(&args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("outside the cluster pod CIDR")
+            && err.contains("DaemonSet kube-system/kube-proxy (--cluster-cidr)"),
+        "{err}"
+    );
+    let out = c.ippool(&[&args[..], &[OUTSIDE]].concat()).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -205,10 +207,11 @@ fn rules_naming_the_old_cidr_are_listed_updated_rolled_back_and_verified() {
     c.kubectl_ok(&["delete", "pod", "-n", "shop", "fixed", "--wait=true"]);
 
     // 2. The dry run lists all five with their field paths, and each patch.
-    let (so, _) = run(&c, &["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force", "--dry-run"]);
+    let (so, _) = run(&c, &["migrate", "--from", OLD, "--to", "10.0.0.0/16", OUTSIDE, "--force", "--dry-run"]);
     let section = &so[so.find("Rules and addresses").expect(&so)..];
     insta::assert_snapshot!("dry_run_rules_section", section);
-    let (so, _) = run(&c, &["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force", "--dry-run", "-o", "json"]);
+    let (so, _) =
+        run(&c, &["migrate", "--from", OLD, "--to", "10.0.0.0/16", OUTSIDE, "--force", "--dry-run", "-o", "json"]);
     let doc: Value = serde_json::from_str(&so).unwrap();
     let objects: Vec<&str> =
         doc["rules"]["hits"].as_array().unwrap().iter().map(|h| h["object"].as_str().unwrap()).collect();
@@ -262,7 +265,20 @@ fn rules_naming_the_old_cidr_are_listed_updated_rolled_back_and_verified() {
     // beside the old one in the four, and nothing else changed.
     let (so, se) = run(
         &c,
-        &["migrate", "--from", OLD, "--to", "10.0.0.0/16", "-n", "shop", "-l", "app=web", "--update-rules", "--yes"],
+        &[
+            "migrate",
+            "--from",
+            OLD,
+            "--to",
+            "10.0.0.0/16",
+            OUTSIDE,
+            "-n",
+            "shop",
+            "-l",
+            "app=web",
+            "--update-rules",
+            "--yes",
+        ],
     );
     assert!(so.contains("kept (disabled)"), "{so}");
     assert!(se.contains("GlobalNetworkSet pods spec.nets: added 10.0.0.0/16"), "{se}");
@@ -282,6 +298,14 @@ fn rules_naming_the_old_cidr_are_listed_updated_rolled_back_and_verified() {
     let warned: Vec<&Value> =
         v["warnings"].as_array().unwrap().iter().filter(|w| w["code"] == "rulesNameOldCidr").collect();
     assert_eq!(warned.len(), 2, "{warned:#?}");
+    // kube-proxy's --cluster-cidr is a source of the cluster's pod CIDR too.
+    assert!(
+        v["clusterNetworks"]["podCidrs"].as_array().unwrap().iter().any(
+            |p| p["cidr"] == "192.168.0.0/16" && p["source"] == "DaemonSet kube-system/kube-proxy (--cluster-cidr)"
+        ),
+        "{}",
+        v["clusterNetworks"]
+    );
     assert_eq!(warned[0]["objects"], json!(["IPReservation reserved spec.reservedCIDRs[0]: 192.168.250.0/28"]));
     assert_eq!(
         warned[1]["objects"],
@@ -337,6 +361,7 @@ fn rules_naming_the_old_cidr_are_listed_updated_rolled_back_and_verified() {
         &c,
         &[
             "migrate",
+            OUTSIDE,
             "--from",
             OLD,
             "--to-pool",

@@ -3,7 +3,8 @@
 //! cluster hides its control plane, and a restricted user may not read
 //! kube-system; then the answer is "unknown", never an error.
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec};
 use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
@@ -29,6 +30,27 @@ pub async fn discover(cluster: &Cluster) -> ClusterNetworks {
     }
 
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "kube-system");
+    // kube-proxy's --cluster-cidr: its DaemonSet (kubeadm, most installers)
+    // or, on kops, its static pods (label k8s-app=kube-proxy).
+    let daemonsets: Api<DaemonSet> = Api::namespaced(cluster.client.clone(), "kube-system");
+    let proxy = match daemonsets.get_opt("kube-proxy").await {
+        Ok(Some(ds)) => {
+            ds.spec.and_then(|s| s.template.spec).map(|s| (s, "DaemonSet kube-system/kube-proxy".to_string()))
+        }
+        _ => match pods.list(&ListParams::default().labels("k8s-app=kube-proxy").limit(1)).await {
+            Ok(list) => list.items.into_iter().next().and_then(|p| {
+                let src = format!("Pod kube-system/{}", p.name_any());
+                p.spec.map(|s| (s, src))
+            }),
+            Err(_) => None,
+        },
+    };
+    if let Some((spec, src)) = proxy {
+        if let Some(v) = flag_value(&container_args(&spec), "--cluster-cidr") {
+            push_all(&mut nets.pod_cidrs, Some(v), &format!("{src} (--cluster-cidr)"));
+        }
+    }
+
     for (component, flag, is_pod) in [
         ("kube-controller-manager", "--cluster-cidr", true),
         ("kube-apiserver", "--service-cluster-ip-range", false),
@@ -37,13 +59,7 @@ pub async fn discover(cluster: &Cluster) -> ClusterNetworks {
         let lp = ListParams::default().labels(&format!("component={component}")).limit(10);
         if let Ok(list) = pods.list(&lp).await {
             if let Some(p) = list.items.first() {
-                let args: Vec<String> = p
-                    .spec
-                    .iter()
-                    .flat_map(|s| s.containers.iter())
-                    .flat_map(|c| c.command.iter().flatten().chain(c.args.iter().flatten()))
-                    .cloned()
-                    .collect();
+                let args = p.spec.as_ref().map(container_args).unwrap_or_default();
                 if let Some(v) = flag_value(&args, flag) {
                     let src = format!("Pod kube-system/{} ({flag})", p.name_any());
                     let target = if is_pod { &mut nets.pod_cidrs } else { &mut nets.service_cidrs };
@@ -73,6 +89,11 @@ pub async fn discover(cluster: &Cluster) -> ClusterNetworks {
         }
     }
     nets
+}
+
+/// Every container's command and args, in order.
+fn container_args(spec: &PodSpec) -> Vec<String> {
+    spec.containers.iter().flat_map(|c| c.command.iter().flatten().chain(c.args.iter().flatten())).cloned().collect()
 }
 
 /// `key: value` from a YAML document, without a YAML parser: the same

@@ -172,6 +172,7 @@ func startCalicoAPIServer(ctx context.Context, p *pki, kubeconfig string, restCf
 		}
 		return cmd, cmd.Start()
 	}
+	started := time.Now()
 	cmd, err := start()
 	if err != nil {
 		return nil, fmt.Errorf("calico-apiserver: %w", err)
@@ -208,6 +209,7 @@ func startCalicoAPIServer(ctx context.Context, p *pki, kubeconfig string, restCf
 			registered <- fmt.Errorf("calico-apiserver on 127.0.0.1:%d never became ready: %w", port, err)
 			return
 		}
+		logf("calico-apiserver answering on 127.0.0.1:%d after %.1fs; registering APIService v3.projectcalico.org", port, time.Since(started).Seconds())
 		registered <- registerAPIService(ctx, kubernetes.NewForConfigOrDie(restCfg), dynamic.NewForConfigOrDie(restCfg), port, p.caCertPEM)
 	}()
 	return registered, nil

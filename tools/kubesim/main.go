@@ -364,10 +364,11 @@ func run(f *flags) error {
 		return err
 	}
 	if calicoAPI {
+		waitStart := time.Now()
 		if err := waitCalicoAPIServer(ctx, calicoAPIRegistered, restCfg); err != nil {
 			return err
 		}
-		logf("projectcalico.org/v3 served by the Calico API server through the aggregator")
+		logf("projectcalico.org/v3 served by the Calico API server through the aggregator (waited %.1fs for it after the workloads)", time.Since(waitStart).Seconds())
 	}
 	ready := map[string]interface{}{"kubeconfig": kubeconfig, "server": server, "pid": os.Getpid()}
 	if proxyURL != "" {

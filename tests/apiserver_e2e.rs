@@ -9,6 +9,9 @@
 
 mod common;
 
+use std::process::Command;
+use std::time::Duration;
+
 use common::{in_cidr, json, TestCluster};
 use serde_json::Value;
 
@@ -193,7 +196,20 @@ fn seed_status_verify_rules_rollback_and_migration_apiserver() {
     c.kubectl_ok(&["create", "-f", rules.to_str().unwrap()]);
     let (code, so, se) = run(
         &c,
-        &["-v=6", "migrate", "--from", OLD, "--to", "10.0.0.0/16", "-n", "shop", "-l", "app=web", "--update-rules", "--yes"],
+        &[
+            "-v=6",
+            "migrate",
+            "--from",
+            OLD,
+            "--to",
+            "10.0.0.0/16",
+            "-n",
+            "shop",
+            "-l",
+            "app=web",
+            "--update-rules",
+            "--yes",
+        ],
     );
     assert_eq!(code, 0, "{so}\n{se}");
     assert!(so.contains("kept (disabled)"), "{so}");
@@ -227,7 +243,20 @@ fn seed_status_verify_rules_rollback_and_migration_apiserver() {
     c.kubectl_ok(&["patch", V3_POOLS, NEW, "--type", "merge", "-p", r#"{"spec":{"disabled":false}}"#]);
     let (code, so, se) = run(
         &c,
-        &["migrate", "--from", OLD, "--to-pool", NEW, "--update-rules", "--force", "--yes", "--jobs", "evict", "--timeout", "3m"],
+        &[
+            "migrate",
+            "--from",
+            OLD,
+            "--to-pool",
+            NEW,
+            "--update-rules",
+            "--force",
+            "--yes",
+            "--jobs",
+            "evict",
+            "--timeout",
+            "3m",
+        ],
     );
     assert_eq!(code, 0, "{so}\n{se}\n{}", c.log_tail());
     assert!(so.contains("IPPool default-ipv4-ippool deleted"), "{so}");
@@ -260,7 +289,20 @@ fn operator_migration_through_the_installation_apiserver() {
     c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
     let (code, so, se) = run(
         &c,
-        &["-v=6", "migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force", "--yes", "--jobs", "evict", "--timeout", "3m"],
+        &[
+            "-v=6",
+            "migrate",
+            "--from",
+            OLD,
+            "--to",
+            "10.0.0.0/16",
+            "--force",
+            "--yes",
+            "--jobs",
+            "evict",
+            "--timeout",
+            "3m",
+        ],
     );
     assert_eq!(code, 0, "{so}\n{se}\n{}", c.log_tail());
     assert!(so.contains("IPPool default-ipv4-ippool deleted"), "{so}");
@@ -281,4 +323,39 @@ fn operator_migration_through_the_installation_apiserver() {
     c.assert_ipam_clean();
     let (v, code) = verify_json(&c);
     assert_eq!(code, 0, "{v:#}");
+
+    // Calico's API server stopped (SIGSTOP: kubesim would restart an exited one): discovery
+    // still lists projectcalico.org, so the tool must look at the APIService and refuse at once.
+    let kubesim_pid = std::fs::read_to_string(c.dir().join("kubesim.pid")).unwrap().trim().to_string();
+    let pgrep = Command::new("pgrep").args(["-P", &kubesim_pid, "-f", "calico-apiserver"]).output().unwrap();
+    let child = text(&pgrep.stdout).trim().to_string();
+    assert!(!child.is_empty() && !child.contains('\n'), "one calico-apiserver child of {kubesim_pid}: {child:?}");
+    signal(&child, "-STOP");
+    let available = || {
+        c.kubectl_ok(&[
+            "get",
+            "apiservice",
+            "v3.projectcalico.org",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Available\")].status}",
+        ])
+    };
+    c.wait_until("APIService v3.projectcalico.org unavailable", Duration::from_secs(90), || available() == "False");
+    for verb in [&["status"][..], &["migrate", "--from", NEW, "--to", "10.1.0.0/16", "--yes"][..]] {
+        let (code, _, se) = run(&c, verb);
+        assert_eq!(code, 2, "{verb:?}: {se}");
+        assert!(
+            se.contains("Calico's API server is not available (APIService v3.projectcalico.org: FailedDiscoveryCheck"),
+            "{verb:?}: {se}"
+        );
+    }
+    assert!(
+        !c.kubectl_ok(&["get", "ippools.crd.projectcalico.org", "-o", "name"]).contains("10.1.0.0"),
+        "nothing written"
+    );
+    signal(&child, "-CONT");
+}
+
+fn signal(pid: &str, sig: &str) {
+    assert!(Command::new("kill").args([sig, pid]).status().unwrap().success(), "kill {sig} {pid}");
 }

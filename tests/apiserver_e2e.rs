@@ -18,6 +18,8 @@ use serde_json::Value;
 const OLD: &str = "default-ipv4-ippool";
 const NEW: &str = "10.0.0.0-16";
 const V3_POOLS: &str = "ippools.projectcalico.org";
+const VIEWER: &str = "system:serviceaccount:default:viewer";
+const MIGRATOR: &str = "system:serviceaccount:default:migrator";
 
 /// Objects naming the old pool's CIDR, created through the API server (which
 /// validates them as it would for any v3 client).
@@ -194,9 +196,48 @@ fn seed_status_verify_rules_rollback_and_migration_apiserver() {
     let rules = c.dir().join("rules.yaml");
     std::fs::write(&rules, CALICO_RULES).unwrap();
     c.kubectl_ok(&["create", "-f", rules.to_str().unwrap()]);
+
+    // deploy/rbac.yaml's roles, as Calico's API server authorizes them (policies per tier).
+    c.kubectl_ok(&["apply", "-f", common::repo_root().join("deploy/rbac.yaml").to_str().unwrap()]);
+    for (sa, role) in [("viewer", "ippool-reader"), ("migrator", "ippool-migrator")] {
+        c.kubectl_ok(&["create", "serviceaccount", sa, "-n", "default"]);
+        let (role, sa_ref) = (format!("--clusterrole={role}"), format!("--serviceaccount=default:{sa}"));
+        c.kubectl_ok(&["create", "clusterrolebinding", sa, &role, &sa_ref]);
+    }
+    let (code, _, se) = run(&c, &["status", "--as", VIEWER]);
+    assert_eq!(code, 0, "{se}");
+    assert!(!se.contains("could not check"), "the reader role must read every kind of rule through v3: {se}");
+    let (code, _, se) = run(
+        &c,
+        &[
+            "migrate",
+            "--from",
+            OLD,
+            "--to",
+            "10.0.0.0/16",
+            "-n",
+            "shop",
+            "-l",
+            "app=web",
+            "--update-rules",
+            "--yes",
+            "--as",
+            VIEWER,
+        ],
+    );
+    assert_eq!(code, 2, "{se}");
+    // (The reader may already get tiers.)
+    for want in
+        ["patch tier.globalnetworkpolicies.projectcalico.org", "patch tier.networkpolicies.projectcalico.org -n shop"]
+    {
+        assert!(se.contains(want), "{want:?} not in the preflight's list:\n{se}");
+    }
+
     let (code, so, se) = run(
         &c,
         &[
+            "--as",
+            MIGRATOR,
             "-v=6",
             "migrate",
             "--from",

@@ -101,7 +101,7 @@ fn assert_within_budget(w: BlockingBudgetWatch) -> Report {
 }
 
 #[test]
-fn seed_refusals_dry_run_then_full_migration() {
+fn seed_refusals_dry_run_then_full_migration_crd_v1() {
     let c = TestCluster::start(&["--scenario", "seed", "--readiness-delay", "1s"]);
     // A disabled spare pool: overlapping it must be refused too.
     let spare = c.dir().join("spare.yaml");
@@ -225,7 +225,7 @@ fn seed_refusals_dry_run_then_full_migration() {
 }
 
 #[test]
-fn kops_pool_overlapping_service_cidr_moves_into_cluster_cidr() {
+fn kops_pool_overlapping_service_cidr_moves_into_cluster_cidr_crd_v1() {
     let c = TestCluster::start(&["--scenario", "kops"]);
     let out =
         c.ippool(&["migrate", "--from", OLD, "--to", "100.96.0.0/16", "--yes", "--timeout", "3m"]).output().unwrap();
@@ -240,7 +240,7 @@ fn kops_pool_overlapping_service_cidr_moves_into_cluster_cidr() {
 /// (5) A second run refuses while the first holds the lease; (4) the first
 /// is SIGKILLed mid-way and the same command, run again, finishes the job.
 #[test]
-fn concurrent_run_refused_then_sigkill_and_resume() {
+fn concurrent_run_refused_then_sigkill_and_resume_crd_v1() {
     let c = TestCluster::start(&["--scenario", "seed", "--readiness-delay", "2s"]);
     c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
     let args =
@@ -323,8 +323,12 @@ fn concurrent_run_refused_then_sigkill_and_resume() {
 }
 
 #[test]
-fn operator_mode_goes_through_the_installation() {
-    let c = TestCluster::start(&["--scenario", "seed", "--operator"]);
+fn operator_mode_goes_through_the_installation_crd_v1() {
+    // Without the aggregated API server (kubesim starts it by default with --operator): the
+    // same migration through it is apiserver_e2e's operator test.
+    let c = TestCluster::start(&["--scenario", "seed", "--operator", "--calico-apiserver=false"]);
+    let status: Value = serde_json::from_slice(&c.ippool(&["status", "-o", "json"]).output().unwrap().stdout).unwrap();
+    assert_eq!(status["calico"]["mode"], "crdV1");
     c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
     let out = c
         .ippool(&[
@@ -360,7 +364,7 @@ fn operator_mode_goes_through_the_installation() {
 }
 
 #[test]
-fn filtered_run_rollback_then_to_pool() {
+fn filtered_run_rollback_then_to_pool_crd_v1() {
     let c = TestCluster::start(&["--scenario", "seed"]);
     filtered_run_rollback_then_to_pool_on(&c, "crd.projectcalico.org");
 }
@@ -440,7 +444,7 @@ fn filtered_run_rollback_then_to_pool_on(c: &TestCluster, group: &str) {
 /// (never forced), so no budget goes below its floor and the Eviction API
 /// hardly ever has to refuse one.
 #[test]
-fn evict_strategy_paces_within_the_budget() {
+fn evict_strategy_paces_within_the_budget_crd_v1() {
     let c = TestCluster::start(&["--scenario", "seed", "--readiness-delay", "3s"]);
     c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
     let watcher = BlockingBudgetWatch::start(&c, &[]);
@@ -476,7 +480,7 @@ fn evict_strategy_paces_within_the_budget() {
 
 /// `--strategy drain`: node by node, every node schedulable again afterwards.
 #[test]
-fn drain_strategy_cordons_and_uncordons() {
+fn drain_strategy_cordons_and_uncordons_crd_v1() {
     let c = TestCluster::start(&["--scenario", "seed", "--readiness-delay", "1s"]);
     c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
     let out = c
@@ -513,7 +517,7 @@ fn drain_strategy_cordons_and_uncordons() {
 /// The permission preflight lists every missing permission before any
 /// write; the documented ippool-migrator role (deploy/rbac.yaml) suffices.
 #[test]
-fn permission_preflight_and_migrator_role() {
+fn permission_preflight_and_migrator_role_crd_v1() {
     let c = TestCluster::start(&["--scenario", "seed"]);
     c.kubectl_ok(&["apply", "-f", common::repo_root().join("deploy/rbac.yaml").to_str().unwrap()]);
     for (sa, role) in [("viewer", "ippool-reader"), ("migrator", "ippool-migrator")] {

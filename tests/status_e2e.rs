@@ -71,7 +71,7 @@ fn stable_view(v: &Value) -> Value {
 }
 
 #[test]
-fn seed_status_matches_calicoctl_and_the_table_reads_like_kubectl() {
+fn seed_status_matches_calicoctl_and_the_table_reads_like_kubectl_crd_v1() {
     let c = common::TestCluster::seed();
     let report = status_json(&c, &[]);
     let pool = &report["pools"][0];
@@ -179,7 +179,7 @@ fn displays_read_the_watch_cache_and_migrate_plans_from_consistent_reads(c: &com
 }
 
 #[test]
-fn kops_overlap_with_service_range_is_flagged() {
+fn kops_overlap_with_service_range_is_flagged_crd_v1() {
     let c = common::TestCluster::start(&["--scenario", "kops"]);
     let report = status_json(&c, &[]);
     let codes: Vec<&str> = report["warnings"].as_array().unwrap().iter().map(|w| w["code"].as_str().unwrap()).collect();

@@ -161,7 +161,7 @@ fn probe_namespaces(c: &common::TestCluster) -> Vec<String> {
 }
 
 #[test]
-fn seed_clean_then_each_failure_class() {
+fn seed_clean_then_each_failure_class_crd_v1() {
     let c = common::TestCluster::seed();
 
     // Clean: every check PASS or WARN (the seed pool lies outside the
@@ -336,7 +336,7 @@ fn seed_clean_then_each_failure_class() {
 }
 
 #[test]
-fn kops_pool_over_the_service_range_fails() {
+fn kops_pool_over_the_service_range_fails_crd_v1() {
     let c = common::TestCluster::start(&["--scenario", "kops"]);
     let (v, code) = verify(&c, &[]);
     assert_eq!(code, 1);
@@ -380,7 +380,7 @@ fn kops_pool_over_the_service_range_fails() {
 /// pods remain on the old pool verify fails naming them; once all moved and
 /// the old pool is deleted, every check passes and calicoctl agrees.
 #[test]
-fn hand_migration_is_verified_clean() {
+fn hand_migration_is_verified_clean_crd_v1() {
     let c = common::TestCluster::seed();
     let path = c.dir().join("new-pool.json");
     let pool = serde_json::json!({

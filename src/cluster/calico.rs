@@ -84,6 +84,9 @@ impl Calico {
                 )))
             }
         };
+        if mode == ApiMode::ApiServer {
+            super::apiservice::require_available(cluster, super::apiservice::CALICO_APISERVICE).await?;
+        }
         let mut calico = Calico { mode, operator: false, calico_version: None, cluster_type: None };
 
         // A datastore migration (v1 -> v3 CRDs) locks IPAM in its last phase.

@@ -6,6 +6,7 @@
 //! `projectcalico.org/v3` differences and the operator's Installation.
 
 pub mod access;
+pub mod apiservice;
 pub mod budgets;
 pub mod calico;
 pub mod canary;

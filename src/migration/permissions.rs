@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::MigrateOptions;
 use crate::cluster::access::Need;
-use crate::cluster::calico::{Calico, Kind, GROUP_OPERATOR};
+use crate::cluster::calico::{ApiMode, Calico, Kind, GROUP_OPERATOR, GROUP_V3};
 use crate::cluster::record::STATE_NAMESPACE;
 use crate::core::model::OwnerKind;
 use crate::core::plan::{MoveKind, Plan, Strategy};
@@ -22,11 +22,21 @@ pub(crate) fn permissions_needed(
     let mut needs = Vec::new();
     if opts.update_rules {
         let mut seen = BTreeSet::new();
+        let mut tiered = false;
         for p in rules.pairs().flat_map(|r| &r.patches) {
             let t = &p.target;
             if seen.insert((t.group().to_string(), t.plural.clone(), t.namespace.clone())) {
                 needs.push(Need::new("patch", t.group(), &t.plural, t.namespace.as_deref()));
+                // Calico's API server authorizes a policy also by its tier: `get` on the tier
+                // and the verb on tier.<kind>.
+                if calico.mode == ApiMode::ApiServer && t.group() == GROUP_V3 && TIERED.contains(&t.plural.as_str()) {
+                    needs.push(Need::new("patch", GROUP_V3, &format!("tier.{}", t.plural), t.namespace.as_deref()));
+                    tiered = true;
+                }
             }
+        }
+        if tiered {
+            needs.push(Need::new("get", GROUP_V3, "tiers", None));
         }
     }
     let pool = calico.resource(Kind::IPPool);
@@ -99,3 +109,7 @@ pub(crate) fn permissions_needed(
     }
     needs
 }
+
+/// The policy kinds Calico's API server authorizes per tier.
+const TIERED: &[&str] =
+    &["networkpolicies", "globalnetworkpolicies", "stagednetworkpolicies", "stagedglobalnetworkpolicies"];

@@ -95,6 +95,8 @@ type cpConfig struct {
 	verbose     bool
 	// admissionConfig: --admission-control-config-file (Pod Security defaults), if any.
 	admissionConfig string
+	// extraArgs: more kube-apiserver flags (the aggregator's front-proxy settings).
+	extraArgs []string
 }
 
 func componentLogFlags(verbose bool) []string {
@@ -138,6 +140,7 @@ func startAPIServer(ctx context.Context, c *cpConfig, errCh chan<- error) error 
 	if c.admissionConfig != "" {
 		args = append(args, "--admission-control-config-file="+c.admissionConfig)
 	}
+	args = append(args, c.extraArgs...)
 	args = append(args, strings.Fields(os.Getenv("KUBESIM_APISERVER_ARGS"))...)
 	if err := fs.Parse(args); err != nil {
 		return err

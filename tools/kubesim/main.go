@@ -69,6 +69,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "tunnel-allocator" {
 		os.Exit(runTunnelAllocator(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "calico-apiserver" {
+		os.Exit(runCalicoAPIServer(os.Args[2:]))
+	}
 	var f flags
 	fs := flag.NewFlagSet("kubesim", flag.ExitOnError)
 	fs.StringVar(&f.dir, "dir", "", "data directory (required); kubeconfig, ready, kubesim.pid and etcd data go here")
@@ -91,6 +94,7 @@ func main() {
 	fs.StringVar(&f.podSecurity, "pod-security", "", "enforce this Pod Security Standard (privileged|baseline|restricted) in every namespace without its own label; kube-system is exempt and the scenario namespaces are labelled privileged")
 	registerLeakFlags(fs)
 	registerTunnelFlags(fs)
+	registerCalicoAPIServerFlags(fs)
 	_ = fs.Parse(os.Args[1:])
 	if f.dir == "" {
 		fmt.Fprintln(os.Stderr, "kubesim: --dir is required")
@@ -224,6 +228,12 @@ func run(f *flags) error {
 		// kube-apiserver wants its advertised address in the primary Service family.
 		cp.advertise = "::1"
 	}
+	calicoAPI := calicoAPIServerEnabled(f.operator)
+	if calicoAPI {
+		if cp.extraArgs, err = frontProxyArgs(p); err != nil {
+			return err
+		}
+	}
 	if f.podSecurity != "" {
 		if cp.admissionConfig, err = writeAdmissionConfig(dir, f.podSecurity); err != nil {
 			return err
@@ -307,6 +317,12 @@ func run(f *flags) error {
 		}
 	}
 	logf("calico initialised (clusterType %s)", clusterType)
+	var calicoAPIRegistered <-chan error
+	if calicoAPI {
+		if calicoAPIRegistered, err = startCalicoAPIServer(ctx, p, kubeconfig, restCfg, f.verbose); err != nil {
+			return fmt.Errorf("calico-apiserver: %w", err)
+		}
+	}
 	if err := startLeakHandling(ctx, kubeconfig, cal); err != nil {
 		return err
 	}
@@ -346,6 +362,13 @@ func run(f *flags) error {
 	// Namespaces created by the seeder also need their default ServiceAccount; the controllers retry.
 	if err := waitWorkloads(ctx, kube, ag, f, errCh); err != nil {
 		return err
+	}
+	if calicoAPI {
+		waitStart := time.Now()
+		if err := waitCalicoAPIServer(ctx, calicoAPIRegistered, restCfg); err != nil {
+			return err
+		}
+		logf("projectcalico.org/v3 served by the Calico API server through the aggregator (waited %.1fs for it after the workloads)", time.Since(waitStart).Seconds())
 	}
 	ready := map[string]interface{}{"kubeconfig": kubeconfig, "server": server, "pid": os.Getpid()}
 	if proxyURL != "" {

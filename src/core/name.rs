@@ -185,6 +185,8 @@ mod tests {
         assert_eq!(format!("{n:?}"), "\"node-1\"");
         assert_eq!(serde_json::to_string(&n).unwrap(), "\"node-1\"");
         assert_eq!(serde_json::from_str::<Name>("\"node-1\"").unwrap(), n);
-        assert!(Name::from("a") < Name::from("b"));
+        let mut sorted = vec![Name::from("b"), Name::from("a")];
+        sorted.sort();
+        assert_eq!(sorted, ["a", "b"]);
     }
 }

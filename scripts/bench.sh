@@ -154,6 +154,7 @@ echo "|---|---:|---:|---:|---:|"
 for r in "${results[@]}"; do
   IFS='|' read -r l w m _ c <<<"$r"
   case "$l" in
+    floor*) vs="" ;;
     *status*) vs="$(ratio "$w" "$status_floor")" ;;
     *verify*) vs="$(ratio "$w" "$verify_floor")" ;;
     *) vs="" ;;

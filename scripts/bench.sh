@@ -6,7 +6,9 @@
 #      bytes thrown away, once paged and once from the watch cache) and to
 #      calicoctl and kubectl; every command once per round, BENCH_RUNS rounds,
 #      medians. Then the growth table: status and verify at BENCH_GROWTH pods
-#      (default 1000 3000) and at BENCH_PODS.
+#      (default 1000 3000) and at BENCH_PODS, with the heap they hold once
+#      everything is read (KUBECTL_IPPOOL_HEAP_REPORT, src/heap.rs) and the
+#      bytes that adds per pod between sizes.
 #      BENCH_KUBECONFIG: use that running cluster for BENCH_PODS instead of
 #      starting one. BENCH_BASELINE: another kubectl-ippool binary, measured
 #      in the same rounds (before/after).
@@ -61,24 +63,33 @@ read_paths() {
   "$floor" creds "$work/creds"
 }
 
+# Our binaries say on stderr how much heap they hold once everything is read.
+export KUBECTL_IPPOOL_HEAP_REPORT=1
+
 # Commands are "label|command" (run with sh -c); each round runs every
 # command once, in order, so load from other processes falls on all alike.
-# Prints "label|median wall s|peak RSS KiB (max over rounds)".
+# Prints "label|median wall s|peak RSS KiB (max over rounds)|median live heap
+# bytes after the reads (0 if the command does not report it)|median CPU s
+# (user + system)".
 measure_rounds() {
   local i r cmds=("$@")
   for r in $(seq "$runs"); do
     for i in "${!cmds[@]}"; do
-      /usr/bin/time -f "%e %M" -o "$work/t" sh -c "{ ${cmds[$i]#*|}; } >/dev/null 2>\"$work/err\"" ||
+      /usr/bin/time -f "%e %M %U %S" -o "$work/t" sh -c "{ ${cmds[$i]#*|}; } >/dev/null 2>\"$work/err\"" ||
         { echo "bench: ${cmds[$i]%%|*} failed:" >&2; tail -3 "$work/err" >&2; }
-      tail -1 "$work/t" >>"$work/r.$i"
+      local heap; heap="$(sed -n 's/^heap: \([0-9]*\) bytes live.*/\1/p' "$work/err" | tail -1)"
+      echo "$(tail -1 "$work/t") ${heap:-0}" >>"$work/r.$i"
     done
     echo "bench: round $r of $runs done" >&2
   done
   for i in "${!cmds[@]}"; do
-    local med rss
-    med="$(cut -d' ' -f1 "$work/r.$i" | sort -n | sed -n "$(( (runs + 1) / 2 ))p")"
+    local mid med rss heap cpu
+    mid=$(( (runs + 1) / 2 ))
+    med="$(cut -d' ' -f1 "$work/r.$i" | sort -n | sed -n "${mid}p")"
     rss="$(cut -d' ' -f2 "$work/r.$i" | sort -n | tail -1)"
-    echo "${cmds[$i]%%|*}|$med|$rss"
+    heap="$(cut -d' ' -f5 "$work/r.$i" | sort -n | sed -n "${mid}p")"
+    cpu="$(awk '{printf "%.2f\n", $3 + $4}' "$work/r.$i" | sort -n | sed -n "${mid}p")"
+    echo "${cmds[$i]%%|*}|$med|$rss|$heap|$cpu"
     rm -f "$work/r.$i"
   done
 }
@@ -97,7 +108,7 @@ if [ "${BENCH_SKIP_GROWTH:-0}" != 1 ]; then
     mapfile -t results < <(measure_rounds \
       "floor, cached|'$floor' cached '$work/creds' $(q "${status_paths[@]}")" "status|'$ippool' status" \
       "floor, cached (verify)|'$floor' cached '$work/creds' $(q "${verify_paths[@]}")" "verify|'$ippool' verify; true")
-    growth_rows+=("$n|$(field status 2)|$(field status 3)|$(field verify 2)|$(field verify 3)|$(field 'floor, cached' 2)|$(field 'floor, cached (verify)' 2)")
+    growth_rows+=("$n|$(field status 2)|$(field status 3)|$(field verify 2)|$(field verify 3)|$(field 'floor, cached' 2)|$(field 'floor, cached (verify)' 2)|$(field status 4)|$(field verify 4)|$(field status 5)|$(field verify 5)")
     KUBESIM_DIR="$work/cluster" scripts/cluster-down.sh >&2
   done
 fi
@@ -138,36 +149,43 @@ echo "Floor: the objects the verb reads (status: pods, IP pools, IPAM blocks, bl
 echo "namespaces; verify adds IPAM handles, workloads and sandbox-failure events) fetched by curl,"
 echo "all kinds at once, bytes thrown away: paged (limit 500) or one LIST per kind from the watch cache."
 echo
-echo "| command | wall (s) | peak RSS (MiB) | vs the faster floor |"
-echo "|---|---:|---:|---:|"
+echo "| command | wall (s) | CPU (s, user + system) | peak RSS (MiB) | vs the faster floor |"
+echo "|---|---:|---:|---:|---:|"
 for r in "${results[@]}"; do
-  IFS='|' read -r l w m <<<"$r"
+  IFS='|' read -r l w m _ c <<<"$r"
   case "$l" in
+    floor*) vs="" ;;
     *status*) vs="$(ratio "$w" "$status_floor")" ;;
     *verify*) vs="$(ratio "$w" "$verify_floor")" ;;
     *) vs="" ;;
   esac
   case "$l" in floor*) m="" ;; *) m="$(awk -v m="$m" 'BEGIN{printf "%.1f", m/1024}')" ;; esac
   case "$l" in floor*) l="$l" ;; *) l="\`$l\`" ;; esac
-  echo "| $l | $w | $m | $vs |"
+  echo "| $l | $w | $c | $m | $vs |"
 done
-growth_rows+=("$pods|$(field 'kubectl ippool status' 2)|$(field 'kubectl ippool status' 3)|$(field 'kubectl ippool verify' 2)|$(field 'kubectl ippool verify' 3)|$(field 'floor, cached' 2)|$(field 'floor, cached (verify)' 2)")
+growth_rows+=("$pods|$(field 'kubectl ippool status' 2)|$(field 'kubectl ippool status' 3)|$(field 'kubectl ippool verify' 2)|$(field 'kubectl ippool verify' 3)|$(field 'floor, cached' 2)|$(field 'floor, cached (verify)' 2)|$(field 'kubectl ippool status' 4)|$(field 'kubectl ippool verify' 4)|$(field 'kubectl ippool status' 5)|$(field 'kubectl ippool verify' 5)")
 [ -n "${BENCH_KUBECONFIG:-}" ] || KUBESIM_DIR="$work/cluster" scripts/cluster-down.sh >&2
 
 echo
-echo "### Growth: $nodes nodes (median of $runs rounds; per 1 000 pods: wall / (pods/1000); RSS added per 1 000 pods since the previous size)"
+echo "### Growth: $nodes nodes (median of $runs rounds; per 1 000 pods: wall / (pods/1000); RSS and heap added per pod since the previous size)"
 echo
-echo "| pods | status (s) | s per 1 000 pods | vs cached floor | peak RSS (MiB) | MiB added per 1 000 pods | verify (s) | s per 1 000 pods | vs cached floor | peak RSS (MiB) | MiB added per 1 000 pods |"
-echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "Heap: bytes the verb holds once everything is read (glibc's count, src/heap.rs); what it adds per pod from one size to the next is the memory each pod costs."
+echo
+echo "| pods | status (s) | s per 1 000 pods | vs cached floor | CPU (s) | peak RSS (MiB) | MiB added per 1 000 pods | heap (MiB) | heap bytes per pod | verify (s) | s per 1 000 pods | vs cached floor | CPU (s) | peak RSS (MiB) | MiB added per 1 000 pods | heap (MiB) | heap bytes per pod |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 prev=""
 for row in "${growth_rows[@]}"; do
-  IFS='|' read -r n sw sm vw vm sf vf <<<"$row"
-  awk -v n="$n" -v sw="$sw" -v sm="$sm" -v vw="$vw" -v vm="$vm" -v sf="$sf" -v vf="$vf" -v prev="$prev" 'BEGIN{
+  IFS='|' read -r n sw sm vw vm sf vf sh vh sc vc <<<"$row"
+  awk -v n="$n" -v sw="$sw" -v sm="$sm" -v vw="$vw" -v vm="$vm" -v sf="$sf" -v vf="$vf" -v sh="$sh" -v vh="$vh" \
+    -v sc="$sc" -v vc="$vc" -v prev="$prev" 'BEGIN{
     split(prev, p, " "); k=n/1000
     ds = (prev=="") ? "" : sprintf("%.2f", (sm-p[2])/1024/((n-p[1])/1000));
     dv = (prev=="") ? "" : sprintf("%.2f", (vm-p[3])/1024/((n-p[1])/1000));
-    printf "| %d | %.2f | %.3f | %.2fx | %.1f | %s | %.2f | %.3f | %.2fx | %.1f | %s |\n", n, sw, sw/k, sw/sf, sm/1024, ds, vw, vw/k, vw/vf, vm/1024, dv }'
-  prev="$n $sm $vm"
+    hs = (prev=="" || sh==0) ? "" : sprintf("%.0f", (sh-p[4])/(n-p[1]));
+    hv = (prev=="" || vh==0) ? "" : sprintf("%.0f", (vh-p[5])/(n-p[1]));
+    printf "| %d | %.2f | %.3f | %.2fx | %.2f | %.1f | %s | %.1f | %s | %.2f | %.3f | %.2fx | %.2f | %.1f | %s | %.1f | %s |\n",
+      n, sw, sw/k, sw/sf, sc, sm/1024, ds, sh/1048576, hs, vw, vw/k, vw/vf, vc, vm/1024, dv, vh/1048576, hv }'
+  prev="$n $sm $vm $sh $vh"
 done
 fi
 

@@ -8,6 +8,7 @@ mod cluster;
 mod commands;
 mod core;
 mod error;
+mod heap;
 mod migration;
 mod output;
 

@@ -148,6 +148,32 @@ fn seed_status_matches_calicoctl_and_the_table_reads_like_kubectl_crd_v1() {
         .stderr(predicates::str::contains("IPPool \"nope\" not found"));
 
     displays_read_the_watch_cache_and_migrate_plans_from_consistent_reads(&c);
+    namespaces_complete_from_the_cluster(&c);
+    the_heap_report_is_on_stderr_only_when_asked(&c);
+}
+
+/// `-n <TAB>` lists the cluster's namespaces (cobra's protocol).
+fn namespaces_complete_from_the_cluster(c: &common::TestCluster) {
+    let complete = |words: &[&str]| {
+        let out = c.ippool(&[&["__complete"][..], words].concat()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(complete(&["status", "-n", "kube-"]), ["kube-node-lease", "kube-public", "kube-system", ":4"]);
+    assert_eq!(complete(&["verify", "--namespace=leg"]), ["--namespace=legacy", ":4"]);
+}
+
+/// `KUBECTL_IPPOOL_HEAP_REPORT=1` (make bench) adds one line on stderr.
+fn the_heap_report_is_on_stderr_only_when_asked(c: &common::TestCluster) {
+    let heap_line = |out: &std::process::Output| {
+        String::from_utf8_lossy(&out.stderr).lines().find(|l| l.starts_with("heap: ")).map(str::to_string)
+    };
+    let out = c.ippool(&["status", "-o", "json"]).env("KUBECTL_IPPOOL_HEAP_REPORT", "1").output().unwrap();
+    let line = heap_line(&out).expect("a heap line on stderr");
+    let bytes: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(bytes > 100_000 && line.ends_with("bytes live after reading the cluster"), "{line}");
+    serde_json::from_slice::<Value>(&out.stdout).expect("stdout stays the JSON document");
+    assert_eq!(heap_line(&c.ippool(&["status"]).output().unwrap()), None);
 }
 
 /// The LISTs of pods a run made, from its `-v=6` request log.

@@ -24,7 +24,7 @@ use super::listing::{list_as, Freshness};
 use super::lite::HandleObject;
 use super::Cluster;
 use crate::core::model::{
-    Affinity, Allocation, Block, EncapMode, Handle, Ipam, ManagedBy, Pool, LABEL_MANAGED_BY, OPERATOR_MANAGER,
+    Affinity, Allocation, Block, EncapMode, Handle, Ipam, ManagedBy, Name, Pool, LABEL_MANAGED_BY, OPERATOR_MANAGER,
 };
 use crate::error::{Error, KubeResultExt, Result};
 
@@ -398,10 +398,10 @@ pub fn block_from_object(o: &DynamicObject) -> Result<Block, String> {
         allocations.push(Allocation {
             ip,
             handle: attr.and_then(|a| a.get("handle_id")).and_then(Value::as_str).map(str::to_string),
-            namespace: get("namespace"),
+            namespace: get("namespace").map(Name::from),
             pod: get("pod"),
-            node: get("node"),
-            kind: get("type"),
+            node: get("node").map(Name::from),
+            kind: get("type").map(Name::from),
         });
     }
     if !allocs.is_empty() && allocs.len() as u128 != size {

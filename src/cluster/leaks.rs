@@ -79,7 +79,7 @@ pub async fn scan_pool(cluster: &Cluster, calico: &Calico, pool: &IpNet, keep: I
                 .pod
                 .as_ref()
                 .map(|p| format!("pod {}/{p}", a.namespace.clone().unwrap_or_default()))
-                .or(a.kind.clone())
+                .or(a.kind.as_deref().map(str::to_string))
                 .or(a.handle.clone());
             format!("{} ({})", a.ip, holder.unwrap_or_default())
         })

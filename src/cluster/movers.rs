@@ -267,13 +267,23 @@ pub async fn unsurge_ours(cluster: &Cluster) -> Result<Vec<(Owner, i32)>> {
         cluster.scoped::<Deployment>().list(&ListParams::default()).await.op("list", "deployments.apps", scope)?;
     for d in deployments.items.iter().filter(|d| d.annotations().contains_key(SURGED_ANNOTATION)) {
         let ns = d.namespace().unwrap_or_default();
-        surged.push(Owner { kind: OwnerKind::Deployment, other_kind: None, namespace: ns, name: d.name_any() });
+        surged.push(Owner {
+            kind: OwnerKind::Deployment,
+            other_kind: None,
+            namespace: ns.into(),
+            name: d.name_any().into(),
+        });
     }
     let sets =
         cluster.scoped::<StatefulSet>().list(&ListParams::default()).await.op("list", "statefulsets.apps", scope)?;
     for s in sets.items.iter().filter(|s| s.annotations().contains_key(SURGED_ANNOTATION)) {
         let ns = s.namespace().unwrap_or_default();
-        surged.push(Owner { kind: OwnerKind::StatefulSet, other_kind: None, namespace: ns, name: s.name_any() });
+        surged.push(Owner {
+            kind: OwnerKind::StatefulSet,
+            other_kind: None,
+            namespace: ns.into(),
+            name: s.name_any().into(),
+        });
     }
     let mut done = Vec::new();
     for o in surged {

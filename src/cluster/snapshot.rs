@@ -1,11 +1,13 @@
 //! One read of everything the verbs look at, fetched concurrently, each
 //! kind LISTed once: consistent for `migrate`, from the API server's watch
-//! cache for the displays (`status`, `verify`).
+//! cache for the displays (`status`, `verify`), which also read the traffic
+//! rules alongside.
 
 use std::future::Future;
 
 use super::calico::Calico;
 use super::listing::Freshness;
+use super::rules::{self, RuleObjects};
 use super::{networks, record, workloads, Cluster};
 use crate::core::inventory::Inventory;
 use crate::core::model::{ClusterNetworks, NamespaceInfo, NodeInfo};
@@ -24,32 +26,48 @@ pub struct Snapshot {
 impl Snapshot {
     /// One consistent read (what `migrate` plans from).
     pub async fn read(cluster: &Cluster, calico: Calico) -> Result<Snapshot> {
-        Snapshot::read_after(cluster, async { Ok(calico) }, true, Freshness::Consistent).await
+        let (snap, _) = Snapshot::read_after(cluster, async { Ok(calico) }, true, false, Freshness::Consistent).await?;
+        Ok(snap)
     }
 
-    /// Find Calico and read the snapshot together: pods, nodes and
-    /// namespaces do not depend on how Calico is served, so their LISTs run
-    /// while the detection's requests are made one after another.
+    /// Find Calico and read the snapshot and the traffic rules together:
+    /// pods, nodes and namespaces do not depend on how Calico is served, so
+    /// their LISTs run while the detection's requests are made one after
+    /// another, and the rules (whose Calico kinds do depend on it) are read
+    /// alongside the pools and IPAM once it is known.
     /// `handles: false` skips IPAMHandles, which only consistency checks need.
-    pub async fn detect_and_read(cluster: &Cluster, handles: bool, fresh: Freshness) -> Result<Snapshot> {
-        Snapshot::read_after(cluster, Calico::detect(cluster), handles, fresh).await
+    pub async fn detect_and_read(
+        cluster: &Cluster,
+        handles: bool,
+        fresh: Freshness,
+    ) -> Result<(Snapshot, RuleObjects)> {
+        let (snap, rules) = Snapshot::read_after(cluster, Calico::detect(cluster), handles, true, fresh).await?;
+        Ok((snap, rules.unwrap_or_default()))
     }
 
     async fn read_after(
         cluster: &Cluster,
         calico: impl Future<Output = Result<Calico>>,
         handles: bool,
+        with_rules: bool,
         fresh: Freshness,
-    ) -> Result<Snapshot> {
+    ) -> Result<(Snapshot, Option<RuleObjects>)> {
         let calico_objects = async {
             let calico = calico.await?;
-            let (pools, ipam) = tokio::try_join!(
+            let rules = async {
+                match with_rules {
+                    true => rules::read(cluster, &calico).await.map(Some),
+                    false => Ok(None),
+                }
+            };
+            let (pools, ipam, rules) = tokio::try_join!(
                 calico.list_pools_from(cluster, fresh),
-                calico.read_ipam_with(cluster, handles, fresh)
+                calico.read_ipam_with(cluster, handles, fresh),
+                rules,
             )?;
-            Ok((calico, pools, ipam))
+            Ok((calico, pools, ipam, rules))
         };
-        let ((calico, pools, ipam), pods, nodes, namespaces, networks, migration) = tokio::try_join!(
+        let ((calico, pools, ipam, rules), pods, nodes, namespaces, networks, migration) = tokio::try_join!(
             calico_objects,
             workloads::list_pods_from(cluster, None, fresh),
             workloads::list_nodes(cluster, fresh),
@@ -57,6 +75,7 @@ impl Snapshot {
             async { Ok(networks::discover(cluster).await) },
             record::read_state(cluster),
         )?;
-        Ok(Snapshot { calico, inventory: Inventory::build(pools, pods, ipam), nodes, namespaces, networks, migration })
+        let inventory = Inventory::build(pools, pods, ipam);
+        Ok((Snapshot { calico, inventory, nodes, namespaces, networks, migration }, rules))
     }
 }

@@ -1,6 +1,7 @@
 //! Pods, nodes and namespaces, reduced to `core::model` values page by page.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -15,9 +16,10 @@ use super::{list_paged, Cluster};
 use crate::core::budget::{IntOrPercent, UpdateStrategy};
 use crate::core::model::WorkloadInfo;
 use crate::core::model::{
-    pod_addresses, NamespaceInfo, NodeInfo, Owner, OwnerKind, PodInfo, PoolPins, ANNOT_IPADDRS, ANNOT_IPV4POOLS,
-    ANNOT_IPV6POOLS,
+    pod_addresses, NamespaceInfo, NodeInfo, Owner, OwnerKind, PodInfo, PodPhase, PoolPins, ANNOT_IPADDRS,
+    ANNOT_IPV4POOLS, ANNOT_IPV6POOLS,
 };
+use crate::core::name::{Name, Names};
 use crate::error::Result;
 
 /// Node annotations where calico-node keeps its tunnel addresses.
@@ -42,7 +44,12 @@ pub async fn list_pods_from(cluster: &Cluster, label_selector: Option<&str>, fre
         lp = lp.labels(sel);
     }
     let path = Pod::url_path(&(), ns);
-    list_as(cluster, &path, &lp, fresh, "pods", ns, |p: PodObject| Some(pod_info(&p))).await
+    // One copy of each namespace, node and owner name for all the pods.
+    let names = Mutex::new(Names::default());
+    list_as(cluster, &path, &lp, fresh, "pods", ns, move |p: PodObject| {
+        Some(pod_info(&p, &mut names.lock().unwrap_or_else(|e| e.into_inner())))
+    })
+    .await
 }
 
 pub async fn list_nodes(cluster: &Cluster, fresh: Freshness) -> Result<Vec<NodeInfo>> {
@@ -90,7 +97,8 @@ pub fn ready_condition(p: &Pod) -> Option<&PodCondition> {
     p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready" && c.status == "True")
 }
 
-pub fn pod_info(p: &PodObject) -> PodInfo {
+/// The pod's record; `names` gives the shared copy of each repeated name.
+pub fn pod_info(p: &PodObject, names: &mut Names) -> PodInfo {
     let (meta, spec, status) = (&p.metadata, &p.spec, &p.status);
     let status_ips: Vec<&str> =
         status.pod_ips.as_ref().map(|v| v.iter().map(|i| i.ip.as_str()).collect()).unwrap_or_default();
@@ -105,24 +113,26 @@ pub fn pod_info(p: &PodObject) -> PodInfo {
     };
     let controller =
         meta.owner_references.iter().find(|o| o.controller == Some(true)).or(meta.owner_references.first());
+    let namespace = names.get(&meta.namespace);
     PodInfo {
-        namespace: meta.namespace.clone(),
         name: meta.name.clone(),
         uid: meta.uid.clone(),
-        node: spec.node_name.clone(),
+        node: spec.node_name.as_deref().map(|n| names.get(n)),
         ips,
-        phase: status.phase.clone().unwrap_or_else(|| "Pending".into()),
+        phase: status.phase.as_deref().map_or(PodPhase::Pending, PodPhase::parse),
         host_network: spec.host_network.unwrap_or(false),
         ready: ready_condition.is_some(),
         terminating: meta.deletion_timestamp.is_some(),
         owner: classify_owner(
-            &meta.namespace,
+            names,
+            &namespace,
             &meta.name,
             meta.annotations.mirror.is_some(),
             meta.labels.pod_template_hash.as_deref(),
             controller.map(|o| (o.kind.as_str(), o.name.as_str())),
         ),
-        pins: pins_from(&meta.annotations.pool_annotations()),
+        namespace,
+        pins: pins_from(&meta.annotations.pool_annotations()).into(),
         container_id: meta.annotations.container_id.clone(),
         ready_after,
     }
@@ -134,8 +144,11 @@ pub fn pod_info(p: &PodObject) -> PodInfo {
 pub fn owner_of(p: &Pod) -> Owner {
     let refs = p.owner_references();
     let controller = refs.iter().find(|o| o.controller == Some(true)).or(refs.first());
+    let mut names = Names::default();
+    let namespace = names.get(&p.namespace().unwrap_or_default());
     classify_owner(
-        &p.namespace().unwrap_or_default(),
+        &mut names,
+        &namespace,
         &p.name_any(),
         p.annotations().contains_key("kubernetes.io/config.mirror"),
         p.labels().get("pod-template-hash").map(String::as_str),
@@ -145,12 +158,19 @@ pub fn owner_of(p: &Pod) -> Owner {
 
 /// The owner from a pod's namespace, name, mirror annotation, template hash
 /// label and controller reference (kind, name).
-fn classify_owner(ns: &str, pod: &str, mirror: bool, hash: Option<&str>, controller: Option<(&str, &str)>) -> Owner {
-    let mk = |kind, name: &str, other: Option<&str>| Owner {
+fn classify_owner(
+    names: &mut Names,
+    ns: &Name,
+    pod: &str,
+    mirror: bool,
+    hash: Option<&str>,
+    controller: Option<(&str, &str)>,
+) -> Owner {
+    let mut mk = |kind, name: &str, other: Option<&str>| Owner {
         kind,
-        other_kind: other.map(str::to_string),
-        namespace: ns.to_string(),
-        name: name.to_string(),
+        other_kind: other.map(|k| names.get(k)),
+        namespace: ns.clone(),
+        name: names.get(name),
     };
     if mirror {
         return mk(OwnerKind::Static, pod, None);
@@ -198,7 +218,7 @@ pub async fn list_workloads(cluster: &Cluster) -> Result<Vec<WorkloadInfo>> {
     let mut out = Vec::new();
     let ns = cluster.namespace.as_deref();
     let mk = |kind, o: &dyn ResourceLike, replicas: i32, strategy: UpdateStrategy, paused: bool| WorkloadInfo {
-        owner: Owner { kind, other_kind: None, namespace: o.ns(), name: o.nm() },
+        owner: Owner { kind, other_kind: None, namespace: o.ns().into(), name: o.nm().into() },
         template_pins: pins_from(&o.template_annotations()),
         replicas,
         strategy,
@@ -237,7 +257,7 @@ pub async fn list_workloads(cluster: &Cluster) -> Result<Vec<WorkloadInfo>> {
         tracing::debug!("cannot list autoscalers: {e}");
     }
     for w in &mut out {
-        let key = (w.owner.namespace.clone(), w.owner.kind.as_str().to_string(), w.owner.name.clone());
+        let key = (w.owner.namespace.to_string(), w.owner.kind.as_str().to_string(), w.owner.name.to_string());
         w.autoscaler = scaled.get(&key).cloned();
     }
     Ok(out)
@@ -328,7 +348,7 @@ mod tests {
             "ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"web-7d9f","uid":"u","controller":true}]},
             "spec":{"containers":[],"nodeName":"n1"},"status":{"phase":"Running","podIPs":[{"ip":"192.168.0.4"}],
             "conditions":[{"type":"Ready","status":"True"}]}});
-        let info = pod_info(&serde_json::from_value(v.clone()).unwrap());
+        let info = pod_info(&serde_json::from_value(v.clone()).unwrap(), &mut Names::default());
         let p: Pod = serde_json::from_value(v).unwrap();
         assert_eq!(owner_of(&p), info.owner, "the full Pod and the lite object give one owner");
         assert_eq!(info.owner.kind, OwnerKind::Deployment);
@@ -342,7 +362,7 @@ mod tests {
         let p: PodObject = serde_json::from_value(json!({"metadata":{"name":"debug","namespace":"shop",
             "annotations":{"cni.projectcalico.org/ipv4pools":"[\"default-ipv4-ippool\"]"}},"spec":{"containers":[]}}))
         .unwrap();
-        let info = pod_info(&p);
+        let info = pod_info(&p, &mut Names::default());
         assert_eq!(info.owner.kind, OwnerKind::Bare);
         assert_eq!(info.pins.pools, vec!["default-ipv4-ippool"]);
         assert_eq!(info.phase, "Pending");

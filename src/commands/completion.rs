@@ -4,8 +4,8 @@
 //! hands them to `kubectl-ippool __complete`, which answers in cobra's
 //! protocol: one candidate per line (`value<TAB>description`), then
 //! `:<directive>`. Verbs and flags come from the clap definition, pool
-//! names for pool flags (`value_name = "POOL"`) and kubeconfig entries from
-//! where they live. `completion bash|zsh|fish` prints clap's static script
+//! names for pool flags (`value_name = "POOL"`), namespaces for `-n` and
+//! kubeconfig entries from where they live. `completion bash|zsh|fish` prints clap's static script
 //! for the standalone `kubectl-ippool`.
 
 use std::path::PathBuf;
@@ -14,7 +14,8 @@ use std::time::Duration;
 use clap::{Arg, Args};
 
 use crate::cluster::calico::Calico;
-use crate::cluster::{kubeconfig, Cluster, ConnectOptions};
+use crate::cluster::listing::Freshness;
+use crate::cluster::{kubeconfig, workloads, Cluster, ConnectOptions};
 use crate::error::Result;
 use crate::output::Printer;
 
@@ -91,6 +92,8 @@ pub enum Want {
     Fixed(Vec<(String, String)>, u32),
     /// Pool names from the cluster; each candidate is `prefix` + name.
     Pools { prefix: String, partial: String },
+    /// Namespace names from the cluster; each candidate is `prefix` + name.
+    Namespaces { prefix: String, partial: String },
     /// Entries of the kubeconfig (contexts, clusters or users).
     KubeconfigEntries { what: Entry, prefix: String, partial: String },
 }
@@ -112,6 +115,16 @@ pub async fn complete(cli: clap::Command, words: &[String]) -> Result<u8> {
             (
                 filter(
                     names.into_iter().map(|(n, cidr)| (format!("{prefix}{n}"), cidr)),
+                    &format!("{prefix}{partial}"),
+                ),
+                DIRECTIVE_NO_FILE_COMP,
+            )
+        }
+        Want::Namespaces { prefix, partial } => {
+            let names = namespace_names(&connect).await.unwrap_or_default();
+            (
+                filter(
+                    names.into_iter().map(|n| (format!("{prefix}{n}"), String::new())),
                     &format!("{prefix}{partial}"),
                 ),
                 DIRECTIVE_NO_FILE_COMP,
@@ -158,6 +171,12 @@ async fn pool_names(connect: &ConnectOptions) -> Result<Vec<(String, String)>> {
     let cluster = Cluster::connect(connect).await?;
     let calico = Calico::detect(&cluster).await?;
     Ok(calico.list_pools(&cluster).await?.into_iter().map(|p| (p.name, p.cidr.to_string())).collect())
+}
+
+async fn namespace_names(connect: &ConnectOptions) -> Result<Vec<String>> {
+    let cluster = Cluster::connect(connect).await?;
+    let namespaces = workloads::list_namespaces(&cluster, Freshness::Cached).await?;
+    Ok(namespaces.into_iter().map(|n| n.name).collect())
 }
 
 fn filter(candidates: impl Iterator<Item = (String, String)>, partial: &str) -> Vec<(String, String)> {
@@ -267,6 +286,7 @@ fn values_of(arg: &Arg, prefix: &str, partial: &str) -> Want {
     let (prefix, partial) = (prefix.to_string(), partial.to_string());
     match (arg.get_id().as_str(), arg.get_value_names().and_then(|v| v.first()).map(|v| v.as_str())) {
         (_, Some("POOL")) => return Want::Pools { prefix, partial },
+        ("namespace", _) => return Want::Namespaces { prefix, partial },
         ("context", _) => return Want::KubeconfigEntries { what: Entry::Context, prefix, partial },
         ("cluster", _) => return Want::KubeconfigEntries { what: Entry::Cluster, prefix, partial },
         ("user", _) => return Want::KubeconfigEntries { what: Entry::User, prefix, partial },
@@ -362,6 +382,16 @@ mod tests {
             Want::KubeconfigEntries { what: Entry::Context, .. }
         ));
         assert_eq!(analyse(&words(&["status", "--kubeconfig", ""])).0, Want::Fixed(Vec::new(), DIRECTIVE_DEFAULT));
+    }
+
+    #[test]
+    fn the_namespace_flag_wants_namespaces() {
+        let ns = |prefix: &str, partial: &str| Want::Namespaces { prefix: prefix.into(), partial: partial.into() };
+        assert_eq!(analyse(&words(&["status", "-n", "kube-"])).0, ns("", "kube-"));
+        assert_eq!(analyse(&words(&["verify", "--namespace=sh"])).0, ns("--namespace=", "sh"));
+        assert_eq!(analyse(&words(&["-n", ""])).0, ns("", ""), "before the verb too (a global flag)");
+        let (w, c) = analyse(&words(&["--context", "prod", "migrate", "--namespace", ""]));
+        assert_eq!((w, c.context.as_deref()), (ns("", ""), Some("prod")));
     }
 
     #[test]

@@ -7,7 +7,6 @@ use serde::Serialize;
 use crate::cluster::calico::Calico;
 use crate::cluster::listing::Freshness;
 use crate::cluster::record;
-use crate::cluster::rules;
 use crate::cluster::snapshot::Snapshot;
 use crate::cluster::Cluster;
 use crate::commands::flags::KubeArgs;
@@ -17,6 +16,7 @@ use crate::core::model::{ClusterNetworks, ManagedBy, Owner, Pool};
 use crate::core::rules::RuleObject;
 use crate::core::state::{Follow, FollowStep, MigrationState, Phase};
 use crate::error::{Error, Result};
+use crate::heap;
 use crate::output::OutputFormat;
 use crate::output::{used_of, Printer};
 use ipnet::IpNet;
@@ -133,8 +133,10 @@ pub async fn run(kube: &KubeArgs, args: &StatusArgs) -> Result<u8> {
         return watch(&cluster, &printer).await;
     }
     // A display: the watch cache's view is as good as a consistent read.
-    let snap = Snapshot::detect_and_read(&cluster, false, Freshness::Cached).await?;
-    let rule_objects = rules::read(&cluster, &snap.calico).await?;
+    let (snap, rule_objects) = Snapshot::detect_and_read(&cluster, false, Freshness::Cached).await?;
+    if let Some(line) = heap::report("reading the cluster") {
+        printer.note(line);
+    }
     for u in &rule_objects.unreadable {
         printer.warn(format!("could not check {u} for rules naming retiring pools"));
     }
@@ -291,7 +293,7 @@ fn pool_detail(inv: &Inventory, idx: usize) -> PoolDetail {
             pods: pods
                 .into_iter()
                 .map(|p| PodRow {
-                    namespace: p.namespace.clone(),
+                    namespace: p.namespace.to_string(),
                     name: p.name.clone(),
                     ip: p
                         .ips
@@ -299,7 +301,7 @@ fn pool_detail(inv: &Inventory, idx: usize) -> PoolDetail {
                         .find(|ip| inv.pools[idx].cidr.contains(*ip))
                         .map(|i| i.to_string())
                         .unwrap_or_default(),
-                    node: p.node.clone(),
+                    node: p.node.as_deref().map(str::to_string),
                     ready: p.ready,
                 })
                 .collect(),

@@ -10,13 +10,14 @@ use crate::cluster::listing::Freshness;
 use crate::cluster::probe::{self, ProbeOptions};
 use crate::cluster::snapshot::Snapshot;
 use crate::cluster::testpods::TEST_POD_IMAGE;
-use crate::cluster::{events, rules, templates, Cluster};
+use crate::cluster::{events, templates, Cluster};
 use crate::commands::flags::{parse_duration, KubeArgs};
 use crate::core::checks::{self, Check, Expectations, IpamFigures, Status, Summary, VerifyInput};
 use crate::core::cidr::parse_canonical;
 use crate::core::findings::Severity;
 use crate::core::model::ProbeOutcome;
 use crate::error::{Error, Result, EXIT_DRIFT};
+use crate::heap;
 use crate::output::OutputFormat;
 use crate::output::Printer;
 
@@ -127,13 +128,15 @@ pub async fn run(kube: &KubeArgs, args: &VerifyArgs) -> Result<u8> {
     // IPAM is cluster-wide: read every pod; `-n` narrows only the pod checks.
     let mut everywhere = cluster.clone();
     everywhere.namespace = None;
-    let (snap, templates, failures) = tokio::try_join!(
+    let ((snap, rule_objects), templates, failures) = tokio::try_join!(
         // A check of the present state, not a plan: the watch cache will do.
         Snapshot::detect_and_read(&everywhere, true, Freshness::Cached),
         templates::list_pinned_templates(&cluster),
         events::list_sandbox_failures(&cluster),
     )?;
-    let rule_objects = rules::read(&everywhere, &snap.calico).await?;
+    if let Some(line) = heap::report("reading the cluster") {
+        printer.note(line);
+    }
     for u in &rule_objects.unreadable {
         printer.warn(format!("could not check {u} for rules naming retired pools"));
     }

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::cidr::PrefixIndex;
 use super::model::{Block, Ipam, Owner, PodInfo, Pool};
+use super::name::Names;
 
 /// Usage figures of one pool.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -43,7 +44,7 @@ pub struct Inventory {
     pub pods: Vec<PodInfo>,
     /// For each pod (same index as `pods`) the pools holding one of its
     /// addresses, in the order of its addresses (a dual-stack pod has two).
-    pub pod_pools: Vec<Vec<usize>>,
+    pub pod_pools: Vec<Box<[usize]>>,
     /// For each block (same index as `ipam.blocks`) its pool, if any.
     pub block_pool: Vec<Option<usize>>,
     pub ipam: Ipam,
@@ -51,15 +52,16 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    pub fn build(pools: Vec<Pool>, pods: Vec<PodInfo>, ipam: Ipam) -> Inventory {
+    pub fn build(pools: Vec<Pool>, pods: Vec<PodInfo>, mut ipam: Ipam) -> Inventory {
+        share_names(&pods, &mut ipam);
         let pool_index = PrefixIndex::new(pools.iter().enumerate().map(|(i, p)| (p.cidr, i)));
         let mut usage = vec![PoolUsage::default(); pools.len()];
 
-        let pod_pools: Vec<Vec<usize>> = pods
+        let pod_pools: Vec<Box<[usize]>> = pods
             .iter()
             .map(|pod| {
                 if !pod.holds_pool_ip() {
-                    return vec![];
+                    return Box::default();
                 }
                 let mut idx: Vec<usize> = Vec::new();
                 for i in pod.ips.iter().filter_map(|ip| pool_index.lookup(*ip).copied()) {
@@ -68,7 +70,7 @@ impl Inventory {
                         usage[i].pods += 1;
                     }
                 }
-                idx
+                idx.into_boxed_slice()
             })
             .collect();
 
@@ -144,7 +146,7 @@ impl Inventory {
     pub fn pods_by_namespace(&self, idx: usize) -> BTreeMap<String, usize> {
         let mut m = BTreeMap::new();
         for pod in self.pods_in_pool(idx) {
-            *m.entry(pod.namespace.clone()).or_insert(0) += 1;
+            *m.entry(pod.namespace.to_string()).or_insert(0) += 1;
         }
         m
     }
@@ -167,10 +169,27 @@ impl Inventory {
                 continue;
             }
             if let Some(n) = &pod.node {
-                m.entry(n.clone()).or_default().pods += 1;
+                m.entry(n.to_string()).or_default().pods += 1;
             }
         }
         m
+    }
+}
+
+/// Blocks are decoded one at a time, each allocation with its own copy of
+/// its namespace and node names: keep one copy of each, the pods' own.
+fn share_names(pods: &[PodInfo], ipam: &mut Ipam) {
+    let mut names = Names::default();
+    for pod in pods {
+        names.share(&pod.namespace);
+        if let Some(n) = &pod.node {
+            names.share(n);
+        }
+    }
+    for a in ipam.blocks.iter_mut().flat_map(|b| b.allocations.iter_mut()) {
+        for name in [&mut a.namespace, &mut a.node, &mut a.kind].into_iter().flatten() {
+            *name = names.share(name);
+        }
     }
 }
 
@@ -186,12 +205,12 @@ pub(crate) mod tests {
             uid: format!("uid-{name}"),
             node: Some("node-0".into()),
             ips: if ip.is_empty() { vec![] } else { vec![ip.parse().unwrap()] },
-            phase: if ip.is_empty() { "Pending".into() } else { "Running".into() },
+            phase: if ip.is_empty() { PodPhase::Pending } else { PodPhase::Running },
             host_network: false,
             ready: true,
             terminating: false,
             owner: Owner { kind: owner, other_kind: None, namespace: ns.into(), name: owner_name.into() },
-            pins: PoolPins::default(),
+            pins: Default::default(),
             container_id: Some(format!("cid-{name}")),
             ready_after: Some(2.0),
         }
@@ -255,6 +274,19 @@ pub(crate) mod tests {
         assert_eq!(owners.len(), 2);
         assert_eq!(inv.blocks_by_node(None)["node-0"].blocks, 2);
         assert_eq!(inv.pool_of("10.0.5.5".parse().unwrap()).unwrap().name, "new");
+    }
+
+    /// The allocations' namespace and node names are the pods' copies.
+    #[test]
+    fn allocations_share_the_pods_names() {
+        let pools = vec![Pool::new("old", "192.168.0.0/16".parse().unwrap())];
+        let pods = vec![pod("shop", "web-1", "192.168.0.1", OwnerKind::Deployment, "web")];
+        let mut b = block("192.168.0.0/26", "node-0", &["192.168.0.1"]);
+        b.allocations[0].namespace = Some("shop".into());
+        let inv = Inventory::build(pools, pods, Ipam { blocks: vec![b], ..Default::default() });
+        let a = &inv.ipam.blocks[0].allocations[0];
+        assert!(a.namespace.as_ref().unwrap().is_same_copy(&inv.pods[0].namespace));
+        assert!(a.node.as_ref().unwrap().is_same_copy(inv.pods[0].node.as_ref().unwrap()));
     }
 
     /// A dual-stack pod, with one address in pool `name` of each family.

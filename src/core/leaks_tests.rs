@@ -14,10 +14,10 @@ fn alloc(ip: &str, pod: Option<(&str, &str)>, kind: Option<&str>) -> Allocation 
     Allocation {
         ip: ip.parse().unwrap(),
         handle: Some(format!("h-{ip}")),
-        namespace: pod.map(|p| p.0.to_string()),
+        namespace: pod.map(|p| p.0.into()),
         pod: pod.map(|p| p.1.to_string()),
         node: Some("node-0".into()),
-        kind: kind.map(str::to_string),
+        kind: kind.map(Into::into),
     }
 }
 

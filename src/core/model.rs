@@ -11,6 +11,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::budget::{BudgetSpec, UpdateStrategy};
+pub use super::name::Name;
+pub use super::pod::{pod_addresses, Owner, OwnerKind, PodInfo, PodPhase, PoolPins};
 
 pub const ANNOT_IPV4POOLS: &str = "cni.projectcalico.org/ipv4pools";
 pub const ANNOT_IPV6POOLS: &str = "cni.projectcalico.org/ipv6pools";
@@ -19,24 +21,6 @@ pub const ANNOT_IPADDRS: &str = "cni.projectcalico.org/ipAddrs";
 /// (`10.0.0.5/32,fd00::5/128`).
 pub const ANNOT_POD_IPS: &str = "cni.projectcalico.org/podIPs";
 
-/// A pod's addresses: `status.podIPs` (or `status.podIP`), then any the
-/// CNI plugin recorded in `cni.projectcalico.org/podIPs` that the status
-/// does not show yet. Unreadable entries are skipped.
-pub fn pod_addresses(status_ips: &[&str], pod_ip: Option<&str>, annotation: Option<&str>) -> Vec<IpAddr> {
-    let mut out: Vec<IpAddr> = status_ips.iter().filter_map(|i| i.trim().parse().ok()).collect();
-    if out.is_empty() {
-        out.extend(pod_ip.and_then(|i| i.trim().parse::<IpAddr>().ok()));
-    }
-    for part in annotation.unwrap_or_default().split(',') {
-        let addr = part.trim().split('/').next().unwrap_or_default();
-        if let Ok(ip) = addr.parse::<IpAddr>() {
-            if !out.contains(&ip) {
-                out.push(ip);
-            }
-        }
-    }
-    out
-}
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
 /// The node label naming its operating system (every kubelet sets it).
@@ -146,119 +130,6 @@ impl Pool {
     }
 }
 
-/// What kind of controller owns a pod, as far as moving it is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum OwnerKind {
-    Deployment,
-    StatefulSet,
-    DaemonSet,
-    /// A ReplicaSet not owned by a Deployment.
-    ReplicaSet,
-    Job,
-    /// A mirror pod of a static pod: cannot be moved through the API.
-    Static,
-    /// No controller: deleting it loses it for good.
-    Bare,
-    /// Some other controller (an operator's CR, ReplicationController, ...).
-    Other,
-}
-
-impl OwnerKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OwnerKind::Deployment => "Deployment",
-            OwnerKind::StatefulSet => "StatefulSet",
-            OwnerKind::DaemonSet => "DaemonSet",
-            OwnerKind::ReplicaSet => "ReplicaSet",
-            OwnerKind::Job => "Job",
-            OwnerKind::Static => "Static",
-            OwnerKind::Bare => "Bare",
-            OwnerKind::Other => "Other",
-        }
-    }
-}
-
-/// The workload a pod belongs to: `Deployment shop/web`, `Bare shop/debug`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Owner {
-    pub kind: OwnerKind,
-    /// For `Other`, the real kind (e.g. `ReplicationController`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub other_kind: Option<String>,
-    pub namespace: String,
-    pub name: String,
-}
-
-impl Owner {
-    pub fn display(&self) -> String {
-        let kind = self.other_kind.as_deref().unwrap_or(self.kind.as_str());
-        format!("{kind} {}/{}", self.namespace, self.name)
-    }
-}
-
-/// Pools a pod or namespace asks for by annotation.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PoolPins {
-    /// Pool names or CIDRs from `ipv4pools`/`ipv6pools`.
-    pub pools: Vec<String>,
-    /// Fixed addresses from `ipAddrs`.
-    pub ip_addrs: Vec<String>,
-    /// The raw annotation text that could not be parsed, if any.
-    pub unparsable: Option<String>,
-    /// Extra addresses from `floatingIPs` (NATed to the pod; not a pin).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub floating_ips: Vec<String>,
-    /// Addresses from `ipAddrsNoIpam`: used without any IPAM allocation.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub no_ipam_addrs: Vec<String>,
-}
-
-impl PoolPins {
-    pub fn is_empty(&self) -> bool {
-        self.pools.is_empty() && self.ip_addrs.is_empty() && self.unparsable.is_none()
-    }
-}
-
-/// A pod, reduced to what matters for IP pools.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PodInfo {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    pub node: Option<String>,
-    /// `status.podIPs` (or `status.podIP`), empty while pending.
-    pub ips: Vec<IpAddr>,
-    pub phase: String,
-    pub host_network: bool,
-    pub ready: bool,
-    /// metadata.deletionTimestamp is set.
-    pub terminating: bool,
-    pub owner: Owner,
-    pub pins: PoolPins,
-    /// `cni.projectcalico.org/containerID`, which names the IPAM handle.
-    pub container_id: Option<String>,
-    /// Seconds from creation to Ready, for Ready pods.
-    pub ready_after: Option<f32>,
-}
-
-impl PodInfo {
-    /// Finished pods keep showing their last IP; it is no longer theirs.
-    pub fn is_finished(&self) -> bool {
-        self.phase == "Succeeded" || self.phase == "Failed"
-    }
-
-    /// Holds a Calico-assigned IP right now.
-    pub fn holds_pool_ip(&self) -> bool {
-        !self.host_network && !self.is_finished() && !self.ips.is_empty()
-    }
-
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
-}
-
 /// A namespace, reduced to its pool annotations and labels.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NamespaceInfo {
@@ -293,11 +164,11 @@ impl NodeInfo {
 pub struct Allocation {
     pub ip: IpAddr,
     pub handle: Option<String>,
-    pub namespace: Option<String>,
+    pub namespace: Option<Name>,
     pub pod: Option<String>,
-    pub node: Option<String>,
+    pub node: Option<Name>,
     /// `ipipTunnelAddress`, `vxlanTunnelAddress`, ... for non-pod allocations.
-    pub kind: Option<String>,
+    pub kind: Option<Name>,
 }
 
 impl Allocation {
@@ -483,27 +354,4 @@ pub struct ProbeOutcome {
     pub ip: Option<IpAddr>,
     /// Why it got no address (timeout, Calico's sandbox error).
     pub error: Option<String>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pod_addresses_from_status_and_the_cni_annotation() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        // Both families in the status, in its order; the annotation adds nothing new.
-        assert_eq!(
-            pod_addresses(&["10.0.0.5", "fd00::5"], Some("10.0.0.5"), Some("10.0.0.5/32,fd00::5/128")),
-            [ip("10.0.0.5"), ip("fd00::5")]
-        );
-        // Only status.podIP, the IPv6 address only in the annotation.
-        assert_eq!(
-            pod_addresses(&[], Some("10.0.0.5"), Some("10.0.0.5/32, fd00::5/128")),
-            [ip("10.0.0.5"), ip("fd00::5")]
-        );
-        // Blank (released) or unreadable annotations add nothing.
-        assert_eq!(pod_addresses(&["fd00::5"], None, Some("")), [ip("fd00::5")]);
-        assert_eq!(pod_addresses(&[], None, Some("garbage")), Vec::<IpAddr>::new());
-    }
 }

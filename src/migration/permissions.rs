@@ -67,7 +67,7 @@ pub(crate) fn permissions_needed(
     }
     let mut seen = BTreeSet::new();
     for m in &plan.moves {
-        let ns = m.owner.as_ref().map(|o| o.namespace.clone());
+        let ns = m.owner.as_ref().map(|o| o.namespace.to_string());
         if let (true, Some(o)) = (m.surge > 0, &m.owner) {
             let res = if o.kind == OwnerKind::StatefulSet { "statefulsets" } else { "deployments" };
             if seen.insert(("patch", res, ns.clone())) {

@@ -245,7 +245,7 @@ fn uids(ps: &[&PodInfo]) -> Vec<String> {
 fn by_node<'a>(pods: &[&'a PodInfo]) -> BTreeMap<String, Vec<&'a PodInfo>> {
     let mut m: BTreeMap<String, Vec<&PodInfo>> = BTreeMap::new();
     for p in pods {
-        m.entry(p.node.clone().unwrap_or_default()).or_default().push(p);
+        m.entry(p.node.as_deref().unwrap_or_default().to_string()).or_default().push(p);
     }
     m
 }

@@ -213,7 +213,7 @@ fn pod(name: &str, pins: PoolPins) -> PodInfo {
         ready: true,
         terminating: false,
         owner: Owner { kind: OwnerKind::Bare, other_kind: None, namespace: "shop".into(), name: name.into() },
-        pins,
+        pins: pins.into(),
         container_id: None,
         ready_after: None,
     }

@@ -452,10 +452,8 @@ pub fn affinity_from_object(o: &DynamicObject) -> Result<Affinity, String> {
 }
 
 pub fn handle_from_object(o: &HandleObject) -> Result<Handle, String> {
-    let name = o.metadata.name.clone();
     Ok(Handle {
-        handle_id: o.spec.handle_id.clone().unwrap_or_else(|| name.clone()),
-        name,
+        handle_id: o.spec.handle_id.clone().unwrap_or_else(|| o.metadata.name.clone()),
         deleted: loose_bool(o.spec.deleted.as_ref()),
     })
 }

@@ -205,11 +205,11 @@ pub struct Affinity {
     pub deleted: bool,
 }
 
-/// A Calico IPAMHandle.
+/// A Calico IPAMHandle: one per pod, so only what the checks read (its
+/// object name, usually the same long string again, is not kept).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Handle {
-    pub name: String,
     pub handle_id: String,
     pub deleted: bool,
 }

@@ -29,7 +29,7 @@ pub(crate) fn node(name: &str, tunnel: &[&str]) -> NodeInfo {
 }
 
 pub(crate) fn handle(id: &str) -> Handle {
-    Handle { name: id.to_lowercase(), handle_id: id.into(), deleted: false }
+    Handle { handle_id: id.into(), deleted: false }
 }
 
 /// A pod with its allocation and handle, consistent.

@@ -92,6 +92,7 @@ func main() {
 	registerLeakFlags(fs)
 	registerTunnelFlags(fs)
 	_ = fs.Parse(os.Args[1:])
+	resolveTunnelAllocator(fs, f.nodes, f.tunnelDelay)
 	if f.dir == "" {
 		fmt.Fprintln(os.Stderr, "kubesim: --dir is required")
 		os.Exit(2)

@@ -206,3 +206,19 @@ async fn release_old_enough(
     }
     Ok(young)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::only_tunnels;
+
+    #[test]
+    fn only_tunnels_tells_tunnel_addresses_from_pods_and_leaks() {
+        assert!(only_tunnels(&[
+            "192.168.116.1 (ipipTunnelAddress)".into(),
+            "192.168.19.65 (vxlanTunnelAddress)".into(),
+            "192.168.7.1 (tunnel address of node n1, no longer allocated)".into(),
+        ]));
+        assert!(!only_tunnels(&["192.168.116.1 (ipipTunnelAddress)".into(), "192.168.1.5 (pod shop/web-1)".into()]));
+        assert!(!only_tunnels(&["192.168.1.6 (k8s-pod-network.0123)".into()]));
+    }
+}

@@ -13,14 +13,17 @@ use serde_json::Value;
 const OLD: &str = "default-ipv4-ippool";
 const OLD_CIDR: &str = "192.168.0.0/16";
 const NEW_CIDR: &str = "10.0.0.0/16";
-const LEAKS: [&str; 6] = ["--leak-on-delete", "3", "--leak-cidr", OLD_CIDR, "--leak-grace-period", "20s"];
+const LEAKS: [&str; 4] = ["--leak-on-delete", "3", "--leak-cidr", OLD_CIDR];
 
 fn text(out: &Output) -> String {
     format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
-fn start(extra: &[&str]) -> TestCluster {
-    let mut args = vec!["--scenario", "seed"];
+/// `grace`: leakGracePeriod, longer than moving the pods takes when
+/// calico-kube-controllers runs (else it releases the leaks before the drain
+/// sees them).
+fn start(grace: &str, extra: &[&str]) -> TestCluster {
+    let mut args = vec!["--scenario", "seed", "--leak-grace-period", grace];
     args.extend(LEAKS);
     args.extend(extra);
     let c = TestCluster::start(&args);
@@ -39,6 +42,21 @@ fn pool_exists(c: &TestCluster) -> bool {
     c.kubectl(&["get", "ippools.crd.projectcalico.org", OLD]).status.success()
 }
 
+/// Set leakGracePeriod in KubeControllersConfiguration default (its spec:
+/// no calico-kube-controllers runs to write a running configuration).
+fn set_grace(c: &TestCluster, grace: &str) {
+    let patch = format!(r#"{{"spec":{{"controllers":{{"node":{{"leakGracePeriod":"{grace}"}}}}}}}}"#);
+    c.kubectl_ok(&[
+        "patch",
+        "kubecontrollersconfigurations.crd.projectcalico.org",
+        "default",
+        "--type",
+        "merge",
+        "-p",
+        &patch,
+    ]);
+}
+
 /// Addresses of the old pool that kubesim leaked, from its log.
 fn leaked(c: &TestCluster) -> usize {
     std::fs::read_to_string(c.dir().join("kubesim.log")).unwrap_or_default().matches("leaking 192.168.").count()
@@ -46,13 +64,13 @@ fn leaked(c: &TestCluster) -> usize {
 
 #[test]
 fn kube_controllers_release_the_leaks_then_the_pool_is_deleted() {
-    let c = start(&["--calico-kube-controllers"]);
+    let c = start("50s", &["--calico-kube-controllers"]);
     let out = migrate(&c, &["--timeout", "3m"]);
     let all = text(&out);
     assert!(out.status.success(), "migrate failed:\n{all}\n{}", c.log_tail());
     assert_eq!(leaked(&c), 3, "kubesim should have leaked 3 addresses:\n{}", c.log_tail());
     assert!(all.contains("no pod and no node uses them (leaked"), "{all}");
-    assert!(all.contains("Waiting for calico-kube-controllers to release them: leakGracePeriod 20s"), "{all}");
+    assert!(all.contains("Waiting for calico-kube-controllers to release them: leakGracePeriod 50s"), "{all}");
     assert!(!all.contains("released leaked address"), "the tool released them itself:\n{all}");
     assert!(all.contains("IPPool default-ipv4-ippool deleted"), "{all}");
     assert!(!pool_exists(&c));
@@ -61,7 +79,7 @@ fn kube_controllers_release_the_leaks_then_the_pool_is_deleted() {
 
 #[test]
 fn without_a_controller_the_run_stops_then_release_leaked_finishes() {
-    let c = start(&[]);
+    let c = start("20s", &[]);
     // Negative control: nobody releases the leaks, so the pool must stay.
     let out = migrate(&c, &["--timeout", "3m"]);
     let all = text(&out);
@@ -78,6 +96,22 @@ fn without_a_controller_the_run_stops_then_release_leaked_finishes() {
     assert_eq!(leaked(&c), 3);
     let check = String::from_utf8_lossy(&c.calicoctl(&["ipam", "check"]).stdout).into_owned();
     assert!(check.contains("found 3 problems"), "{check}");
+
+    // --release-leaked releases only addresses allocated longer than
+    // leakGracePeriod ago: with 10 minutes, these leaks are too young, so the
+    // run keeps waiting until --timeout and the pool stays.
+    set_grace(&c, "10m0s");
+    let out = migrate(&c, &["--timeout", "20s", "--release-leaked"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "young leaks released or the pool deleted:\n{all}\n{}", c.log_tail());
+    assert!(!all.contains("released leaked address"), "released a leak younger than leakGracePeriod:\n{all}");
+    assert_eq!(all.matches("was allocated less than leakGracePeriod ago; releasing it at").count(), 3, "{all}");
+    assert!(all.contains("timed out after 20s: the addresses of default-ipv4-ippool to be released"), "{all}");
+    assert!(all.contains("younger than leakGracePeriod 10m"), "{all}");
+    assert!(pool_exists(&c), "the pool was deleted while it held young leaks:\n{all}");
+    let check = String::from_utf8_lossy(&c.calicoctl(&["ipam", "check"]).stdout).into_owned();
+    assert!(check.contains("found 3 problems"), "{check}");
+    set_grace(&c, "20s");
 
     // The same command with --release-leaked releases them and finishes.
     let out = migrate(&c, &["--timeout", "3m", "--release-leaked"]);

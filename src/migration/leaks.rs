@@ -21,18 +21,43 @@ const SETTLE: Duration = Duration::from_secs(4);
 const POLL: Duration = Duration::from_secs(2);
 const RECHECK: Duration = Duration::from_secs(10);
 const RECHECK_GC: Duration = Duration::from_secs(60);
+/// How long node tunnel addresses may stay put, alone in the old pool,
+/// before we say that calico-node seems to have missed the change.
+const TUNNEL_STALL: Duration = Duration::from_secs(45);
+
+/// Whether everything left is a node tunnel address (as `scan_pool` describes them).
+fn only_tunnels(remaining: &[String]) -> bool {
+    remaining.iter().all(|r| r.contains("TunnelAddress)") || r.contains("(tunnel address of node "))
+}
 
 pub(crate) async fn drain(ctx: &Ctx<'_>, from: &Pool, to: &Pool) -> Result<()> {
     let deadline = Instant::now() + ctx.opts.timeout;
     let mut first_seen: HashMap<IpAddr, Instant> = HashMap::new();
     let mut announced: Vec<IpAddr> = Vec::new();
     let mut waiting_noted: Vec<IpAddr> = Vec::new();
+    let mut tunnels_since: Option<(Vec<String>, Instant)> = None;
+    let mut stall_warned = false;
     loop {
         let scan = leaks::scan_pool(ctx.cluster, ctx.calico, &from.cidr, to.cidr).await?;
         if scan.remaining.is_empty() {
             return Ok(());
         }
         let now = Instant::now();
+        if !only_tunnels(&scan.remaining) {
+            tunnels_since = None;
+        } else if tunnels_since.as_ref().is_none_or(|(left, _)| *left != scan.remaining) {
+            tunnels_since = Some((scan.remaining.clone(), now));
+        } else if let Some((_, since)) = &tunnels_since {
+            if !stall_warned && now.duration_since(*since) >= TUNNEL_STALL {
+                stall_warned = true;
+                ctx.printer.warn(format!(
+                    "only node tunnel addresses are left in {}, unchanged for {}: {}. calico-node moves a tunnel address when an IP pool changes or when it restarts, and can miss a change that arrives while it handles another; restart calico-node on those nodes (delete its pod there) if they do not move.",
+                    from.name,
+                    humantime::format_duration(TUNNEL_STALL),
+                    name_some(&scan.remaining)
+                ));
+            }
+        }
         first_seen.retain(|ip, _| scan.leaks.iter().any(|l| l.allocation.ip == *ip));
         for l in &scan.leaks {
             first_seen.entry(l.allocation.ip).or_insert(now);
@@ -52,12 +77,18 @@ pub(crate) async fn drain(ctx: &Ctx<'_>, from: &Pool, to: &Pool) -> Result<()> {
             announced = ips.clone();
             handle_leaks_announced(ctx, from, &settled, deadline).await?;
         }
+        let mut young = None;
         if ctx.opts.release_leaked && !settled.is_empty() {
-            release_old_enough(ctx, from, &settled, &mut waiting_noted).await?;
+            young = release_old_enough(ctx, from, &settled, &mut waiting_noted).await?;
         }
         if Instant::now() >= deadline {
             let hint = if scan.leaks.is_empty() {
                 String::new()
+            } else if let Some((n, grace)) = young {
+                format!(
+                    " {n} leaked address(es) are younger than leakGracePeriod {}: --release-leaked releases an address only once it is older, so run the same command again after that.",
+                    humantime::format_duration(grace)
+                )
             } else {
                 " Leaked addresses can be released with --release-leaked or `calicoctl ipam release --ip=<ip>`.".into()
             };
@@ -129,10 +160,17 @@ async fn handle_leaks_announced(ctx: &Ctx<'_>, from: &Pool, settled: &[&Leak], d
 /// `--release-leaked`: release the settled leaks allocated longer ago than
 /// the grace period (or of unknown age: then only "no pod, no node uses it"
 /// was verified, and we say so); note once when one is still too young.
-async fn release_old_enough(ctx: &Ctx<'_>, from: &Pool, settled: &[&Leak], noted: &mut Vec<IpAddr>) -> Result<()> {
+/// Returns how many are still too young, and the grace period, if any are.
+async fn release_old_enough(
+    ctx: &Ctx<'_>,
+    from: &Pool,
+    settled: &[&Leak],
+    noted: &mut Vec<IpAddr>,
+) -> Result<Option<(usize, Duration)>> {
     let policy = leaks::read_gc_policy(ctx.cluster).await?;
     let now = chrono::Utc::now();
     let mut ready: Vec<Leak> = Vec::new();
+    let mut too_young = 0;
     for l in settled {
         match l.older_than(policy.grace, now) {
             Some(true) => ready.push((*l).clone()),
@@ -144,6 +182,7 @@ async fn release_old_enough(ctx: &Ctx<'_>, from: &Pool, settled: &[&Leak], noted
                 ready.push((*l).clone());
             }
             Some(false) => {
+                too_young += 1;
                 if !noted.contains(&l.allocation.ip) {
                     let at =
                         l.allocated_at.unwrap_or(now) + chrono::Duration::from_std(policy.grace).unwrap_or_default();
@@ -157,12 +196,29 @@ async fn release_old_enough(ctx: &Ctx<'_>, from: &Pool, settled: &[&Leak], noted
             }
         }
     }
+    let young = (too_young > 0).then_some((too_young, policy.grace));
     if ready.is_empty() {
-        return Ok(());
+        return Ok(young);
     }
     let released = leaks::release(ctx.cluster, ctx.calico, &from.name, &ready).await?;
     for ip in released {
         ctx.printer.note(format!("released leaked address {ip} of {} (recorded as an Event)", from.name));
     }
-    Ok(())
+    Ok(young)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::only_tunnels;
+
+    #[test]
+    fn only_tunnels_tells_tunnel_addresses_from_pods_and_leaks() {
+        assert!(only_tunnels(&[
+            "192.168.116.1 (ipipTunnelAddress)".into(),
+            "192.168.19.65 (vxlanTunnelAddress)".into(),
+            "192.168.7.1 (tunnel address of node n1, no longer allocated)".into(),
+        ]));
+        assert!(!only_tunnels(&["192.168.116.1 (ipipTunnelAddress)".into(), "192.168.1.5 (pod shop/web-1)".into()]));
+        assert!(!only_tunnels(&["192.168.1.6 (k8s-pod-network.0123)".into()]));
+    }
 }

@@ -109,6 +109,9 @@ async fn phase_target_ready(
     Ok(())
 }
 
+/// Time between the new pool and the old pool's disable, for calico-node.
+const TUNNEL_ALLOCATOR_SETTLE: Duration = Duration::from_secs(3);
+
 async fn phase_source_disabled(
     ctx: &Ctx<'_>,
     writer: &PoolWriter<'_>,
@@ -117,6 +120,13 @@ async fn phase_source_disabled(
 ) -> Result<()> {
     if state.phase >= Phase::SourceDeleted {
         return Ok(());
+    }
+    if state.phase < Phase::SourceDisabled {
+        // calico-node's tunnel-address allocator drops a pool change that
+        // arrives while it still handles the previous one (the new pool), and
+        // looks again only on the next change: its tunnel address would then
+        // stay in the disabled pool and the drain would wait for ever.
+        tokio::time::sleep(TUNNEL_ALLOCATOR_SETTLE).await;
     }
     for (from, to, _) in plan.pairs() {
         writer.set_disabled(&from.name, true).await?;

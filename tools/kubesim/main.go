@@ -96,6 +96,7 @@ func main() {
 	registerTunnelFlags(fs)
 	registerCalicoAPIServerFlags(fs)
 	_ = fs.Parse(os.Args[1:])
+	resolveTunnelAllocator(fs, f.nodes, f.tunnelDelay)
 	if f.dir == "" {
 		fmt.Fprintln(os.Stderr, "kubesim: --dir is required")
 		os.Exit(2)

@@ -19,8 +19,23 @@ import (
 
 var realTunnelAllocator bool
 
+// realTunnelAllocatorMaxNodes: below this many nodes the real allocator is the default; above,
+// one child process per node costs too much and the agent's emulation takes over.
+const realTunnelAllocatorMaxNodes = 20
+
 func registerTunnelFlags(fs *flag.FlagSet) {
-	fs.BoolVar(&realTunnelAllocator, "real-tunnel-allocator", false, "run calico-node's own tunnel-address allocator (one child process per node) instead of the agent's emulation")
+	fs.BoolVar(&realTunnelAllocator, "real-tunnel-allocator", false, fmt.Sprintf("run calico-node's own tunnel-address allocator (one child process per node) instead of the agent's emulation (default: on below %d nodes unless --tunnel-delay is set; =false turns it off)", realTunnelAllocatorMaxNodes))
+}
+
+// resolveTunnelAllocator picks the default after parsing: the real allocator below
+// realTunnelAllocatorMaxNodes nodes, unless --tunnel-delay asks for the emulation's delayed move
+// (calico-node has no such delay). An explicit --real-tunnel-allocator[=bool] always wins.
+func resolveTunnelAllocator(fs *flag.FlagSet, nodes int, tunnelDelay time.Duration) {
+	set := false
+	fs.Visit(func(fl *flag.Flag) { set = set || fl.Name == "real-tunnel-allocator" })
+	if !set {
+		realTunnelAllocator = nodes < realTunnelAllocatorMaxNodes && tunnelDelay == 0
+	}
 }
 
 // startTunnelAllocators starts one allocator child per node; they stop with ctx, or by themselves

@@ -1,7 +1,8 @@
 package main
 
 // The node agent plays kubelet + Calico CNI (IPAM part) + calico-node's tunnel
-// address allocation for N fake nodes.
+// address allocation for N fake nodes (nodes.go: the nodes; tunnelemul.go: the
+// tunnel-address emulation of the scale scenarios).
 
 import (
 	"context"
@@ -14,17 +15,13 @@ import (
 	"sync"
 	"time"
 
-	apiv3 "github.com/projectcalico/api/pkg/apis/projectcalico/v3"
 	"github.com/projectcalico/calico/libcalico-go/lib/clientv3"
 	cerrors "github.com/projectcalico/calico/libcalico-go/lib/errors"
 	"github.com/projectcalico/calico/libcalico-go/lib/ipam"
 	cnet "github.com/projectcalico/calico/libcalico-go/lib/net"
 	"github.com/projectcalico/calico/libcalico-go/lib/options"
-	"github.com/projectcalico/calico/libcalico-go/lib/selector"
-	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
@@ -108,161 +105,6 @@ func newAgent(kube kubernetes.Interface, cal clientv3.Interface, restCfg *rest.C
 		a.queues[name] = workqueue.NewTypedRateLimitingQueue[string](rl)
 	}
 	return a
-}
-
-func nodeLabels(name string) map[string]string {
-	return map[string]string{
-		"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-		"beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64",
-	}
-}
-
-// createNodes registers the nodes, marks them Ready and removes the not-ready taint that the
-// TaintNodesByCondition admission plugin adds.
-func (a *agent) createNodes(ctx context.Context) error {
-	for _, name := range a.nodes {
-		labels := nodeLabels(name)
-		if a.zones {
-			labels[labelZone] = zoneNames[a.nodeIdx[name]%len(zoneNames)]
-		}
-		anns := map[string]string{}
-		if a.fam.v4 {
-			anns[annIPv4Address] = a.nodeIP[name] + "/8"
-		}
-		if a.fam.v6 {
-			anns[annIPv6Address] = nodeIPv6(a.nodeIdx[name]) + "/64"
-		}
-		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels, Annotations: anns}}
-		_, err := a.kube.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("create node %s: %w", name, err)
-		}
-	}
-	var wg sync.WaitGroup
-	errs := make(chan error, len(a.nodes))
-	sem := make(chan struct{}, 20)
-	for _, name := range a.nodes {
-		wg.Add(1)
-		go func(name string) {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			if err := a.markNodeReady(ctx, name); err != nil {
-				errs <- err
-			}
-		}(name)
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		return err
-	}
-	return nil
-}
-
-func (a *agent) markNodeReady(ctx context.Context, name string) error {
-	for attempt := 0; ; attempt++ {
-		n, err := a.kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		now := metav1.Now()
-		n.Status.Capacity = corev1.ResourceList{
-			corev1.ResourceCPU: resource.MustParse("16"), corev1.ResourceMemory: resource.MustParse("64Gi"),
-			corev1.ResourcePods: resource.MustParse("1000"), corev1.ResourceEphemeralStorage: resource.MustParse("100Gi"),
-		}
-		n.Status.Allocatable = n.Status.Capacity
-		cond := func(t corev1.NodeConditionType, s corev1.ConditionStatus, reason string) corev1.NodeCondition {
-			return corev1.NodeCondition{Type: t, Status: s, Reason: reason, LastHeartbeatTime: now, LastTransitionTime: now}
-		}
-		n.Status.Conditions = []corev1.NodeCondition{
-			cond(corev1.NodeMemoryPressure, corev1.ConditionFalse, "KubeletHasSufficientMemory"),
-			cond(corev1.NodeDiskPressure, corev1.ConditionFalse, "KubeletHasNoDiskPressure"),
-			cond(corev1.NodePIDPressure, corev1.ConditionFalse, "KubeletHasSufficientPID"),
-			cond(corev1.NodeReady, corev1.ConditionTrue, "KubeletReady"),
-		}
-		n.Status.Addresses = nil
-		for _, ip := range a.hostIPs(name) {
-			n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip})
-		}
-		n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeHostName, Address: name})
-		n.Status.NodeInfo = corev1.NodeSystemInfo{KubeletVersion: "v1.33.13", KubeProxyVersion: "v1.33.13", OperatingSystem: "linux",
-			Architecture: "amd64", ContainerRuntimeVersion: "kubesim://1.0", OSImage: "kubesim", KernelVersion: "6.0.0-kubesim"}
-		n.Status.DaemonEndpoints.KubeletEndpoint.Port = 10250
-		n, err = a.kube.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
-		if apierrors.IsConflict(err) && attempt < 10 {
-			continue
-		} else if err != nil {
-			return fmt.Errorf("node %s status: %w", name, err)
-		}
-		var taints []corev1.Taint
-		for _, t := range n.Spec.Taints {
-			if t.Key != corev1.TaintNodeNotReady && t.Key != corev1.TaintNodeUnreachable {
-				taints = append(taints, t)
-			}
-		}
-		if len(taints) != len(n.Spec.Taints) {
-			n.Spec.Taints = taints
-			if _, err = a.kube.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); apierrors.IsConflict(err) && attempt < 10 {
-				continue
-			} else if err != nil {
-				return fmt.Errorf("node %s taints: %w", name, err)
-			}
-		}
-		return nil
-	}
-}
-
-func (a *agent) renewLeases(ctx context.Context) {
-	for {
-		for _, name := range a.nodes {
-			if ctx.Err() != nil {
-				return
-			}
-			now := metav1.NewMicroTime(time.Now())
-			leases := a.kube.CoordinationV1().Leases(corev1.NamespaceNodeLease)
-			l, err := leases.Get(ctx, name, metav1.GetOptions{})
-			if apierrors.IsNotFound(err) {
-				l = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: corev1.NamespaceNodeLease},
-					Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(name), LeaseDurationSeconds: ptr.To[int32](40), RenewTime: &now}}
-				_, err = leases.Create(ctx, l, metav1.CreateOptions{})
-			} else if err == nil {
-				l.Spec.RenewTime = &now
-				_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
-			}
-			if err != nil && ctx.Err() == nil && !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) {
-				klog.V(2).Infof("lease %s: %v", name, err)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(10 * time.Second):
-		}
-	}
-}
-
-func (a *agent) isOurNode(n string) bool { _, ok := a.nodeIP[n]; return ok }
-
-// hostIPs are a node's InternalIPs in family order (IPv4 first), as the kubelet reports them.
-func (a *agent) hostIPs(node string) []string {
-	var out []string
-	if a.fam.v4 {
-		out = append(out, a.nodeIP[node])
-	}
-	if a.fam.v6 {
-		out = append(out, nodeIPv6(a.nodeIdx[node]))
-	}
-	return out
-}
-
-// ipList is the status.podIPs / hostIPs form of a list of addresses.
-func ipList(ips []string) []interface{} {
-	var out []interface{}
-	for _, ip := range ips {
-		out = append(out, map[string]interface{}{"ip": ip})
-	}
-	return out
 }
 
 func (a *agent) enqueuePod(obj interface{}) {
@@ -753,144 +595,6 @@ func (a *agent) startPod(ctx context.Context, node string, p *corev1.Pod) (time.
 		return time.Millisecond, nil
 	}
 	return 0, nil
-}
-
-// ---- tunnel addresses (calico-node allocateip) ----
-
-type tunnelKind struct {
-	v6         bool
-	attrType   string
-	annotation string
-	handle     func(node string) string
-	enabled    func(p *apiv3.IPPool) bool
-}
-
-var tunnelKinds = []tunnelKind{
-	{false, ipam.AttributeTypeIPIP, annIPIPTunnel, func(n string) string { return "ipip-tunnel-addr-" + n },
-		func(p *apiv3.IPPool) bool { return p.Spec.IPIPMode != "" && p.Spec.IPIPMode != apiv3.IPIPModeNever }},
-	{false, ipam.AttributeTypeVXLAN, annVXLANTunnel, func(n string) string { return "vxlan-tunnel-addr-" + n },
-		func(p *apiv3.IPPool) bool { return p.Spec.VXLANMode != "" && p.Spec.VXLANMode != apiv3.VXLANModeNever }},
-	{true, ipam.AttributeTypeVXLANV6, annVXLANTunnel6, func(n string) string { return "vxlan-v6-tunnel-addr-" + n },
-		func(p *apiv3.IPPool) bool { return p.Spec.VXLANMode != "" && p.Spec.VXLANMode != apiv3.VXLANModeNever }},
-}
-
-func allowsTunnel(p *apiv3.IPPool) bool {
-	if len(p.Spec.AllowedUses) == 0 {
-		return true
-	}
-	for _, u := range p.Spec.AllowedUses {
-		if u == apiv3.IPPoolAllowedUseTunnel {
-			return true
-		}
-	}
-	return false
-}
-
-func (a *agent) syncTunnels(ctx context.Context, node string) (time.Duration, error) {
-	if realTunnelAllocator {
-		return 0, nil // calico-node's own allocator runs (tunnelalloc.go)
-	}
-	var after time.Duration
-	pools, err := a.cal.IPPools().List(ctx, options.ListOptions{})
-	if err != nil {
-		return 0, err
-	}
-	n, err := a.kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-	if err != nil {
-		return 0, err
-	}
-	for _, tk := range tunnelKinds {
-		var cands []cnet.IPNet
-		for i := range pools.Items {
-			p := &pools.Items[i]
-			if p.Spec.Disabled || !tk.enabled(p) || !allowsTunnel(p) {
-				continue
-			}
-			sel, err := selector.Parse(p.Spec.NodeSelector)
-			if err != nil || !sel.Evaluate(n.Labels) {
-				continue
-			}
-			_, c, err := cnet.ParseCIDR(p.Spec.CIDR)
-			if err != nil || (c.IP.To4() == nil) != tk.v6 {
-				continue
-			}
-			cands = append(cands, *c)
-		}
-		cur := n.Annotations[tk.annotation]
-		if cur != "" {
-			ip := net.ParseIP(strings.Split(cur, "/")[0])
-			ok := false
-			for _, c := range cands {
-				if ip != nil && c.Contains(ip) {
-					ok = true
-				}
-			}
-			if ok {
-				a.mu.Lock()
-				delete(a.tunnelStale, node+"/"+tk.annotation)
-				a.mu.Unlock()
-				continue
-			}
-		}
-		if cur == "" && len(cands) == 0 {
-			continue
-		}
-		if cur != "" && a.tunnelDelay > 0 {
-			key := node + "/" + tk.annotation
-			a.mu.Lock()
-			since, seen := a.tunnelStale[key]
-			if !seen {
-				since = time.Now()
-				a.tunnelStale[key] = since
-			}
-			a.mu.Unlock()
-			if wait := a.tunnelDelay - time.Since(since); wait > 0 {
-				if after == 0 || wait < after {
-					after = wait
-				}
-				continue
-			}
-			a.mu.Lock()
-			delete(a.tunnelStale, key)
-			a.mu.Unlock()
-		}
-		handle := tk.handle(node)
-		if err := a.release(ctx, handle); err != nil {
-			return 0, err
-		}
-		var newVal interface{} // nil removes the annotation
-		if len(cands) > 0 {
-			args := ipam.AutoAssignArgs{
-				HandleID: &handle, Hostname: node, IntendedUse: apiv3.IPPoolAllowedUseTunnel,
-				Attrs: map[string]string{ipam.AttributeNode: node, ipam.AttributeType: tk.attrType},
-			}
-			if tk.v6 {
-				args.Num6, args.IPv6Pools = 1, cands
-			} else {
-				args.Num4, args.IPv4Pools = 1, cands
-			}
-			v4, v6, err := a.cal.IPAM().AutoAssign(ctx, args)
-			got := v4
-			if tk.v6 {
-				got = v6
-			}
-			if err != nil || got == nil || len(got.IPs) == 0 {
-				_ = a.release(ctx, handle)
-				return 0, fmt.Errorf("tunnel address for %s: %v", node, err)
-			}
-			newVal = got.IPs[0].IP.String()
-		}
-		patch, _ := json.Marshal(map[string]interface{}{"metadata": map[string]interface{}{"annotations": map[string]interface{}{tk.annotation: newVal}}})
-		if _, err := a.kube.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-			if s, ok := newVal.(string); ok {
-				_ = a.release(ctx, handle)
-				_ = s
-			}
-			return 0, err
-		}
-		klog.V(1).Infof("node %s: %s %q -> %v", node, tk.annotation, cur, newVal)
-	}
-	return after, nil
 }
 
 // releaseOnce gives the pod's address back to IPAM (as Calico's CNI DEL

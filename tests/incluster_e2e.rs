@@ -179,6 +179,66 @@ fn status_and_a_migration_run_on_the_pods_service_account() {
     assert_eq!(done, total, "{last}");
 }
 
+/// `status --watch` follows a run that is killed (SIGKILL: no cleanup, the
+/// lease is left to expire): it says the run stopped without finishing and
+/// how to go on, and exits 1, instead of waiting forever. Then the same
+/// command resumes the migration to its end.
+#[test]
+fn status_watch_says_when_the_run_it_follows_stops_without_finishing() {
+    let c = TestCluster::seed();
+    c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+    let args = ["migrate", "--from", "default-ipv4-ippool", "--to", "10.0.0.0/16", "--force", "--jobs", "evict"];
+    let run = || {
+        std::process::Command::new(ippool_bin())
+            .args(args)
+            .args(["--yes", "--timeout", "3m"])
+            .env("KUBECONFIG", &c.kubeconfig)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let watcher = std::process::Command::new(ippool_bin())
+        .args(["status", "--watch"])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let watcher = WaitOutput::start(watcher);
+    let mut migrate = run();
+    let phase = || {
+        let out = c.kubectl(&["get", "configmap", "-n", "kube-system", "kubectl-ippool-migration", "-o", "json"]);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v["data"]["state.json"].as_str().and_then(|t| serde_json::from_str::<Value>(t).ok()))
+            .and_then(|st| st["phase"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    c.wait_until("the migration to move pods", std::time::Duration::from_secs(120), || phase() == "MovingPods");
+    migrate.kill().unwrap();
+    migrate.wait().unwrap();
+
+    // The lease lasts 30 s from its last renewal.
+    let watched = watcher.finish(std::time::Duration::from_secs(75));
+    let (stdout, stderr) = (text(&watched.stdout), text(&watched.stderr));
+    assert_eq!(watched.status.code(), Some(1), "status --watch: {stdout}{stderr}");
+    assert!(
+        stderr.contains("stopped renewing the migration lease")
+            && stderr.contains("without finishing")
+            && stderr.contains("kubectl ippool migrate --from default-ipv4-ippool --to 10.0.0.0/16"),
+        "{stderr}"
+    );
+    assert!(stdout.lines().any(|l| l.starts_with("MovingPods")), "{stdout}");
+
+    let status = run().wait().unwrap();
+    assert!(status.success(), "the resumed migration failed: {}", c.log_tail());
+    assert_eq!(phase(), "Done");
+    c.assert_ipam_clean();
+}
+
 /// A child process whose output is read on a thread, with a deadline.
 struct WaitOutput(std::sync::mpsc::Receiver<Output>, u32);
 

@@ -24,6 +24,51 @@ const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// The Lease, beside the migration record.
 pub const LEASE_NAME: &str = "kubectl-ippool";
 
+/// How the run that held the lease stopped holding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunStopped {
+    /// It deleted the lease (it ended, finished or not).
+    Released { holder: String },
+    /// It stopped renewing (killed, or cut off from the API server).
+    Expired { holder: String },
+}
+
+/// Wait until a run holds the lease, then until it stops holding it: the
+/// lease deleted or emptied, or not renewed within its duration. Renewals
+/// are seen as changes of the object, timed by this clock, so the two
+/// hosts' clocks need not agree. Never returns while a run keeps renewing.
+pub async fn wait_for_run_to_stop(cluster: &Cluster) -> Result<RunStopped> {
+    let api: Api<Lease> = Api::namespaced(cluster.client.clone(), STATE_NAMESPACE);
+    let forever = Duration::from_secs(100 * 365 * 24 * 3600);
+    let held = |l: &Lease| holder_of(l).is_some();
+    let mut seen = super::watch::wait_object(
+        api.clone(),
+        LEASE_NAME,
+        "a migration run to take the lease",
+        forever,
+        |l: Option<&Lease>| l.is_some_and(held),
+    )
+    .await?
+    .expect("the lease was seen held");
+    loop {
+        let holder = holder_of(&seen).unwrap_or_default();
+        let version = seen.metadata.resource_version.clone();
+        let ttl = seen.spec.as_ref().and_then(|s| s.lease_duration_seconds).map_or(LEASE_SECONDS, i64::from);
+        let changed = move |l: Option<&Lease>| l.is_none_or(|l| l.metadata.resource_version != version);
+        let wait = Duration::from_secs(ttl.max(1) as u64);
+        match super::watch::wait_object(api.clone(), LEASE_NAME, "the lease's renewal", wait, changed).await {
+            Ok(Some(l)) if held(&l) => seen = l,
+            Ok(_) => return Ok(RunStopped::Released { holder }),
+            Err(Error::Timeout { .. }) => return Ok(RunStopped::Expired { holder }),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn holder_of(l: &Lease) -> Option<String> {
+    l.spec.as_ref().and_then(|s| s.holder_identity.clone()).filter(|h| !h.is_empty())
+}
+
 /// `user@host:pid`, the identity written into the Lease and the record.
 pub fn holder_identity() -> String {
     let user = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into());

@@ -5,6 +5,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::cluster::calico::Calico;
+use crate::cluster::lease::{self, RunStopped};
 use crate::cluster::listing::Freshness;
 use crate::cluster::record;
 use crate::cluster::snapshot::Snapshot;
@@ -150,12 +151,15 @@ pub async fn run(kube: &KubeArgs, args: &StatusArgs) -> Result<u8> {
 }
 
 /// `status --watch`: one line (or document) per change of the migration
-/// record, new failures as warnings, until the migration ends.
+/// record, new failures as warnings, until the migration ends, or until
+/// the run doing it stops holding the migration lease without finishing
+/// (it failed, was killed, or lost the API server): then it says so and
+/// how to go on, and exits 1.
 async fn watch(cluster: &Cluster, printer: &Printer) -> Result<u8> {
     let mut follow = Follow::default();
     let mut outcome = Ok(());
     let mut rolled_back = false;
-    record::follow_state(cluster, |state| {
+    let followed = record::follow_state(cluster, |state| {
         let step = follow.observe(state.as_ref());
         let (first, new_failures, ended) = match step {
             FollowStep::Nothing => return false,
@@ -179,9 +183,44 @@ async fn watch(cluster: &Cluster, printer: &Printer) -> Result<u8> {
         }
         rolled_back = m.phase == Phase::RolledBack;
         ended || outcome.is_err()
-    })
-    .await?;
+    });
+    let stopped = lease::wait_for_run_to_stop(cluster);
+    let stopped = tokio::select! {
+        // A run that finishes writes the record before it lets go of the lease.
+        biased;
+        r = followed => {
+            r?;
+            None
+        }
+        s = stopped => Some(s?),
+    };
     outcome?;
+    if let Some(how) = stopped {
+        match record::read_state(cluster).await? {
+            Some(m) if !m.phase.is_finished() => {
+                let (holder, why) = match &how {
+                    RunStopped::Released { holder } => (holder, "released the migration lease"),
+                    RunStopped::Expired { holder } => {
+                        (holder, "stopped renewing the migration lease (killed, or cut off)")
+                    }
+                };
+                printer.warn(format!(
+                    "the run {holder} {why} in phase {} with {}/{} pod(s) moved, without finishing; run `kubectl ippool migrate --from {} --to {}` to resume it, or add --rollback to undo it",
+                    m.phase.as_str(),
+                    m.pods_moved,
+                    m.total,
+                    m.from_pool,
+                    m.to_cidr
+                ));
+                return Ok(1);
+            }
+            Some(m) => {
+                watch_line(printer, &m, false)?;
+                rolled_back = m.phase == Phase::RolledBack;
+            }
+            None => {}
+        }
+    }
     Ok(if rolled_back { 1 } else { 0 })
 }
 

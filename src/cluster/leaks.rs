@@ -80,7 +80,7 @@ pub async fn scan_pool(cluster: &Cluster, calico: &Calico, pool: &IpNet, keep: I
                 .as_ref()
                 .map(|p| format!("pod {}/{p}", a.namespace.clone().unwrap_or_default()))
                 .or(a.kind.as_deref().map(str::to_string))
-                .or(a.handle.clone());
+                .or(a.handle.as_deref().map(str::to_string));
             format!("{} ({})", a.ip, holder.unwrap_or_default())
         })
         .collect();
@@ -135,7 +135,7 @@ pub async fn release(cluster: &Cluster, calico: &Calico, pool_name: &str, leaks:
     let mut out = Vec::new();
     for (name, ls) in by_block {
         let wanted: Vec<(IpAddr, Option<String>)> =
-            ls.iter().map(|l| (l.allocation.ip, l.allocation.handle.clone())).collect();
+            ls.iter().map(|l| (l.allocation.ip, l.allocation.handle.as_deref().map(str::to_string))).collect();
         let Some((block_cidr, change)) = release_in_block(&blocks, name, &wanted).await? else { continue };
         for (handle, count) in &change.per_handle {
             decrement(&handles, handle, &block_cidr, *count).await?;

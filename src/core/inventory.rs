@@ -226,7 +226,7 @@ pub(crate) mod tests {
                 .iter()
                 .map(|ip| Allocation {
                     ip: ip.parse().unwrap(),
-                    handle: Some(format!("h-{ip}")),
+                    handle: Some(format!("h-{ip}").into()),
                     namespace: None,
                     pod: None,
                     node: Some(node.into()),

@@ -13,7 +13,7 @@ fn node(name: &str, tunnel: &[&str]) -> NodeInfo {
 fn alloc(ip: &str, pod: Option<(&str, &str)>, kind: Option<&str>) -> Allocation {
     Allocation {
         ip: ip.parse().unwrap(),
-        handle: Some(format!("h-{ip}")),
+        handle: Some(format!("h-{ip}").into()),
         namespace: pod.map(|p| p.0.into()),
         pod: pod.map(|p| p.1.to_string()),
         node: Some("node-0".into()),

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::budget::{BudgetSpec, UpdateStrategy};
 pub use super::name::Name;
+use super::name::Names;
 pub use super::pod::{pod_addresses, Owner, OwnerKind, PodInfo, PodPhase, PoolPins};
 
 pub const ANNOT_IPV4POOLS: &str = "cni.projectcalico.org/ipv4pools";
@@ -163,7 +164,7 @@ impl NodeInfo {
 #[serde(rename_all = "camelCase")]
 pub struct Allocation {
     pub ip: IpAddr,
-    pub handle: Option<String>,
+    pub handle: Option<Name>,
     pub namespace: Option<Name>,
     pub pod: Option<String>,
     pub node: Option<Name>,
@@ -210,7 +211,7 @@ pub struct Affinity {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Handle {
-    pub handle_id: String,
+    pub handle_id: Name,
     pub deleted: bool,
 }
 
@@ -220,6 +221,23 @@ pub struct Ipam {
     pub blocks: Vec<Block>,
     pub affinities: Vec<Affinity>,
     pub handles: Vec<Handle>,
+}
+
+impl Ipam {
+    /// A pod's handle ID is in its block's allocation and in its
+    /// IPAMHandle: keep one copy of each (a handle is one per pod).
+    pub fn share_handle_ids(&mut self) {
+        if self.handles.is_empty() {
+            return;
+        }
+        let mut ids = Names::default();
+        for h in self.blocks.iter().flat_map(|b| &b.allocations).filter_map(|a| a.handle.as_ref()) {
+            ids.share(h);
+        }
+        for h in &mut self.handles {
+            h.handle_id = ids.share(&h.handle_id);
+        }
+    }
 }
 
 /// A CIDR the cluster is configured with, and where we read it.
@@ -354,4 +372,40 @@ pub struct ProbeOutcome {
     pub ip: Option<IpAddr>,
     /// Why it got no address (timeout, Calico's sandbox error).
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handle_shares_its_id_with_its_allocation() {
+        let allocation = Allocation {
+            ip: "192.168.0.1".parse().unwrap(),
+            handle: Some(Name::from("k8s-pod-network.abc")),
+            namespace: None,
+            pod: None,
+            node: None,
+            kind: None,
+        };
+        let block = Block {
+            name: "192-168-0-0-26".into(),
+            cidr: "192.168.0.0/26".parse().unwrap(),
+            affinity_node: None,
+            affinity: None,
+            allocations: vec![allocation],
+            deleted: false,
+            problems: vec![],
+        };
+        let handle = |id: &str| Handle { handle_id: Name::from(id), deleted: false };
+        let mut ipam = Ipam {
+            blocks: vec![block],
+            affinities: vec![],
+            handles: vec![handle("k8s-pod-network.abc"), handle("orphan")],
+        };
+        ipam.share_handle_ids();
+        let kept = ipam.blocks[0].allocations[0].handle.as_ref().unwrap();
+        assert!(ipam.handles[0].handle_id.is_same_copy(kept), "one copy of the handle ID");
+        assert_eq!(ipam.handles[1].handle_id.as_str(), "orphan");
+    }
 }

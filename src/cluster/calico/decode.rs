@@ -132,7 +132,7 @@ pub fn block_from_object(o: &DynamicObject) -> Result<Block, String> {
         let get = |k: &str| sec.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
         allocations.push(Allocation {
             ip,
-            handle: attr.and_then(|a| a.get("handle_id")).and_then(Value::as_str).map(str::to_string),
+            handle: attr.and_then(|a| a.get("handle_id")).and_then(Value::as_str).map(Name::from),
             namespace: get("namespace").map(Name::from),
             pod: get("pod"),
             node: get("node").map(Name::from),
@@ -188,7 +188,7 @@ pub fn affinity_from_object(o: &DynamicObject) -> Result<Affinity, String> {
 
 pub fn handle_from_object(o: &HandleObject) -> Result<Handle, String> {
     Ok(Handle {
-        handle_id: o.spec.handle_id.clone().unwrap_or_else(|| o.metadata.name.clone()),
+        handle_id: Name::from(o.spec.handle_id.as_deref().unwrap_or(&o.metadata.name)),
         deleted: loose_bool(o.spec.deleted.as_ref()),
     })
 }

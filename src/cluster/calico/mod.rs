@@ -242,6 +242,7 @@ impl Calico {
         for p in problems {
             tracing::warn!("skipping undecodable IPAM object: {p}");
         }
+        ipam.share_handle_ids();
         ipam.blocks.sort_by_key(|b| b.cidr);
         Ok(ipam)
     }

@@ -38,7 +38,7 @@ pub(crate) fn pod_alloc(b: &mut Block, handles: &mut Vec<Handle>, ns: &str, name
     let h = format!("k8s-pod-network.cid-{name}");
     b.allocations.push(Allocation {
         ip: ip.parse().unwrap(),
-        handle: Some(h.clone()),
+        handle: Some(h.as_str().into()),
         namespace: Some(ns.into()),
         pod: Some(name.into()),
         node: Some("node-0".into()),

@@ -126,15 +126,7 @@ fn status_and_a_migration_run_on_the_pods_service_account() {
     c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
     // Another terminal, with the admin kubeconfig: started before the
     // migration, it waits for one and follows it to its end.
-    let watcher = std::process::Command::new(ippool_bin())
-        .args(["status", "--watch"])
-        .env("KUBECONFIG", &c.kubeconfig)
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let watcher = WaitOutput::start(watcher);
+    let watcher = WaitOutput::watch_status(&c);
     std::thread::sleep(std::time::Duration::from_secs(2));
     let out = pod.run(&[
         "migrate",
@@ -199,15 +191,7 @@ fn status_watch_says_when_the_run_it_follows_stops_without_finishing() {
             .spawn()
             .unwrap()
     };
-    let watcher = std::process::Command::new(ippool_bin())
-        .args(["status", "--watch"])
-        .env("KUBECONFIG", &c.kubeconfig)
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let watcher = WaitOutput::start(watcher);
+    let watcher = WaitOutput::watch_status(&c);
     let mut migrate = run();
     let phase = || {
         let out = c.kubectl(&["get", "configmap", "-n", "kube-system", "kubectl-ippool-migration", "-o", "json"]);
@@ -243,6 +227,19 @@ fn status_watch_says_when_the_run_it_follows_stops_without_finishing() {
 struct WaitOutput(std::sync::mpsc::Receiver<Output>, u32);
 
 impl WaitOutput {
+    /// `status --watch` with the admin kubeconfig, "another terminal".
+    fn watch_status(c: &TestCluster) -> WaitOutput {
+        let child = std::process::Command::new(ippool_bin())
+            .args(["status", "--watch"])
+            .env("KUBECONFIG", &c.kubeconfig)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        WaitOutput::start(child)
+    }
+
     fn start(child: std::process::Child) -> WaitOutput {
         let pid = child.id();
         let (tx, rx) = std::sync::mpsc::channel();

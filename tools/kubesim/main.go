@@ -364,6 +364,9 @@ func run(f *flags) error {
 	if err := waitWorkloads(ctx, kube, ag, f, errCh); err != nil {
 		return err
 	}
+	if err := ag.waitTunnelAddresses(ctx, 90*time.Second); err != nil {
+		return err
+	}
 	if calicoAPI {
 		waitStart := time.Now()
 		if err := waitCalicoAPIServer(ctx, calicoAPIRegistered, restCfg); err != nil {

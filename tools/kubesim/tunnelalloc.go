@@ -11,10 +11,14 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/projectcalico/calico/libcalico-go/lib/options"
 	"github.com/projectcalico/calico/node/pkg/allocateip"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 var realTunnelAllocator bool
@@ -116,4 +120,43 @@ func runTunnelAllocator(args []string) int {
 	}()
 	allocateip.Run(done)
 	return 0
+}
+
+// waitTunnelAddresses waits until calico-node's allocator has given every node the tunnel
+// addresses its pools call for: tests and users read them as soon as the ready file exists, and
+// the allocator children start (and may restart) independently of the rest of kubesim.
+func (a *agent) waitTunnelAddresses(ctx context.Context, timeout time.Duration) error {
+	if !realTunnelAllocator {
+		return nil
+	}
+	start := time.Now()
+	var missing []string
+	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		pools, err := a.cal.IPPools().List(ctx, options.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		nodes, err := a.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		missing = missing[:0]
+		for _, n := range nodes.Items {
+			for _, tk := range tunnelKinds {
+				cands := tunnelPools(pools.Items, tk, n.Labels)
+				if len(cands) == 0 {
+					continue
+				}
+				if cur := n.Annotations[tk.annotation]; !tunnelAddressIn(cur, cands) {
+					missing = append(missing, fmt.Sprintf("%s: %s=%q, want an address in %v", n.Name, tk.annotation, cur, cands))
+				}
+			}
+		}
+		return len(missing) == 0, nil
+	})
+	if err != nil {
+		return fmt.Errorf("calico-node's tunnel allocator did not give every node its tunnel address within %s (see the allocator lines above): %s", timeout, strings.Join(missing, "; "))
+	}
+	logf("every node has its tunnel addresses from calico-node's allocator (waited %.1fs)", time.Since(start).Seconds())
+	return nil
 }

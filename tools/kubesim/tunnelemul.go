@@ -50,6 +50,39 @@ func allowsTunnel(p *apiv3.IPPool) bool {
 	return false
 }
 
+// tunnelPools is the CIDRs of the enabled pools of tk's family and encapsulation that allow
+// tunnel addresses and select a node with these labels: where calico-node takes tk's address from.
+func tunnelPools(pools []apiv3.IPPool, tk tunnelKind, labels map[string]string) []cnet.IPNet {
+	var cands []cnet.IPNet
+	for i := range pools {
+		p := &pools[i]
+		if p.Spec.Disabled || !tk.enabled(p) || !allowsTunnel(p) {
+			continue
+		}
+		sel, err := selector.Parse(p.Spec.NodeSelector)
+		if err != nil || !sel.Evaluate(labels) {
+			continue
+		}
+		_, c, err := cnet.ParseCIDR(p.Spec.CIDR)
+		if err != nil || (c.IP.To4() == nil) != tk.v6 {
+			continue
+		}
+		cands = append(cands, *c)
+	}
+	return cands
+}
+
+// tunnelAddressIn: the annotation's address (with or without a prefix length) lies in one of cands.
+func tunnelAddressIn(annotation string, cands []cnet.IPNet) bool {
+	ip := net.ParseIP(strings.Split(annotation, "/")[0])
+	for _, c := range cands {
+		if ip != nil && c.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
 func (a *agent) syncTunnels(ctx context.Context, node string) (time.Duration, error) {
 	if realTunnelAllocator {
 		return 0, nil // calico-node's own allocator runs (tunnelalloc.go)
@@ -64,37 +97,13 @@ func (a *agent) syncTunnels(ctx context.Context, node string) (time.Duration, er
 		return 0, err
 	}
 	for _, tk := range tunnelKinds {
-		var cands []cnet.IPNet
-		for i := range pools.Items {
-			p := &pools.Items[i]
-			if p.Spec.Disabled || !tk.enabled(p) || !allowsTunnel(p) {
-				continue
-			}
-			sel, err := selector.Parse(p.Spec.NodeSelector)
-			if err != nil || !sel.Evaluate(n.Labels) {
-				continue
-			}
-			_, c, err := cnet.ParseCIDR(p.Spec.CIDR)
-			if err != nil || (c.IP.To4() == nil) != tk.v6 {
-				continue
-			}
-			cands = append(cands, *c)
-		}
+		cands := tunnelPools(pools.Items, tk, n.Labels)
 		cur := n.Annotations[tk.annotation]
-		if cur != "" {
-			ip := net.ParseIP(strings.Split(cur, "/")[0])
-			ok := false
-			for _, c := range cands {
-				if ip != nil && c.Contains(ip) {
-					ok = true
-				}
-			}
-			if ok {
-				a.mu.Lock()
-				delete(a.tunnelStale, node+"/"+tk.annotation)
-				a.mu.Unlock()
-				continue
-			}
+		if cur != "" && tunnelAddressIn(cur, cands) {
+			a.mu.Lock()
+			delete(a.tunnelStale, node+"/"+tk.annotation)
+			a.mu.Unlock()
+			continue
 		}
 		if cur == "" && len(cands) == 0 {
 			continue

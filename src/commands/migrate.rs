@@ -121,6 +121,13 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub surge: bool,
 
+    /// Let a workload of two or more replicas with no PodDisruptionBudget
+    /// lose every Ready pod at once when its own strategy does (Recreate,
+    /// maxUnavailable 100%). Without it such a workload is evicted in waves
+    /// that keep at least one pod Ready.
+    #[arg(long)]
+    pub allow_downtime: bool,
+
     /// Run the canary on every node, not just one.
     #[arg(long)]
     pub canary_per_node: bool,
@@ -232,6 +239,7 @@ impl MigrateArgs {
             timeout: self.timeout,
             canary_per_node: self.canary_per_node,
             surge: self.surge,
+            allow_downtime: self.allow_downtime,
             update_rules: self.update_rules,
             dry_run: self.dry_run,
             yes: self.yes,

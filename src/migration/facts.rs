@@ -69,6 +69,7 @@ impl Facts {
             canary_per_node: opts.canary_per_node,
             parallel: opts.max_parallel as usize,
             surge: opts.surge,
+            allow_downtime: opts.allow_downtime,
             reservations: &self.reservations,
         }
     }

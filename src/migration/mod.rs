@@ -67,6 +67,8 @@ pub struct MigrateOptions {
     pub canary_per_node: bool,
     /// Scale up a workload whose budget allows nothing, for its move.
     pub surge: bool,
+    /// Let a workload without a PodDisruptionBudget have every pod down at once.
+    pub allow_downtime: bool,
     /// Add the new pool's CIDR beside the old one in rules and sets that name it.
     pub update_rules: bool,
     pub dry_run: bool,
@@ -293,6 +295,7 @@ mod tests {
             timeout: Duration::from_secs(600),
             canary_per_node: false,
             surge: false,
+            allow_downtime: false,
             update_rules: false,
             dry_run: false,
             release_leaked: false,

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::MigrateOptions;
 use crate::cluster::Cluster;
-use crate::core::plan::{Estimate, MoveKind, Plan, PoolStep};
+use crate::core::plan::{Estimate, Move, MoveKind, Plan, PoolStep};
 use crate::core::rules::RulesReport;
 use crate::core::state::Phase;
 use crate::error::Result;
@@ -154,7 +154,7 @@ pub fn render_plan(plan: &Plan, resume: Option<Phase>, wide: bool) -> String {
                     };
                     let pods = if wide { m.pods.join(",") } else { m.pods.len().to_string() };
                     let workload = if m.kind == MoveKind::Drain { m.label() } else { m.target.clone() };
-                    let at_once = if m.kind == MoveKind::WaitJob { "-".to_string() } else { m.at_once.to_string() };
+                    let at_once = at_once_cell(m);
                     let mut row = vec![format!("{}", j + 1), workload, kind.into(), pods, at_once];
                     if wide {
                         row.push(m.lane.clone());
@@ -178,6 +178,19 @@ pub fn render_plan(plan: &Plan, resume: Option<Phase>, wide: bool) -> String {
             }
         }
     }
+    let downtime: Vec<String> = plan
+        .downtime()
+        .map(|(m, d)| {
+            let gap = d.gap_seconds.map_or("until a replacement is Ready".to_string(), |s| {
+                format!("about {s:.0}s (its pods took that long to become Ready)")
+            });
+            format!("  - {}: {}; no pod Ready for {gap}\n", m.label(), d.why)
+        })
+        .collect();
+    if !downtime.is_empty() {
+        out.push_str("Expected to go to zero Ready pods (its Services have no endpoint meanwhile):\n");
+        out.extend(downtime);
+    }
     for s in &plan.skipped {
         out.push_str(&format!("Not moved: {}: {}\n", s.pod, s.reason));
     }
@@ -188,6 +201,19 @@ pub fn render_plan(plan: &Plan, resume: Option<Phase>, wide: bool) -> String {
         }
     }
     out
+}
+
+/// The AT ONCE cell: pods down at once, and the pods added first when the
+/// move surges (`+1 surge` for a rollout with maxSurge 1, maxUnavailable 0).
+fn at_once_cell(m: &Move) -> String {
+    if m.kind == MoveKind::WaitJob {
+        return "-".to_string();
+    }
+    match (m.at_once, m.surge + m.rollout_surge) {
+        (down, 0) => down.to_string(),
+        (0, extra) => format!("+{extra} surge"),
+        (down, extra) => format!("{down}, +{extra} surge"),
+    }
 }
 
 /// The nodes a canary step runs on, as the plan shows them.

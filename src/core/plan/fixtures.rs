@@ -92,6 +92,7 @@ pub(crate) fn input<'a>(w: &'a World, to: TargetRequest) -> PlanInput<'a> {
         canary_per_node: false,
         parallel: 1,
         surge: false,
+        allow_downtime: false,
         reservations: &[],
     }
 }

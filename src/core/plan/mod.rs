@@ -111,6 +111,23 @@ pub struct Move {
     /// The PodDisruptionBudgets over these pods, checked again before each wave.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub guards: Vec<Guard>,
+    /// Extra pods a rollout starts beyond the replica count (its maxSurge).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rollout_surge: usize,
+    /// The workload is expected to have no Ready pod for a while.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downtime: Option<Downtime>,
+}
+
+/// Why a move leaves its workload with no Ready pod, and for how long.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Downtime {
+    pub why: String,
+    /// Median seconds from creation to Ready of the workload's pods: about
+    /// how long nothing serves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gap_seconds: Option<f64>,
 }
 
 /// A pod the plan will not move, and why.
@@ -203,6 +220,9 @@ pub struct PlanInput<'a> {
     pub parallel: usize,
     /// Scale up a workload whose budget allows nothing, for its move (`--surge`).
     pub surge: bool,
+    /// Workloads of two or more replicas without a PodDisruptionBudget may
+    /// have every pod down at once (`--allow-downtime`).
+    pub allow_downtime: bool,
     /// CIDRs of IPReservations: the part inside the target is not usable.
     pub reservations: &'a [ipnet::IpNet],
 }
@@ -246,6 +266,8 @@ impl Move {
             waves,
             lane: lane.into(),
             guards: vec![],
+            rollout_surge: 0,
+            downtime: None,
         }
     }
 }
@@ -267,6 +289,11 @@ impl Move {
 impl Plan {
     pub fn pod_count(&self) -> usize {
         self.moves.iter().map(|m| m.pods.len()).sum()
+    }
+
+    /// The moves expected to leave their workload with no Ready pod.
+    pub fn downtime(&self) -> impl Iterator<Item = (&Move, &Downtime)> {
+        self.moves.iter().filter_map(|m| m.downtime.as_ref().map(|d| (m, d)))
     }
 
     /// Every (old pool, new pool) pair: the first one, then `also`.

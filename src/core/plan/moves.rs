@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use ipnet::IpNet;
 
 use super::budgets::Budgets;
-use super::pacing::{decide, Decision, Pace};
-use super::{JobsPolicy, Move, MoveKind, PlanInput, Skipped, Strategy, TargetRequest};
+use super::estimate::median;
+use super::pacing::{decide, zero_ready, Decision, Pace, Prefs};
+use super::{Downtime, JobsPolicy, Move, MoveKind, PlanInput, Skipped, Strategy, TargetRequest};
 use crate::core::cidr::parse_canonical;
 use crate::core::findings::name_some;
 use crate::core::model::{Owner, OwnerKind, PodInfo, WorkloadInfo};
@@ -41,7 +42,7 @@ pub fn plan_moves(input: &PlanInput, from_idxs: &[usize]) -> (Vec<Move>, Vec<Ski
     let mut moves = Vec::new();
     let mut skipped = Vec::new();
     let mut blockers = Vec::new();
-    let mut warnings = Vec::new();
+    let warnings = Vec::new();
     let mut bare = Vec::new();
     let workload_of: BTreeMap<&Owner, &WorkloadInfo> = input.workloads.iter().map(|w| (&w.owner, w)).collect();
     let budgets = Budgets::new(input);
@@ -71,6 +72,8 @@ pub fn plan_moves(input: &PlanInput, from_idxs: &[usize]) -> (Vec<Move>, Vec<Ski
             waves,
             lane: lane.clone(),
             guards: guards.clone(),
+            rollout_surge: 0,
+            downtime: None,
         };
         match owner.kind {
             OwnerKind::Static => {
@@ -124,15 +127,29 @@ pub fn plan_moves(input: &PlanInput, from_idxs: &[usize]) -> (Vec<Move>, Vec<Ski
             }
             OwnerKind::Deployment | OwnerKind::StatefulSet | OwnerKind::DaemonSet => {
                 let workload = workload_of.get(&owner).copied();
-                match decide(&owner, workload, pods.len(), &guards, input.strategy, input.surge, &mut warnings) {
+                let prefs =
+                    Prefs { strategy: input.strategy, surge: input.surge, allow_downtime: input.allow_downtime };
+                match decide(&owner, workload, pods.len(), &guards, prefs) {
                     Decision::Blocked(b) => blockers.push(b),
-                    Decision::Move(p) if p.kind == MoveKind::Drain => {
+                    Decision::Move(mut p) if p.kind == MoveKind::Drain => {
+                        p.downtime = zero_ready(workload, &p, input.allow_downtime);
                         for (node, on_node) in by_node(&pods) {
                             drained.entry(node).or_default().push((owner.clone(), on_node, p.clone()));
                         }
                     }
                     Decision::Move(p) => {
-                        moves.push(Move { surge: p.surge, ..mk(p.kind, p.note, &pods, p.at_once, p.waves) })
+                        let downtime = downtime(zero_ready(workload, &p, input.allow_downtime), &pods);
+                        // What a rollout adds beyond the replica count (its maxSurge).
+                        let rollout_surge = match (p.kind, workload) {
+                            (MoveKind::Rollout, Some(w)) => w.strategy.max_surge(w.replicas).max(0) as usize,
+                            _ => 0,
+                        };
+                        moves.push(Move {
+                            surge: p.surge,
+                            rollout_surge,
+                            downtime,
+                            ..mk(p.kind, p.note, &pods, p.at_once, p.waves)
+                        })
                     }
                 }
             }
@@ -149,7 +166,7 @@ pub fn plan_moves(input: &PlanInput, from_idxs: &[usize]) -> (Vec<Move>, Vec<Ski
                 }
                 let waves = pods.len().div_ceil(at_once);
                 if input.strategy == Strategy::Drain {
-                    let pace = Pace { kind: MoveKind::Drain, surge: 0, at_once, waves, note: None };
+                    let pace = Pace { kind: MoveKind::Drain, surge: 0, at_once, waves, note: None, downtime: None };
                     for (node, on_node) in by_node(&pods) {
                         drained.entry(node).or_default().push((owner.clone(), on_node, pace.clone()));
                     }
@@ -188,6 +205,8 @@ pub fn plan_moves(input: &PlanInput, from_idxs: &[usize]) -> (Vec<Move>, Vec<Ski
                 waves: pods.len().div_ceil(pace.at_once.max(1)),
                 lane: DRAIN_LANE.into(),
                 guards,
+                rollout_surge: 0,
+                downtime: downtime(pace.downtime, &pods),
             });
         }
     }
@@ -233,6 +252,13 @@ type DrainStep<'a> = (Owner, Vec<&'a PodInfo>, Pace);
 
 /// The lane every drain step shares: nodes are drained one at a time.
 pub const DRAIN_LANE: &str = "drain";
+
+/// The expected gap of a move that leaves its workload with no Ready pod:
+/// about as long as its pods took to become Ready.
+fn downtime(why: Option<String>, pods: &[&PodInfo]) -> Option<Downtime> {
+    let gap_seconds = median(pods.iter().filter_map(|p| p.ready_after.map(f64::from)).collect());
+    why.map(|why| Downtime { why, gap_seconds })
+}
 
 fn keys(ps: &[&PodInfo]) -> Vec<String> {
     ps.iter().map(|p| p.key()).collect()

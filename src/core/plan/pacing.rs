@@ -23,6 +23,16 @@ pub(super) struct Pace {
     pub waves: usize,
     /// Why this way, for the plan.
     pub note: Option<String>,
+    /// Why the workload has no Ready pod for a while, when it does not.
+    pub downtime: Option<String>,
+}
+
+/// What the user asked for: `--strategy`, `--surge`, `--allow-downtime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Prefs {
+    pub strategy: Strategy,
+    pub surge: bool,
+    pub allow_downtime: bool,
 }
 
 /// The outcome for one workload: a pace, or a blocker.
@@ -39,10 +49,9 @@ pub(super) fn decide(
     workload: Option<&WorkloadInfo>,
     pods: usize,
     guards: &[Guard],
-    preference: Strategy,
-    surge: bool,
-    warnings: &mut Vec<String>,
+    prefs: Prefs,
 ) -> Decision {
+    let Prefs { strategy: preference, surge, allow_downtime } = prefs;
     let replicas = workload.map_or(pods as i32, |w| w.replicas);
     let strategy = workload.map_or_else(|| default_strategy(owner.kind), |w| w.strategy);
     let tightest = guards.iter().min_by_key(|g| g.allowance);
@@ -75,18 +84,30 @@ pub(super) fn decide(
         _ => None,
     };
     let wants_rollout = preference == Strategy::Rollout || owner.kind == OwnerKind::DaemonSet;
+    // With no budget the workload's strategy is its only declared
+    // tolerance; this tool still never takes every pod of a workload of two
+    // or more down at once unless told so (`--allow-downtime`).
+    let keep_one = tightest.is_none() && replicas >= 2 && !allow_downtime;
     // Evictions: never more at once than the tightest budget, nor than the
     // workload's own strategy lets go (at least one, or nothing moves).
     let own_limit = rollout_down.unwrap_or(1).max(1) as usize;
+    let own_limit = if keep_one { own_limit.min(replicas as usize - 1) } else { own_limit };
     let at_once = tightest.map_or(own_limit, |g| (g.allowance as usize).min(own_limit));
     let evict_kind = if preference == Strategy::Drain { MoveKind::Drain } else { MoveKind::Evict };
     let evict = |note: Option<String>| {
-        Decision::Move(Pace { kind: evict_kind, surge: 0, at_once, waves: waves(pods, at_once), note })
+        Decision::Move(Pace { kind: evict_kind, surge: 0, at_once, waves: waves(pods, at_once), note, downtime: None })
     };
     if let Some(why) = stuck {
         return evict(Some(format!("{why}, so its pods are evicted{}", pacing_note(at_once, tightest))));
     }
     let down = rollout_down.unwrap_or(0);
+    if wants_rollout && keep_one && down >= replicas {
+        return evict(Some(format!(
+            "a rollout ({}) would take all {replicas} pods down at once and no PodDisruptionBudget covers it, so pods are evicted{}, keeping at least one Ready (--allow-downtime rolls it instead)",
+            strategy.describe(),
+            pacing_note(at_once, tightest)
+        )));
+    }
     if wants_rollout {
         match tightest {
             Some(g) if down > g.allowance => {
@@ -100,15 +121,6 @@ pub(super) fn decide(
                 )));
             }
             _ => {}
-        }
-        // A DaemonSet has one pod per node by design; an unread workload's size is unknown.
-        if tightest.is_none() && replicas == 1 && down >= 1 && workload.is_some() && owner.kind != OwnerKind::DaemonSet
-        {
-            warnings.push(format!(
-                "{} has 1 replica and no PodDisruptionBudget; its rollout ({}) has no pod serving for a moment: add a replica first if that matters",
-                owner.display(),
-                strategy.describe()
-            ));
         }
         let per_wave = (down + strategy.max_surge(replicas)).max(1) as usize;
         let note = match (tightest, owner.kind == OwnerKind::DaemonSet && preference != Strategy::Rollout) {
@@ -127,12 +139,13 @@ pub(super) fn decide(
             at_once: down.max(0) as usize,
             waves: waves(replicas.max(0) as usize, per_wave),
             note,
+            downtime: None,
         });
     }
     let kind = evict_kind;
     let note = tightest
         .map(|g| format!("PodDisruptionBudget {} allows {}{}", g.pdb, g.allowance, pacing_note(at_once, tightest)));
-    Decision::Move(Pace { kind, surge: 0, at_once, waves: waves(pods, at_once), note })
+    Decision::Move(Pace { kind, surge: 0, at_once, waves: waves(pods, at_once), note, downtime: None })
 }
 
 /// `--surge` for a workload whose budget allows none of its pods to go:
@@ -175,6 +188,28 @@ fn surge_pace(owner: &Owner, workload: Option<&WorkloadInfo>, pods: usize, guard
             "PodDisruptionBudget {} ({}) allows none to go at {} replica(s): --surge adds {extra}, evicts one at a time, then scales back to {}",
             zero.pdb, zero.spec, w.replicas, w.replicas
         )),
+        downtime: None,
+    })
+}
+
+/// Why `pace` leaves `workload` with no Ready pod for a while, if it does:
+/// every one of its pods down at once, with no replica added first.
+pub(super) fn zero_ready(workload: Option<&WorkloadInfo>, pace: &Pace, allow_downtime: bool) -> Option<String> {
+    let w = workload?;
+    let replicas = w.replicas;
+    if replicas < 1 || pace.surge > 0 || (pace.at_once as i32) < replicas || pace.kind == MoveKind::WaitJob {
+        return None;
+    }
+    let how = match pace.kind {
+        MoveKind::Rollout => format!("its rollout ({})", w.strategy.describe()),
+        MoveKind::Drain => "its drain".to_string(),
+        _ => "its eviction".to_string(),
+    };
+    Some(if replicas == 1 {
+        format!("1 replica: {how} leaves no pod Ready until the new one is; scale it to 2 first if that matters")
+    } else {
+        let allowed = if allow_downtime { " (--allow-downtime)" } else { "" };
+        format!("{how} takes all {replicas} pods down at once{allowed}")
     })
 }
 
@@ -213,6 +248,10 @@ mod tests {
         }
     }
 
+    fn prefs(strategy: Strategy, surge: bool) -> Prefs {
+        Prefs { strategy, surge, allow_downtime: false }
+    }
+
     fn pace(d: Decision) -> Pace {
         match d {
             Decision::Move(p) => p,
@@ -223,37 +262,71 @@ mod tests {
     #[test]
     fn a_rollout_wider_than_the_budget_becomes_paced_evictions() {
         let web = WorkloadInfo::deployment("shop", "web", 10);
-        let mut warnings = vec![];
         // 25% of 10 = 2 down at once; the PDB allows 1.
-        let p = pace(decide(&web.owner, Some(&web), 10, &[guard(1)], Strategy::Rollout, false, &mut warnings));
+        let p = pace(decide(&web.owner, Some(&web), 10, &[guard(1)], prefs(Strategy::Rollout, false)));
         assert_eq!((p.kind, p.at_once, p.waves), (MoveKind::Evict, 1, 10));
         assert!(p.note.unwrap().contains("could take 2 pod(s) down at once"));
         // A budget of 2 is enough for the rollout.
-        let p = pace(decide(&web.owner, Some(&web), 10, &[guard(2)], Strategy::Rollout, false, &mut warnings));
+        let p = pace(decide(&web.owner, Some(&web), 10, &[guard(2)], prefs(Strategy::Rollout, false)));
         assert_eq!((p.kind, p.at_once), (MoveKind::Rollout, 2));
         // No budget: the workload's own strategy is its declared tolerance.
-        let p = pace(decide(&web.owner, Some(&web), 10, &[], Strategy::Rollout, false, &mut warnings));
+        let p = pace(decide(&web.owner, Some(&web), 10, &[], prefs(Strategy::Rollout, false)));
         assert_eq!(p.kind, MoveKind::Rollout);
-        assert!(warnings.is_empty());
+        assert_eq!(zero_ready(Some(&web), &p, false), None);
     }
 
     #[test]
     fn recreate_under_a_budget_is_evicted_and_a_zero_budget_blocks() {
         let mut legacy = WorkloadInfo::deployment("shop", "legacy", 2);
         legacy.strategy = UpdateStrategy::Recreate;
-        let p = pace(decide(&legacy.owner, Some(&legacy), 2, &[guard(1)], Strategy::Rollout, false, &mut vec![]));
+        let p = pace(decide(&legacy.owner, Some(&legacy), 2, &[guard(1)], prefs(Strategy::Rollout, false)));
         assert_eq!((p.kind, p.at_once), (MoveKind::Evict, 1));
         let single = WorkloadInfo::deployment("shop", "single", 1);
-        let Decision::Blocked(b) =
-            decide(&single.owner, Some(&single), 1, &[guard(0)], Strategy::Evict, false, &mut vec![])
+        let Decision::Blocked(b) = decide(&single.owner, Some(&single), 1, &[guard(0)], prefs(Strategy::Evict, false))
         else {
             panic!("a budget that allows nothing must block");
         };
         assert!(b.contains("allows none of the 1 pod(s)") && b.contains("--replicas=2"), "{b}");
-        let mut warnings = vec![];
         legacy.replicas = 1;
-        decide(&legacy.owner, Some(&legacy), 1, &[], Strategy::Rollout, false, &mut warnings);
-        assert!(warnings[0].contains("1 replica and no PodDisruptionBudget"), "{warnings:?}");
+        let p = pace(decide(&legacy.owner, Some(&legacy), 1, &[], prefs(Strategy::Rollout, false)));
+        let why = zero_ready(Some(&legacy), &p, false).expect("a 1-replica Recreate goes to zero");
+        assert!(why.starts_with("1 replica: its rollout (Recreate)"), "{why}");
+    }
+
+    /// Without a budget, a workload of 2+ replicas never has every pod down
+    /// at once unless `--allow-downtime`; 1-replica workloads that cannot
+    /// surge are named as going to zero.
+    #[test]
+    fn no_budget_keeps_one_pod_ready_unless_downtime_is_allowed() {
+        let mut legacy = WorkloadInfo::deployment("shop", "legacy", 4);
+        legacy.strategy = UpdateStrategy::Recreate;
+        for strategy in [Strategy::Rollout, Strategy::Evict, Strategy::Drain] {
+            let p = pace(decide(&legacy.owner, Some(&legacy), 4, &[], prefs(strategy, false)));
+            assert_ne!(p.kind, MoveKind::Rollout, "{strategy:?}");
+            assert_eq!((p.at_once, p.waves), (3, 2), "{strategy:?}: at most 3 of 4 down");
+            assert_eq!(zero_ready(Some(&legacy), &p, false), None, "{strategy:?}");
+        }
+        let allowed = Prefs { strategy: Strategy::Rollout, surge: false, allow_downtime: true };
+        let p = pace(decide(&legacy.owner, Some(&legacy), 4, &[], allowed));
+        assert_eq!((p.kind, p.at_once), (MoveKind::Rollout, 4));
+        let why = zero_ready(Some(&legacy), &p, true).unwrap();
+        assert!(why.contains("all 4 pods down at once (--allow-downtime)"), "{why}");
+        // maxUnavailable 100% is Recreate by another name.
+        let mut wide = WorkloadInfo::deployment("shop", "wide", 2);
+        wide.strategy = UpdateStrategy::DeploymentRolling { max_surge: Int(0), max_unavailable: Percent(100) };
+        let p = pace(decide(&wide.owner, Some(&wide), 2, &[], prefs(Strategy::Rollout, false)));
+        assert_eq!((p.kind, p.at_once), (MoveKind::Evict, 1));
+        // A 1-replica StatefulSet has no way to keep one: it is named.
+        let mut db = WorkloadInfo::deployment("shop", "db", 1);
+        db.owner.kind = OwnerKind::StatefulSet;
+        db.strategy = UpdateStrategy::StatefulSetRolling { max_unavailable: None, partition: 0 };
+        let p = pace(decide(&db.owner, Some(&db), 1, &[], prefs(Strategy::Rollout, false)));
+        assert!(zero_ready(Some(&db), &p, false).is_some());
+        // A 1-replica Deployment that surges first never goes to zero.
+        let single = WorkloadInfo::deployment("shop", "single", 1);
+        let p = pace(decide(&single.owner, Some(&single), 1, &[], prefs(Strategy::Rollout, false)));
+        assert_eq!((p.kind, p.at_once), (MoveKind::Rollout, 0));
+        assert_eq!(zero_ready(Some(&single), &p, false), None);
     }
 
     #[test]
@@ -267,15 +340,8 @@ mod tests {
             scale: 1,
             matched: 1,
         };
-        let p = pace(decide(
-            &single.owner,
-            Some(&single),
-            1,
-            std::slice::from_ref(&min1),
-            Strategy::Rollout,
-            true,
-            &mut vec![],
-        ));
+        let p =
+            pace(decide(&single.owner, Some(&single), 1, std::slice::from_ref(&min1), prefs(Strategy::Rollout, true)));
         assert_eq!((p.kind, p.surge, p.at_once), (MoveKind::Evict, 1, 1));
         assert!(p.note.unwrap().contains("scales back to 1"));
         // 80% of 2 rounds up to 2: 3 replicas leave ceil(2.4) = 3, 4 leave ceil(3.2) = 4,
@@ -287,19 +353,18 @@ mod tests {
             ..min1.clone()
         };
         let two = WorkloadInfo::deployment("shop", "single", 2);
-        let p = pace(decide(&two.owner, Some(&two), 2, &[pct], Strategy::Evict, true, &mut vec![]));
+        let p = pace(decide(&two.owner, Some(&two), 2, &[pct], prefs(Strategy::Evict, true)));
         assert_eq!(p.surge, 3);
         let mut scaled = single.clone();
         scaled.autoscaler = Some("single".into());
         let Decision::Blocked(b) =
-            decide(&scaled.owner, Some(&scaled), 1, std::slice::from_ref(&min1), Strategy::Rollout, true, &mut vec![])
+            decide(&scaled.owner, Some(&scaled), 1, std::slice::from_ref(&min1), prefs(Strategy::Rollout, true))
         else {
             panic!("--surge must refuse a workload an HPA scales");
         };
         assert!(b.contains("HorizontalPodAutoscaler shop/single"), "{b}");
         let never = Guard { budget: BudgetSpec { max_unavailable: Some(Int(0)), min_available: None }, ..min1 };
-        let Decision::Blocked(b) =
-            decide(&single.owner, Some(&single), 1, &[never], Strategy::Rollout, true, &mut vec![])
+        let Decision::Blocked(b) = decide(&single.owner, Some(&single), 1, &[never], prefs(Strategy::Rollout, true))
         else {
             panic!("maxUnavailable 0 allows nothing at any size");
         };
@@ -311,18 +376,18 @@ mod tests {
         let mut db = WorkloadInfo::deployment("shop", "db", 3);
         db.owner.kind = OwnerKind::StatefulSet;
         db.strategy = UpdateStrategy::StatefulSetRolling { max_unavailable: None, partition: 2 };
-        let p = pace(decide(&db.owner, Some(&db), 3, &[], Strategy::Rollout, false, &mut vec![]));
+        let p = pace(decide(&db.owner, Some(&db), 3, &[], prefs(Strategy::Rollout, false)));
         assert_eq!((p.kind, p.at_once), (MoveKind::Evict, 1));
         assert!(p.note.unwrap().contains("partition 2"));
         let mut paused = WorkloadInfo::deployment("shop", "paused", 4);
         paused.paused = true;
-        let p = pace(decide(&paused.owner, Some(&paused), 4, &[], Strategy::Rollout, false, &mut vec![]));
+        let p = pace(decide(&paused.owner, Some(&paused), 4, &[], prefs(Strategy::Rollout, false)));
         assert!(p.kind == MoveKind::Evict && p.note.unwrap().contains("paused"));
         // --strategy evict without a budget: at most what a rollout would take down.
         let web = WorkloadInfo::deployment("shop", "web", 10);
-        let p = pace(decide(&web.owner, Some(&web), 10, &[], Strategy::Evict, false, &mut vec![]));
+        let p = pace(decide(&web.owner, Some(&web), 10, &[], prefs(Strategy::Evict, false)));
         assert_eq!((p.kind, p.at_once, p.waves), (MoveKind::Evict, 2, 5));
-        let p = pace(decide(&web.owner, Some(&web), 10, &[guard(3)], Strategy::Drain, false, &mut vec![]));
+        let p = pace(decide(&web.owner, Some(&web), 10, &[guard(3)], prefs(Strategy::Drain, false)));
         assert_eq!((p.kind, p.at_once), (MoveKind::Drain, 2));
     }
 
@@ -331,9 +396,9 @@ mod tests {
         let mut agent = WorkloadInfo::deployment("shop", "agent", 3);
         agent.owner.kind = OwnerKind::DaemonSet;
         agent.strategy = UpdateStrategy::DaemonSetRolling { max_unavailable: Int(2), max_surge: Int(0) };
-        let p = pace(decide(&agent.owner, Some(&agent), 3, &[], Strategy::Evict, false, &mut vec![]));
+        let p = pace(decide(&agent.owner, Some(&agent), 3, &[], prefs(Strategy::Evict, false)));
         assert_eq!((p.kind, p.at_once), (MoveKind::Rollout, 2));
-        let p = pace(decide(&agent.owner, Some(&agent), 3, &[guard(1)], Strategy::Rollout, false, &mut vec![]));
+        let p = pace(decide(&agent.owner, Some(&agent), 3, &[guard(1)], prefs(Strategy::Rollout, false)));
         assert_eq!((p.kind, p.at_once), (MoveKind::Evict, 1));
         let _ = Percent(1);
     }

@@ -39,6 +39,9 @@ pub struct PodMeta {
 pub struct PodLabels {
     #[serde(rename = "pod-template-hash")]
     pub pod_template_hash: Option<String>,
+    /// What Argo Rollouts labels its pods with instead.
+    #[serde(rename = "rollouts-pod-template-hash")]
+    pub rollouts_pod_template_hash: Option<String>,
 }
 
 /// The annotations read from a pod; all others are skipped.

@@ -7,7 +7,8 @@ use std::time::Duration;
 use crate::core::cidr::CidrSet;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::watcher;
 use kube::ResourceExt;
 use serde_json::json;
@@ -66,9 +67,38 @@ pub async fn restart(cluster: &Cluster, owner: &Owner, note: &str) -> Result<()>
         OwnerKind::Deployment => merge_patch(Api::<Deployment>::namespaced(c, ns), &owner.name, &patch).await,
         OwnerKind::StatefulSet => merge_patch(Api::<StatefulSet>::namespaced(c, ns), &owner.name, &patch).await,
         OwnerKind::DaemonSet => merge_patch(Api::<DaemonSet>::namespaced(c, ns), &owner.name, &patch).await,
+        OwnerKind::Rollout => {
+            // Argo Rollouts' own restart: every pod created before
+            // spec.restartAt is evicted by its controller, within the
+            // rollout's maxUnavailable and the PodDisruptionBudgets.
+            let patch = json!({
+                "metadata": {"annotations": {MIGRATED_ANNOTATION: format!("{now} {note}")}},
+                "spec": {"restartAt": now}
+            });
+            let r = merge_patch(rollouts(cluster, ns), &owner.name, &patch).await;
+            return r.op("patch", "rollouts.argoproj.io", Some(ns));
+        }
         _ => return Err(Error::Other(format!("{} cannot be restarted", owner.display()))),
     };
     r.op("patch", &format!("{}s.apps", owner.kind.as_str().to_lowercase()), Some(ns))
+}
+
+/// Argo Rollouts' `Rollout` objects in `ns`.
+fn rollouts(cluster: &Cluster, ns: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Rollout");
+    Api::namespaced_with(cluster.client.clone(), ns, &ApiResource::from_gvk_with_plural(&gvk, "rollouts"))
+}
+
+/// Wait until no pod of `owner` holds an address in `cidr` (for owners
+/// whose controller reports no rollout status this tool reads).
+pub async fn wait_owner_off(cluster: &Cluster, owner: &Owner, cidr: &CidrSet, timeout: Duration) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &owner.namespace);
+    let what = format!("{} to replace its pods on {cidr}", owner.display());
+    let (owner, cidr) = (owner.clone(), cidr.clone());
+    wait_list(api, watcher::Config::default(), &what, timeout, move |pods| {
+        !pods.iter().any(|p| owner_of(p) == owner && pod_in(p, &cidr))
+    })
+    .await
 }
 
 /// Wait until the rollout of `owner` has finished, like `kubectl rollout status`.

@@ -111,8 +111,14 @@ pub fn pod_info(p: &PodObject, names: &mut Names) -> PodInfo {
         (Some(r), Some(c)) => Some(r.0.duration_since(c.0).as_secs_f64() as f32).filter(|s| *s >= 0.0),
         _ => None,
     };
-    let controller =
-        meta.owner_references.iter().find(|o| o.controller == Some(true)).or(meta.owner_references.first());
+    let refs = OwnerRefs {
+        controller: meta.owner_references.iter().find(|o| o.controller == Some(true)).map(|o| (&*o.kind, &*o.name)),
+        first: meta.owner_references.first().map(|o| (&*o.kind, &*o.name)),
+    };
+    let hashes = TemplateHashes {
+        deployment: meta.labels.pod_template_hash.as_deref(),
+        rollout: meta.labels.rollouts_pod_template_hash.as_deref(),
+    };
     let namespace = names.get(&meta.namespace);
     PodInfo {
         name: meta.name.clone(),
@@ -123,14 +129,7 @@ pub fn pod_info(p: &PodObject, names: &mut Names) -> PodInfo {
         host_network: spec.host_network.unwrap_or(false),
         ready: ready_condition.is_some(),
         terminating: meta.deletion_timestamp.is_some(),
-        owner: classify_owner(
-            names,
-            &namespace,
-            &meta.name,
-            meta.annotations.mirror.is_some(),
-            meta.labels.pod_template_hash.as_deref(),
-            controller.map(|o| (o.kind.as_str(), o.name.as_str())),
-        ),
+        owner: classify_owner(names, &namespace, &meta.name, meta.annotations.mirror.is_some(), hashes, refs),
         namespace,
         pins: pins_from(&meta.annotations.pool_annotations()).into(),
         container_id: meta.annotations.container_id.clone(),
@@ -142,29 +141,44 @@ pub fn pod_info(p: &PodObject, names: &mut Names) -> PodInfo {
 /// belongs to that Deployment; reading the label avoids listing every
 /// ReplicaSet in the cluster.
 pub fn owner_of(p: &Pod) -> Owner {
-    let refs = p.owner_references();
-    let controller = refs.iter().find(|o| o.controller == Some(true)).or(refs.first());
+    let owners = p.owner_references();
+    let refs = OwnerRefs {
+        controller: owners.iter().find(|o| o.controller == Some(true)).map(|o| (&*o.kind, &*o.name)),
+        first: owners.first().map(|o| (&*o.kind, &*o.name)),
+    };
+    let label = |k: &str| p.labels().get(k).map(String::as_str);
+    let hashes =
+        TemplateHashes { deployment: label("pod-template-hash"), rollout: label("rollouts-pod-template-hash") };
     let mut names = Names::default();
     let namespace = names.get(&p.namespace().unwrap_or_default());
-    classify_owner(
-        &mut names,
-        &namespace,
-        &p.name_any(),
-        p.annotations().contains_key("kubernetes.io/config.mirror"),
-        p.labels().get("pod-template-hash").map(String::as_str),
-        controller.map(|o| (o.kind.as_str(), o.name.as_str())),
-    )
+    let mirror = p.annotations().contains_key("kubernetes.io/config.mirror");
+    classify_owner(&mut names, &namespace, &p.name_any(), mirror, hashes, refs)
+}
+
+/// A pod's owner references as (kind, name): its controller's, and the
+/// first one's (which may not be a controller).
+struct OwnerRefs<'a> {
+    controller: Option<(&'a str, &'a str)>,
+    first: Option<(&'a str, &'a str)>,
+}
+
+/// The template hash labels a ReplicaSet's owner puts on its pods: the
+/// Deployment controller's and Argo Rollouts'.
+#[derive(Clone, Copy)]
+struct TemplateHashes<'a> {
+    deployment: Option<&'a str>,
+    rollout: Option<&'a str>,
 }
 
 /// The owner from a pod's namespace, name, mirror annotation, template hash
-/// label and controller reference (kind, name).
+/// labels and owner references.
 fn classify_owner(
     names: &mut Names,
     ns: &Name,
     pod: &str,
     mirror: bool,
-    hash: Option<&str>,
-    controller: Option<(&str, &str)>,
+    hashes: TemplateHashes,
+    refs: OwnerRefs,
 ) -> Owner {
     let mut mk = |kind, name: &str, other: Option<&str>| Owner {
         kind,
@@ -175,14 +189,23 @@ fn classify_owner(
     if mirror {
         return mk(OwnerKind::Static, pod, None);
     }
-    let Some((kind, name)) = controller else {
-        return mk(OwnerKind::Bare, pod, None);
+    let Some((kind, name)) = refs.controller else {
+        // A non-controller reference only ties the pod's deletion to its
+        // owner: nothing re-creates the pod.
+        return match refs.first {
+            Some((kind, name)) => mk(OwnerKind::NotController, name, Some(kind)),
+            None => mk(OwnerKind::Bare, pod, None),
+        };
     };
+    // A ReplicaSet is named `<owner>-<hash>`, the hash a label of its pods.
+    let owned_rs = |hash: Option<&str>| hash.and_then(|h| name.strip_suffix(&format!("-{h}")).map(str::to_string));
     match kind {
-        "ReplicaSet" => match hash.and_then(|h| name.strip_suffix(&format!("-{h}"))) {
-            Some(deploy) => mk(OwnerKind::Deployment, deploy, None),
-            None => mk(OwnerKind::ReplicaSet, name, None),
+        "ReplicaSet" => match (owned_rs(hashes.deployment), owned_rs(hashes.rollout)) {
+            (Some(deploy), _) => mk(OwnerKind::Deployment, &deploy, None),
+            (None, Some(rollout)) => mk(OwnerKind::Rollout, &rollout, None),
+            (None, None) => mk(OwnerKind::ReplicaSet, name, None),
         },
+        "ReplicationController" => mk(OwnerKind::ReplicationController, name, None),
         "StatefulSet" => mk(OwnerKind::StatefulSet, name, None),
         "DaemonSet" => mk(OwnerKind::DaemonSet, name, None),
         "Job" => mk(OwnerKind::Job, name, None),
@@ -355,6 +378,32 @@ mod tests {
         assert_eq!(info.owner.name, "web");
         assert!(info.ready);
         assert_eq!(info.ips, vec!["192.168.0.4".parse::<std::net::IpAddr>().unwrap()]);
+    }
+
+    /// Argo Rollouts' pods, ReplicationControllers, custom controllers and
+    /// owner references that are not controllers: each its own kind, the
+    /// lite object and the full Pod agreeing.
+    #[test]
+    fn owners_beyond_the_apps_controllers() {
+        let owner = |refs: serde_json::Value, labels: serde_json::Value| {
+            let v = json!({"metadata":{"name":"p","namespace":"shop","labels":labels,"ownerReferences":refs},
+                "spec":{"containers":[]}});
+            let lite = pod_info(&serde_json::from_value(v.clone()).unwrap(), &mut Names::default()).owner;
+            assert_eq!(owner_of(&serde_json::from_value(v).unwrap()), lite);
+            (lite.kind, lite.display())
+        };
+        let rs = json!([{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"web-6f7d","uid":"u","controller":true}]);
+        assert_eq!(
+            owner(rs.clone(), json!({"rollouts-pod-template-hash":"6f7d"})),
+            (OwnerKind::Rollout, "Rollout shop/web".into())
+        );
+        assert_eq!(owner(rs, json!({})), (OwnerKind::ReplicaSet, "ReplicaSet shop/web-6f7d".into()));
+        let rc = json!([{"apiVersion":"v1","kind":"ReplicationController","name":"old","uid":"u","controller":true}]);
+        assert_eq!(owner(rc, json!({})).0, OwnerKind::ReplicationController);
+        let vmi = json!([{"apiVersion":"kubevirt.io/v1","kind":"VirtualMachineInstance","name":"vm1","uid":"u","controller":true}]);
+        assert_eq!(owner(vmi, json!({})), (OwnerKind::Other, "VirtualMachineInstance shop/vm1".into()));
+        let not_controller = json!([{"apiVersion":"v1","kind":"ConfigMap","name":"cfg","uid":"u"}]);
+        assert_eq!(owner(not_controller, json!({})), (OwnerKind::NotController, "ConfigMap shop/cfg".into()));
     }
 
     #[test]

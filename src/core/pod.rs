@@ -62,8 +62,18 @@ pub enum OwnerKind {
     Static,
     /// No controller: deleting it loses it for good.
     Bare,
-    /// Some other controller (an operator's CR, ReplicationController, ...).
+    /// An Argo Rollout (`argoproj.io/v1alpha1`), through its ReplicaSets:
+    /// restarted through `spec.restartAt`.
+    Rollout,
+    /// A ReplicationController: it re-creates evicted pods.
+    ReplicationController,
+    /// A controller this tool does not know (a custom resource such as a
+    /// KubeVirt VirtualMachineInstance): nothing known re-creates an
+    /// evicted pod. `other_kind` names its kind.
     Other,
+    /// Owner references, none of them a controller: nothing re-creates it.
+    /// `other_kind` and `name` name the first owner.
+    NotController,
 }
 
 impl OwnerKind {
@@ -76,7 +86,10 @@ impl OwnerKind {
             OwnerKind::Job => "Job",
             OwnerKind::Static => "Static",
             OwnerKind::Bare => "Bare",
+            OwnerKind::Rollout => "Rollout",
+            OwnerKind::ReplicationController => "ReplicationController",
             OwnerKind::Other => "Other",
+            OwnerKind::NotController => "NotController",
         }
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::Ctx;
 use crate::cluster::events::{self, EventTarget};
 use crate::cluster::{budgets, evictions, movers};
-use crate::core::model::Owner;
+use crate::core::model::{Owner, OwnerKind};
 use crate::core::plan::{Move, MoveKind};
 use crate::error::{Error, Result};
 
@@ -117,7 +117,7 @@ async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &CidrSet, target: &str) -> Resul
             events::record_event(
                 ctx.cluster,
                 EventTarget {
-                    api_version: "apps/v1",
+                    api_version: if owner.kind == OwnerKind::Rollout { "argoproj.io/v1alpha1" } else { "apps/v1" },
                     kind: owner.kind.as_str(),
                     namespace: Some(&owner.namespace),
                     name: &owner.name,
@@ -125,6 +125,9 @@ async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &CidrSet, target: &str) -> Resul
                 &format!("kubectl-ippool migrate: restarted to move pods off {old} to IPPool {target}"),
             )
             .await;
+            if owner.kind == OwnerKind::Rollout {
+                return movers::wait_owner_off(ctx.cluster, owner, old, t).await;
+            }
             movers::wait_rollout(ctx.cluster, owner, t).await?;
             // A rollout can finish with old pods left: evict those, one at a
             // time, within the budgets; the controller replaces them.

@@ -127,8 +127,7 @@ pub fn plan_moves(input: &PlanInput, from_idxs: &[usize]) -> (Vec<Move>, Vec<Ski
             }
             OwnerKind::Deployment | OwnerKind::StatefulSet | OwnerKind::DaemonSet => {
                 let workload = workload_of.get(&owner).copied();
-                let prefs =
-                    Prefs { strategy: input.strategy, surge: input.surge, allow_downtime: input.allow_downtime };
+                let prefs = Prefs { strategy: input.strategy, surge: input.surge, allow_downtime: input.allow_downtime };
                 match decide(&owner, workload, pods.len(), &guards, prefs) {
                     Decision::Blocked(b) => blockers.push(b),
                     Decision::Move(mut p) if p.kind == MoveKind::Drain => {
@@ -153,7 +152,33 @@ pub fn plan_moves(input: &PlanInput, from_idxs: &[usize]) -> (Vec<Move>, Vec<Ski
                     }
                 }
             }
-            OwnerKind::ReplicaSet | OwnerKind::Other => {
+            OwnerKind::Other | OwnerKind::NotController => {
+                if input.force {
+                    moves.push(mk(
+                        MoveKind::EvictForGood,
+                        Some(format!(
+                            "{}: evicted without waiting for a replacement, which may never come (--force)",
+                            unknown_owner(&owner)
+                        )),
+                        &pods,
+                        1,
+                        pods.len(),
+                    ));
+                } else {
+                    blockers.push(unknown_owner_blocker(&owner, &keys(&pods)));
+                }
+            }
+            OwnerKind::Rollout => moves.push(mk(
+                MoveKind::Rollout,
+                Some(
+                    "Argo Rollout: restarted through spec.restartAt; its controller evicts the pods, paced by its maxUnavailable and PodDisruptionBudgets"
+                        .into(),
+                ),
+                &pods,
+                1,
+                pods.len(),
+            )),
+            OwnerKind::ReplicaSet | OwnerKind::ReplicationController => {
                 // No rollout to lean on: evicted within the tightest budget, one at a time without one.
                 let at_once = guards.iter().map(|g| g.allowance).min().map_or(1, |a| a.max(0) as usize);
                 if at_once == 0 {
@@ -252,6 +277,37 @@ type DrainStep<'a> = (Owner, Vec<&'a PodInfo>, Pace);
 
 /// The lane every drain step shares: nodes are drained one at a time.
 pub const DRAIN_LANE: &str = "drain";
+
+/// What owns a pod the tool cannot count on to re-create it.
+fn unknown_owner(owner: &Owner) -> String {
+    match owner.kind {
+        OwnerKind::NotController => {
+            format!("owner reference to {} is not a controller, so nothing re-creates the pod", owner.display())
+        }
+        _ => format!("owned by {}, a controller this tool does not know", owner.display()),
+    }
+}
+
+/// The blocker for pods of an unknown owner: who owns them and what to do.
+fn unknown_owner_blocker(owner: &Owner, pods: &[String]) -> String {
+    let kind = owner.other_kind.as_deref().unwrap_or_default();
+    let fix = match kind {
+        "VirtualMachineInstance" | "VirtualMachine" => format!(
+            "live-migrate the VM (virtctl migrate -n {ns} {name}) or restart it (virtctl restart -n {ns} {name}) once this run has disabled the old pool",
+            ns = owner.namespace,
+            name = owner.name
+        ),
+        _ if owner.kind == OwnerKind::NotController => {
+            "delete and re-create it yourself once this run has disabled the old pool".to_string()
+        }
+        _ => format!("restart it through its {kind} once this run has disabled the old pool"),
+    };
+    format!(
+        "pod(s) {}: {}; an evicted pod may never come back. Move them out of this run (-n/-l) and {fix}, or re-run with --force to evict them anyway",
+        name_some(pods),
+        unknown_owner(owner)
+    )
+}
 
 /// The expected gap of a move that leaves its workload with no Ready pod:
 /// about as long as its pods took to become Ready.
@@ -379,6 +435,37 @@ mod tests {
         i.jobs = JobsPolicy::Evict;
         let plan = make_plan(&i).unwrap();
         assert!(plan.moves.iter().filter(|m| m.kind == MoveKind::Evict).count() == 4, "{:?}", plan.moves);
+    }
+
+    /// Pods of a controller the tool does not know, or with no controller
+    /// reference, block like bare pods (naming kind, owner and the fix)
+    /// unless --force; an Argo Rollout is restarted.
+    #[test]
+    fn unknown_controllers_block_unless_forced_and_rollouts_restart() {
+        let mut pods = seed_pods();
+        let mut vm = pod("shop", "virt-launcher-vm1-x", "192.168.0.30", OwnerKind::Other, "vm1");
+        vm.owner.other_kind = Some("VirtualMachineInstance".into());
+        let mut dependent = pod("shop", "helper", "192.168.0.31", OwnerKind::NotController, "cfg");
+        dependent.owner.other_kind = Some("ConfigMap".into());
+        pods.extend([vm, dependent, pod("shop", "canary-6f-a", "192.168.0.32", OwnerKind::Rollout, "canary")]);
+        let w = world(seed_pools(), pods);
+        let plan = make_plan(&input(&w, cidr("10.0.0.0/16"))).unwrap();
+        let vm = plan.blockers.iter().find(|b| b.contains("virt-launcher-vm1-x")).expect("the VM pod blocks");
+        assert!(vm.contains("VirtualMachineInstance shop/vm1") && vm.contains("virtctl migrate"), "{vm}");
+        assert!(vm.contains("--force"), "{vm}");
+        let dep = plan.blockers.iter().find(|b| b.contains("shop/helper")).expect("the dependent pod blocks");
+        assert!(dep.contains("ConfigMap shop/cfg is not a controller"), "{dep}");
+        assert!(!plan.moves.iter().any(|m| m.pods.iter().any(|p| p.contains("vm1") || p.contains("helper"))));
+        let canary = plan.moves.iter().find(|m| m.target == "Rollout shop/canary").expect("the Rollout moves");
+        assert_eq!(canary.kind, MoveKind::Rollout);
+        assert!(canary.note.as_deref().unwrap().contains("spec.restartAt"));
+
+        let mut i = input(&w, cidr("10.0.0.0/16"));
+        i.force = true;
+        let plan = make_plan(&i).unwrap();
+        assert!(plan.blockers.is_empty(), "{:?}", plan.blockers);
+        let vm = plan.moves.iter().find(|m| m.target == "VirtualMachineInstance shop/vm1").unwrap();
+        assert_eq!(vm.kind, MoveKind::EvictForGood);
     }
 
     #[test]

@@ -138,7 +138,7 @@ fn bad_inputs_exit_2_with_a_clear_error_and_write_nothing() {
             "overlaps IPPool default-ipv4-ippool",
         ),
         row("Service CIDR overlap", m(&["--to", "10.96.0.0/16"]), "overlaps the Service CIDR 10.96.0.0/12"),
-        row("node IP overlap", m(&["--to", "127.0.1.0/24", "--allow-outside-cluster-cidr"]), "node InternalIPs"),
+        row("node IP overlap", m(&["--to", "127.0.1.0/24", "--allow-outside-cluster-cidr"]), "contains node addresses"),
         row("outside the cluster CIDR", m(&["--to", "172.20.0.0/16"]), "outside the cluster pod CIDR"),
         row("capacity too small", m(&["--to", "10.2.0.0/25"]), "holds 128 addresses"),
         row(

@@ -4,7 +4,7 @@
 //! kube-system; then the answer is "unknown", never an error.
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, Service};
 use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
@@ -85,6 +85,18 @@ pub async fn discover(cluster: &Cluster) -> ClusterNetworks {
             let src = format!("ServiceCIDR {}", s.name_any());
             for c in s.spec.and_then(|s| s.cidrs).unwrap_or_default() {
                 push_all(&mut nets.service_cidrs, Some(c), &src);
+            }
+        }
+    }
+    // The first address of the Service range, on every cluster, managed
+    // ones included.
+    let services: Api<Service> = Api::namespaced(cluster.client.clone(), "default");
+    if let Ok(Some(svc)) = services.get_opt("kubernetes").await {
+        let spec = svc.spec.unwrap_or_default();
+        let ips = spec.cluster_ips.unwrap_or_default().into_iter().chain(spec.cluster_ip);
+        for ip in ips.filter_map(|ip| ip.parse().ok()) {
+            if !nets.service_ips.contains(&ip) {
+                nets.service_ips.push(ip);
             }
         }
     }

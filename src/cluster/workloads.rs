@@ -16,7 +16,7 @@ use super::{list_paged, Cluster};
 use crate::core::budget::{IntOrPercent, UpdateStrategy};
 use crate::core::model::WorkloadInfo;
 use crate::core::model::{
-    pod_addresses, NamespaceInfo, NodeInfo, Owner, OwnerKind, PodInfo, PodPhase, PoolPins, ANNOT_IPADDRS,
+    pod_addresses, NamespaceInfo, NodeAddress, NodeInfo, Owner, OwnerKind, PodInfo, PodPhase, PoolPins, ANNOT_IPADDRS,
     ANNOT_IPV4POOLS, ANNOT_IPV6POOLS,
 };
 use crate::core::name::{Name, Names};
@@ -215,11 +215,17 @@ fn classify_owner(
 }
 
 pub fn node_info(n: &Node) -> NodeInfo {
-    let internal_ips = n
+    // Every type: an ExternalIP or an IPv6 address inside a pod range
+    // collides as surely as an InternalIP (Hostname entries do not parse).
+    let addresses = n
         .status
         .as_ref()
         .and_then(|s| s.addresses.as_ref())
-        .map(|a| a.iter().filter(|a| a.type_ == "InternalIP").filter_map(|a| a.address.parse().ok()).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|a| a.address.parse().ok().map(|ip| NodeAddress { kind: a.type_.clone(), ip }))
+                .collect()
+        })
         .unwrap_or_default();
     let tunnel_ips = TUNNEL_ANNOTATIONS
         .iter()
@@ -229,7 +235,7 @@ pub fn node_info(n: &Node) -> NodeInfo {
     NodeInfo {
         name: n.name_any(),
         labels: n.labels().clone(),
-        internal_ips,
+        addresses,
         tunnel_ips,
         unschedulable: n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
     }

@@ -250,6 +250,7 @@ mod tests {
         ClusterNetworks {
             pod_cidrs: vec![SourcedCidr { cidr: pod.parse().unwrap(), source: "kubeadm-config".into() }],
             service_cidrs: vec![SourcedCidr { cidr: svc.parse().unwrap(), source: "ServiceCIDR kubernetes".into() }],
+            service_ips: vec![],
         }
     }
 

@@ -145,10 +145,21 @@ pub struct NamespaceInfo {
 pub struct NodeInfo {
     pub name: String,
     pub labels: BTreeMap<String, String>,
-    pub internal_ips: Vec<IpAddr>,
+    /// Every address in `status.addresses` with its type (`InternalIP`,
+    /// `ExternalIP`, either family).
+    pub addresses: Vec<NodeAddress>,
     /// Tunnel addresses from calico-node's annotations (IPIP, VXLAN, WireGuard).
     pub tunnel_ips: Vec<IpAddr>,
     pub unschedulable: bool,
+}
+
+/// One of a node's `status.addresses` that is an IP address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeAddress {
+    /// `InternalIP`, `ExternalIP`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub ip: IpAddr,
 }
 
 impl NodeInfo {
@@ -254,6 +265,10 @@ pub struct SourcedCidr {
 pub struct ClusterNetworks {
     pub pod_cidrs: Vec<SourcedCidr>,
     pub service_cidrs: Vec<SourcedCidr>,
+    /// The ClusterIPs of Service default/kubernetes: each lies in the
+    /// Service range, whether or not that range is known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_ips: Vec<IpAddr>,
 }
 
 impl ClusterNetworks {

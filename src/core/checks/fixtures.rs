@@ -17,6 +17,7 @@ pub(crate) fn nets() -> ClusterNetworks {
     ClusterNetworks {
         pod_cidrs: vec![SourcedCidr { cidr: net("10.0.0.0/8"), source: "kubeadm-config".into() }],
         service_cidrs: vec![SourcedCidr { cidr: net("10.96.0.0/12"), source: "ServiceCIDR kubernetes".into() }],
+        service_ips: vec![],
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::core::inventory::tests::pod;
-use crate::core::model::{Ipam, OwnerKind, PodInfo, SourcedCidr};
+use crate::core::model::{Ipam, NodeAddress, OwnerKind, PodInfo, SourcedCidr};
 
 pub(crate) fn seed_pools() -> Vec<Pool> {
     let mut old = Pool::new("default-ipv4-ippool", "192.168.0.0/16".parse().unwrap());
@@ -31,7 +31,10 @@ pub(crate) fn nodes() -> Vec<NodeInfo> {
         .map(|i| NodeInfo {
             name: format!("kubesim-node-{i}"),
             labels: [("kubernetes.io/os".to_string(), "linux".to_string())].into(),
-            internal_ips: vec![format!("172.18.0.{}", i + 2).parse().unwrap()],
+            addresses: vec![NodeAddress {
+                kind: "InternalIP".into(),
+                ip: format!("172.18.0.{}", i + 2).parse().unwrap(),
+            }],
             ..Default::default()
         })
         .collect()
@@ -47,6 +50,7 @@ pub(crate) fn networks() -> ClusterNetworks {
             cidr: "10.96.0.0/12".parse().unwrap(),
             source: "ServiceCIDR kubernetes".into(),
         }],
+        service_ips: vec!["10.96.0.1".parse().unwrap()],
     }
 }
 

@@ -20,6 +20,7 @@ use super::model::{ClusterNetworks, CniPools, EncapMode, NamespaceInfo, NodeInfo
 mod blockers;
 mod budgets;
 mod canary;
+mod collisions;
 mod estimate;
 mod moves;
 mod new_pool;
@@ -393,6 +394,8 @@ pub fn make_plan(input: &PlanInput) -> Result<Plan, Vec<String>> {
             Err(why) => blockers.push(why),
         }
     }
+    let targets: Vec<&Pool> = pairs.iter().map(|(_, p)| &p.to).collect();
+    warnings.extend(collisions::unknown_service_range(input.networks, &targets));
     let canary = canary_nodes_all.unwrap_or_default();
     if canary.is_empty() && pairs.len() > 1 && !blockers.iter().any(|b| b.contains("canary")) {
         blockers.push(
@@ -499,6 +502,7 @@ mod tests {
         w.nets = ClusterNetworks {
             pod_cidrs: vec![SourcedCidr { cidr: "100.96.0.0/11".parse().unwrap(), source: "kops".into() }],
             service_cidrs: vec![SourcedCidr { cidr: "100.64.0.0/13".parse().unwrap(), source: "kops".into() }],
+            service_ips: vec![],
         };
         let plan = make_plan(&input(&w, cidr("100.96.0.0/16"))).unwrap();
         assert_eq!(plan.moves.len(), 1);

@@ -4,10 +4,10 @@
 
 use ipnet::IpNet;
 
+use super::collisions;
 use super::new_pool::validate_new_pool;
 use super::{Move, PlanInput, TargetRequest};
 use crate::core::cidr::{overlaps, parse_canonical, size, within};
-use crate::core::findings::name_some;
 use crate::core::model::{ManagedBy, Pool};
 
 /// The operator's `cidrToName`: `10.0.0.0/16` -> `10.0.0.0-16`. For IPv6
@@ -188,20 +188,9 @@ pub(super) fn check_target_against_cluster(
             ));
         }
     }
-    let hit: Vec<String> = input
-        .nodes
-        .iter()
-        .flat_map(|n| {
-            n.internal_ips.iter().filter(|ip| to.cidr.contains(*ip)).map(move |ip| format!("{} ({ip})", n.name))
-        })
-        .collect();
-    if !hit.is_empty() {
-        refusals.push(format!(
-            "{} contains node InternalIPs: {}; pod addresses must not collide with node addresses",
-            to.cidr,
-            name_some(&hit)
-        ));
-    }
+    refusals.extend(collisions::service_ips(input.networks, to));
+    refusals.extend(collisions::node_addresses(input.nodes, to));
+    refusals.extend(collisions::foreign_blocks(input, from, to));
     let v4 = to.cidr.addr().is_ipv4();
     let outside: Vec<String> = input
         .networks
@@ -335,7 +324,7 @@ mod tests {
         let mut w = world(seed_pools(), seed_pods());
         w.nets.pod_cidrs.clear();
         assert!(refusals(&input(&w, cidr("172.18.0.0/16")))
-            .contains("contains node InternalIPs: kubesim-node-0 (172.18.0.2)"));
+            .contains("contains node addresses: kubesim-node-0 (InternalIP 172.18.0.2)"));
     }
 
     #[test]

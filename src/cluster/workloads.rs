@@ -253,6 +253,7 @@ pub async fn list_workloads(cluster: &Cluster) -> Result<Vec<WorkloadInfo>> {
         strategy,
         paused,
         autoscaler: None,
+        autoscalers_unread: None,
     };
     list_paged(&cluster.scoped::<Deployment>(), ListParams::default(), "deployments.apps", ns, |d| {
         let spec = d.spec.as_ref();
@@ -282,12 +283,14 @@ pub async fn list_workloads(cluster: &Cluster) -> Result<Vec<WorkloadInfo>> {
         }
     })
     .await;
-    if let Err(e) = r {
+    let unread = r.err().map(|e| {
         tracing::debug!("cannot list autoscalers: {e}");
-    }
+        e.to_string()
+    });
     for w in &mut out {
         let key = (w.owner.namespace.to_string(), w.owner.kind.as_str().to_string(), w.owner.name.to_string());
         w.autoscaler = scaled.get(&key).cloned();
+        w.autoscalers_unread.clone_from(&unread);
     }
     Ok(out)
 }

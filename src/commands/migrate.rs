@@ -117,7 +117,8 @@ pub struct MigrateArgs {
 
     /// Where a PodDisruptionBudget allows none of a workload's pods to go (1
     /// replica with minAvailable: 1), add the replicas it needs, evict one
-    /// at a time, and scale back (refused where an autoscaler owns the count).
+    /// at a time, and scale back (refused where an autoscaler owns the count,
+    /// where autoscalers cannot be listed, and for StatefulSets).
     #[arg(long)]
     pub surge: bool,
 

@@ -305,6 +305,8 @@ pub struct WorkloadInfo {
     pub paused: bool,
     /// The HorizontalPodAutoscaler that owns `replicas`, if any.
     pub autoscaler: Option<String>,
+    /// Why autoscalers could not be listed (then `autoscaler` is unknown).
+    pub autoscalers_unread: Option<String>,
 }
 
 #[cfg(test)]
@@ -323,6 +325,7 @@ impl WorkloadInfo {
             strategy: UpdateStrategy::DEPLOYMENT_DEFAULT,
             paused: false,
             autoscaler: None,
+            autoscalers_unread: None,
         }
     }
 }

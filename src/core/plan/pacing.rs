@@ -160,6 +160,24 @@ fn surge_pace(owner: &Owner, workload: Option<&WorkloadInfo>, pods: usize, guard
             owner.display()
         ));
     };
+    // A StatefulSet's added ordinal is a new member with its own volume:
+    // a quorum system would see a member join and leave, and its claim stays.
+    if owner.kind == OwnerKind::StatefulSet {
+        return Decision::Blocked(format!(
+            "PodDisruptionBudget {} ({}) allows none of the pods of {} to be down, and --surge does not scale StatefulSets (an added ordinal joins and leaves the set, and its PersistentVolumeClaim stays); scale it yourself where that is safe, or relax the budget",
+            zero.pdb,
+            zero.spec,
+            owner.display()
+        ));
+    }
+    if let Some(why) = &w.autoscalers_unread {
+        return Decision::Blocked(format!(
+            "--surge cannot tell whether a HorizontalPodAutoscaler owns the replica count of {}: listing horizontalpodautoscalers.autoscaling failed ({why}); grant list on them, or relax PodDisruptionBudget {} ({})",
+            owner.display(),
+            zero.pdb,
+            zero.spec
+        ));
+    }
     if let Some(hpa) = &w.autoscaler {
         return Decision::Blocked(format!(
             "--surge would fight HorizontalPodAutoscaler {}/{hpa}, which owns the replica count of {}: raise its minReplicas by one for the move, or relax PodDisruptionBudget {} ({})",
@@ -369,6 +387,34 @@ mod tests {
             panic!("maxUnavailable 0 allows nothing at any size");
         };
         assert!(b.contains("at any size"), "{b}");
+    }
+
+    /// --surge never scales a StatefulSet, nor anything when autoscalers
+    /// could not be listed.
+    #[test]
+    fn surge_refuses_statefulsets_and_unknown_autoscalers() {
+        let min1 = Guard {
+            pdb: "shop/db".into(),
+            spec: "minAvailable 1".into(),
+            allowance: 0,
+            budget: BudgetSpec { min_available: Some(Int(1)), max_unavailable: None },
+            scale: 1,
+            matched: 1,
+        };
+        let mut db = WorkloadInfo::deployment("shop", "db", 1);
+        db.owner.kind = OwnerKind::StatefulSet;
+        let Decision::Blocked(b) =
+            decide(&db.owner, Some(&db), 1, std::slice::from_ref(&min1), prefs(Strategy::Rollout, true))
+        else {
+            panic!("--surge must refuse a StatefulSet");
+        };
+        assert!(b.contains("does not scale StatefulSets"), "{b}");
+        let mut web = WorkloadInfo::deployment("shop", "web", 1);
+        web.autoscalers_unread = Some("forbidden".into());
+        let Decision::Blocked(b) = decide(&web.owner, Some(&web), 1, &[min1], prefs(Strategy::Rollout, true)) else {
+            panic!("--surge must refuse when autoscalers are unknown");
+        };
+        assert!(b.contains("listing horizontalpodautoscalers.autoscaling failed (forbidden)"), "{b}");
     }
 
     #[test]

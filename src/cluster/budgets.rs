@@ -14,7 +14,8 @@ use super::workloads::int_or_percent;
 use super::{list_paged, Cluster};
 use crate::core::budget::BudgetSpec;
 use crate::core::model::PdbInfo;
-use crate::error::Result;
+use crate::core::plan::Guard;
+use crate::error::{KubeResultExt, Result};
 
 /// PodDisruptionBudgets with the pods their selectors match.
 pub async fn list_pdbs(cluster: &Cluster) -> Result<Vec<PdbInfo>> {
@@ -52,6 +53,25 @@ pub async fn list_pdbs(cluster: &Cluster) -> Result<Vec<PdbInfo>> {
             expected_pods: st.expected_pods,
             pods,
         });
+    }
+    Ok(out)
+}
+
+/// `guards` as their PodDisruptionBudgets are now: each one's allowance
+/// when every pod is healthy, from what the disruption controller last
+/// counted (`expectedPods - desiredHealthy`). A budget that is gone guards
+/// nothing.
+pub async fn refresh_guards(cluster: &Cluster, guards: &[Guard]) -> Result<Vec<Guard>> {
+    let mut out = Vec::new();
+    for g in guards {
+        let (ns, name) = g.pdb.split_once('/').unwrap_or(("", &g.pdb));
+        let api: Api<PodDisruptionBudget> = Api::namespaced(cluster.client.clone(), ns);
+        let Some(p) = api.get_opt(name).await.op("get", "poddisruptionbudgets.policy", Some(ns))? else {
+            continue;
+        };
+        let st = p.status.unwrap_or_default();
+        let allowance = (st.expected_pods - st.desired_healthy).max(0);
+        out.push(Guard { allowance, scale: st.expected_pods, matched: st.expected_pods, ..g.clone() });
     }
     Ok(out)
 }

@@ -295,6 +295,44 @@ pub async fn list_workloads(cluster: &Cluster) -> Result<Vec<WorkloadInfo>> {
     Ok(out)
 }
 
+/// `owner` (a Deployment, StatefulSet or DaemonSet) as it is now; None
+/// when it is gone or of another kind. Its autoscaler is not read again.
+pub async fn read_workload(cluster: &Cluster, owner: &Owner) -> Result<Option<WorkloadInfo>> {
+    use crate::error::KubeResultExt;
+    let ns = owner.namespace.as_str();
+    let c = cluster.client.clone();
+    let what = format!("{}s.apps", owner.kind.as_str().to_lowercase());
+    let found = match owner.kind {
+        OwnerKind::Deployment => {
+            kube::Api::<Deployment>::namespaced(c, ns).get_opt(&owner.name).await.op("get", &what, Some(ns))?.map(|d| {
+                let spec = d.spec.as_ref();
+                let paused = spec.and_then(|s| s.paused).unwrap_or(false);
+                (spec.and_then(|s| s.replicas).unwrap_or(1), deployment_strategy(&d), paused)
+            })
+        }
+        OwnerKind::StatefulSet => kube::Api::<StatefulSet>::namespaced(c, ns)
+            .get_opt(&owner.name)
+            .await
+            .op("get", &what, Some(ns))?
+            .map(|d| (d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1), statefulset_strategy(&d), false)),
+        OwnerKind::DaemonSet => kube::Api::<DaemonSet>::namespaced(c, ns)
+            .get_opt(&owner.name)
+            .await
+            .op("get", &what, Some(ns))?
+            .map(|d| (d.status.as_ref().map_or(0, |s| s.desired_number_scheduled), daemonset_strategy(&d), false)),
+        _ => None,
+    };
+    Ok(found.map(|(replicas, strategy, paused)| WorkloadInfo {
+        owner: owner.clone(),
+        template_pins: PoolPins::default(),
+        replicas,
+        strategy,
+        paused,
+        autoscaler: None,
+        autoscalers_unread: Some("not read again when the lane started".into()),
+    }))
+}
+
 pub(crate) fn int_or_percent(v: Option<&IntOrString>) -> Option<IntOrPercent> {
     match v? {
         IntOrString::Int(i) => Some(IntOrPercent::Int(*i)),

@@ -12,9 +12,9 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::Ctx;
 use crate::cluster::events::{self, EventTarget};
-use crate::cluster::{budgets, evictions, movers};
+use crate::cluster::{budgets, evictions, movers, workloads};
 use crate::core::model::{Owner, OwnerKind};
-use crate::core::plan::{Move, MoveKind};
+use crate::core::plan::{self, Move, MoveKind};
 use crate::error::{Error, Result};
 
 /// A finished move and how it went, as lanes report them.
@@ -98,6 +98,27 @@ async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &CidrSet, target: &str) -> Resul
     match m.kind {
         MoveKind::Rollout => {
             let owner = m.owner.as_ref().ok_or_else(|| Error::Other("rollout without an owner".into()))?;
+            // Decided again from the workload and budgets as they are now:
+            // a rescale since the plan can make the rollout too wide.
+            let repaced;
+            let m = match workloads::read_workload(ctx.cluster, owner).await? {
+                Some(now) => {
+                    let guards = budgets::refresh_guards(ctx.cluster, &m.guards).await?;
+                    repaced = plan::repace(m, &now, guards, ctx.opts.strategy, ctx.opts.allow_downtime)
+                        .map_err(|why| Error::Other(format!("{} when its turn came: {why}", owner.display())))?;
+                    if repaced.kind != MoveKind::Rollout {
+                        ctx.printer.note(format!(
+                            "{}: now {} replica(s); {}",
+                            owner.display(),
+                            now.replicas,
+                            repaced.note.as_deref().unwrap_or("its pods are evicted")
+                        ));
+                        return evict_paced(ctx, &repaced, pairs(&repaced)).await;
+                    }
+                    &repaced
+                }
+                None => m,
+            };
             // A rollout already under way (an earlier, interrupted run's, or
             // anyone's) finishes first: a second restart on top of it can take
             // more pods down than either would alone (a Parallel StatefulSet

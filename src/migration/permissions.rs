@@ -76,13 +76,19 @@ pub(crate) fn permissions_needed(
         }
         match (m.kind, &m.owner) {
             (MoveKind::Rollout, Some(o)) => {
-                let res = match o.kind {
-                    OwnerKind::Deployment => "deployments",
-                    OwnerKind::StatefulSet => "statefulsets",
-                    _ => "daemonsets",
+                let (group, res) = match o.kind {
+                    OwnerKind::Deployment => ("apps", "deployments"),
+                    OwnerKind::StatefulSet => ("apps", "statefulsets"),
+                    OwnerKind::Rollout => ("argoproj.io", "rollouts"),
+                    _ => ("apps", "daemonsets"),
                 };
                 if seen.insert(("patch", res, ns.clone())) {
-                    needs.push(Need::new("patch", "apps", res, ns.as_deref()));
+                    needs.push(Need::new("patch", group, res, ns.as_deref()));
+                }
+                // Decided again when its lane starts, a rollout may become
+                // evictions (and leftovers after it are evicted).
+                if let Some(n) = ns.as_ref().filter(|n| seen.insert(("create", "pods/eviction", Some(n.to_string())))) {
+                    needs.push(Need::new("create", "", "pods", Some(n)).sub("eviction"));
                 }
             }
             (MoveKind::Evict | MoveKind::EvictForGood, _) | (MoveKind::Drain, _) => {

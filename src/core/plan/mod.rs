@@ -26,6 +26,7 @@ mod moves;
 mod new_pool;
 mod pacing;
 mod pairs;
+mod repace;
 mod target;
 
 use blockers::{node_coverage, pin_blockers};
@@ -34,6 +35,7 @@ pub use canary::canary_nodes;
 pub use estimate::Estimate;
 pub use moves::plan_moves;
 pub use pairs::{pair_as_recorded, pair_by_family, PoolPair};
+pub use repace::repace;
 use target::{check_capacity, check_target_against_cluster, resolve_target};
 
 /// How pods of controllers that support it are moved.

@@ -107,7 +107,10 @@ pub struct MigrateArgs {
     #[arg(long, value_enum, default_value_t = JobsArg::Wait)]
     pub jobs: JobsArg,
 
-    /// Also evict bare pods (no controller): they are gone for good.
+    /// Also evict bare pods (no controller: they are gone for good) and pods
+    /// of controllers this tool does not know (KubeVirt, Tekton, any custom
+    /// resource: not waited for); migrate a pool or Installation that Argo CD
+    /// or Flux syncs.
     #[arg(long)]
     pub force: bool,
 

@@ -5,6 +5,7 @@ pub mod budget;
 pub mod checks;
 pub mod cidr;
 pub mod findings;
+pub mod gitops;
 pub mod inventory;
 pub mod leaks;
 pub mod model;

@@ -85,6 +85,9 @@ pub struct Pool {
     pub managed_by: ManagedBy,
     /// metadata.deletionTimestamp is set (native v3 mode keeps a finalizer).
     pub terminating: bool,
+    /// The GitOps controller that syncs it, and the marker that says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops: Option<String>,
 }
 
 impl Pool {
@@ -105,6 +108,7 @@ impl Pool {
             assignment_mode: None,
             managed_by: ManagedBy::Manifest,
             terminating: false,
+            gitops: None,
         }
     }
 

@@ -22,11 +22,14 @@ pub(crate) struct Facts {
     pub(super) label_filter: Option<BTreeSet<String>>,
     /// IPReservation CIDRs (read once, by `run`), for the capacity check.
     pub(super) reservations: Vec<ipnet::IpNet>,
+    /// The GitOps controller syncing Installation `default`, if any.
+    pub(super) installation_gitops: Option<String>,
 }
 
 impl Facts {
     pub(super) async fn read(cluster: &Cluster, calico: Calico, opts: &MigrateOptions) -> Result<Facts> {
-        let (snap, workloads, pdbs, cni, labelled) = tokio::try_join!(
+        let operator = calico.operator;
+        let (snap, workloads, pdbs, cni, labelled, installation_gitops) = tokio::try_join!(
             Snapshot::read(cluster, calico),
             workloads::list_workloads(cluster),
             budgets::list_pdbs(cluster),
@@ -43,8 +46,14 @@ impl Facts {
                     None => Ok(None),
                 }
             },
+            async {
+                Ok(match operator {
+                    true => crate::cluster::calico::installation_gitops(cluster).await,
+                    false => None,
+                })
+            },
         )?;
-        Ok(Facts { snap, workloads, pdbs, cni, label_filter: labelled, reservations: vec![] })
+        Ok(Facts { snap, workloads, pdbs, cni, label_filter: labelled, reservations: vec![], installation_gitops })
     }
 
     pub(super) fn plan_input<'a>(&'a self, opts: &'a MigrateOptions, operator: bool) -> PlanInput<'a> {
@@ -71,6 +80,7 @@ impl Facts {
             surge: opts.surge,
             allow_downtime: opts.allow_downtime,
             reservations: &self.reservations,
+            installation_gitops: self.installation_gitops.clone(),
         }
     }
 }

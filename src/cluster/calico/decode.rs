@@ -73,6 +73,7 @@ pub fn pool_from_object(o: &DynamicObject) -> Result<Pool, String> {
     let managed = v3_labels(o).get(LABEL_MANAGED_BY).map(String::as_str) == Some(OPERATOR_MANAGER);
     pool.managed_by = if managed { ManagedBy::Operator } else { ManagedBy::Manifest };
     pool.terminating = o.metadata.deletion_timestamp.is_some();
+    pool.gitops = gitops_of(o);
     Ok(pool)
 }
 
@@ -93,6 +94,14 @@ pub fn v3_labels(o: &DynamicObject) -> BTreeMap<String, String> {
         }
     }
     labels
+}
+
+/// The GitOps controller syncing `o`, from its labels (v3's too),
+/// annotations and field managers.
+pub fn gitops_of(o: &DynamicObject) -> Option<String> {
+    let managers: Vec<String> = o.metadata.managed_fields.iter().flatten().filter_map(|f| f.manager.clone()).collect();
+    let annotations = o.metadata.annotations.clone().unwrap_or_default();
+    crate::core::gitops::gitops_manager(&v3_labels(o), &annotations, &managers)
 }
 
 /// The address at `ordinal` within `net`.

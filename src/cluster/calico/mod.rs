@@ -268,6 +268,13 @@ pub fn installation_api(cluster: &Cluster) -> Api<DynamicObject> {
     Api::all_with(cluster.client.clone(), &ar)
 }
 
+/// The GitOps controller syncing Installation `default`, if any (unknown
+/// counts as none).
+pub async fn installation_gitops(cluster: &Cluster) -> Option<String> {
+    let inst = installation_api(cluster).get_opt("default").await.ok().flatten()?;
+    decode::gitops_of(&inst)
+}
+
 /// Whether a Helm release owns Installation `default` (then a `helm upgrade`
 /// would put back whatever the chart's values say). Unknown counts as no.
 pub async fn installation_is_helm_managed(cluster: &Cluster) -> bool {

@@ -127,6 +127,26 @@ mod tests {
     use crate::core::plan::fixtures::*;
     use crate::core::plan::make_plan;
 
+    /// A pool or Installation a GitOps controller syncs blocks unless --force.
+    #[test]
+    fn gitops_managed_pool_or_installation_blocks_unless_forced() {
+        let mut pools = seed_pools();
+        pools[0].gitops = Some("Flux (label kustomize.toolkit.fluxcd.io/name=infra)".into());
+        let w = world(pools, seed_pods());
+        let mut i = input(&w, cidr("10.0.0.0/16"));
+        i.force = false;
+        let b = make_plan(&i).unwrap().blockers;
+        assert!(b.iter().any(|b| b.starts_with("IPPool default-ipv4-ippool is managed by Flux")), "{b:?}");
+        let w = world(seed_pools(), vec![]);
+        let mut i = input(&w, cidr("10.0.0.0/16"));
+        i.operator = true;
+        i.installation_gitops = Some("Argo CD (field manager argocd-controller)".into());
+        let b = make_plan(&i).unwrap().blockers;
+        assert!(b.iter().any(|b| b.contains("Installation default is managed by Argo CD")), "{b:?}");
+        i.force = true;
+        assert!(make_plan(&i).unwrap().blockers.is_empty());
+    }
+
     #[test]
     fn the_fix_hint_names_the_annotation_of_the_old_pools_family() {
         let mut pools = seed_pools();

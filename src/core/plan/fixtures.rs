@@ -98,6 +98,7 @@ pub(crate) fn input<'a>(w: &'a World, to: TargetRequest) -> PlanInput<'a> {
         surge: false,
         allow_downtime: false,
         reservations: &[],
+        installation_gitops: None,
     }
 }
 

@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use super::cidr::within;
+use super::gitops::gitops_blocker;
 use super::inventory::Inventory;
 use super::model::{ClusterNetworks, CniPools, EncapMode, NamespaceInfo, NodeInfo, Owner, PdbInfo, Pool, WorkloadInfo};
 
@@ -228,6 +229,8 @@ pub struct PlanInput<'a> {
     pub allow_downtime: bool,
     /// CIDRs of IPReservations: the part inside the target is not usable.
     pub reservations: &'a [ipnet::IpNet],
+    /// The GitOps controller syncing Installation `default` (operator installs).
+    pub installation_gitops: Option<String>,
 }
 
 /// The plan `--dry-run` prints and `migrate` executes.
@@ -362,6 +365,9 @@ pub fn make_plan(input: &PlanInput) -> Result<Plan, Vec<String>> {
     for (pi, (from_idx, pair)) in requests.iter().zip(&pairs) {
         let (from, to) = (&pair.from, &pair.to);
         blockers.extend(pin_blockers(pi, from));
+        if let Some(manager) = from.gitops.as_deref().filter(|_| !input.force) {
+            blockers.push(gitops_blocker(&format!("IPPool {}", from.name), manager));
+        }
         if let Some(cni) = &input.cni_pools {
             if cni.pools.iter().any(|p| p == &from.name || p == &from.cidr.to_string()) {
                 blockers.push(format!(
@@ -395,6 +401,9 @@ pub fn make_plan(input: &PlanInput) -> Result<Plan, Vec<String>> {
             }
             Err(why) => blockers.push(why),
         }
+    }
+    if let Some(manager) = input.installation_gitops.as_deref().filter(|_| input.operator && !input.force) {
+        blockers.push(gitops_blocker("Installation default", manager));
     }
     let targets: Vec<&Pool> = pairs.iter().map(|(_, p)| &p.to).collect();
     warnings.extend(collisions::unknown_service_range(input.networks, &targets));

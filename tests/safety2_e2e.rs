@@ -366,15 +366,7 @@ fn migration_keeps_services_and_budgets(c: &TestCluster) {
 
     let w = BlockingBudgetWatch::start(c, &["s2"]);
     let watching = std::time::Instant::now();
-    let out = c.dir().join("migrate.out");
-    let err = c.dir().join("migrate.err");
-    let mut run = std::process::Command::new(assert_cmd::cargo::cargo_bin("kubectl-ippool"))
-        .env("KUBECONFIG", &c.kubeconfig)
-        .args(["migrate", "--from", OLD, "--to", "10.0.0.0/16", "-n", "s2", "--max-parallel", "1", "--yes"])
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
+    let run = Background::migrate(c, &["-n", "s2", "--max-parallel", "1"]);
     // `slow` goes first (most rounds): once one of its pods has moved, the
     // plan is made and `grow`'s lane has not started.
     c.wait_until("a pod of slow on the new pool", Duration::from_secs(180), || {
@@ -389,9 +381,8 @@ fn migration_keeps_services_and_budgets(c: &TestCluster) {
     // The watch's clock started a moment before `watching`; grow's lane
     // starts seconds later, after every round of `slow`.
     let grown = watching.elapsed() + Duration::from_secs(1);
-    let status = run.wait().unwrap();
+    let (status, out, err) = run.finish();
     let report = w.stop();
-    let (out, err) = (std::fs::read_to_string(out).unwrap(), std::fs::read_to_string(err).unwrap());
     let zero: Vec<_> = report.services_at_zero.iter().filter(|s| s.service == "s2/legacy").collect();
     assert!(zero.is_empty(), "Service s2/legacy went to zero during the migration:\n{report}");
     let late: Vec<_> = report.violations_for("s2/grow").into_iter().filter(|v| v.at > grown).collect();
@@ -400,6 +391,57 @@ fn migration_keeps_services_and_budgets(c: &TestCluster) {
     assert!(err.contains("Deployment s2/grow: now 12 replica(s)"), "{err}");
     let ips = c.kubectl_ok(&["get", "pods", "-n", "s2", "-o", "jsonpath={.items[*].status.podIP}"]);
     assert!(ips.split_whitespace().all(|ip| common::in_cidr(ip, "10.0.0.0/16")), "{ips}");
+}
+
+/// `migrate --from OLD --to 10.0.0.0/16 --yes <extra>` running in the
+/// background, its output going to files in the cluster's directory.
+struct Background {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+    err: std::path::PathBuf,
+}
+
+impl Background {
+    fn migrate(c: &TestCluster, extra: &[&str]) -> Background {
+        let (out, err) = (c.dir().join("migrate.out"), c.dir().join("migrate.err"));
+        let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kubectl-ippool"))
+            .env("KUBECONFIG", &c.kubeconfig)
+            .args(["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--yes"])
+            .args(extra)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        Background { child, out, err }
+    }
+
+    /// Wait for it: its exit status, stdout and stderr.
+    fn finish(mut self) -> (std::process::ExitStatus, String, String) {
+        let status = self.child.wait().unwrap();
+        (status, std::fs::read_to_string(&self.out).unwrap(), std::fs::read_to_string(&self.err).unwrap())
+    }
+}
+
+/// Item 3, carried out: the Argo Rollout's move sets spec.restartAt and
+/// waits until its pods have left the old pool. kubesim runs no Rollouts
+/// controller, so the test plays it: once restartAt is set, it evicts the
+/// pods created before it, and their ReplicaSet re-creates them.
+fn argo_rollout_restarts(c: &TestCluster) {
+    let run = Background::migrate(c, &["-n", "s2-x", "-l", "app=canary"]);
+    c.wait_until("spec.restartAt on Rollout s2-x/canary", Duration::from_secs(180), || {
+        json(c, &["get", "rollouts.argoproj.io", "canary", "-n", "s2-x"])["spec"]["restartAt"].is_string()
+    });
+    for pod in c.kubectl_ok(&["get", "pods", "-n", "s2-x", "-l", "app=canary", "-o", "name"]).split_whitespace() {
+        c.kubectl_ok(&["delete", "-n", "s2-x", pod, "--wait=false"]);
+    }
+    let (status, out, err) = run.finish();
+    assert!(status.success(), "{out}\n{err}\n{}", c.log_tail());
+    let ips =
+        c.kubectl_ok(&["get", "pods", "-n", "s2-x", "-l", "app=canary", "-o", "jsonpath={.items[*].status.podIP}"]);
+    assert_eq!(ips.split_whitespace().count(), 2, "{ips}");
+    assert!(ips.split_whitespace().all(|ip| common::in_cidr(ip, "10.0.0.0/16")), "{ips}");
+    let rollout = json(c, &["get", "rollouts.argoproj.io", "canary", "-n", "s2-x"]);
+    assert!(rollout["metadata"]["annotations"]["ippool.kubectl.io/migrated"].is_string(), "{rollout:#}");
 }
 
 /// Item 5: a pool synced by Argo CD or Flux is named and refused without --force.
@@ -438,6 +480,7 @@ fn safety_second_round_on_one_cluster() {
         ("items 13, 14: limited user", limited_user),
         ("item 5: GitOps-managed pool blocks", gitops_pool_blocks),
         ("items 2, 4: migration keeps Services and budgets", migration_keeps_services_and_budgets),
+        ("item 3: an Argo Rollout restarts through spec.restartAt", argo_rollout_restarts),
     ];
     let mut failed = Vec::new();
     for (name, check) in checks {

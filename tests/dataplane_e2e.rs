@@ -1,0 +1,226 @@
+//! End-to-end tests on `kubesim --dataplane`: real network namespaces, block
+//! routes, serving pods and kube-proxy (nftables) per node. "No outage" is
+//! measured by traffic (tests/common/traffic.rs), not by ready counts.
+//!
+//! Run: `cargo test --test dataplane_e2e -- --test-threads=1` (root, `nft`).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::traffic::TrafficMonitor;
+use common::{json, kubesim_bin, TestCluster};
+
+const OLD: &str = "default-ipv4-ippool";
+
+/// A Service in front of three agnhost netexec pods (ready on a real HTTP
+/// probe, 3 s to start, 2 s preStop sleep, a PDB of maxUnavailable 1), and a
+/// hostNetwork netexec pod on port 8081: a server that never moves.
+const WORKLOAD: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: traffic, labels: {pod-security.kubernetes.io/enforce: privileged}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo, namespace: traffic}
+spec:
+  replicas: 3
+  strategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: 0, maxSurge: 1}}
+  selector: {matchLabels: {app: echo}}
+  template:
+    metadata:
+      labels: {app: echo}
+      annotations: {kubesim.io/ready-after: 3s}
+    spec:
+      terminationGracePeriodSeconds: 30
+      containers:
+      - name: netexec
+        image: registry.k8s.io/e2e-test-images/agnhost:2.53
+        args: [netexec, --http-port=8080]
+        ports: [{containerPort: 8080}]
+        readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1}
+        lifecycle: {preStop: {sleep: {seconds: 2}}}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: echo, namespace: traffic}
+spec: {maxUnavailable: 1, selector: {matchLabels: {app: echo}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: traffic}
+spec:
+  selector: {app: echo}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: host-echo, namespace: traffic}
+spec:
+  hostNetwork: true
+  nodeName: kubesim-node-0
+  containers:
+  - name: netexec
+    image: registry.k8s.io/e2e-test-images/agnhost:2.53
+    args: [netexec, --http-port=8081]
+    ports: [{containerPort: 8081}]
+"#;
+
+fn start_with_workload() -> (TestCluster, String, String) {
+    let c = TestCluster::start(&["--scenario", "seed", "--dataplane"]);
+    let path = c.dir().join("traffic.yaml");
+    std::fs::write(&path, WORKLOAD).unwrap();
+    c.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+    c.kubectl_ok(&["-n", "traffic", "rollout", "status", "deploy/echo", "--timeout=120s"]);
+    c.wait_until("host-echo ready", Duration::from_secs(60), || {
+        let p = json(&c, &["-n", "traffic", "get", "pod", "host-echo"]);
+        p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|x| x["type"] == "Ready" && x["status"] == "True"))
+    });
+    let svc = json(&c, &["-n", "traffic", "get", "svc", "echo"]);
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let host = json(&c, &["-n", "traffic", "get", "pod", "host-echo"]);
+    let host_ip = host["status"]["podIP"].as_str().unwrap().to_string();
+    (c, format!("{cluster_ip}:80/hostname"), format!("{host_ip}:8081"))
+}
+
+/// Waits until the Service answers from every node (kube-proxy has its rules).
+fn wait_service_answers(c: &TestCluster, target: &str) {
+    let start = Instant::now();
+    loop {
+        let m = TrafficMonitor::start(c, &[("echo", target)], &[]);
+        std::thread::sleep(Duration::from_millis(600));
+        let r = m.stop();
+        if r.requests() > 0 && r.failed_requests() == 0 {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "Service never answered from every node:\n{}\n{}", r.summary(), c.log_tail());
+    }
+}
+
+#[test]
+fn seed_migration_under_traffic_fails_no_request_and_breaks_no_connection() {
+    let (c, target, host_echo) = start_with_workload();
+    wait_service_answers(&c, &target);
+    let monitor = TrafficMonitor::start(&c, &[("traffic/echo", &target)], &[&host_echo]);
+    std::thread::sleep(Duration::from_secs(2));
+    let out = c
+        .ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force", "--yes", "--timeout", "5m"])
+        .output()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let report = monitor.stop();
+    eprintln!("{}", report.summary());
+    assert!(
+        out.status.success(),
+        "migrate failed:\n{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        c.log_tail()
+    );
+    let pods = json(&c, &["-n", "traffic", "get", "pods", "-l", "app=echo"]);
+    for p in pods["items"].as_array().unwrap() {
+        let ip = p["status"]["podIP"].as_str().unwrap_or_default();
+        assert!(common::in_cidr(ip, "10.0.0.0/16"), "echo pod not moved: {ip}");
+    }
+    assert!(report.requests() > 100, "too few samples:\n{}", report.summary());
+    assert_eq!(report.failed_requests(), 0, "requests failed during the migration:\n{}", report.summary());
+    assert!(!report.long_lived.is_empty());
+    assert_eq!(report.broken_connections(), 0, "long-lived connections broke:\n{}", report.summary());
+    let echo = &report.targets[0];
+    assert!(echo.backends.len() >= 6, "answers came from old and new pods: {:?}", echo.backends);
+}
+
+/// Negative control: deleting all of a Service's pods at once (no PDB, no
+/// rollout) leaves it without a serving endpoint while the replacements start,
+/// and the monitor must see it.
+#[test]
+fn deleting_a_services_pods_is_seen_as_failed_requests() {
+    let (c, target, _) = start_with_workload();
+    wait_service_answers(&c, &target);
+    let monitor = TrafficMonitor::start(&c, &[("traffic/echo", &target)], &[]);
+    std::thread::sleep(Duration::from_secs(1));
+    c.kubectl_ok(&["-n", "traffic", "delete", "pods", "-l", "app=echo", "--wait=false"]);
+    c.kubectl_ok(&["-n", "traffic", "rollout", "status", "deploy/echo", "--timeout=120s"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let report = monitor.stop();
+    eprintln!("{}", report.summary());
+    assert!(report.failed_requests() > 0, "the monitor missed an outage:\n{}", report.summary());
+    assert!(report.targets[0].longest_gap_ms >= 500, "{}", report.summary());
+}
+
+fn dataplane_namespaces(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+fn prefix_of(dir: &std::path::Path) -> String {
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("dataplane.json")).unwrap()).unwrap();
+    info["prefix"].as_str().unwrap().to_string()
+}
+
+fn spawn_kubesim(dir: &std::path::Path) -> std::process::Child {
+    let log = std::fs::File::create(dir.join("kubesim.log")).unwrap();
+    Command::new(kubesim_bin("kubesim"))
+        .args(["--scenario", "small", "--nodes", "2", "--dataplane", "--exit-with-parent", "--dir"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn wait_file(dir: &std::path::Path, name: &str) {
+    let start = Instant::now();
+    while !dir.join(name).exists() {
+        assert!(start.elapsed() < Duration::from_secs(240), "no {name}: {}", std::fs::read_to_string(dir.join("kubesim.log")).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every namespace goes on a clean stop; after a SIGKILL, the next start and
+/// `kubesim sweep` (what scripts/cluster-down.sh runs) remove the leftovers.
+#[test]
+fn no_namespace_is_left_behind() {
+    let dir = tempfile::Builder::new().prefix("kubesim-dp-").tempdir().unwrap();
+    // Clean stop.
+    let mut child = spawn_kubesim(dir.path());
+    wait_file(dir.path(), "ready");
+    let prefix = prefix_of(dir.path());
+    let running = dataplane_namespaces(&prefix);
+    assert!(running.len() >= 4, "underlay, 2 nodes and pods expected: {running:?}");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    child.wait().unwrap();
+    assert_eq!(dataplane_namespaces(&prefix), Vec::<String>::new(), "left behind after SIGTERM");
+
+    // SIGKILL: the namespaces stay; the next start sweeps them.
+    let _ = std::fs::remove_file(dir.path().join("ready"));
+    let mut child = spawn_kubesim(dir.path());
+    wait_file(dir.path(), "ready");
+    let before_kill = dataplane_namespaces(&prefix);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = dataplane_namespaces(&prefix);
+    assert!(!left.is_empty(), "a SIGKILL cannot clean up; expected leftovers");
+    let _ = std::fs::remove_file(dir.path().join("ready"));
+    let mut child = spawn_kubesim(dir.path());
+    wait_file(dir.path(), "ready");
+    let now = dataplane_namespaces(&prefix);
+    let stale: Vec<_> = before_kill.iter().filter(|n| n.contains("pod-") && now.contains(n)).collect();
+    assert!(stale.is_empty(), "pod namespaces of the killed run survived the next start: {stale:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // ... and `kubesim sweep` (scripts/cluster-down.sh) removes them.
+    assert!(!dataplane_namespaces(&prefix).is_empty());
+    let st = Command::new(kubesim_bin("kubesim")).args(["sweep", "--dir"]).arg(dir.path()).status().unwrap();
+    assert!(st.success());
+    assert_eq!(dataplane_namespaces(&prefix), Vec::<String>::new(), "left behind after sweep");
+}

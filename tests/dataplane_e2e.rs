@@ -76,7 +76,9 @@ fn start_with_workload() -> (TestCluster, String, String) {
     c.kubectl_ok(&["-n", "traffic", "rollout", "status", "deploy/echo", "--timeout=120s"]);
     c.wait_until("host-echo ready", Duration::from_secs(60), || {
         let p = json(&c, &["-n", "traffic", "get", "pod", "host-echo"]);
-        p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|x| x["type"] == "Ready" && x["status"] == "True"))
+        p["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|x| x["type"] == "Ready" && x["status"] == "True"))
     });
     let svc = json(&c, &["-n", "traffic", "get", "svc", "echo"]);
     let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
@@ -95,7 +97,12 @@ fn wait_service_answers(c: &TestCluster, target: &str) {
         if r.requests() > 0 && r.failed_requests() == 0 {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "Service never answered from every node:\n{}\n{}", r.summary(), c.log_tail());
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "Service never answered from every node:\n{}\n{}",
+            r.summary(),
+            c.log_tail()
+        );
     }
 }
 
@@ -103,10 +110,23 @@ fn wait_service_answers(c: &TestCluster, target: &str) {
 fn seed_migration_under_traffic_fails_no_request_and_breaks_no_connection() {
     let (c, target, host_echo) = start_with_workload();
     wait_service_answers(&c, &target);
+    c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
     let monitor = TrafficMonitor::start(&c, &[("traffic/echo", &target)], &[&host_echo]);
     std::thread::sleep(Duration::from_secs(2));
     let out = c
-        .ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force", "--yes", "--timeout", "5m"])
+        .ippool(&[
+            "migrate",
+            "--from",
+            OLD,
+            "--to",
+            "10.0.0.0/16",
+            "--force",
+            "--yes",
+            "--jobs",
+            "evict",
+            "--timeout",
+            "5m",
+        ])
         .output()
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
@@ -180,7 +200,11 @@ fn spawn_kubesim(dir: &std::path::Path) -> std::process::Child {
 fn wait_file(dir: &std::path::Path, name: &str) {
     let start = Instant::now();
     while !dir.join(name).exists() {
-        assert!(start.elapsed() < Duration::from_secs(240), "no {name}: {}", std::fs::read_to_string(dir.join("kubesim.log")).unwrap_or_default());
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "no {name}: {}",
+            std::fs::read_to_string(dir.join("kubesim.log")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

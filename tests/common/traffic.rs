@@ -97,7 +97,12 @@ impl TrafficMonitor {
         for addr in long_lived {
             cmd.arg("--long-lived").arg(addr);
         }
-        let child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn kubesim monitor");
+        let child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn kubesim monitor");
         TrafficMonitor { child: Some(child) }
     }
 

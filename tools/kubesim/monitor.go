@@ -104,6 +104,7 @@ func runMonitor(args []string) int {
 	}
 	m := &monitor{start: time.Now(), interval: *interval, timeout: *timeout, report: &monitorReport{Failures: []sampleFailure{}, LongLived: []longLivedReport{}}}
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	var wg sync.WaitGroup
 	for _, n := range nodes {
 		m.report.Nodes = append(m.report.Nodes, n.name)
@@ -282,4 +283,3 @@ func contains(s []string, v string) bool {
 	}
 	return false
 }
-

@@ -348,7 +348,11 @@ func run(f *flags) error {
 		if err != nil {
 			return err
 		}
-		defer dp.Close()
+		defer func() {
+			n, mean := dp.Stats()
+			logf("dataplane: wired %d pod namespaces, %.1f ms each on average; removing every namespace", n, float64(mean.Microseconds())/1000)
+			dp.Close()
+		}()
 	}
 	if err := ag.createNodes(ctx); err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -46,6 +47,19 @@ type Plane struct {
 	routes   map[string]map[string]string // node -> block CIDR -> via
 	routesMu sync.Mutex
 	closed   bool
+	// set-up cost of the pods' namespaces: how many, and the total time spent wiring them
+	podsWired int
+	wireTime  time.Duration
+}
+
+// Stats returns how many pod namespaces were wired and the mean time each took.
+func (p *Plane) Stats() (int, time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.podsWired == 0 {
+		return 0, 0
+	}
+	return p.podsWired, p.wireTime / time.Duration(p.podsWired)
 }
 
 // New sweeps what an earlier run with the same prefix left behind, then builds the underlay

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -63,6 +64,7 @@ func (p *Plane) AddPod(node, key string, ips []string) (*Pod, error) {
 	}
 	p.mu.Unlock()
 	pod := &Pod{Key: key, Node: node, Netns: p.Prefix + "pod-" + sanitize(key), IPs: ips, hostVeth: HostVethName(key)}
+	started := time.Now()
 	ok := false
 	defer func() {
 		if !ok {
@@ -133,6 +135,8 @@ func (p *Plane) AddPod(node, key string, ips []string) (*Pod, error) {
 		return nil, fmt.Errorf("dataplane stopped")
 	}
 	p.pods[key] = pod
+	p.podsWired++
+	p.wireTime += time.Since(started)
 	p.mu.Unlock()
 	ok = true
 	return pod, nil

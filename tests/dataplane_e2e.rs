@@ -52,6 +52,7 @@ apiVersion: v1
 kind: Service
 metadata: {name: echo, namespace: traffic}
 spec:
+  ipFamilyPolicy: PreferDualStack
   selector: {app: echo}
   ports: [{port: 80, targetPort: 8080}]
 ---
@@ -68,8 +69,10 @@ spec:
     ports: [{containerPort: 8081}]
 "#;
 
-fn start_with_workload() -> (TestCluster, String, String) {
-    let c = TestCluster::start(&["--scenario", "seed", "--dataplane"]);
+/// The cluster with WORKLOAD running; the Service's targets ("IP:80/hostname",
+/// one per family) and the hostNetwork server's addresses.
+fn start_with_workload(args: &[&str]) -> (TestCluster, Vec<String>, Vec<String>) {
+    let c = TestCluster::start(args);
     let path = c.dir().join("traffic.yaml");
     std::fs::write(&path, WORKLOAD).unwrap();
     c.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
@@ -81,10 +84,63 @@ fn start_with_workload() -> (TestCluster, String, String) {
             .is_some_and(|cs| cs.iter().any(|x| x["type"] == "Ready" && x["status"] == "True"))
     });
     let svc = json(&c, &["-n", "traffic", "get", "svc", "echo"]);
-    let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let targets =
+        svc["spec"]["clusterIPs"].as_array().unwrap().iter().map(|ip| format!("{}:80/hostname", bracket(ip))).collect();
     let host = json(&c, &["-n", "traffic", "get", "pod", "host-echo"]);
-    let host_ip = host["status"]["podIP"].as_str().unwrap().to_string();
-    (c, format!("{cluster_ip}:80/hostname"), format!("{host_ip}:8081"))
+    let hosts =
+        host["status"]["podIPs"].as_array().unwrap().iter().map(|ip| format!("{}:8081", bracket(&ip["ip"]))).collect();
+    (c, targets, hosts)
+}
+
+fn bracket(ip: &serde_json::Value) -> String {
+    let ip = ip.as_str().unwrap();
+    if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    }
+}
+
+/// Runs `migrate` with `args` under traffic to every family of the Service
+/// and long-lived connections to the hostNetwork server; asserts 0 failed
+/// requests, 0 broken connections, and answers from old and new pods.
+fn migrate_under_traffic(c: &TestCluster, targets: &[String], hosts: &[String], args: &[&str]) {
+    for t in targets {
+        wait_service_answers(c, t);
+    }
+    let named: Vec<(String, &str)> = targets.iter().map(|t| (format!("traffic/echo {t}"), t.as_str())).collect();
+    let named: Vec<(&str, &str)> = named.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    let monitor = TrafficMonitor::start(c, &named, &hosts);
+    std::thread::sleep(Duration::from_secs(2));
+    let mut a = vec!["migrate"];
+    a.extend_from_slice(args);
+    a.extend(["--force", "--yes", "--jobs", "evict", "--timeout", "5m"]);
+    let out = c.ippool(&a).output().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let report = monitor.stop();
+    eprintln!("{}", report.summary());
+    assert!(
+        out.status.success(),
+        "migrate failed:\n{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        c.log_tail()
+    );
+    assert!(report.requests() > 100 * targets.len() as u64, "too few samples:\n{}", report.summary());
+    assert_eq!(report.failed_requests(), 0, "requests failed during the migration:\n{}", report.summary());
+    assert_eq!(report.long_lived.len(), hosts.len() * report.nodes.len());
+    assert_eq!(report.broken_connections(), 0, "long-lived connections broke:\n{}", report.summary());
+    for t in &report.targets {
+        assert!(t.backends.len() >= 6, "{} answered from old and new pods: {:?}", t.name, t.backends);
+    }
+}
+
+/// Block routes of one node's namespace ("CIDR via GW").
+fn node_routes(c: &TestCluster, node: usize, family: &str) -> Vec<String> {
+    let ns = format!("{}node{node}", prefix_of(c.dir()));
+    let out = Command::new("ip").args(["netns", "exec", &ns, "ip", family, "-o", "route"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(" via ")).map(str::to_string).collect()
 }
 
 /// Waits until the Service answers from every node (kube-proxy has its rules).
@@ -108,48 +164,41 @@ fn wait_service_answers(c: &TestCluster, target: &str) {
 
 #[test]
 fn seed_migration_under_traffic_fails_no_request_and_breaks_no_connection() {
-    let (c, target, host_echo) = start_with_workload();
-    wait_service_answers(&c, &target);
+    let (c, targets, hosts) = start_with_workload(&["--scenario", "seed", "--dataplane"]);
+    let before = node_routes(&c, 0, "-4");
+    assert!(before.iter().any(|r| r.starts_with("192.168.")), "no block routes before: {before:?}");
     c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
-    let monitor = TrafficMonitor::start(&c, &[("traffic/echo", &target)], &[&host_echo]);
-    std::thread::sleep(Duration::from_secs(2));
-    let out = c
-        .ippool(&[
-            "migrate",
-            "--from",
-            OLD,
-            "--to",
-            "10.0.0.0/16",
-            "--force",
-            "--yes",
-            "--jobs",
-            "evict",
-            "--timeout",
-            "5m",
-        ])
-        .output()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    let report = monitor.stop();
-    eprintln!("{}", report.summary());
-    assert!(
-        out.status.success(),
-        "migrate failed:\n{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        c.log_tail()
-    );
+    migrate_under_traffic(&c, &targets, &hosts, &["--from", OLD, "--to", "10.0.0.0/16"]);
     let pods = json(&c, &["-n", "traffic", "get", "pods", "-l", "app=echo"]);
     for p in pods["items"].as_array().unwrap() {
         let ip = p["status"]["podIP"].as_str().unwrap_or_default();
         assert!(common::in_cidr(ip, "10.0.0.0/16"), "echo pod not moved: {ip}");
     }
-    assert!(report.requests() > 100, "too few samples:\n{}", report.summary());
-    assert_eq!(report.failed_requests(), 0, "requests failed during the migration:\n{}", report.summary());
-    assert!(!report.long_lived.is_empty());
-    assert_eq!(report.broken_connections(), 0, "long-lived connections broke:\n{}", report.summary());
-    let echo = &report.targets[0];
-    assert!(echo.backends.len() >= 6, "answers came from old and new pods: {:?}", echo.backends);
+    // The old pool's blocks were released with the pool: their routes went with them.
+    c.wait_until("old block routes gone, new ones present", Duration::from_secs(30), || {
+        let r = node_routes(&c, 0, "-4");
+        !r.iter().any(|r| r.starts_with("192.168.")) && r.iter().any(|r| r.starts_with("10.0."))
+    });
+}
+
+/// Both families of a dual-stack cluster at once, under traffic to both
+/// ClusterIPs and long-lived connections over IPv4 and IPv6.
+#[test]
+fn dual_stack_migration_under_traffic_fails_no_request() {
+    let (c, targets, hosts) = start_with_workload(&["--scenario", "small", "--ip-family", "dual", "--dataplane"]);
+    assert_eq!(targets.len(), 2, "{targets:?}");
+    assert!(node_routes(&c, 0, "-6").iter().any(|r| r.starts_with("fd00:10:")));
+    let args = [
+        "--from",
+        "default-ipv4-ippool",
+        "--to",
+        "10.0.0.0/16",
+        "--from",
+        "default-ipv6-ippool",
+        "--to",
+        "fd00:10:20::/112",
+    ];
+    migrate_under_traffic(&c, &targets, &hosts, &args);
 }
 
 /// Negative control: deleting all of a Service's pods at once (no PDB, no
@@ -157,9 +206,10 @@ fn seed_migration_under_traffic_fails_no_request_and_breaks_no_connection() {
 /// and the monitor must see it.
 #[test]
 fn deleting_a_services_pods_is_seen_as_failed_requests() {
-    let (c, target, _) = start_with_workload();
-    wait_service_answers(&c, &target);
-    let monitor = TrafficMonitor::start(&c, &[("traffic/echo", &target)], &[]);
+    let (c, targets, _) = start_with_workload(&["--scenario", "seed", "--dataplane"]);
+    let target = &targets[0];
+    wait_service_answers(&c, target);
+    let monitor = TrafficMonitor::start(&c, &[("traffic/echo", target)], &[]);
     std::thread::sleep(Duration::from_secs(1));
     c.kubectl_ok(&["-n", "traffic", "delete", "pods", "-l", "app=echo", "--wait=false"]);
     c.kubectl_ok(&["-n", "traffic", "rollout", "status", "deploy/echo", "--timeout=120s"]);

@@ -8,6 +8,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -52,6 +54,12 @@ type dpState struct {
 // setupDataplane builds the namespaces, then follows block affinities with routes and starts a
 // kube-proxy per node. Node addresses must already be the dataplane's (useDataplaneAddresses).
 func setupDataplane(ctx context.Context, a *agent, dir, kubeconfig string, apiPort int, verbose bool) (*dataplane.Plane, error) {
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("--dataplane creates network namespaces and needs root; run kubesim as root or without --dataplane")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return nil, fmt.Errorf("--dataplane starts kube-proxy with `ip netns exec`, and ip (iproute2) is not on PATH: %w", err)
+	}
 	start := time.Now()
 	dp, err := dataplane.New(dataplane.Prefix(dir), a.nodes, a.fam.v4, a.fam.v6)
 	if err != nil {

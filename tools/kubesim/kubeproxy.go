@@ -69,20 +69,7 @@ func startKubeProxies(ctx context.Context, dp *dataplane.Plane, dir, kubeconfig 
 		if err != nil {
 			return fmt.Errorf("kube-proxy for %s: %w", n.Name, err)
 		}
-		go func(name string, cmd *exec.Cmd) {
-			for {
-				err := cmd.Wait()
-				if ctx.Err() != nil {
-					return
-				}
-				logf("kube-proxy for %s exited (%v), restarting it", name, err)
-				time.Sleep(time.Second)
-				if cmd, err = start(); err != nil {
-					logf("kube-proxy for %s: %v", name, err)
-					return
-				}
-			}
-		}(n.Name, cmd)
+		go restartOnExit(ctx, "kube-proxy for "+n.Name, cmd, start)
 	}
 	logf("kube-proxy (nftables mode) running in %d node namespaces (logs: %s)", len(dp.Nodes()), filepath.Join(dir, "kube-proxy-NODE.log"))
 	return nil

@@ -220,6 +220,27 @@ fn deleting_a_services_pods_is_seen_as_failed_requests() {
     assert!(report.targets[0].longest_gap_ms >= 500, "{}", report.summary());
 }
 
+/// Negative control of the routes: block affinities deleted while pods still
+/// use the blocks take the blocks' routes away (as when a pool is deleted too
+/// early), and traffic between nodes breaks.
+#[test]
+fn deleting_block_affinities_under_running_pods_is_seen_as_failures() {
+    let (c, targets, _) = start_with_workload(&["--scenario", "seed", "--dataplane"]);
+    let target = &targets[0];
+    wait_service_answers(&c, target);
+    let pod = json(&c, &["-n", "traffic", "get", "pods", "-l", "app=echo"])["items"][0].clone();
+    let pod_addr = format!("{}:8080", pod["status"]["podIP"].as_str().unwrap());
+    let monitor = TrafficMonitor::start(&c, &[("traffic/echo", target)], &[&pod_addr]);
+    std::thread::sleep(Duration::from_secs(1));
+    c.kubectl_ok(&["delete", "blockaffinities.crd.projectcalico.org", "--all"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let report = monitor.stop();
+    eprintln!("{}", report.summary());
+    assert!(report.failed_requests() > 0, "the monitor missed unrouted blocks:\n{}", report.summary());
+    assert_eq!(report.broken_connections(), 2, "the two other nodes lose the pod:\n{}", report.summary());
+    assert!(node_routes(&c, 0, "-4").is_empty(), "routes left: {:?}", node_routes(&c, 0, "-4"));
+}
+
 fn dataplane_namespaces(prefix: &str) -> Vec<String> {
     let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
     String::from_utf8_lossy(&out.stdout)

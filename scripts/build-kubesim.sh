@@ -15,6 +15,18 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 command -v go >/dev/null 2>&1 || { echo "build-kubesim: go not found" >&2; exit 1; }
 
+# kubesim --dataplane runs kube-proxy in nftables mode, which needs the nft command.
+if ! command -v nft >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "build-kubesim: installing nftables (nft) for kubesim --dataplane"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y nftables >/dev/null 2>&1 ||
+      { apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y nftables >/dev/null 2>&1; } ||
+      echo "build-kubesim: could not install nftables; kubesim --dataplane will not start" >&2
+  else
+    echo "build-kubesim: nft not found (apt-get install -y nftables); kubesim --dataplane needs it" >&2
+  fi
+fi
+
 uptodate=1
 for b in "${bins[@]}"; do
   if [ ! -x "$out/$b" ] || [ -n "$(find "$src" -type f -newer "$out/$b" -print -quit)" ]; then

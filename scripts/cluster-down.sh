@@ -17,5 +17,10 @@ if [ -f "$dir/kubesim.pid" ]; then
     fi
   fi
 fi
+# Network namespaces of --dataplane: kubesim removes them on exit; after a SIGKILL they remain.
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ -x "$root/target/kubesim/kubesim" ] && [ -d /run/netns ]; then
+  "$root/target/kubesim/kubesim" sweep --dir "$dir" || true
+fi
 rm -rf "$dir"
 echo "cluster-down: stopped and removed $dir"

@@ -37,6 +37,8 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
+
+	"example.invalid/kubesim/dataplane"
 )
 
 const (
@@ -91,11 +93,17 @@ type agent struct {
 	mu          sync.Mutex
 	state       map[types.UID]*podState
 	lastErr     map[types.UID]string
+	// With --dataplane: the namespaces and servers (dpagent.go), and the nodes' underlay addresses.
+	dp         *dataplane.Plane
+	dps        *dpState
+	nodeIPv6   func(int) string
+	nodeV4Mask int
 }
 
 func newAgent(kube kubernetes.Interface, cal clientv3.Interface, restCfg *rest.Config, n int, readyDelay time.Duration) *agent {
 	a := &agent{kube: kube, cal: cal, restCfg: restCfg, nodeIP: map[string]string{}, nodeIdx: map[string]int{}, fam: families{v4: true}, queues: map[string]workqueue.TypedRateLimitingInterface[string]{},
-		readyDelay: readyDelay, tunnelStale: map[string]time.Time{}, state: map[types.UID]*podState{}, lastErr: map[types.UID]string{}}
+		readyDelay: readyDelay, tunnelStale: map[string]time.Time{}, state: map[types.UID]*podState{}, lastErr: map[types.UID]string{},
+		nodeIPv6: nodeIPv6, nodeV4Mask: 8}
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("kubesim-node-%d", i)
 		a.nodes = append(a.nodes, name)
@@ -267,6 +275,7 @@ func (a *agent) syncPod(ctx context.Context, node, key string) (time.Duration, e
 
 	// Pod gone (deleted, force-deleted or replaced by a new pod with the same name).
 	if pod == nil {
+		a.dpStopPod(uid)
 		if st != nil && st.node == node {
 			if !st.released {
 				if err := a.release(ctx, st.handle); err != nil {
@@ -301,9 +310,15 @@ func (a *agent) syncPod(ctx context.Context, node, key string) (time.Duration, e
 			grace = *pod.DeletionGracePeriodSeconds
 		}
 		requested := pod.DeletionTimestamp.Time.Add(-time.Duration(grace) * time.Second)
-		if wait := annDuration(pod, annTerminate, 0) - time.Since(requested); wait > 0 {
+		serve := annDuration(pod, annTerminate, 0)
+		if a.dp != nil {
+			// The kubelet runs preStop and waits for the containers to exit while they keep serving.
+			serve = max(serve, terminationWait(pod))
+		}
+		if wait := serve - time.Since(requested); wait > 0 {
 			return wait, nil
 		}
+		a.dpStopPod(uid)
 		maybeLeak(pod, st)
 		if err := a.releaseOnce(ctx, pod, st); err != nil {
 			return 0, err
@@ -317,6 +332,7 @@ func (a *agent) syncPod(ctx context.Context, node, key string) (time.Duration, e
 	}
 
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		a.dpStopPod(uid)
 		if err := a.releaseOnce(ctx, pod, st); err != nil {
 			return 0, err
 		}
@@ -351,7 +367,19 @@ func (a *agent) syncPod(ctx context.Context, node, key string) (time.Duration, e
 		if r := annDuration(pod, annReadyAfter, a.readyDelay) - time.Since(started); r > 0 {
 			return r, nil
 		}
+		if a.dp != nil {
+			if ready, again := a.dpProbe(pod); !ready {
+				return max(again, 200*time.Millisecond), nil
+			}
+		}
 		return 0, a.patchStatus(ctx, pod, nil, readyStatus(pod, true))
+	}
+	if a.dp != nil {
+		ready, again := a.dpProbe(pod)
+		if !ready {
+			return again, a.patchStatus(ctx, pod, nil, readyStatus(pod, false))
+		}
+		return again, nil
 	}
 	return 0, nil
 }
@@ -433,15 +461,27 @@ func (a *agent) patchStatus(ctx context.Context, p *corev1.Pod, anns map[string]
 }
 
 func (a *agent) completePod(ctx context.Context, p *corev1.Pod, st *podState) error {
+	return a.finishPod(ctx, p, st, "Succeeded")
+}
+
+// finishPod ends a pod whose containers exited (phase Succeeded or Failed) and releases its address.
+func (a *agent) finishPod(ctx context.Context, p *corev1.Pod, st *podState, phase string) error {
 	started := metav1.Now()
 	if p.Status.StartTime != nil {
 		started = *p.Status.StartTime
 	}
 	status := map[string]interface{}{
-		"phase":             "Succeeded",
+		"phase":             phase,
 		"conditions":        conditions(false, metav1.Now()),
 		"containerStatuses": containerStatuses(p, false, started, true),
 	}
+	if phase == "Failed" {
+		for _, c := range status["containerStatuses"].([]interface{}) {
+			t := c.(map[string]interface{})["state"].(map[string]interface{})["terminated"].(map[string]interface{})
+			t["exitCode"], t["reason"] = 1, "Error"
+		}
+	}
+	a.dpStopPod(p.UID)
 	if err := a.patchStatus(ctx, p, nil, status); err != nil {
 		return err
 	}
@@ -532,7 +572,15 @@ func (a *agent) startPod(ctx context.Context, node string, p *corev1.Pod) (time.
 	hostIPs := a.hostIPs(node)
 	hostIP := hostIPs[0]
 	ready := annDuration(p, annReadyAfter, a.readyDelay) <= 0
+	if a.dp != nil && (readinessProbed(p) || a.readyDelay > 0) {
+		ready = false
+	}
 	if p.Spec.HostNetwork {
+		if a.dp != nil {
+			if _, err := a.dpStartPod(node, p, hostIPs); err != nil {
+				return 0, a.failPod(ctx, p, "", err)
+			}
+		}
 		status := map[string]interface{}{
 			"phase": "Running", "podIP": hostIP, "podIPs": ipList(hostIPs),
 			"hostIP": hostIP, "hostIPs": ipList(hostIPs), "startTime": now,
@@ -557,6 +605,14 @@ func (a *agent) startPod(ctx context.Context, node string, p *corev1.Pod) (time.
 	if err != nil {
 		return 0, a.failPod(ctx, p, containerID, err)
 	}
+	outcome := ""
+	if a.dp != nil {
+		if outcome, err = a.dpStartPod(node, p, ips); err != nil {
+			a.dp.RemovePod(string(p.UID))
+			_ = a.release(ctx, handle)
+			return 0, a.failPod(ctx, p, containerID, err)
+		}
+	}
 	ip := ips[0]
 	st := &podState{uid: p.UID, node: node, handle: handle, ip: ip, started: now.Time}
 	a.mu.Lock()
@@ -576,6 +632,7 @@ func (a *agent) startPod(ctx context.Context, node string, p *corev1.Pod) (time.
 	}
 	if err := a.patchStatus(ctx, p, anns, status); err != nil {
 		// The pod may be gone or changed: release and retry from scratch.
+		a.dpStopPod(p.UID)
 		_ = a.release(ctx, handle)
 		a.mu.Lock()
 		if a.state[p.UID] == st {
@@ -587,9 +644,12 @@ func (a *agent) startPod(ctx context.Context, node string, p *corev1.Pod) (time.
 	if hadErr {
 		logf("pod %s on %s: started with %s after earlier failures", key, node, ip)
 	}
+	if outcome != "" {
+		return 0, a.finishPod(ctx, p, st, outcome)
+	}
 	// Verify the pod we patched is still the same object (UID precondition in patch covers it).
 	if !ready {
-		return annDuration(p, annReadyAfter, a.readyDelay), nil
+		return max(annDuration(p, annReadyAfter, a.readyDelay), 100*time.Millisecond), nil
 	}
 	if _, ok := p.Annotations[annComplete]; ok {
 		return time.Millisecond, nil

@@ -69,6 +69,15 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "tunnel-allocator" {
 		os.Exit(runTunnelAllocator(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "kube-proxy" {
+		os.Exit(runKubeProxy(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "sweep" {
+		os.Exit(runSweep(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "monitor" {
+		os.Exit(runMonitor(os.Args[2:]))
+	}
 	if len(os.Args) > 1 && os.Args[1] == "calico-apiserver" {
 		os.Exit(runCalicoAPIServer(os.Args[2:]))
 	}
@@ -95,6 +104,7 @@ func main() {
 	registerLeakFlags(fs)
 	registerTunnelFlags(fs)
 	registerCalicoAPIServerFlags(fs)
+	registerDataplaneFlags(fs)
 	_ = fs.Parse(os.Args[1:])
 	resolveTunnelAllocator(fs, f.nodes, f.tunnelDelay)
 	if f.dir == "" {
@@ -332,6 +342,18 @@ func run(f *flags) error {
 	ag.fam = fam
 	ag.zones = sc.name == "zones"
 	ag.tunnelDelay = f.tunnelDelay
+	if dataplaneOn {
+		useDataplaneAddresses(ag)
+		dp, err := setupDataplane(ctx, ag, dir, kubeconfig, port, f.verbose)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			n, mean := dp.Stats()
+			logf("dataplane: wired %d pod namespaces, %.1f ms each on average; removing every namespace", n, float64(mean.Microseconds())/1000)
+			dp.Close()
+		}()
+	}
 	if err := ag.createNodes(ctx); err != nil {
 		return err
 	}

@@ -34,10 +34,10 @@ func (a *agent) createNodes(ctx context.Context) error {
 		}
 		anns := map[string]string{}
 		if a.fam.v4 {
-			anns[annIPv4Address] = a.nodeIP[name] + "/8"
+			anns[annIPv4Address] = fmt.Sprintf("%s/%d", a.nodeIP[name], a.nodeV4Mask)
 		}
 		if a.fam.v6 {
-			anns[annIPv6Address] = nodeIPv6(a.nodeIdx[name]) + "/64"
+			anns[annIPv6Address] = a.nodeIPv6(a.nodeIdx[name]) + "/64"
 		}
 		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels, Annotations: anns}}
 		_, err := a.kube.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
@@ -158,7 +158,7 @@ func (a *agent) hostIPs(node string) []string {
 		out = append(out, a.nodeIP[node])
 	}
 	if a.fam.v6 {
-		out = append(out, nodeIPv6(a.nodeIdx[node]))
+		out = append(out, a.nodeIPv6(a.nodeIdx[node]))
 	}
 	return out
 }

@@ -71,23 +71,27 @@ func startTunnelAllocators(ctx context.Context, kubeconfig string, nodes []strin
 		}
 		// calico-node exits (log.Fatal) when a reconciliation fails and relies on being restarted,
 		// as kubelet restarts its container: so do we.
-		go func(n string, cmd *exec.Cmd) {
-			for {
-				err := cmd.Wait()
-				if ctx.Err() != nil {
-					return
-				}
-				logf("tunnel allocator for %s exited (%v), restarting it", n, err)
-				time.Sleep(time.Second)
-				if cmd, err = start(); err != nil {
-					logf("tunnel allocator for %s: %v", n, err)
-					return
-				}
-			}
-		}(n, cmd)
+		go restartOnExit(ctx, "tunnel allocator for "+n, cmd, start)
 	}
 	logf("calico-node tunnel-address allocator running for %d nodes", len(nodes))
 	return nil
+}
+
+// restartOnExit waits for a child and starts it again a second after it exits, until ctx ends, as
+// the kubelet restarts a container: "<what> exited (<err>), restarting it".
+func restartOnExit(ctx context.Context, what string, cmd *exec.Cmd, start func() (*exec.Cmd, error)) {
+	for {
+		err := cmd.Wait()
+		if ctx.Err() != nil {
+			return
+		}
+		logf("%s exited (%v), restarting it", what, err)
+		time.Sleep(time.Second)
+		if cmd, err = start(); err != nil {
+			logf("%s: %v", what, err)
+			return
+		}
+	}
 }
 
 // runTunnelAllocator is the child: allocateip.Run until SIGTERM or until the parent is gone.

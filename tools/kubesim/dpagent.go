@@ -1,0 +1,382 @@
+package main
+
+// The agent's side of --dataplane (tools/kubesim/dataplane): node namespaces, block routes that
+// follow Calico's block affinities, pod namespaces and servers, real probes, and termination as a
+// kubelet does it.
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/vishvananda/netns"
+
+	"example.invalid/kubesim/dataplane"
+)
+
+var (
+	dataplaneOn      bool
+	terminationDelay time.Duration
+)
+
+func registerDataplaneFlags(fs *flag.FlagSet) {
+	fs.BoolVar(&dataplaneOn, "dataplane", false, "real network namespaces for nodes and pods, block routes, serving containers, real probes and kube-proxy (nftables) per node (needs root and nft)")
+	fs.DurationVar(&terminationDelay, "termination-delay", 2*time.Second, "with --dataplane: how long a deleted pod without a preStop hook keeps serving (bounded by its grace period)")
+}
+
+var blockAffinityGVR = schema.GroupVersionResource{Group: "crd.projectcalico.org", Version: "v1", Resource: "blockaffinities"}
+
+type dpNS = netns.NsHandle
+
+// dpState is the agent's per-pod probe bookkeeping.
+type dpState struct {
+	mu        sync.Mutex
+	readyFail map[types.UID]int
+	liveFail  map[types.UID]int
+}
+
+// setupDataplane builds the namespaces, then follows block affinities with routes and starts a
+// kube-proxy per node. Node addresses must already be the dataplane's (useDataplaneAddresses).
+func setupDataplane(ctx context.Context, a *agent, dir, kubeconfig string, apiPort int, verbose bool) (*dataplane.Plane, error) {
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("--dataplane creates network namespaces and needs root; run kubesim as root or without --dataplane")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return nil, fmt.Errorf("--dataplane starts kube-proxy with `ip netns exec`, and ip (iproute2) is not on PATH: %w", err)
+	}
+	start := time.Now()
+	dp, err := dataplane.New(dataplane.Prefix(dir), a.nodes, a.fam.v4, a.fam.v6)
+	if err != nil {
+		return nil, fmt.Errorf("dataplane: %w", err)
+	}
+	a.dp = dp
+	a.dps = &dpState{readyFail: map[types.UID]int{}, liveFail: map[types.UID]int{}}
+	if err := dp.WriteInfo(filepath.Join(dir, "dataplane.json")); err != nil {
+		dp.Close()
+		return nil, err
+	}
+	if err := followBlockAffinities(ctx, a, dp); err != nil {
+		dp.Close()
+		return nil, err
+	}
+	if err := startKubeProxies(ctx, dp, dir, kubeconfig, apiPort, verbose); err != nil {
+		dp.Close()
+		return nil, err
+	}
+	logf("dataplane: %d node namespaces (%s*) on an underlay bridge, set up in %.1fs", len(a.nodes), dp.Prefix, time.Since(start).Seconds())
+	return dp, nil
+}
+
+// useDataplaneAddresses gives the nodes their underlay addresses (198.18.0.0/16, 2001:2::/64).
+func useDataplaneAddresses(a *agent) {
+	for i, n := range a.nodes {
+		a.nodeIP[n] = dataplane.NodeIPv4(i)
+	}
+	a.nodeIPv6 = dataplane.NodeIPv6
+	a.nodeV4Mask = 16
+}
+
+// followBlockAffinities keeps every node's block routes equal to the confirmed affinities of the
+// other nodes: a route appears when its block's affinity is confirmed and goes when the affinity is
+// released or deleted. Pool state is not looked at: disabled pools stay routed, as with BIRD.
+func followBlockAffinities(ctx context.Context, a *agent, dp *dataplane.Plane) error {
+	dyn, err := dynamic.NewForConfig(a.restCfg)
+	if err != nil {
+		return err
+	}
+	f := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	inf := f.ForResource(blockAffinityGVR).Informer()
+	kick := make(chan struct{}, 1)
+	poke := func(interface{}) {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: poke, UpdateFunc: func(_, n interface{}) { poke(n) }, DeleteFunc: poke})
+	f.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		return fmt.Errorf("block affinity informer did not sync")
+	}
+	sync := func() {
+		var blocks []dataplane.Block
+		for _, o := range inf.GetStore().List() {
+			u, ok := o.(*unstructured.Unstructured)
+			if !ok {
+				continue
+			}
+			state, _, _ := unstructured.NestedString(u.Object, "spec", "state")
+			node, _, _ := unstructured.NestedString(u.Object, "spec", "node")
+			cidr, _, _ := unstructured.NestedString(u.Object, "spec", "cidr")
+			deleted, _, _ := unstructured.NestedFieldNoCopy(u.Object, "spec", "deleted")
+			if state != "confirmed" || fmt.Sprint(deleted) == "true" {
+				continue
+			}
+			blocks = append(blocks, dataplane.Block{CIDR: cidr, Node: node})
+		}
+		if _, _, err := dp.SyncBlockRoutes(blocks); err != nil {
+			logf("dataplane: block routes: %v", err)
+		}
+	}
+	sync()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-kick:
+				sync()
+			case <-time.After(10 * time.Second):
+				sync()
+			}
+		}
+	}()
+	return nil
+}
+
+func containersOf(p *corev1.Pod) []dataplane.Container {
+	var out []dataplane.Container
+	for _, c := range p.Spec.Containers {
+		dc := dataplane.Container{Image: c.Image, Command: c.Command, Args: c.Args}
+		for _, port := range c.Ports {
+			if port.Protocol == "" || port.Protocol == corev1.ProtocolTCP {
+				dc.Ports = append(dc.Ports, int(port.ContainerPort))
+			}
+		}
+		out = append(out, dc)
+	}
+	return out
+}
+
+// dpStartPod wires a pod's namespace (or, for a hostNetwork pod, uses its node's) and starts its
+// containers' servers. It returns the outcome of an agnhost `connect` container: "" when none.
+func (a *agent) dpStartPod(node string, p *corev1.Pod, ips []string) (string, error) {
+	var pod *dataplane.Pod
+	var err error
+	if p.Spec.HostNetwork {
+		pod, err = a.dp.AddHostPod(node, string(p.UID))
+	} else {
+		pod, err = a.dp.AddPod(node, string(p.UID), ips)
+	}
+	if err != nil {
+		return "", err
+	}
+	outcome := ""
+	for _, c := range containersOf(p) {
+		b := dataplane.BehaviourOf(c)
+		if b.Kind == "connect" {
+			outcome = "Failed"
+			if b.Connect != "" && dataplane.ProbeTCP(pod.NS(), hostOf(b.Connect), portOf(b.Connect), 5*time.Second) == nil {
+				outcome = "Succeeded"
+			}
+			continue
+		}
+		if err := dataplane.StartServers(pod.NS(), pod, p.Name, b); err != nil {
+			logf("pod %s/%s: %v", p.Namespace, p.Name, err)
+		}
+	}
+	return outcome, nil
+}
+
+func readinessProbed(p *corev1.Pod) bool {
+	for _, c := range p.Spec.Containers {
+		if c.ReadinessProbe != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func hostOf(hp string) string {
+	i := strings.LastIndex(hp, ":")
+	if i < 0 {
+		return hp
+	}
+	return strings.Trim(hp[:i], "[]")
+}
+
+func portOf(hp string) int {
+	n, _ := strconv.Atoi(hp[strings.LastIndex(hp, ":")+1:])
+	return n
+}
+
+// dpProbe runs the pod's readiness probe (when due) and liveness probe from its node's namespace.
+// It returns whether the pod is ready and when to look again (0: no probes to repeat).
+func (a *agent) dpProbe(p *corev1.Pod) (ready bool, again time.Duration) {
+	nodeNS, ok := a.dp.NodeNS(p.Spec.NodeName)
+	if !ok {
+		return true, 0
+	}
+	host := p.Status.PodIP
+	if host == "" {
+		return false, time.Second
+	}
+	ready, again = true, 0
+	for _, c := range p.Spec.Containers {
+		if pr := c.LivenessProbe; pr != nil {
+			again = minNonZero(again, period(pr))
+			if err := runProbe(nodeNS, host, c, pr); err != nil {
+				a.dps.mu.Lock()
+				a.dps.liveFail[p.UID]++
+				n := a.dps.liveFail[p.UID]
+				a.dps.mu.Unlock()
+				if n >= int(threshold(pr.FailureThreshold, 3)) {
+					a.recorder.Eventf(p, corev1.EventTypeWarning, "Unhealthy", "Liveness probe failed: %v", err)
+					a.dpRestart(p)
+					a.dps.mu.Lock()
+					a.dps.liveFail[p.UID] = 0
+					a.dps.mu.Unlock()
+				}
+			} else {
+				a.dps.mu.Lock()
+				a.dps.liveFail[p.UID] = 0
+				a.dps.mu.Unlock()
+			}
+		}
+		pr := c.ReadinessProbe
+		if pr == nil {
+			continue
+		}
+		again = minNonZero(again, period(pr))
+		err := runProbe(nodeNS, host, c, pr)
+		a.dps.mu.Lock()
+		if err != nil {
+			a.dps.readyFail[p.UID]++
+		} else {
+			a.dps.readyFail[p.UID] = 0
+		}
+		fails := a.dps.readyFail[p.UID]
+		a.dps.mu.Unlock()
+		// A pod not yet ready needs one success; a ready pod turns unready after failureThreshold.
+		if err != nil && (!isPodReady(p) || fails >= int(threshold(pr.FailureThreshold, 3))) {
+			ready = false
+		}
+	}
+	return ready, again
+}
+
+// dpRestart restarts a pod's servers (its container was killed after a failed liveness probe).
+func (a *agent) dpRestart(p *corev1.Pod) {
+	pod := a.dp.Pod(string(p.UID))
+	if pod == nil {
+		return
+	}
+	pod.StopServers()
+	for _, c := range containersOf(p) {
+		b := dataplane.BehaviourOf(c)
+		if b.Kind != "connect" {
+			_ = dataplane.StartServers(pod.NS(), pod, p.Name, b)
+		}
+	}
+}
+
+func runProbe(ns dpNS, host string, c corev1.Container, pr *corev1.Probe) error {
+	timeout := time.Duration(threshold(pr.TimeoutSeconds, 1)) * time.Second
+	switch {
+	case pr.HTTPGet != nil:
+		return dataplane.ProbeHTTP(ns, host, namedPort(c, pr.HTTPGet.Port), pr.HTTPGet.Path, timeout)
+	case pr.TCPSocket != nil:
+		return dataplane.ProbeTCP(ns, host, namedPort(c, pr.TCPSocket.Port), timeout)
+	}
+	return nil // exec and grpc probes: treated as passing
+}
+
+func namedPort(c corev1.Container, p intstr.IntOrString) int {
+	if p.Type == intstr.Int {
+		return p.IntValue()
+	}
+	for _, cp := range c.Ports {
+		if cp.Name == p.StrVal {
+			return int(cp.ContainerPort)
+		}
+	}
+	return 0
+}
+
+func period(pr *corev1.Probe) time.Duration {
+	return time.Duration(threshold(pr.PeriodSeconds, 10)) * time.Second
+}
+
+func threshold(v, def int32) int32 {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+func minNonZero(a, b time.Duration) time.Duration {
+	if a == 0 || b < a {
+		return b
+	}
+	return a
+}
+
+// terminationWait is how long a deleted pod keeps serving: its preStop sleep (a sleep action or an
+// exec `sleep N`), else --termination-delay, never longer than its grace period.
+func terminationWait(p *corev1.Pod) time.Duration {
+	wait := terminationDelay
+	found := false
+	for _, c := range p.Spec.Containers {
+		if c.Lifecycle == nil || c.Lifecycle.PreStop == nil {
+			continue
+		}
+		ps := c.Lifecycle.PreStop
+		var d time.Duration
+		if ps.Sleep != nil {
+			d = time.Duration(ps.Sleep.Seconds) * time.Second
+		} else if ps.Exec != nil {
+			d = sleepOf(ps.Exec.Command)
+		}
+		if !found || d > wait {
+			wait, found = d, true
+		}
+	}
+	if p.DeletionGracePeriodSeconds != nil {
+		if g := time.Duration(*p.DeletionGracePeriodSeconds) * time.Second; g < wait {
+			wait = g
+		}
+	}
+	return wait
+}
+
+// sleepOf reads N from ["sleep", "N"] or ["sh", "-c", "sleep N"].
+func sleepOf(cmd []string) time.Duration {
+	words := strings.Fields(strings.Join(cmd, " "))
+	for i, w := range words {
+		if strings.HasSuffix(w, "sleep") && i+1 < len(words) {
+			if f, err := strconv.ParseFloat(words[i+1], 64); err == nil {
+				return time.Duration(f * float64(time.Second))
+			}
+		}
+	}
+	return 0
+}
+
+// dpStopPod closes the pod's sockets and removes its namespace (CNI DEL), before its address is
+// released.
+func (a *agent) dpStopPod(uid types.UID) {
+	if a.dp == nil {
+		return
+	}
+	a.dp.RemovePod(string(uid))
+	a.dps.mu.Lock()
+	delete(a.dps.readyFail, uid)
+	delete(a.dps.liveFail, uid)
+	a.dps.mu.Unlock()
+}

@@ -146,7 +146,7 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
     if facts.snap.inventory.pool_named(&opts.from).is_none() {
         if let Some(state) = record {
             // The old pool is gone: only the record is left to close.
-            return rollback::finish_without_pool(printer, cluster, state).await;
+            return rollback::finish_without_pool(printer, cluster, state, opts.dry_run, opts.yes).await;
         }
     }
     let mut plan = plan::make_plan(&facts.plan_input(opts, operator))

@@ -27,8 +27,15 @@ pub struct RollbackOptions {
 
 /// The old pool no longer exists but the record was not closed (killed
 /// right after the delete, or someone deleted the pool): close it, but only
-/// once no pod still holds one of its addresses.
-pub(crate) async fn finish_without_pool(printer: &Printer, cluster: &Cluster, mut state: MigrationState) -> Result<()> {
+/// once no pod still holds one of its addresses. A dry run, and a run not
+/// yet confirmed, only say so: no lease, no record change.
+pub(crate) async fn finish_without_pool(
+    printer: &Printer,
+    cluster: &Cluster,
+    mut state: MigrationState,
+    dry_run: bool,
+    yes: bool,
+) -> Result<()> {
     let pairs: Vec<(Option<IpNet>, Option<IpNet>)> =
         state.pairs().iter().map(|p| (p.from_cidr.parse().ok(), p.to_cidr.parse().ok())).collect();
     let on_old = |ip: &IpAddr| {
@@ -52,6 +59,22 @@ pub(crate) async fn finish_without_pool(printer: &Printer, cluster: &Cluster, mu
             )],
         ));
     }
+    if dry_run {
+        printer.note(format!(
+            "IPPool {} is already deleted and no pod holds its addresses: a run closes the migration record.",
+            state.from_pool
+        ));
+        printer.note("Dry run: nothing was changed.");
+        return Ok(());
+    }
+    printer.confirm(
+        &format!(
+            "IPPool {} is already deleted; close the migration record in {}?",
+            state.from_pool,
+            cluster.describe()
+        ),
+        yes,
+    )?;
     let lease = LeaseGuard::acquire(cluster).await?;
     printer.note(format!("IPPool {} is already deleted; closing the migration record.", state.from_pool));
     let r = save(cluster, &mut state, Phase::Done).await;

@@ -1,0 +1,165 @@
+//! Safety of a run against its own record and lease (issue 24): a dry run
+//! and an unconfirmed run write nothing in any phase a killed run leaves;
+//! a killed dual-stack run resumed with one pair finishes both; the record
+//! read again once the lease is taken; lease identities and expiry.
+//! One dual-stack `small` cluster (with kubesim's fault proxy) is shared by
+//! the tests here, one at a time; each starts by clearing the record and
+//! the lease, and none depends on which pools another left.
+//! Run: `cargo test --test safety_run_e2e -- --test-threads=1`.
+
+mod common;
+
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use common::{json, TestCluster};
+use serde_json::{json, Value};
+
+const RECORD: &str = "kubectl-ippool-migration";
+const LEASE: &str = "kubectl-ippool";
+const IPPOOLS: &str = "ippools.crd.projectcalico.org";
+
+/// The shared cluster, one test at a time (a failed test does not poison it).
+fn cluster() -> MutexGuard<'static, TestCluster> {
+    static CLUSTER: OnceLock<Mutex<TestCluster>> = OnceLock::new();
+    let c = CLUSTER.get_or_init(|| {
+        Mutex::new(TestCluster::start(&["--scenario", "small", "--ip-family", "dual", "--fault-proxy"]))
+    });
+    let guard = c.lock().unwrap_or_else(|e| e.into_inner());
+    clear_record_and_lease(&guard);
+    guard
+}
+
+fn clear_record_and_lease(c: &TestCluster) {
+    c.kubectl_ok(&["delete", "configmap", "-n", "kube-system", RECORD, "--ignore-not-found"]);
+    c.kubectl_ok(&["delete", "lease", "-n", "kube-system", LEASE, "--ignore-not-found"]);
+}
+
+fn apply(c: &TestCluster, file: &str, text: &str) {
+    let path = c.dir().join(file);
+    std::fs::write(&path, text).unwrap();
+    c.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+}
+
+/// Write `state` as the migration record.
+fn write_record(c: &TestCluster, state: &Value) {
+    let cm = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": RECORD, "namespace": "kube-system"},
+        "data": {"state.json": serde_json::to_string_pretty(state).unwrap()}
+    });
+    apply(c, "record.json", &cm.to_string());
+}
+
+fn record(c: &TestCluster) -> Option<Value> {
+    let out = c.kubectl(&["get", "configmap", "-n", "kube-system", RECORD, "-o", "json"]);
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn record_state(c: &TestCluster) -> Value {
+    let cm = record(c).expect("a migration record");
+    serde_json::from_str(cm["data"]["state.json"].as_str().unwrap()).unwrap()
+}
+
+fn resource_version(v: &Option<Value>) -> Option<String> {
+    v.as_ref().map(|v| v["metadata"]["resourceVersion"].as_str().unwrap().to_string())
+}
+
+fn lease(c: &TestCluster) -> Option<Value> {
+    let out = c.kubectl(&["get", "lease", "-n", "kube-system", LEASE, "-o", "json"]);
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// Every pool with its resourceVersion.
+fn pools(c: &TestCluster) -> Vec<(String, String)> {
+    json(c, &["get", IPPOOLS])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+                p["metadata"]["resourceVersion"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A one-pair record in `phase`.
+fn one_pair_record(from: &str, from_cidr: &str, to_cidr: &str, phase: &str) -> Value {
+    json!({
+        "fromPool": from, "fromCidr": from_cidr,
+        "toPool": to_cidr.replace(['/', ':'], "-").replace("--", "-"), "toCidr": to_cidr,
+        "createdTarget": true, "phase": phase,
+        "startedAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z",
+        "startedBy": "killed@elsewhere:1", "originalFromPool": {"spec": {"disabled": true}}, "total": 0, "podsMoved": 0,
+        "done": [], "failed": []
+    })
+}
+
+/// A lease left by a killed run on another host, long expired.
+fn write_stale_lease(c: &TestCluster) {
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": LEASE, "namespace": "kube-system"},
+        "spec": {"holderIdentity": "killed@elsewhere:1", "leaseDurationSeconds": 30,
+                 "acquireTime": "2026-01-01T00:00:00.000000Z", "renewTime": "2026-01-01T00:00:00.000000Z"}
+    });
+    apply(c, "lease.json", &lease.to_string());
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Phases a killed run can leave its record in.
+const PHASES: [&str; 7] =
+    ["Started", "TargetReady", "SourceDisabled", "CanaryPassed", "MovingPods", "Draining", "SourceDeleted"];
+
+/// Issue 24 item 10: `--dry-run`, `--rollback --dry-run`, and runs without
+/// `--yes` (no terminal: they stop at the confirmation) write nothing in any
+/// phase a killed run can leave, whether its old pool still exists or was
+/// deleted: the record, the lease (left expired by the killed run) and the
+/// pools keep their resourceVersions.
+#[test]
+fn dry_runs_and_unconfirmed_runs_write_nothing_in_any_phase() {
+    let c = cluster();
+    for pool_exists in [true, false] {
+        if pool_exists {
+            create_idle_pool(&c);
+        } else {
+            c.kubectl_ok(&["delete", IPPOOLS, "idle"]);
+        }
+        for phase in PHASES {
+            write_record(&c, &one_pair_record("idle", "10.200.0.0/16", "10.201.0.0/16", phase));
+            write_stale_lease(&c);
+            let before = (resource_version(&record(&c)), resource_version(&lease(&c)), pools(&c));
+            let runs: [&[&str]; 4] = [
+                &["migrate", "--from", "idle", "--to", "10.201.0.0/16", "--dry-run"],
+                &["migrate", "--from", "idle", "--to", "10.201.0.0/16"],
+                &["migrate", "--from", "idle", "--rollback", "--dry-run"],
+                &["migrate", "--from", "idle", "--rollback"],
+            ];
+            for args in runs {
+                let out = c.ippool(args).write_stdin("").output().unwrap();
+                let (so, se) = (text(&out.stdout), text(&out.stderr));
+                let what = format!("phase {phase}, old pool exists: {pool_exists}, {args:?}");
+                assert!(out.status.code().is_some_and(|code| code <= 3), "{what}: {so}\n{se}");
+                assert!(!se.contains("closing the migration record") && !so.contains("is done"), "{what}: {se}");
+                let after = (resource_version(&record(&c)), resource_version(&lease(&c)), pools(&c));
+                assert_eq!(after, before, "{what} wrote:\n{so}\n{se}");
+            }
+        }
+    }
+    clear_record_and_lease(&c);
+}
+
+/// A disabled pool (so no pod holds its addresses) every node may use,
+/// inside the cluster CIDR: a migration from it plans no move and has
+/// nodes for its canary.
+fn create_idle_pool(c: &TestCluster) {
+    apply(
+        c,
+        "idle.yaml",
+        "apiVersion: crd.projectcalico.org/v1\nkind: IPPool\nmetadata: {name: idle}\nspec: {cidr: 10.200.0.0/16, blockSize: 26, ipipMode: Always, natOutgoing: true, nodeSelector: all(), disabled: true}\n",
+    );
+}

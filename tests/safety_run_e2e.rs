@@ -153,6 +153,87 @@ fn dry_runs_and_unconfirmed_runs_write_nothing_in_any_phase() {
     clear_record_and_lease(&c);
 }
 
+fn phase_of(c: &TestCluster) -> String {
+    record(c).map(|_| record_state(c)["phase"].as_str().unwrap_or_default().to_string()).unwrap_or_default()
+}
+
+/// `kubectl-ippool <args>` in the background, its stderr in `<cluster dir>/<name>.err`.
+fn spawn(c: &TestCluster, name: &str, args: &[&str]) -> std::process::Child {
+    let err = std::fs::File::create(c.dir().join(format!("{name}.err"))).unwrap();
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("kubectl-ippool"))
+        .env("KUBECONFIG", &c.kubeconfig)
+        .env_remove("RUST_LOG")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(err)
+        .spawn()
+        .expect("spawn kubectl-ippool")
+}
+
+const V4: &str = "default-ipv4-ippool";
+const V6: &str = "default-ipv6-ippool";
+
+/// Issue 24 item 9: a dual-stack run SIGKILLed while it moves pods, then
+/// resumed with only its IPv4 pair, finishes both pairs from the record
+/// (both old pools deleted, every pod in both new pools), instead of closing
+/// the migration as Done with the IPv6 pool half migrated. Every hint names
+/// both pairs: `status`, `verify`, and the refusal of another migration.
+#[test]
+fn dual_stack_run_resumed_with_one_pair_finishes_both() {
+    let c = cluster();
+    let full = "--from default-ipv4-ippool --to 10.0.0.0/16 --from default-ipv6-ippool --to fd00:10:20::/112";
+    let mut args: Vec<&str> = vec!["migrate"];
+    args.extend(full.split(' '));
+    // One lane at a time: the run stays a few seconds in MovingPods.
+    args.extend(["--yes", "--timeout", "3m", "--max-parallel", "1"]);
+    let mut run = spawn(&c, "dual", &args);
+    c.wait_until("the dual-stack run to move pods", std::time::Duration::from_secs(180), || {
+        ["MovingPods", "Draining"].contains(&phase_of(&c).as_str())
+    });
+    run.kill().unwrap(); // SIGKILL
+    run.wait().unwrap();
+    let phase = phase_of(&c);
+    assert!(["MovingPods", "Draining"].contains(&phase.as_str()), "{phase}");
+
+    let command = format!("kubectl ippool migrate {full}");
+    let status = text(&c.ippool(&["status", "-o", "json"]).output().unwrap().stdout);
+    assert!(status.contains(&command), "status names every pair: {status}");
+    let verify = text(&c.ippool(&["verify"]).output().unwrap().stdout);
+    assert!(verify.contains(&command), "verify names every pair: {verify}");
+    let out = c.ippool(&["migrate", "--from", V6, "--to", "fd00:10:30::/112", "--dry-run"]).output().unwrap();
+    let se = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{se}");
+    assert!(se.contains(&command), "the refusal names every pair: {se}");
+
+    // Resume with the IPv4 pair alone.
+    let out = c.ippool(&["migrate", "--from", V4, "--to", "10.0.0.0/16", "--yes", "--timeout", "3m"]).output().unwrap();
+    let (so, se) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "resume failed:\n{so}\n{se}\n{}", c.log_tail());
+    assert!(se.contains("resuming every one of them"), "{se}");
+    let state = record_state(&c);
+    assert_eq!(state["phase"], "Done", "{state}");
+    assert_eq!(state["also"][0]["fromPool"], V6, "{state}");
+    let names = c.kubectl_ok(&["get", IPPOOLS, "-o", "name"]);
+    assert!(!names.contains(V4) && !names.contains(V6), "both old pools deleted: {names}\n{se}");
+    let pods = json(&c, &["get", "pods", "-A"]);
+    for p in pods["items"].as_array().unwrap() {
+        let ns = p["metadata"]["namespace"].as_str().unwrap();
+        if p["spec"]["hostNetwork"] == true || p["status"]["phase"] != "Running" || ns.starts_with("kubectl-ippool-") {
+            continue;
+        }
+        let ips: Vec<&str> =
+            p["status"]["podIPs"].as_array().unwrap().iter().map(|i| i["ip"].as_str().unwrap()).collect();
+        assert!(
+            common::in_cidr(ips[0], "10.0.0.0/16") && common::in_cidr(ips[1], "fd00:10:20::/112"),
+            "{}: {ips:?}",
+            p["metadata"]["name"]
+        );
+    }
+    c.assert_ipam_clean();
+    clear_record_and_lease(&c);
+}
+
 /// A disabled pool (so no pod holds its addresses) every node may use,
 /// inside the cluster CIDR: a migration from it plans no move and has
 /// nodes for its canary.

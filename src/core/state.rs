@@ -107,6 +107,23 @@ impl MigrationState {
         self.pairs().iter().map(|p| p.to_pool.as_str()).collect::<Vec<_>>().join(" and ")
     }
 
+    /// The command that resumes this migration, naming every pair: `--to
+    /// CIDR` when the run created each new pool, else `--to-pool NAME`
+    /// (kubectl-ippool takes one form or the other, not both).
+    pub fn resume_command(&self) -> String {
+        let pairs = self.pairs();
+        let by_cidr = pairs.iter().all(|p| p.created_target);
+        let mut cmd = String::from("kubectl ippool migrate");
+        for p in &pairs {
+            if by_cidr {
+                cmd.push_str(&format!(" --from {} --to {}", p.from_pool, p.to_cidr));
+            } else {
+                cmd.push_str(&format!(" --from {} --to-pool {}", p.from_pool, p.to_pool));
+            }
+        }
+        cmd
+    }
+
     /// Every pair: (from_pool, from_cidr, to_pool, to_cidr, created_target, original_from_pool).
     pub fn pairs(&self) -> Vec<PairRecord> {
         std::iter::once(PairRecord {
@@ -150,6 +167,13 @@ mod tests {
         assert_eq!(back, two);
         assert_eq!(back.pairs()[1].to_pool, "b6");
         assert_eq!((back.old_pools().as_str(), back.new_pools().as_str()), ("a and a6", "b and b6"));
+        assert_eq!(
+            back.resume_command(),
+            "kubectl ippool migrate --from a --to 10.0.0.0/16 --from a6 --to fd00:20::/112"
+        );
+        two.also[0].created_target = false;
+        assert_eq!(two.resume_command(), "kubectl ippool migrate --from a --to-pool b --from a6 --to-pool b6");
+        assert_eq!(r.resume_command(), "kubectl ippool migrate --from a --to 10.0.0.0/16");
     }
 }
 

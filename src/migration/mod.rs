@@ -119,7 +119,15 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
     let (mut facts, rule_objects) =
         tokio::try_join!(Facts::read(cluster, calico.clone(), opts), crate::cluster::rules::read(cluster, calico))?;
     facts.reservations = crate::core::rules::reserved_cidrs(&rule_objects.objects);
+    let given = 1 + opts.more_from.len();
     let opts = &paired(opts, &facts.snap.inventory, facts.snap.migration.as_ref())?;
+    if 1 + opts.also.len() > given {
+        let all: Vec<String> = std::iter::once(&opts.from).chain(opts.also.iter().map(|(f, _)| f)).cloned().collect();
+        printer.note(format!(
+            "The unfinished migration on record moves {}: resuming every one of them.",
+            all.join(" and ")
+        ));
+    }
     let record = resumable_record(facts.snap.migration.as_ref(), opts)?;
     // Killed between deleting the two old pools of a dual-stack run: the
     // pairs whose old pool is gone are done; finish the others.
@@ -204,12 +212,13 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
         originals.push(writer.get(&from.name).await?);
     }
     let state = record.unwrap_or_else(|| new_record(&plan, &lease, originals));
+    let resume = state.resume_command();
     let ctx =
         Ctx { printer, cluster, calico, writer: &writer, opts, canary_ns: Arc::new(Mutex::new(None)), lease: &lease };
     let outcome = tokio::select! {
         r = phases::execute(&ctx, &plan, state, &facts) => r,
         _ = tokio::signal::ctrl_c() => Err(Error::Interrupted(format!(
-            "the migration record in ConfigMap {STATE_NAMESPACE}/{STATE_CONFIGMAP} keeps the progress; run the same command again to continue, or add --rollback to undo"))),
+            "the migration record in ConfigMap {STATE_NAMESPACE}/{STATE_CONFIGMAP} keeps the progress; run `{resume}` to continue, or add --rollback to undo"))),
     };
     // Clean up on every path (the canary namespace, nodes we cordoned,
     // workloads we scaled up).

@@ -109,8 +109,10 @@ async fn phase_target_ready(
     Ok(())
 }
 
-/// Time between the new pool and the old pool's disable, for calico-node.
-const TUNNEL_ALLOCATOR_SETTLE: Duration = Duration::from_secs(3);
+/// Time between the new pool and the old pool's disable, for calico-node
+/// (and between the old pool's re-enable and the new pool's disable, in a
+/// rollback).
+pub(crate) const TUNNEL_ALLOCATOR_SETTLE: Duration = Duration::from_secs(3);
 
 async fn phase_source_disabled(
     ctx: &Ctx<'_>,

@@ -10,8 +10,10 @@ use super::checkpoint::save;
 use crate::cluster::calico::{Calico, Kind};
 use crate::cluster::events::{self, EventTarget};
 use crate::cluster::lease::LeaseGuard;
+use crate::cluster::listing::Freshness;
 use crate::cluster::pools::PoolWriter;
 use crate::cluster::{canary, movers, record, workloads, Cluster};
+use crate::core::rules::RuleChange;
 use crate::core::state::{MigrationState, PairRecord, Phase};
 use crate::error::{Error, Result};
 use crate::output::Printer;
@@ -142,6 +144,10 @@ pub async fn rollback(printer: &Printer, cluster: &Cluster, calico: &Calico, opt
         for p in &pairs {
             w.set_disabled(&p.from_pool, was_disabled(p)).await?;
             if p.created_target && pools.iter().any(|x| x.name == p.to_pool) {
+                // calico-node's tunnel allocator drops a pool change that
+                // arrives while it handles the last one: its tunnel address
+                // would stay in the disabled new pool.
+                tokio::time::sleep(super::phases::TUNNEL_ALLOCATOR_SETTLE).await;
                 w.set_disabled(&p.to_pool, true).await?;
             }
             events::record_event(
@@ -154,8 +160,10 @@ pub async fn rollback(printer: &Printer, cluster: &Cluster, calico: &Calico, opt
         canary::cleanup_leftovers(cluster).await;
         movers::uncordon_ours(cluster).await?;
         movers::unsurge_ours(cluster).await?;
+        let needed = keep_rules_still_needed(printer, cluster, &pairs, &mut state, opts.timeout).await?;
         let undone = super::rules::undo(printer, cluster, &mut state).await;
-        if undone.is_err() {
+        state.rule_changes.extend(needed);
+        if undone.is_err() || !state.rule_changes.is_empty() {
             // Keep the record open with what is left to take back.
             let phase = state.phase;
             save(cluster, &mut state, phase).await?;
@@ -173,4 +181,59 @@ pub async fn rollback(printer: &Printer, cluster: &Cluster, calico: &Calico, opt
             .stdout(&format!("Rolled back: IPPool {} {from_done}, IPPool {} {to_done}.\n", p.from_pool, p.to_pool))?;
     }
     Ok(())
+}
+
+/// How long a rollback waits for node tunnel addresses to move back to the
+/// re-enabled old pool before it keeps their rule entries.
+const TUNNEL_RETURN: Duration = Duration::from_secs(60);
+
+/// Takes out of `state` the rule entries something still needs: a pod or a
+/// node tunnel holding an address of the new pool they added (its allow
+/// rules must go on matching, its traffic must not be masqueraded), and
+/// says so. They stay in the record for a later `--rollback` (or the
+/// migration's completion) to deal with.
+async fn keep_rules_still_needed(
+    printer: &Printer,
+    cluster: &Cluster,
+    pairs: &[PairRecord],
+    state: &mut MigrationState,
+    timeout: Duration,
+) -> Result<Vec<RuleChange>> {
+    if state.rule_changes.is_empty() {
+        return Ok(vec![]);
+    }
+    let new_cidrs: Vec<IpNet> = pairs.iter().filter_map(|p| p.to_cidr.parse().ok()).collect();
+    // Rules are cluster-wide: so are the pods that need them, whatever -n says.
+    let everywhere = Cluster { namespace: None, ..cluster.clone() };
+    let mut held = holders_of(&everywhere, &new_cidrs).await?;
+    if !held.is_empty() && held.iter().all(|h| h.name.starts_with("node ")) {
+        // calico-node moves tunnel addresses back to the re-enabled pool by itself.
+        printer.note("Waiting for node tunnel addresses to move back to the old pool...");
+        workloads::wait_tunnels_leave(&everywhere, &new_cidrs, timeout.min(TUNNEL_RETURN)).await?;
+        held = holders_of(&everywhere, &new_cidrs).await?;
+    }
+    let (needed, free) = crate::core::rules::split_needed(std::mem::take(&mut state.rule_changes), &held);
+    state.rule_changes = free;
+    if !needed.is_empty() {
+        let names: Vec<String> = held.iter().map(|h| format!("{} ({})", h.name, h.ip)).collect();
+        let cidrs: Vec<String> = new_cidrs.iter().map(|c| c.to_string()).collect();
+        printer.warn(format!(
+            "kept the {} entr(ies) --update-rules added: {} address(es) of {} are still held ({}); their rules must go on matching them. Once nothing does (restart those pods: they get addresses of the old pool again; calico-node moves node tunnel addresses back by itself), run `kubectl ippool migrate --from {} --rollback` again to take the entries out; the migration record stays open until then.",
+            needed.len(),
+            held.len(),
+            cidrs.join(" and "),
+            crate::core::findings::name_some(&names),
+            state.from_pool
+        ));
+    }
+    Ok(needed)
+}
+
+async fn holders_of(cluster: &Cluster, cidrs: &[IpNet]) -> Result<Vec<crate::core::rules::Holder>> {
+    let (mut pods, nodes) =
+        tokio::try_join!(workloads::list_pods(cluster, None), workloads::list_nodes(cluster, Freshness::Consistent))?;
+    // This tool's own test pods (their namespaces are being deleted) need no rule.
+    let ours = [canary::CANARY_NAMESPACE_PREFIX, crate::cluster::probe::PROBE_NAMESPACE_PREFIX];
+    pods.retain(|p| !ours.iter().any(|prefix| p.key().starts_with(prefix)));
+    Ok(crate::core::rules::holders(&pods, &nodes, cidrs))
 }

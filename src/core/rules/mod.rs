@@ -9,6 +9,7 @@
 //! that already covers the new pool needs nothing.
 
 mod changes;
+mod holders;
 mod sites;
 pub mod text;
 
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use changes::{hits, patches, pod_blockers, pod_hits, removal_ops, reserved_cidrs, uncovered_hits, ObjectPatch};
+pub use holders::{holders, split_needed, Holder};
 
 use super::cidr::{overlaps, within};
 

@@ -244,3 +244,60 @@ fn create_idle_pool(c: &TestCluster) {
         "apiVersion: crd.projectcalico.org/v1\nkind: IPPool\nmetadata: {name: idle}\nspec: {cidr: 10.200.0.0/16, blockSize: 26, ipipMode: Always, natOutgoing: true, nodeSelector: all(), disabled: true}\n",
     );
 }
+
+/// Issue 24 item 8: a run that sits at its confirmation prompt (a real
+/// terminal: `script` gives it a pty) while another run starts a migration
+/// must not overwrite that run's record once confirmed: it reads the record
+/// again under the lease and stops, naming the other migration.
+#[test]
+fn a_run_confirmed_after_another_started_leaves_its_record_alone() {
+    use std::io::{Read, Write};
+    let c = cluster();
+    create_idle_pool(&c);
+    let bin = assert_cmd::cargo::cargo_bin("kubectl-ippool");
+    let cmd = format!("{} migrate --from idle --to 10.202.0.0/16", bin.display());
+    let mut prompt = std::process::Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .env("TERM", "xterm")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    let seen = std::sync::Arc::new(Mutex::new(String::new()));
+    let mut stdout = prompt.stdout.take().unwrap();
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    c.wait_until("the confirmation prompt", std::time::Duration::from_secs(90), || {
+        seen.lock().unwrap().contains("Migrate 0 pod(s) from idle")
+    });
+    // Meanwhile another run starts a migration (and is killed: no lease).
+    let mut other = one_pair_record("elsewhere", "10.210.0.0/16", "10.211.0.0/16", "MovingPods");
+    other["ruleChanges"] = json!([{"target": {"apiVersion": "crd.projectcalico.org/v1", "kind": "GlobalNetworkSet",
+        "plural": "globalnetworksets", "name": "pods"}, "field": "spec.nets", "pointer": "/spec/nets", "added": "10.211.0.0/16"}]);
+    write_record(&c, &other);
+    let before = resource_version(&record(&c));
+    prompt.stdin.as_mut().unwrap().write_all(b"y\n").unwrap();
+    let status = prompt.wait().unwrap();
+    reader.join().unwrap();
+    let out = seen.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(out.contains("while this run waited") && out.contains("--from elsewhere --to 10.211.0.0/16"), "{out}");
+    assert_eq!(resource_version(&record(&c)), before, "the other run's record was written: {out}");
+    assert!(lease(&c).is_none(), "the lease is released");
+    assert!(!c.kubectl_ok(&["get", IPPOOLS, "-o", "name"]).contains("10.202.0.0-16"), "no pool was created");
+    c.kubectl_ok(&["delete", IPPOOLS, "idle"]);
+    clear_record_and_lease(&c);
+}

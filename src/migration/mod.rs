@@ -207,6 +207,14 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
 
     // 4. Execute, holding the lease.
     let lease = LeaseGuard::acquire(cluster).await?;
+    // Another run may have started (or ended this one) while we waited.
+    let record = match checkpoint::reread(cluster, record.as_ref(), &format!("migrate {}", opts.from)).await {
+        Ok(r) => r,
+        Err(e) => {
+            lease.release().await;
+            return Err(e);
+        }
+    };
     let mut originals = Vec::new();
     for (from, _, _) in plan.pairs() {
         originals.push(writer.get(&from.name).await?);

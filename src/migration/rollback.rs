@@ -34,7 +34,7 @@ pub struct RollbackOptions {
 pub(crate) async fn finish_without_pool(
     printer: &Printer,
     cluster: &Cluster,
-    mut state: MigrationState,
+    state: MigrationState,
     dry_run: bool,
     yes: bool,
 ) -> Result<()> {
@@ -78,8 +78,13 @@ pub(crate) async fn finish_without_pool(
         yes,
     )?;
     let lease = LeaseGuard::acquire(cluster).await?;
-    printer.note(format!("IPPool {} is already deleted; closing the migration record.", state.from_pool));
-    let r = save(cluster, &mut state, Phase::Done).await;
+    let r = async {
+        let action = format!("close the migration from {}", state.from_pool);
+        let mut state = super::checkpoint::reread_planned(cluster, &state, &action).await?;
+        printer.note(format!("IPPool {} is already deleted; closing the migration record.", state.from_pool));
+        save(cluster, &mut state, Phase::Done).await
+    }
+    .await;
     lease.release().await;
     r?;
     printer.stdout(&format!("Migration from {} to {} is done.\n", state.from_pool, state.to_pool))?;
@@ -138,6 +143,9 @@ pub async fn rollback(printer: &Printer, cluster: &Cluster, calico: &Calico, opt
     printer.confirm("Roll back?", opts.yes)?;
     let lease = LeaseGuard::acquire(cluster).await?;
     let r = async {
+        let action = format!("roll back the migration from {}", opts.from);
+        // What another run added since (rule entries) is undone too.
+        state = super::checkpoint::reread_planned(cluster, &state, &action).await?;
         let pools = calico.list_pools(cluster).await?;
         let w = PoolWriter::where_listed(cluster, calico, opts.timeout);
         let av = calico.resource(Kind::IPPool).api_version;

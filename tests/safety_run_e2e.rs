@@ -301,3 +301,143 @@ fn a_run_confirmed_after_another_started_leaves_its_record_alone() {
     c.kubectl_ok(&["delete", IPPOOLS, "idle"]);
     clear_record_and_lease(&c);
 }
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+}
+
+/// Set the lease's spec as another run would have written it.
+fn write_lease(c: &TestCluster, holder: &str, seconds: i64, renew_time: chrono::DateTime<chrono::Utc>) {
+    let t = renew_time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": LEASE, "namespace": "kube-system"},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": seconds, "acquireTime": t, "renewTime": t}
+    });
+    apply(c, "lease.json", &lease.to_string());
+}
+
+/// Issue 24 item 6: a lease held under another run ID is never taken over
+/// while its holder renews it, even when the holder's `renewTime` (by its
+/// clock) is an hour old and its identity names this host and a PID that
+/// does not exist here (another container's PID namespace); it is taken
+/// over once watched for a whole lease duration without a renewal, even
+/// when its `renewTime` lies an hour ahead of this clock.
+#[test]
+fn a_lease_of_another_run_is_taken_only_once_seen_to_lapse() {
+    let c = cluster();
+    create_idle_pool(&c);
+    write_record(&c, &one_pair_record("idle", "10.200.0.0/16", "10.201.0.0/16", "SourceDisabled"));
+    let other = format!("run-00000000000000aa pod kube-system/migrate-x uid 1 root@{}:4194000", hostname());
+    write_lease(&c, &other, 6, chrono::Utc::now() - chrono::Duration::hours(1));
+    let renewing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let renewer = {
+        let (renewing, kubeconfig) = (renewing.clone(), c.kubeconfig.clone());
+        let kubectl = common::kubesim_bin("kubectl");
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while renewing.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let _ = std::process::Command::new(&kubectl)
+                    .env("KUBECONFIG", &kubeconfig)
+                    .args(["annotate", "lease", "-n", "kube-system", LEASE, &format!("renewals={n}"), "--overwrite"])
+                    .output();
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        })
+    };
+    let out = c.ippool(&["migrate", "--from", "idle", "--rollback", "--yes"]).output().unwrap();
+    renewing.store(false, std::sync::atomic::Ordering::Relaxed);
+    renewer.join().unwrap();
+    let se = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{se}");
+    assert!(se.contains("another migration is running") && se.contains(&other), "{se}");
+    assert_eq!(lease(&c).unwrap()["spec"]["holderIdentity"], other.as_str());
+    assert_eq!(record_state(&c)["phase"], "SourceDisabled", "nothing was written");
+
+    // Its clock runs an hour ahead and it renews no more.
+    write_lease(&c, "run-00000000000000bb root@elsewhere:1", 6, chrono::Utc::now() + chrono::Duration::hours(1));
+    let out = c.ippool(&["migrate", "--from", "idle", "--rollback", "--yes"]).output().unwrap();
+    let se = text(&out.stderr);
+    assert!(out.status.success(), "{se}");
+    assert_eq!(record_state(&c)["phase"], "RolledBack", "{se}");
+    c.kubectl_ok(&["delete", IPPOOLS, "idle"]);
+    clear_record_and_lease(&c);
+}
+
+/// Issue 24 item 7: renewals of the lease fail (the fault proxy answers
+/// every PUT of it with 503) and the lease lasts 4 s: once it may have
+/// lapsed (after 2.7 s; the run waits 3 s between the new pool and the old
+/// pool's disable) the run starts nothing new (no pod is moved), says why, and its
+/// exit leaves alone a node cordoned meanwhile under the same annotation
+/// (by the run that would now hold the lease).
+#[test]
+fn a_run_that_cannot_renew_its_lease_starts_nothing_new() {
+    let c = cluster();
+    let (v4, _) = current_v4_pool(&c);
+    let uids = |c: &TestCluster| -> Vec<String> {
+        let mut u: Vec<String> = json(c, &["get", "pods", "-n", "shop"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["metadata"]["uid"].as_str().unwrap().to_string())
+            .collect();
+        u.sort();
+        u
+    };
+    let before = uids(&c);
+    let faults = c.dir().join("faults.json");
+    std::fs::write(&faults, r#"{"errorRate":1,"codes":[503],"methods":["PUT"],"pathContains":"/leases/"}"#).unwrap();
+    let faulty = c.dir().join("kubeconfig-faulty");
+    let err = std::fs::File::create(c.dir().join("lapsed.err")).unwrap();
+    let mut run = std::process::Command::new(assert_cmd::cargo::cargo_bin("kubectl-ippool"))
+        .env("KUBECONFIG", &faulty)
+        .env("KUBECTL_IPPOOL_LEASE_SECONDS", "4")
+        .env_remove("RUST_LOG")
+        .args(["migrate", "--from", &v4, "--to", "10.77.0.0/16", "--yes", "--timeout", "2m"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    c.wait_until("the run to pass TargetReady", std::time::Duration::from_secs(60), || {
+        !["", "Started"].contains(&phase_of(&c).as_str()) || run.try_wait().unwrap().is_some()
+    });
+    // Another run's cordon (as if it held the lease now).
+    let node = "kubesim-node-2";
+    c.kubectl_ok(&["cordon", node]);
+    c.kubectl_ok(&["annotate", "node", node, "ippool.kubectl.io/cordoned=true", "--overwrite"]);
+    let status = run.wait().unwrap();
+    std::fs::remove_file(&faults).unwrap();
+    let se = std::fs::read_to_string(c.dir().join("lapsed.err")).unwrap();
+    assert!(!status.success(), "{se}");
+    assert!(se.contains("could not be renewed"), "{se}");
+    let phase = phase_of(&c);
+    assert!(["Started", "TargetReady", "SourceDisabled"].contains(&phase.as_str()), "{phase}\n{se}");
+    assert_eq!(uids(&c), before, "no pod was moved:\n{se}");
+    let n = json(&c, &["get", "node", node]);
+    assert_eq!(n["spec"]["unschedulable"], true, "another run's cordon was undone:\n{se}");
+    c.kubectl_ok(&["uncordon", node]);
+    c.kubectl_ok(&["annotate", "node", node, "ippool.kubectl.io/cordoned-"]);
+    // Undone for the next test; the new pool stays, disabled (calico-node
+    // moves its tunnel addresses out of it by itself).
+    let out = c.ippool(&["migrate", "--from", &v4, "--rollback", "--yes"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    clear_record_and_lease(&c);
+}
+
+/// The enabled IPv4 pool the pods use now (whichever test ran before): name and CIDR.
+fn current_v4_pool(c: &TestCluster) -> (String, String) {
+    let pools = json(c, &["get", IPPOOLS]);
+    pools["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| {
+            p["spec"]["disabled"] != true
+                && p["spec"]["cidr"].as_str().is_some_and(|c| c.contains('.'))
+                && p["spec"]["nodeSelector"] != "!all()"
+        })
+        .map(|p| (p["metadata"]["name"].as_str().unwrap().to_string(), p["spec"]["cidr"].as_str().unwrap().to_string()))
+        .expect("an enabled IPv4 pool")
+}

@@ -7,12 +7,18 @@ use crate::error::{Error, Result};
 
 /// Save progress, stopping if another process took our lease.
 pub(crate) async fn checkpoint(ctx: &Ctx<'_>, state: &mut MigrationState, phase: Phase) -> Result<()> {
-    if ctx.lease.lost() {
-        return Err(Error::Other(
-            "another process took over the migration lease; stopping (the record is left for it)".into(),
-        ));
-    }
+    stop_if_lease_lost(ctx)?;
     save(ctx.cluster, state, phase).await
+}
+
+/// An error once the lease is no longer surely ours: nothing new may start.
+pub(crate) fn stop_if_lease_lost(ctx: &Ctx<'_>) -> Result<()> {
+    match ctx.lease.why_lost() {
+        Some(why) => Err(Error::Other(format!(
+            "{why}; stopping: nothing new is started (the record is left for the run that holds the lease, or for the same command run again)"
+        ))),
+        None => Ok(()),
+    }
 }
 
 pub(crate) async fn save(cluster: &Cluster, state: &mut MigrationState, phase: Phase) -> Result<()> {

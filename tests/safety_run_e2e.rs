@@ -441,3 +441,44 @@ fn current_v4_pool(c: &TestCluster) -> (String, String) {
         .map(|p| (p["metadata"]["name"].as_str().unwrap().to_string(), p["spec"]["cidr"].as_str().unwrap().to_string()))
         .expect("an enabled IPv4 pool")
 }
+
+/// Issue 24 item 11: the `--update-rules` PATCH of a set lands but its
+/// answer is a 504 (kubesim's fault proxy, `landed`, once). The run reads
+/// the set back, finds its entry there and keeps it in the record (it used
+/// to repeat the PATCH, whose `test` then failed, and drop the entry from
+/// the record); `--rollback` then takes it back out.
+#[test]
+fn a_rules_patch_that_landed_without_an_answer_stays_in_the_record() {
+    let c = cluster();
+    let (v4, v4_cidr) = current_v4_pool(&c);
+    apply(
+        &c,
+        "landed-set.yaml",
+        &format!("apiVersion: crd.projectcalico.org/v1\nkind: GlobalNetworkSet\nmetadata: {{name: landed-set}}\nspec: {{nets: ['{v4_cidr}']}}\n"),
+    );
+    let faults = c.dir().join("faults.json");
+    std::fs::write(
+        &faults,
+        r#"{"errorRate":1,"codes":[504],"methods":["PATCH"],"pathContains":"/globalnetworksets/landed-set","landed":true,"limit":1}"#,
+    )
+    .unwrap();
+    let out = c
+        .ippool(&["migrate", "--from", &v4, "--to", "10.78.0.0/16", "--update-rules", "-l", "app=none", "--yes"])
+        .env("KUBECONFIG", c.dir().join("kubeconfig-faulty"))
+        .output()
+        .unwrap();
+    std::fs::remove_file(&faults).unwrap();
+    let se = text(&out.stderr);
+    let stats = std::fs::read_to_string(c.dir().join("faults-stats.json")).unwrap_or_default();
+    assert!(out.status.success(), "{se}\n{stats}");
+    let nets = || json(&c, &["get", "globalnetworksets.crd.projectcalico.org", "landed-set"])["spec"]["nets"].clone();
+    assert_eq!(nets(), json!([v4_cidr, "10.78.0.0/16"]), "{se}");
+    let changes = record_state(&c)["ruleChanges"].clone();
+    assert!(changes.to_string().contains("landed-set"), "the landed entry is recorded: {changes}\n{se}");
+    let out = c.ippool(&["migrate", "--from", &v4, "--rollback", "--yes"]).output().unwrap();
+    let se = text(&out.stderr);
+    assert!(out.status.success(), "{se}");
+    assert_eq!(nets(), json!([v4_cidr]), "the rollback takes it back out: {se}");
+    c.kubectl_ok(&["delete", "globalnetworksets.crd.projectcalico.org", "landed-set"]);
+    clear_record_and_lease(&c);
+}

@@ -69,21 +69,6 @@ fn lease(c: &TestCluster) -> Option<Value> {
     out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
 }
 
-/// Every pool with its resourceVersion.
-fn pools(c: &TestCluster) -> Vec<(String, String)> {
-    json(c, &["get", IPPOOLS])["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["metadata"]["name"].as_str().unwrap().to_string(),
-                p["metadata"]["resourceVersion"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
 /// A one-pair record in `phase`.
 fn one_pair_record(from: &str, from_cidr: &str, to_cidr: &str, phase: &str) -> Value {
     json!({
@@ -132,7 +117,7 @@ fn dry_runs_and_unconfirmed_runs_write_nothing_in_any_phase() {
         for phase in PHASES {
             write_record(&c, &one_pair_record("idle", "10.200.0.0/16", "10.201.0.0/16", phase));
             write_stale_lease(&c);
-            let before = (resource_version(&record(&c)), resource_version(&lease(&c)), pools(&c));
+            let before = (resource_version(&record(&c)), resource_version(&lease(&c)), common::pool_versions(&c));
             let runs: [&[&str]; 4] = [
                 &["migrate", "--from", "idle", "--to", "10.201.0.0/16", "--dry-run"],
                 &["migrate", "--from", "idle", "--to", "10.201.0.0/16"],
@@ -145,7 +130,7 @@ fn dry_runs_and_unconfirmed_runs_write_nothing_in_any_phase() {
                 let what = format!("phase {phase}, old pool exists: {pool_exists}, {args:?}");
                 assert!(out.status.code().is_some_and(|code| code <= 3), "{what}: {so}\n{se}");
                 assert!(!se.contains("closing the migration record") && !so.contains("is done"), "{what}: {se}");
-                let after = (resource_version(&record(&c)), resource_version(&lease(&c)), pools(&c));
+                let after = (resource_version(&record(&c)), resource_version(&lease(&c)), common::pool_versions(&c));
                 assert_eq!(after, before, "{what} wrote:\n{so}\n{se}");
             }
         }

@@ -51,18 +51,11 @@ pub fn split_needed(changes: Vec<RuleChange>, held: &[Holder]) -> (Vec<RuleChang
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::rules::ObjectRef;
     use serde_json::json;
 
     fn change(added: Value) -> RuleChange {
         RuleChange {
-            target: ObjectRef {
-                api_version: "crd.projectcalico.org/v1".into(),
-                kind: "GlobalNetworkSet".into(),
-                plural: "globalnetworksets".into(),
-                namespace: None,
-                name: "pods".into(),
-            },
+            target: crate::core::rules::global_network_set("pods"),
             field: "spec.nets".into(),
             pointer: "/spec/nets".into(),
             added,

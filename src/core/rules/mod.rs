@@ -115,6 +115,18 @@ pub struct RuleChange {
     pub text_key: Option<String>,
 }
 
+/// A GlobalNetworkSet of the v1 CRD, for unit tests.
+#[cfg(test)]
+pub(crate) fn global_network_set(name: &str) -> ObjectRef {
+    ObjectRef {
+        api_version: "crd.projectcalico.org/v1".into(),
+        kind: "GlobalNetworkSet".into(),
+        plural: "globalnetworksets".into(),
+        namespace: None,
+        name: name.into(),
+    }
+}
+
 impl RuleChange {
     pub fn describe(&self) -> String {
         let what = match &self.added {

@@ -49,7 +49,7 @@ pub enum Error {
     Refused { action: String, reasons: Vec<String> },
 
     /// Another migration holds the lock.
-    #[error("another migration is running: lease {lease} is held by {holder} (renewed {age} ago); wait for it, or if it is dead, the lease expires after {ttl}s")]
+    #[error("another migration is running: lease {lease} is held by {holder} ({age}); wait for it, or if it is dead, run again: a lease not renewed for {ttl}s is taken over")]
     Locked { lease: String, holder: String, age: String, ttl: i64 },
 
     /// The user declined the confirmation prompt, or no terminal and no --yes.

@@ -286,7 +286,9 @@ fn concurrent_run_refused_then_sigkill_and_resume_crd_v1() {
     );
     assert_eq!(phase(), "MovingPods");
 
-    // Resume, then SIGKILL it: the lease stays behind, held by a dead process.
+    // Resume, then SIGKILL it: the lease stays behind, held by a dead
+    // process; the next run takes it once it has seen it unrenewed for its
+    // whole duration (30 s).
     let mut second = Command::new(&bin)
         .env("KUBECONFIG", &c.kubeconfig)
         .args(args)
@@ -306,7 +308,9 @@ fn concurrent_run_refused_then_sigkill_and_resume_crd_v1() {
         ]);
         String::from_utf8_lossy(&out.stdout).ends_with(&format!(":{}", second.id()))
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    // Killed at once: the refusal above now waits to see the first run renew
+    // its lease (up to 10 s), by which time few pods are left to move, and
+    // the second run could finish before a later kill.
     second.kill().unwrap(); // SIGKILL
     second.wait().unwrap();
     assert!(matches!(phase().as_str(), "MovingPods" | "Draining" | "SourceDeleted" | "Done"), "{}", phase());

@@ -4,8 +4,9 @@
 //! GlobalNetworkSet, the ip-masq-agent ConfigMap and an IPReservation (and a
 //! kube-proxy DaemonSet's `--cluster-cidr`) with their field paths; a filtered `--update-rules` run (stopped before the
 //! old pool's deletion) adds 10.0.0.0/16 to the first four and changes
-//! nothing else, and `--rollback` takes exactly that back out (an edit made
-//! meanwhile stays); a full `--update-rules` run, then `verify` warns about
+//! nothing else; `--rollback` keeps them while moved pods hold 10.0.0.0/16
+//! addresses, and once those pods are restarted takes exactly that back out
+//! (an edit made meanwhile stays); a full `--update-rules` run, then `verify` warns about
 //! the retired 192.168.0.0/16 in each.
 
 mod common;
@@ -330,7 +331,32 @@ fn rules_naming_the_old_cidr_are_listed_updated_rolled_back_and_verified() {
         json!(["192.168.0.0/16", "10.0.0.0/16", "10.9.0.0/16"]),
         "a dry run writes nothing"
     );
-    run(&c, &["migrate", "--from", OLD, "--rollback", "--yes"]);
+    // The moved pods of shop/web still hold 10.0.0.0/16 addresses: the
+    // rollback keeps what was added for them, says so, and keeps it in the
+    // record (issue 24 item 1: it used to strip them).
+    let (_, se) = run(&c, &["migrate", "--from", OLD, "--rollback", "--yes"]);
+    assert!(se.contains("kept the 4 entr(ies) --update-rules added") && se.contains("Pod shop/web-"), "{se}");
+    let mut kept = with_added(&originals, "10.0.0.0/16");
+    kept[2]["nets"].as_array_mut().unwrap().push(json!("10.9.0.0/16"));
+    assert_eq!(four(&c), kept, "entries that moved pods need are kept");
+    let record = get(&c, ("configmaps", Some("kube-system"), "kubectl-ippool-migration"));
+    let state: Value = serde_json::from_str(record["data"]["state.json"].as_str().unwrap()).unwrap();
+    assert_eq!(state["ruleChanges"].as_array().unwrap().len(), 4, "{state}");
+    assert_ne!(state["phase"], "RolledBack", "{state}");
+    // Once web's pods are back in the old pool (restarted), a second
+    // rollback takes exactly what --update-rules added back out.
+    c.kubectl_ok(&["rollout", "restart", "deployment/web", "-n", "shop"]);
+    c.kubectl_ok(&["rollout", "status", "deployment/web", "-n", "shop", "--timeout=180s"]);
+    c.wait_until("no pod to hold a 10.0.0.0/16 address", std::time::Duration::from_secs(120), || {
+        let pods: Value = serde_json::from_str(&c.kubectl_ok(&["get", "pods", "-A", "-o", "json"])).unwrap();
+        !pods["items"].as_array().unwrap().iter().any(|p| {
+            p["status"]["podIPs"].as_array().is_some_and(|ips| {
+                ips.iter().any(|i| i["ip"].as_str().is_some_and(|ip| common::in_cidr(ip, "10.0.0.0/16")))
+            })
+        })
+    });
+    let (_, se) = run(&c, &["migrate", "--from", OLD, "--rollback", "--yes"]);
+    assert!(!se.contains("kept the"), "{se}");
     let mut expected = originals.clone();
     expected[2]["nets"].as_array_mut().unwrap().push(json!("10.9.0.0/16"));
     assert_eq!(four(&c), expected, "the rollback removes exactly what --update-rules added");

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{in_cidr, json, TestCluster};
+use common::{in_cidr, json, pool_versions, TestCluster};
 use serde_json::Value;
 
 /// name -> (uid, node, podIP) of the pods in namespace shop.
@@ -20,21 +20,6 @@ fn shop_pods(c: &TestCluster) -> BTreeMap<String, (String, String, String)> {
         .map(|p| {
             let s = |v: &Value| v.as_str().unwrap_or("").to_string();
             (s(&p["metadata"]["name"]), (s(&p["metadata"]["uid"]), s(&p["spec"]["nodeName"]), s(&p["status"]["podIP"])))
-        })
-        .collect()
-}
-
-fn pool_versions(c: &TestCluster) -> BTreeMap<String, String> {
-    let v = json(c, &["get", "ippools.crd.projectcalico.org"]);
-    v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["metadata"]["name"].as_str().unwrap().to_string(),
-                p["metadata"]["resourceVersion"].as_str().unwrap().to_string(),
-            )
         })
         .collect()
 }

@@ -42,7 +42,8 @@ pub async fn record_event(cluster: &Cluster, target: EventTarget<'_>, message: &
         "type": "Normal",
         "source": {"component": COMPONENT},
         "reportingComponent": COMPONENT,
-        "reportingInstance": holder_identity(),
+        // The API server takes at most 128 characters here.
+        "reportingInstance": holder_identity().chars().take(128).collect::<String>(),
         "firstTimestamp": now,
         "lastTimestamp": now,
         "count": 1

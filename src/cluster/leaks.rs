@@ -160,8 +160,16 @@ async fn release_in_block(
     name: &str,
     wanted: &[(IpAddr, Option<String>)],
 ) -> Result<Option<(String, leaks::BlockRelease)>> {
+    // A write whose answer was lost: what it sent (None: a delete), and the release it made.
+    let mut unanswered: Option<(Option<Value>, String, leaks::BlockRelease)> = None;
     for attempt in 0..CONFLICT_RETRIES {
-        let Some(mut block) = api.get_opt(name).await.op("get", "ipamblocks", None)? else { return Ok(None) };
+        let got = api.get_opt(name).await.op("get", "ipamblocks", None)?;
+        if let Some((sent, cidr, change)) = unanswered.take() {
+            if leaks::write_landed(sent.as_ref(), got.as_ref().and_then(|b| b.data.get("spec"))) {
+                return Ok(Some((cidr, change)));
+            }
+        }
+        let Some(mut block) = got else { return Ok(None) };
         let spec = block.data.get("spec").cloned().unwrap_or(Value::Null);
         let cidr_text = spec.get("cidr").and_then(Value::as_str).unwrap_or_default().to_string();
         let cidr: IpNet =
@@ -172,7 +180,8 @@ async fn release_in_block(
         }
         let unaffine = spec.get("affinity").is_none_or(|a| a.is_null() || a.as_str() == Some(""));
         // As libcalico-go: an empty block without affinity is deleted, any other is updated.
-        let result = if change.empty && unaffine {
+        let deleting = change.empty && unaffine;
+        let result = if deleting {
             let dp = DeleteParams {
                 preconditions: Some(Preconditions {
                     uid: None,
@@ -189,7 +198,12 @@ async fn release_in_block(
             Ok(()) => return Ok(Some((cidr_text, change))),
             Err(kube::Error::Api(s)) if s.code == 409 => continue,
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
-            Err(e) if is_transient(&e) => tokio::time::sleep(transient_pause(attempt)).await,
+            Err(e) if is_transient(&e) => {
+                // It may have landed: the next look decides.
+                let sent = (!deleting).then(|| change.spec.clone());
+                unanswered = Some((sent, cidr_text, change));
+                tokio::time::sleep(transient_pause(attempt)).await
+            }
             Err(e) => return Err(e).op("update", "ipamblocks", None),
         }
     }
@@ -199,10 +213,23 @@ async fn release_in_block(
 /// Lower an IPAMHandle's count for the block; delete it when it holds nothing.
 async fn decrement(api: &Api<DynamicObject>, handle: &str, block_cidr: &str, count: u64) -> Result<()> {
     let name = handle.to_lowercase();
+    // An update whose answer was lost, and the spec it sent.
+    let mut unanswered: Option<Value> = None;
     for attempt in 0..CONFLICT_RETRIES {
-        let Some(mut h) = api.get_opt(&name).await.op("get", "ipamhandles", None)? else { return Ok(()) };
+        let got = api.get_opt(&name).await.op("get", "ipamhandles", None)?;
+        if let Some(sent) = unanswered.take() {
+            if leaks::write_landed(Some(&sent), got.as_ref().and_then(|h| h.data.get("spec"))) {
+                return Ok(());
+            }
+        }
+        let Some(mut h) = got else { return Ok(()) };
         let spec = h.data.get("spec").cloned().unwrap_or(Value::Null);
-        let result = match decrement_handle(&spec, block_cidr, count) {
+        let change = decrement_handle(&spec, block_cidr, count);
+        let sent = match &change {
+            HandleChange::Update(new) => Some(new.clone()),
+            HandleChange::Delete => None,
+        };
+        let result = match change {
             HandleChange::Delete => {
                 let rv = h.metadata.resource_version.clone();
                 let dp = DeleteParams {
@@ -220,7 +247,11 @@ async fn decrement(api: &Api<DynamicObject>, handle: &str, block_cidr: &str, cou
             Ok(()) => return Ok(()),
             Err(kube::Error::Api(s)) if s.code == 409 => continue,
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
-            Err(e) if is_transient(&e) => tokio::time::sleep(transient_pause(attempt)).await,
+            Err(e) if is_transient(&e) => {
+                // It may have landed: the next look decides, never a second decrement.
+                unanswered = sent;
+                tokio::time::sleep(transient_pause(attempt)).await
+            }
             Err(e) => return Err(e).op("update", "ipamhandles", None),
         }
     }

@@ -1,7 +1,7 @@
 //! Retries of API requests that are safe to repeat and can succeed: the
-//! server said it did not process them (429, 503, 504: any method), or the
+//! server said it did not process them (429, 503: any method), or the
 //! request only reads (GET/HEAD, SelfSubjectAccessReviews) and failed with a
-//! 500, 502, 409 or a lost connection. A write that failed any other way is
+//! 500, 502, 504, 409 or a lost connection. A write that failed any other way is
 //! not repeated blindly: the error is reported and the migration record lets
 //! a re-run resume. Evictions are never retried here: their 429 means "a PDB
 //! forbids it now" and the movers show and handle it. A refused connection
@@ -159,13 +159,16 @@ pub fn retryable(method_reads: bool, path: &str, outcome: Outcome) -> bool {
         return false;
     }
     match outcome {
+        Outcome::Status(StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) => true,
+        // A request that only reads can be repeated whatever went wrong on
+        // the server. A 504 says the server gave up waiting, not that the
+        // write did not happen: its caller reads back and decides.
         Outcome::Status(
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT,
-        ) => true,
-        // A request that only reads can be repeated whatever went wrong on the server.
-        Outcome::Status(StatusCode::INTERNAL_SERVER_ERROR | StatusCode::BAD_GATEWAY | StatusCode::CONFLICT) => {
-            method_reads
-        }
+            StatusCode::INTERNAL_SERVER_ERROR
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::CONFLICT
+            | StatusCode::GATEWAY_TIMEOUT,
+        ) => method_reads,
         Outcome::Status(_) => false,
         Outcome::Refused => false,
         Outcome::Lost => method_reads, // a write may or may not have happened
@@ -248,6 +251,13 @@ mod tests {
         assert!(retryable(false, "/apis/crd.projectcalico.org/v1/ippools", Status(StatusCode::SERVICE_UNAVAILABLE)));
         assert!(!retryable(false, "/apis/crd.projectcalico.org/v1/ippools", Status(StatusCode::INTERNAL_SERVER_ERROR)));
         assert!(!retryable(false, "/apis/crd.projectcalico.org/v1/ippools", Lost));
+        // A 504 may come after the write took effect (issue 24 item 11).
+        assert!(!retryable(
+            false,
+            "/apis/crd.projectcalico.org/v1/globalnetworksets/x",
+            Status(StatusCode::GATEWAY_TIMEOUT)
+        ));
+        assert!(retryable(true, "/api/v1/pods", Status(StatusCode::GATEWAY_TIMEOUT)));
         assert!(!retryable(false, "/apis/crd.projectcalico.org/v1/ippools/x", Status(StatusCode::CONFLICT)));
         assert!(retryable(true, "/api/v1/pods", Status(StatusCode::INTERNAL_SERVER_ERROR)));
         assert!(retryable(true, "/api/v1/pods", Lost));

@@ -128,6 +128,9 @@ pub enum Patched {
     Done,
     /// A `test` failed or the object changed under us: read it again.
     Conflict(String),
+    /// No answer that says (a 500, 502 or 504, a lost connection): it may
+    /// have taken effect. Read it again and decide from what is there.
+    Unknown(String),
 }
 
 /// Send an RFC 6902 JSON patch (kube's typed patch needs a crate we do not
@@ -146,6 +149,7 @@ pub async fn json_patch(cluster: &Cluster, target: &ObjectRef, ops: &[Value]) ->
         Ok(_) => Ok(Patched::Done),
         // A failed `test` is 422 (Invalid); 409 is a write conflict.
         Err(kube::Error::Api(s)) if s.code == 422 || s.code == 409 => Ok(Patched::Conflict(s.message)),
+        Err(e) if super::retry::is_transient(&e) => Ok(Patched::Unknown(e.to_string())),
         Err(e) => Err(from_kube(e, "patch", &target.plural, target.namespace.as_deref())),
     }
 }

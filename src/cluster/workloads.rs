@@ -241,6 +241,25 @@ pub fn node_info(n: &Node) -> NodeInfo {
     }
 }
 
+/// Wait (a watch on nodes, at most `timeout`) until no node tunnel address
+/// lies in `cidrs`; false when some still do at the end.
+pub async fn wait_tunnels_leave(
+    cluster: &Cluster,
+    cidrs: &[ipnet::IpNet],
+    timeout: std::time::Duration,
+) -> Result<bool> {
+    let api: kube::Api<Node> = kube::Api::all(cluster.client.clone());
+    let left = |nodes: &[&Node]| {
+        nodes.iter().any(|n| node_info(n).tunnel_ips.iter().any(|ip| cidrs.iter().any(|c| c.contains(ip))))
+    };
+    let what = "node tunnel addresses to leave the new pool";
+    match super::watch::wait_list(api, kube::runtime::watcher::Config::default(), what, timeout, |n| !left(n)).await {
+        Ok(()) => Ok(true),
+        Err(crate::error::Error::Timeout { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Deployments, StatefulSets and DaemonSets (of `-n`, or all), with their
 /// template pins and update strategy.
 pub async fn list_workloads(cluster: &Cluster) -> Result<Vec<WorkloadInfo>> {

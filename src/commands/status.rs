@@ -205,12 +205,11 @@ async fn watch(cluster: &Cluster, printer: &Printer) -> Result<u8> {
                     }
                 };
                 printer.warn(format!(
-                    "the run {holder} {why} in phase {} with {}/{} pod(s) moved, without finishing; run `kubectl ippool migrate --from {} --to {}` to resume it, or add --rollback to undo it",
+                    "the run {holder} {why} in phase {} with {}/{} pod(s) moved, without finishing; run `{}` to resume it, or add --rollback to undo it",
                     m.phase.as_str(),
                     m.pods_moved,
                     m.total,
-                    m.from_pool,
-                    m.to_cidr
+                    m.resume_command()
                 ));
                 return Ok(1);
             }
@@ -280,8 +279,8 @@ pub fn build_report(context: &str, snap: Snapshot, rules: &[RuleObject], args: &
             "migrationInProgress",
             findings::Severity::Warn,
             format!(
-                "a migration from {} to {} is in progress: phase {}, {}/{} moved, {} failed (started {} by {}); run the same migrate command to finish it",
-                m.old_pools(), m.new_pools(), m.phase.as_str(), m.pods_moved, m.total, m.failed.len(), m.started_at, m.started_by
+                "a migration from {} to {} is in progress: phase {}, {}/{} moved, {} failed (started {} by {}); run `{}` to finish it",
+                m.old_pools(), m.new_pools(), m.phase.as_str(), m.pods_moved, m.total, m.failed.len(), m.started_at, m.started_by, m.resume_command()
             ),
             m.pairs().iter().flat_map(|p| [format!("IPPool {}", p.from_pool), format!("IPPool {}", p.to_pool)]).collect(),
         ));

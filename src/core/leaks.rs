@@ -264,6 +264,20 @@ fn ordinal_of(cidr: &IpNet, ip: &IpAddr) -> Option<usize> {
 }
 
 /// What to do with an IPAMHandle after `count` of its addresses in `block_cidr` were released.
+/// Whether a write whose answer was lost (a 500, 502 or 504, a dropped
+/// connection) took effect, from what is there now: the spec it wrote, or
+/// (`sent` None: a delete) nothing. Anything else counts as not written, so
+/// the write is worked out again from what is there: an IPAM block release
+/// that landed is never missed (its handles would keep their counts), and
+/// a handle decrement that landed is never made twice.
+pub fn write_landed(sent: Option<&Value>, now: Option<&Value>) -> bool {
+    match (sent, now) {
+        (None, None) => true,
+        (Some(sent), Some(now)) => sent == now,
+        _ => false,
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum HandleChange {
     /// The handle holds nothing else: delete it.

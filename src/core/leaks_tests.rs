@@ -178,3 +178,24 @@ fn the_running_configuration_decides_whether_leaks_are_collected() {
 
     assert!(gc_policy(None).never_because.unwrap().contains("does not exist"));
 }
+
+/// Issue 24 item 11: a handle decrement whose answer was lost is not made
+/// again once it shows, and is made again when it does not; a block
+/// release that landed counts as made (its handles are then decremented).
+#[test]
+fn a_write_whose_answer_was_lost_is_judged_by_what_is_there() {
+    let before = json!({"handleID": "h", "block": {"10.0.0.0/26": 2}});
+    let HandleChange::Update(sent) = decrement_handle(&before, "10.0.0.0/26", 1) else { panic!("an update") };
+    assert!(write_landed(Some(&sent), Some(&sent)), "landed: no second decrement");
+    assert!(!write_landed(Some(&sent), Some(&before)), "not landed: decrement again");
+    assert!(!write_landed(Some(&sent), None), "gone meanwhile: worked out again");
+    assert!(write_landed(None, None), "a delete that landed");
+    assert!(!write_landed(None, Some(&before)), "a delete that did not");
+    let block = json!({"cidr": "10.0.0.0/30", "allocations": [0, null, null, null], "unallocated": [1, 2, 3],
+        "attributes": [{"handle_id": "h", "secondary": null}], "sequenceNumberForAllocation": {"0": 1}});
+    let change =
+        release_from_block(&block, &"10.0.0.0/30".parse().unwrap(), &[("10.0.0.0".parse().unwrap(), Some("h".into()))]);
+    assert_eq!(change.released.len(), 1);
+    assert!(write_landed(Some(&change.spec), Some(&change.spec)), "the release landed: its handles are decremented");
+    assert!(!write_landed(Some(&change.spec), Some(&block)));
+}

@@ -107,6 +107,23 @@ impl MigrationState {
         self.pairs().iter().map(|p| p.to_pool.as_str()).collect::<Vec<_>>().join(" and ")
     }
 
+    /// The command that resumes this migration, naming every pair: `--to
+    /// CIDR` when the run created each new pool, else `--to-pool NAME`
+    /// (kubectl-ippool takes one form or the other, not both).
+    pub fn resume_command(&self) -> String {
+        let pairs = self.pairs();
+        let by_cidr = pairs.iter().all(|p| p.created_target);
+        let mut cmd = String::from("kubectl ippool migrate");
+        for p in &pairs {
+            if by_cidr {
+                cmd.push_str(&format!(" --from {} --to {}", p.from_pool, p.to_cidr));
+            } else {
+                cmd.push_str(&format!(" --from {} --to-pool {}", p.from_pool, p.to_pool));
+            }
+        }
+        cmd
+    }
+
     /// Every pair: (from_pool, from_cidr, to_pool, to_cidr, created_target, original_from_pool).
     pub fn pairs(&self) -> Vec<PairRecord> {
         std::iter::once(PairRecord {
@@ -119,6 +136,50 @@ impl MigrationState {
         })
         .chain(self.also.iter().cloned())
         .collect()
+    }
+}
+
+/// Whether two records are of the same migration (the same start).
+fn same_migration(a: &MigrationState, b: &MigrationState) -> bool {
+    (&a.started_at, &a.started_by, &a.from_pool, &a.to_pool) == (&b.started_at, &b.started_by, &b.from_pool, &b.to_pool)
+}
+
+/// The record read again once the lease is held, against the one the run
+/// planned with (read before its confirmation, without the lease): the
+/// fresh record to carry on with, or why the run must stop without
+/// writing (another run started, finished or rolled back meanwhile).
+pub fn recheck_record(
+    planned: Option<&MigrationState>,
+    fresh: Option<&MigrationState>,
+) -> Result<Option<MigrationState>, String> {
+    let unfinished = fresh.filter(|f| !f.phase.is_finished());
+    match (planned, fresh) {
+        (None, _) => match unfinished {
+            None => Ok(None),
+            Some(f) => Err(format!(
+                "a migration from {} to {} was started by {} ({}) while this run waited to start; it is in phase {}: run `{}` to finish it",
+                f.old_pools(),
+                f.new_pools(),
+                f.started_by,
+                f.started_at,
+                f.phase.as_str(),
+                f.resume_command()
+            )),
+        },
+        (Some(p), Some(f)) if same_migration(p, f) => match unfinished {
+            Some(f) => Ok(Some(f.clone())),
+            None => Err(format!(
+                "another run ended the migration from {} to {} while this one waited (phase {})",
+                f.old_pools(),
+                f.new_pools(),
+                f.phase.as_str()
+            )),
+        },
+        (Some(p), _) => Err(format!(
+            "the migration record changed while this run waited: the migration from {} to {} it was to resume is no longer on record",
+            p.old_pools(),
+            p.new_pools()
+        )),
     }
 }
 
@@ -150,6 +211,13 @@ mod tests {
         assert_eq!(back, two);
         assert_eq!(back.pairs()[1].to_pool, "b6");
         assert_eq!((back.old_pools().as_str(), back.new_pools().as_str()), ("a and a6", "b and b6"));
+        assert_eq!(
+            back.resume_command(),
+            "kubectl ippool migrate --from a --to 10.0.0.0/16 --from a6 --to fd00:20::/112"
+        );
+        two.also[0].created_target = false;
+        assert_eq!(two.resume_command(), "kubectl ippool migrate --from a --to-pool b --from a6 --to-pool b6");
+        assert_eq!(r.resume_command(), "kubectl ippool migrate --from a --to 10.0.0.0/16");
     }
 }
 
@@ -237,6 +305,25 @@ mod follow_tests {
 
     fn progress(first: bool, new_failures: &[&str]) -> FollowStep {
         FollowStep::Progress { first, new_failures: new_failures.iter().map(|f| f.to_string()).collect() }
+    }
+
+    #[test]
+    fn the_record_read_again_under_the_lease_decides() {
+        let mine = state("t1", Phase::MovingPods, 1, &[]);
+        let other = MigrationState { from_pool: "other".into(), ..state("t2", Phase::Started, 0, &[]) };
+        assert_eq!(recheck_record(None, None), Ok(None));
+        assert_eq!(recheck_record(None, Some(&state("t0", Phase::Done, 3, &[]))), Ok(None), "a finished record");
+        let e = recheck_record(None, Some(&other)).unwrap_err();
+        assert!(e.contains("while this run waited") && e.contains("--from other --to 10.0.0.0/16"), "{e}");
+        let further = state("t1", Phase::Draining, 3, &[]);
+        assert_eq!(
+            recheck_record(Some(&mine), Some(&further)),
+            Ok(Some(further.clone())),
+            "carry on from the fresh one"
+        );
+        assert!(recheck_record(Some(&mine), Some(&state("t1", Phase::Done, 3, &[]))).unwrap_err().contains("ended"));
+        assert!(recheck_record(Some(&mine), Some(&other)).unwrap_err().contains("no longer on record"));
+        assert!(recheck_record(Some(&mine), None).is_err());
     }
 
     #[test]

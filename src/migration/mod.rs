@@ -113,6 +113,16 @@ pub(crate) struct Ctx<'a> {
     /// The canary namespace in use, for cleanup on Ctrl-C.
     canary_ns: Arc<Mutex<Option<String>>>,
     lease: &'a LeaseGuard,
+    /// Nodes this run cordoned and workloads it surged, not yet undone:
+    /// all the exit clean-up may touch.
+    touched: Mutex<Touched>,
+}
+
+/// What this run changed that must be undone when it stops.
+#[derive(Debug, Default)]
+pub(crate) struct Touched {
+    pub(crate) cordoned: Vec<String>,
+    pub(crate) surged: Vec<crate::core::model::Owner>,
 }
 
 /// Plan, check, confirm and carry out a migration.
@@ -121,7 +131,15 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
     let (mut facts, rule_objects) =
         tokio::try_join!(Facts::read(cluster, calico.clone(), opts), crate::cluster::rules::read(cluster, calico))?;
     facts.reservations = crate::core::rules::reserved_cidrs(&rule_objects.objects);
+    let given = 1 + opts.more_from.len();
     let opts = &paired(opts, &facts.snap.inventory, facts.snap.migration.as_ref())?;
+    if 1 + opts.also.len() > given {
+        let all: Vec<String> = std::iter::once(&opts.from).chain(opts.also.iter().map(|(f, _)| f)).cloned().collect();
+        printer.note(format!(
+            "The unfinished migration on record moves {}: resuming every one of them.",
+            all.join(" and ")
+        ));
+    }
     let record = resumable_record(facts.snap.migration.as_ref(), opts)?;
     // Killed between deleting the two old pools of a dual-stack run: the
     // pairs whose old pool is gone are done; finish the others.
@@ -148,7 +166,7 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
     if facts.snap.inventory.pool_named(&opts.from).is_none() {
         if let Some(state) = record {
             // The old pool is gone: only the record is left to close.
-            return rollback::finish_without_pool(printer, cluster, state).await;
+            return rollback::finish_without_pool(printer, cluster, state, opts.dry_run, opts.yes).await;
         }
     }
     let mut plan = plan::make_plan(&facts.plan_input(opts, operator))
@@ -201,31 +219,64 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
 
     // 4. Execute, holding the lease.
     let lease = LeaseGuard::acquire(cluster).await?;
+    // Another run may have started (or ended this one) while we waited.
+    let record = match checkpoint::reread(cluster, record.as_ref(), &format!("migrate {}", opts.from)).await {
+        Ok(r) => r,
+        Err(e) => {
+            lease.release().await;
+            return Err(e);
+        }
+    };
     let mut originals = Vec::new();
     for (from, _, _) in plan.pairs() {
         originals.push(writer.get(&from.name).await?);
     }
     let state = record.unwrap_or_else(|| new_record(&plan, &lease, originals));
-    let ctx =
-        Ctx { printer, cluster, calico, writer: &writer, opts, canary_ns: Arc::new(Mutex::new(None)), lease: &lease };
+    let resume = state.resume_command();
+    let ctx = Ctx {
+        printer,
+        cluster,
+        calico,
+        writer: &writer,
+        opts,
+        canary_ns: Arc::new(Mutex::new(None)),
+        lease: &lease,
+        touched: Mutex::new(Touched::default()),
+    };
     let outcome = tokio::select! {
         r = phases::execute(&ctx, &plan, state, &facts) => r,
         _ = tokio::signal::ctrl_c() => Err(Error::Interrupted(format!(
-            "the migration record in ConfigMap {STATE_NAMESPACE}/{STATE_CONFIGMAP} keeps the progress; run the same command again to continue, or add --rollback to undo"))),
+            "the migration record in ConfigMap {STATE_NAMESPACE}/{STATE_CONFIGMAP} keeps the progress; run `{resume}` to continue, or add --rollback to undo"))),
     };
-    // Clean up on every path (the canary namespace, nodes we cordoned,
-    // workloads we scaled up).
+    // Clean up on every path: the canary namespace (this run's own), and
+    // the nodes this run cordoned and workloads it scaled up, only while
+    // the lease is surely ours (a run that took it over owns them now).
     if let Some(ns) = ctx.canary_ns.lock().ok().and_then(|mut g| g.take()) {
         canary::cleanup(cluster, &ns).await;
     }
-    if let Ok(nodes) = movers::uncordon_ours(cluster).await {
-        for n in nodes {
-            printer.note(format!("node/{n} uncordoned"));
+    let touched = std::mem::take(&mut *ctx.touched.lock().unwrap_or_else(|e| e.into_inner()));
+    match lease.why_lost() {
+        None => {
+            for n in touched.cordoned {
+                if movers::cordon(cluster, &n, false).await.is_ok() {
+                    printer.note(format!("node/{n} uncordoned"));
+                }
+            }
+            for o in touched.surged {
+                if let Ok(Some(n)) = movers::unsurge(cluster, &o).await {
+                    printer.note(format!("{}: back to {n} replica(s)", o.display()));
+                }
+            }
         }
-    }
-    if let Ok(surged) = movers::unsurge_ours(cluster).await {
-        for (o, n) in surged {
-            printer.note(format!("{}: back to {n} replica(s)", o.display()));
+        Some(why) => {
+            let mut left: Vec<String> = touched.cordoned.iter().map(|n| format!("node/{n} (cordoned)")).collect();
+            left.extend(touched.surged.iter().map(|o| format!("{} (scaled up)", o.display())));
+            if !left.is_empty() {
+                printer.warn(format!(
+                    "{why}: not undoing {} (the run holding the lease, or the same command run again, undoes them first)",
+                    left.join(", ")
+                ));
+            }
         }
     }
     lease.release().await;

@@ -10,6 +10,7 @@ use crate::core::cidr::CidrSet;
 use futures::StreamExt;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::checkpoint::stop_if_lease_lost;
 use super::Ctx;
 use crate::cluster::events::{self, EventTarget};
 use crate::cluster::{budgets, evictions, movers, workloads};
@@ -63,10 +64,13 @@ async fn run_lane(ctx: &Ctx<'_>, lane: Vec<Move>, old: &CidrSet, target: &str, d
         // uncordon after its last.
         let node = (m.kind == MoveKind::Drain).then(|| drain_node(m));
         let r = async {
+            // A lease that may have lapsed starts nothing new.
+            stop_if_lease_lost(ctx)?;
             if let Some(n) = node.as_ref().filter(|n| current.as_ref() != Some(*n)) {
                 current = Some(n.clone());
                 if movers::cordon_for_drain(ctx.cluster, n).await? {
                     ctx.printer.note(format!("node/{n} cordoned"));
+                    touched(ctx, |t| t.cordoned.push(n.clone()));
                     cordoned = Some(n.clone());
                 } else {
                     ctx.printer.note(format!("node/{n} was already cordoned; it stays so"));
@@ -80,12 +84,18 @@ async fn run_lane(ctx: &Ctx<'_>, lane: Vec<Move>, old: &CidrSet, target: &str, d
             current = None;
             if let Some(n) = cordoned.take() {
                 if movers::cordon(ctx.cluster, &n, false).await.is_ok() {
+                    touched(ctx, |t| t.cordoned.retain(|c| c != &n));
                     ctx.printer.note(format!("node/{n} uncordoned"));
                 }
             }
         }
         let _ = done.send((m.clone(), r));
     }
+}
+
+/// Note (or forget) something this run changed, for its exit clean-up.
+fn touched(ctx: &Ctx<'_>, f: impl FnOnce(&mut super::Touched)) {
+    f(&mut ctx.touched.lock().unwrap_or_else(|e| e.into_inner()));
 }
 
 fn drain_node(m: &Move) -> String {
@@ -177,6 +187,7 @@ async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &CidrSet, target: &str) -> Resul
         }
         MoveKind::Evict if m.surge > 0 => {
             let owner = m.owner.as_ref().ok_or_else(|| Error::Other("surge without an owner".into()))?;
+            touched(ctx, |t| t.surged.push(owner.clone()));
             let original = movers::surge(ctx.cluster, owner, m.surge as i32).await?;
             ctx.printer.note(format!(
                 "{}: scaled to {} replica(s) for the move (--surge); back to {original} after",
@@ -189,6 +200,7 @@ async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &CidrSet, target: &str) -> Resul
             // Scale back whatever happened; a failure here is left for the
             // next run, which finds the note on the workload.
             movers::unsurge(ctx.cluster, owner).await?;
+            touched(ctx, |t| t.surged.retain(|o| o != owner));
             ctx.printer.note(format!("{}: back to {original} replica(s)", owner.display()));
             moved
         }
@@ -230,6 +242,8 @@ async fn evict_paced(ctx: &Ctx<'_>, m: &Move, pods: Vec<(String, String)>) -> Re
         None => String::new(),
     };
     for wave in pods.chunks(m.at_once.max(1)) {
+        // The wave before finished; a lease that may have lapsed starts no other.
+        stop_if_lease_lost(ctx)?;
         for g in &m.guards {
             budgets::wait_allows(ctx.cluster, ctx.printer, &g.pdb, wave.len() as i32, t).await?;
         }

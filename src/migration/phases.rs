@@ -109,8 +109,10 @@ async fn phase_target_ready(
     Ok(())
 }
 
-/// Time between the new pool and the old pool's disable, for calico-node.
-const TUNNEL_ALLOCATOR_SETTLE: Duration = Duration::from_secs(3);
+/// Time between the new pool and the old pool's disable, for calico-node
+/// (and between the old pool's re-enable and the new pool's disable, in a
+/// rollback).
+pub(crate) const TUNNEL_ALLOCATOR_SETTLE: Duration = Duration::from_secs(3);
 
 async fn phase_source_disabled(
     ctx: &Ctx<'_>,
@@ -252,6 +254,7 @@ async fn phase_move_pods(
         );
         let mut all = std::pin::pin!(all);
         let mut lanes_done = false;
+        let mut stopped: Option<Error> = None;
         loop {
             let (m, r) = tokio::select! {
                 Some(outcome) = rx.recv() => outcome,
@@ -285,10 +288,17 @@ async fn phase_move_pods(
                     state.failed.push(format!("{label}: {e}"));
                 }
             }
-            checkpoint(ctx, state, Phase::MovingPods).await?;
+            if let Err(e) = checkpoint(ctx, state, Phase::MovingPods).await {
+                // The lease may have lapsed: the waves under way finish, the
+                // lanes start nothing new, and the run stops once they are done.
+                stopped.get_or_insert(e);
+            }
         }
         bar_w.finish_and_clear();
         bar_p.finish_and_clear();
+        if let Some(e) = stopped {
+            return Err(e);
+        }
         if !failures.is_empty() {
             return Err(Error::Other(format!(
                 "{} workload(s) could not be moved (nothing else was rolled back; the old pool stays disabled):\n  - {}\nFix the cause and run the same command again to continue.",

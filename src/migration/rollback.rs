@@ -10,8 +10,10 @@ use super::checkpoint::save;
 use crate::cluster::calico::{Calico, Kind};
 use crate::cluster::events::{self, EventTarget};
 use crate::cluster::lease::LeaseGuard;
+use crate::cluster::listing::Freshness;
 use crate::cluster::pools::PoolWriter;
 use crate::cluster::{canary, movers, record, workloads, Cluster};
+use crate::core::rules::RuleChange;
 use crate::core::state::{MigrationState, PairRecord, Phase};
 use crate::error::{Error, Result};
 use crate::output::Printer;
@@ -27,8 +29,15 @@ pub struct RollbackOptions {
 
 /// The old pool no longer exists but the record was not closed (killed
 /// right after the delete, or someone deleted the pool): close it, but only
-/// once no pod still holds one of its addresses.
-pub(crate) async fn finish_without_pool(printer: &Printer, cluster: &Cluster, mut state: MigrationState) -> Result<()> {
+/// once no pod still holds one of its addresses. A dry run, and a run not
+/// yet confirmed, only say so: no lease, no record change.
+pub(crate) async fn finish_without_pool(
+    printer: &Printer,
+    cluster: &Cluster,
+    state: MigrationState,
+    dry_run: bool,
+    yes: bool,
+) -> Result<()> {
     let pairs: Vec<(Option<IpNet>, Option<IpNet>)> =
         state.pairs().iter().map(|p| (p.from_cidr.parse().ok(), p.to_cidr.parse().ok())).collect();
     let on_old = |ip: &IpAddr| {
@@ -52,9 +61,30 @@ pub(crate) async fn finish_without_pool(printer: &Printer, cluster: &Cluster, mu
             )],
         ));
     }
+    if dry_run {
+        printer.note(format!(
+            "IPPool {} is already deleted and no pod holds its addresses: a run closes the migration record.",
+            state.from_pool
+        ));
+        printer.note("Dry run: nothing was changed.");
+        return Ok(());
+    }
+    printer.confirm(
+        &format!(
+            "IPPool {} is already deleted; close the migration record in {}?",
+            state.from_pool,
+            cluster.describe()
+        ),
+        yes,
+    )?;
     let lease = LeaseGuard::acquire(cluster).await?;
-    printer.note(format!("IPPool {} is already deleted; closing the migration record.", state.from_pool));
-    let r = save(cluster, &mut state, Phase::Done).await;
+    let r = async {
+        let action = format!("close the migration from {}", state.from_pool);
+        let mut state = super::checkpoint::reread_planned(cluster, &state, &action).await?;
+        printer.note(format!("IPPool {} is already deleted; closing the migration record.", state.from_pool));
+        save(cluster, &mut state, Phase::Done).await
+    }
+    .await;
     lease.release().await;
     r?;
     printer.stdout(&format!("Migration from {} to {} is done.\n", state.from_pool, state.to_pool))?;
@@ -113,12 +143,19 @@ pub async fn rollback(printer: &Printer, cluster: &Cluster, calico: &Calico, opt
     printer.confirm("Roll back?", opts.yes)?;
     let lease = LeaseGuard::acquire(cluster).await?;
     let r = async {
+        let action = format!("roll back the migration from {}", opts.from);
+        // What another run added since (rule entries) is undone too.
+        state = super::checkpoint::reread_planned(cluster, &state, &action).await?;
         let pools = calico.list_pools(cluster).await?;
         let w = PoolWriter::where_listed(cluster, calico, opts.timeout);
         let av = calico.resource(Kind::IPPool).api_version;
         for p in &pairs {
             w.set_disabled(&p.from_pool, was_disabled(p)).await?;
             if p.created_target && pools.iter().any(|x| x.name == p.to_pool) {
+                // calico-node's tunnel allocator drops a pool change that
+                // arrives while it handles the last one: its tunnel address
+                // would stay in the disabled new pool.
+                tokio::time::sleep(super::phases::TUNNEL_ALLOCATOR_SETTLE).await;
                 w.set_disabled(&p.to_pool, true).await?;
             }
             events::record_event(
@@ -131,8 +168,10 @@ pub async fn rollback(printer: &Printer, cluster: &Cluster, calico: &Calico, opt
         canary::cleanup_leftovers(cluster).await;
         movers::uncordon_ours(cluster).await?;
         movers::unsurge_ours(cluster).await?;
+        let needed = keep_rules_still_needed(printer, cluster, &pairs, &mut state, opts.timeout).await?;
         let undone = super::rules::undo(printer, cluster, &mut state).await;
-        if undone.is_err() {
+        state.rule_changes.extend(needed);
+        if undone.is_err() || !state.rule_changes.is_empty() {
             // Keep the record open with what is left to take back.
             let phase = state.phase;
             save(cluster, &mut state, phase).await?;
@@ -150,4 +189,59 @@ pub async fn rollback(printer: &Printer, cluster: &Cluster, calico: &Calico, opt
             .stdout(&format!("Rolled back: IPPool {} {from_done}, IPPool {} {to_done}.\n", p.from_pool, p.to_pool))?;
     }
     Ok(())
+}
+
+/// How long a rollback waits for node tunnel addresses to move back to the
+/// re-enabled old pool before it keeps their rule entries.
+const TUNNEL_RETURN: Duration = Duration::from_secs(60);
+
+/// Takes out of `state` the rule entries something still needs: a pod or a
+/// node tunnel holding an address of the new pool they added (its allow
+/// rules must go on matching, its traffic must not be masqueraded), and
+/// says so. They stay in the record for a later `--rollback` (or the
+/// migration's completion) to deal with.
+async fn keep_rules_still_needed(
+    printer: &Printer,
+    cluster: &Cluster,
+    pairs: &[PairRecord],
+    state: &mut MigrationState,
+    timeout: Duration,
+) -> Result<Vec<RuleChange>> {
+    if state.rule_changes.is_empty() {
+        return Ok(vec![]);
+    }
+    let new_cidrs: Vec<IpNet> = pairs.iter().filter_map(|p| p.to_cidr.parse().ok()).collect();
+    // Rules are cluster-wide: so are the pods that need them, whatever -n says.
+    let everywhere = Cluster { namespace: None, ..cluster.clone() };
+    let mut held = holders_of(&everywhere, &new_cidrs).await?;
+    if !held.is_empty() && held.iter().all(|h| h.name.starts_with("node ")) {
+        // calico-node moves tunnel addresses back to the re-enabled pool by itself.
+        printer.note("Waiting for node tunnel addresses to move back to the old pool...");
+        workloads::wait_tunnels_leave(&everywhere, &new_cidrs, timeout.min(TUNNEL_RETURN)).await?;
+        held = holders_of(&everywhere, &new_cidrs).await?;
+    }
+    let (needed, free) = crate::core::rules::split_needed(std::mem::take(&mut state.rule_changes), &held);
+    state.rule_changes = free;
+    if !needed.is_empty() {
+        let names: Vec<String> = held.iter().map(|h| format!("{} ({})", h.name, h.ip)).collect();
+        let cidrs: Vec<String> = new_cidrs.iter().map(|c| c.to_string()).collect();
+        printer.warn(format!(
+            "kept the {} entr(ies) --update-rules added: {} address(es) of {} are still held ({}); their rules must go on matching them. Once nothing does (restart those pods: they get addresses of the old pool again; calico-node moves node tunnel addresses back by itself), run `kubectl ippool migrate --from {} --rollback` again to take the entries out; the migration record stays open until then.",
+            needed.len(),
+            held.len(),
+            cidrs.join(" and "),
+            crate::core::findings::name_some(&names),
+            state.from_pool
+        ));
+    }
+    Ok(needed)
+}
+
+async fn holders_of(cluster: &Cluster, cidrs: &[IpNet]) -> Result<Vec<crate::core::rules::Holder>> {
+    let (mut pods, nodes) =
+        tokio::try_join!(workloads::list_pods(cluster, None), workloads::list_nodes(cluster, Freshness::Consistent))?;
+    // This tool's own test pods (their namespaces are being deleted) need no rule.
+    let ours = [canary::CANARY_NAMESPACE_PREFIX, crate::cluster::probe::PROBE_NAMESPACE_PREFIX];
+    pods.retain(|p| !ours.iter().any(|prefix| p.key().starts_with(prefix)));
+    Ok(crate::core::rules::holders(&pods, &nodes, cidrs))
 }

@@ -145,11 +145,16 @@ async fn apply_one(
                 }
                 return Ok(());
             }
-            Patched::Conflict(why) => {
-                tracing::debug!("{} changed under us: {why}", p.target.display());
-                state.rule_changes.retain(|c| !p.changes.contains(c));
+            Patched::Conflict(why) | Patched::Unknown(why) => {
+                tracing::debug!("{} changed under us, or the patch may have landed: {why}", p.target.display());
+                // What is there decides: an entry that is in the list stays
+                // recorded (a patch that landed before its answer was lost,
+                // and whose repeat then failed its `test`, is ours).
+                let body = cluster_rules::get(ctx.cluster, &p.target).await?;
+                let present = |c: &RuleChange| body.as_ref().is_some_and(|b| rules::removal_ops(b, c).is_ok());
+                state.rule_changes.retain(|c| !p.changes.contains(c) || present(c));
                 checkpoint(ctx, state, phase).await?;
-                let Some(body) = cluster_rules::get(ctx.cluster, &p.target).await? else { return Ok(()) };
+                let Some(body) = body else { return Ok(()) };
                 let fresh = rules::RuleObject { class: p.class, target: p.target.clone(), body };
                 match rules::patches(std::slice::from_ref(&fresh), old, new).pop() {
                     Some(next) => p = next,
@@ -221,9 +226,13 @@ async fn undo_one(cluster: &Cluster, c: &RuleChange) -> Result<Option<String>> {
             Ok(ops) => ops,
             Err(why) => return Ok(Some(why)),
         };
+        // After a conflict, or an answer lost, the next look decides (an
+        // entry already gone is "nothing to remove").
         match cluster_rules::json_patch(cluster, &c.target, &ops).await? {
             Patched::Done => return Ok(None),
-            Patched::Conflict(why) => tracing::debug!("{} changed under us: {why}", c.target.display()),
+            Patched::Conflict(why) | Patched::Unknown(why) => {
+                tracing::debug!("{} changed under us: {why}", c.target.display())
+            }
         }
     }
     Err(Error::Other(format!("{} kept changing", c.target.display())))

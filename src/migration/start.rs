@@ -19,11 +19,25 @@ pub(super) fn paired(
     inv: &crate::core::inventory::Inventory,
     record: Option<&MigrationState>,
 ) -> Result<MigrateOptions> {
+    let froms: Vec<String> = std::iter::once(opts.from.clone()).chain(opts.more_from.iter().cloned()).collect();
+    let targets: Vec<TargetRequest> = std::iter::once(opts.to.clone()).chain(opts.more_to.iter().cloned()).collect();
+    if let Some(all) = record.and_then(|r| every_recorded_pair(r, &froms, &targets)) {
+        // Fewer pairs than the unfinished record holds: resuming only those
+        // would close the whole migration with the others half done.
+        let mut all = all.into_iter();
+        let (from, to) = all.next().expect("a record has one pair at least");
+        return Ok(MigrateOptions {
+            from,
+            to,
+            also: all.collect(),
+            more_from: vec![],
+            more_to: vec![],
+            ..opts.clone()
+        });
+    }
     if opts.more_from.is_empty() && opts.more_to.is_empty() {
         return Ok(opts.clone());
     }
-    let froms: Vec<String> = std::iter::once(opts.from.clone()).chain(opts.more_from.iter().cloned()).collect();
-    let targets: Vec<TargetRequest> = std::iter::once(opts.to.clone()).chain(opts.more_to.iter().cloned()).collect();
     let recorded: Vec<(String, String, String)> = record
         .filter(|r| !r.phase.is_finished())
         .map(|r| r.pairs().into_iter().map(|p| (p.from_pool, p.to_pool, p.to_cidr)).collect())
@@ -58,6 +72,45 @@ pub(super) fn paired(
     Ok(MigrateOptions { from, to, also: pairs, more_from: vec![], more_to: vec![], ..opts.clone() })
 }
 
+/// Every pair of the unfinished `record`, when `--from`/`--to` name only
+/// some of them (each given pool with its recorded target).
+fn every_recorded_pair(
+    record: &MigrationState,
+    froms: &[String],
+    targets: &[TargetRequest],
+) -> Option<Vec<(String, TargetRequest)>> {
+    let recorded = record.pairs();
+    if record.phase.is_finished() || froms.len() != targets.len() || froms.len() >= recorded.len() {
+        return None;
+    }
+    let named = |from: &String, to: &TargetRequest| {
+        recorded.iter().any(|p| {
+            &p.from_pool == from
+                && match to {
+                    TargetRequest::Cidr(c) => c.trim() == p.to_cidr,
+                    TargetRequest::Pool(n) => n == &p.to_pool,
+                }
+        })
+    };
+    if !froms.iter().zip(targets).all(|(f, t)| named(f, t)) {
+        return None;
+    }
+    Some(recorded_targets(record))
+}
+
+/// Each recorded pair with the target that names it again: its CIDR when
+/// the run created the pool, else the pool.
+fn recorded_targets(record: &MigrationState) -> Vec<(String, TargetRequest)> {
+    record
+        .pairs()
+        .into_iter()
+        .map(|p| {
+            let to = if p.created_target { TargetRequest::Cidr(p.to_cidr) } else { TargetRequest::Pool(p.to_pool) };
+            (p.from_pool, to)
+        })
+        .collect()
+}
+
 /// An unfinished record for the same `--from` is resumed; one for another
 /// pool refuses (one migration at a time).
 pub(super) fn resumable_record(rec: Option<&MigrationState>, opts: &MigrateOptions) -> Result<Option<MigrationState>> {
@@ -74,8 +127,8 @@ pub(super) fn resumable_record(rec: Option<&MigrationState>, opts: &MigrateOptio
     Err(Error::refused(
         format!("start a migration from {}", opts.from),
         vec![format!(
-            "a migration from {} to {} ({}) is recorded in phase {} (started {} by {}); run `kubectl ippool migrate --from {} --to {}` to finish it, or add --rollback to undo it",
-            rec.from_pool, rec.to_pool, rec.to_cidr, rec.phase.as_str(), rec.started_at, rec.started_by, rec.from_pool, rec.to_cidr
+            "a migration from {} to {} is recorded in phase {} (started {} by {}); run `{}` to finish it, or `kubectl ippool migrate --from {} --rollback` to undo it",
+            rec.old_pools(), rec.new_pools(), rec.phase.as_str(), rec.started_at, rec.started_by, rec.resume_command(), rec.from_pool
         )],
     ))
 }

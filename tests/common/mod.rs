@@ -185,3 +185,20 @@ pub fn in_cidr(ip: &str, cidr: &str) -> bool {
     let ip: std::net::IpAddr = ip.parse().unwrap();
     cidr.parse::<ipnet::IpNet>().unwrap().contains(&ip)
 }
+
+/// Every IPPool (v1 CRD) name with its resourceVersion: what a run that
+/// writes nothing must leave as it was.
+pub fn pool_versions(c: &TestCluster) -> std::collections::BTreeMap<String, String> {
+    let v = json(c, &["get", "ippools.crd.projectcalico.org"]);
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+                p["metadata"]["resourceVersion"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}

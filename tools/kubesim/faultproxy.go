@@ -18,6 +18,7 @@ import (
 	mrand "math/rand"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os"
@@ -40,6 +41,11 @@ type faultConfig struct {
 	Methods       []string `json:"methods"`
 	PathContains  string   `json:"pathContains"`
 	Seed          *int64   `json:"seed"`
+	// Landed: an error is answered only after the request was forwarded and
+	// took effect (a write whose answer was lost).
+	Landed bool `json:"landed"`
+	// Limit: at most this many errors per (re)load; 0 = no limit.
+	Limit int `json:"limit"`
 }
 
 type faultStats struct {
@@ -65,6 +71,7 @@ type faultProxy struct {
 	exists   bool
 	loadedAt time.Time
 	stats    faultStats
+	injected int // errors injected since the last (re)load, for Limit
 	dirty    bool
 	conns    map[net.Conn]struct{}
 }
@@ -209,7 +216,7 @@ func (fp *faultProxy) reload() {
 	if len(c.Codes) == 0 {
 		c.Codes = []int{http.StatusInternalServerError}
 	}
-	fp.cfg, fp.rng, fp.loadedAt = &c, mrand.New(mrand.NewSource(seed)), time.Now()
+	fp.cfg, fp.rng, fp.loadedAt, fp.injected = &c, mrand.New(mrand.NewSource(seed)), time.Now(), 0
 	logf("fault proxy: loaded %s: %s", fp.cfgPath, strings.TrimSpace(string(b)))
 	if c.OutageSeconds > 0 {
 		// An API-server restart also breaks the connections that are open (watches).
@@ -294,7 +301,8 @@ func (fp *faultProxy) decide(r *http.Request) (act faultAction, code int, delay 
 		fp.stats.Drops++
 		return actDrop, 0, delay
 	}
-	if !watch && c.ErrorRate > 0 && fp.rng.Float64() < c.ErrorRate {
+	if !watch && c.ErrorRate > 0 && (c.Limit == 0 || fp.injected < c.Limit) && fp.rng.Float64() < c.ErrorRate {
+		fp.injected++
 		code = c.Codes[fp.rng.Intn(len(c.Codes))]
 		fp.stats.Errors++
 		fp.stats.ByCode[strconv.Itoa(code)]++
@@ -306,6 +314,9 @@ func (fp *faultProxy) decide(r *http.Request) (act faultAction, code int, delay 
 func (fp *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fp.reload()
 	act, code, delay := fp.decide(r)
+	fp.mu.Lock()
+	landed := fp.cfg != nil && fp.cfg.Landed
+	fp.mu.Unlock()
 	if delay > 0 {
 		select {
 		case <-time.After(delay):
@@ -325,6 +336,10 @@ func (fp *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case actError:
 		if fp.verbose {
 			logf("fault proxy: %s %s -> %d", r.Method, r.URL.RequestURI(), code)
+		}
+		if landed {
+			// The request takes effect; its answer is replaced by the error.
+			fp.rp.ServeHTTP(httptest.NewRecorder(), r)
 		}
 		if code == http.StatusTooManyRequests {
 			w.Header().Set("Retry-After", "1")

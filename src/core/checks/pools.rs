@@ -210,17 +210,18 @@ pub fn pool_checks(input: &VerifyInput) -> Vec<Check> {
             MIGRATION_COMPLETE,
             Severity::Fail,
             format!(
-                "migration {} -> {} is half-done: phase {}, {}/{} moved, {} failed (started {} by {}); re-run the same migrate command to finish it",
-                m.from_pool,
-                m.to_pool,
+                "migration {} -> {} is half-done: phase {}, {}/{} moved, {} failed (started {} by {}); run `{}` to finish it",
+                m.old_pools(),
+                m.new_pools(),
                 m.phase.as_str(),
                 m.pods_moved,
                 m.total,
                 m.failed.len(),
                 m.started_at,
-                m.started_by
+                m.started_by,
+                m.resume_command()
             ),
-            vec![format!("IPPool {}", m.from_pool), format!("IPPool {}", m.to_pool)],
+            m.pairs().iter().flat_map(|p| [format!("IPPool {}", p.from_pool), format!("IPPool {}", p.to_pool)]).collect(),
         ),
     });
     out

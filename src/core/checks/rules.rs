@@ -48,19 +48,13 @@ pub fn rule_check(input: &VerifyInput) -> Check {
 mod tests {
     use super::super::fixtures::*;
     use super::super::Status;
-    use crate::core::rules::{ObjectRef, RuleClass, RuleObject};
+    use crate::core::rules::{RuleClass, RuleObject};
     use serde_json::json;
 
     fn set(nets: &[&str]) -> RuleObject {
         RuleObject {
             class: RuleClass::NetworkSet,
-            target: ObjectRef {
-                api_version: "crd.projectcalico.org/v1".into(),
-                kind: "GlobalNetworkSet".into(),
-                plural: "globalnetworksets".into(),
-                namespace: None,
-                name: "pods".into(),
-            },
+            target: crate::core::rules::global_network_set("pods"),
             body: json!({"spec": {"nets": nets}}),
         }
     }

@@ -9,6 +9,7 @@
 //! that already covers the new pool needs nothing.
 
 mod changes;
+mod holders;
 mod sites;
 pub mod text;
 
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use changes::{hits, patches, pod_blockers, pod_hits, removal_ops, reserved_cidrs, uncovered_hits, ObjectPatch};
+pub use holders::{holders, split_needed, Holder};
 
 use super::cidr::{overlaps, within};
 
@@ -111,6 +113,18 @@ pub struct RuleChange {
     /// Set when the list is inside a text document (`nonMasqueradeCIDRs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text_key: Option<String>,
+}
+
+/// A GlobalNetworkSet of the v1 CRD, for unit tests.
+#[cfg(test)]
+pub(crate) fn global_network_set(name: &str) -> ObjectRef {
+    ObjectRef {
+        api_version: "crd.projectcalico.org/v1".into(),
+        kind: "GlobalNetworkSet".into(),
+        plural: "globalnetworksets".into(),
+        namespace: None,
+        name: name.into(),
+    }
 }
 
 impl RuleChange {

@@ -67,7 +67,7 @@ mod tests {
         NodeInfo {
             name: name.into(),
             labels: Default::default(),
-            internal_ips: vec![],
+            addresses: vec![],
             tunnel_ips: vec![tunnel.parse().unwrap()],
             unschedulable: false,
         }

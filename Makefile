@@ -34,6 +34,7 @@ test: kubesim lint
 
 lint:
 	$(CARGO) fmt --check
+	python3 scripts/import-graph.py --self-test
 	python3 scripts/import-graph.py
 	$(CARGO) clippy --all-targets -- -D warnings
 

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::budget_watch::{scaled_up, BudgetWatch, Report};
+use common::budget_watch::{scaled_up, BudgetWatch, Report, REALISTIC_PDBS, REALISTIC_SERVICES};
 use common::TestCluster;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -80,6 +80,40 @@ fn watch_catches_a_plain_rollout_restart_breaking_the_budget() {
     assert_eq!(report.lowest["shop/front"].floor, 5, "one PDB over front-a 3 + front-b 3, maxUnavailable 1");
     // So `assert_clean` (which panics with the report unless it is clean) fails here.
     assert!(!report.is_clean());
+    // Coverage: web's PDB was evaluated on every pod event of shop; data/db,
+    // whose pods nobody touched, was never evaluated, and the check says so.
+    assert_eq!(report.coverage_problems(&["shop/web", "shop/api"], &["shop/web"]), Vec::<String>::new(), "{report}");
+    let unseen = report.coverage_problems(&["data/db"], &["data/db"]);
+    assert_eq!(unseen.len(), 2, "an unwatched PDB and Service must be named: {unseen:?}");
+    assert!(unseen[0].contains("PDB data/db was never evaluated"), "{unseen:?}");
+
+    // Negative controls for the other floor shapes: a StatefulSet under
+    // maxUnavailable 1 (db, 3 replicas: floor 2 from the StatefulSet's
+    // scale) and a minAvailable percentage (api, 80% of 6: floor 5).
+    // Deleting pods directly bypasses the Eviction API, so both go below.
+    let (rt_s, w) = watch(&c);
+    c.kubectl_ok(&["delete", "pod", "-n", "data", "db-0", "db-1", "--wait=false"]);
+    let api_pods = c.kubectl_ok(&["get", "pods", "-n", "shop", "-l", "app=api", "-o", "name"]);
+    let two: Vec<&str> = api_pods.lines().take(2).collect();
+    assert_eq!(two.len(), 2, "{api_pods}");
+    c.kubectl_ok(&[&["delete", "-n", "shop", "--wait=false"][..], &two[..]].concat());
+    for (kind, name, ns, want) in [("statefulset", "db", "data", "3"), ("deployment", "api", "shop", "6")] {
+        c.wait_until(&format!("{kind} {ns}/{name} ready again"), Duration::from_secs(90), || {
+            let obj = format!("{kind}/{name}");
+            c.kubectl_ok(&["get", &obj, "-n", ns, "-o", "jsonpath={.status.readyReplicas}"]).trim() == want
+        });
+    }
+    let report = stop(&rt_s, w);
+    eprintln!("{report}");
+    assert!(
+        report.violations_for("data/db").iter().any(|v| v.healthy <= 1 && v.computed == Ok((3, 2))),
+        "the watch missed StatefulSet db (3 replicas, maxUnavailable 1) going below 2:\n{report}"
+    );
+    assert!(
+        report.violations_for("shop/api").iter().any(|v| v.healthy <= 4 && v.computed == Ok((6, 5))),
+        "the watch missed api (minAvailable 80% of 6 = 5) going below 5:\n{report}"
+    );
+    assert_eq!(report.coverage_problems(&["data/db", "shop/api"], &["data/db", "shop/api"]), Vec::<String>::new());
 
     // Deleting the only pod behind Service shop/single (no eviction, so no
     // PDB stops it) leaves the Service without a ready endpoint until the
@@ -186,7 +220,7 @@ fn migrate_within_budget(strategy: &str) {
     let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     eprintln!("--strategy {strategy}: migrate took {:?} in all", t0.elapsed());
     assert!(out.status.success(), "migrate --strategy {strategy} failed:\n{so}\n{se}\n{report}");
-    report.assert_clean();
+    report.assert_covered_and_clean(REALISTIC_PDBS, REALISTIC_SERVICES);
     let out = c.ippool(&["verify"]).output().unwrap();
     assert!(
         out.status.success(),
@@ -245,7 +279,8 @@ fn surge_moves_a_workload_whose_budget_allows_nothing() {
     let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "migrate --surge failed:\n{so}\n{se}\n{report}");
     assert!(se.contains("Deployment shop/single: scaled to 2 replica(s) for the move (--surge)"), "{se}");
-    report.assert_clean();
+    let pdbs = [REALISTIC_PDBS, &["shop/single"]].concat();
+    report.assert_covered_and_clean(&pdbs, &[REALISTIC_SERVICES, &["shop/single"]].concat());
     for (name, want) in [("single", "1"), ("api", "6")] {
         let got = c.kubectl_ok(&["get", "deployment", name, "-n", "shop", "-o", "jsonpath={.spec.replicas}"]);
         assert_eq!(got.trim(), want, "{name} is back to its own replica count");

@@ -58,7 +58,22 @@ use tokio::sync::oneshot;
 
 mod report;
 use report::RECENT;
-pub use report::{Lowest, Report, ServiceAtZero, Violation};
+pub use report::{Coverage, Lowest, Report, ServiceAtZero, Violation};
+
+/// The PDBs of kubesim's `realistic` scenario without `single`.
+pub const REALISTIC_PDBS: &[&str] =
+    &["kube-system/coredns", "shop/web", "shop/api", "shop/front", "shop/legacy", "data/db"];
+/// The Services of kubesim's `realistic` scenario without `single`.
+pub const REALISTIC_SERVICES: &[&str] = &[
+    "kube-system/kube-dns",
+    "shop/web",
+    "shop/api",
+    "shop/front-a",
+    "shop/front-b",
+    "shop/legacy",
+    "data/db",
+    "data/agent",
+];
 
 /// A running watch. `stop` it to get the report.
 pub struct BudgetWatch {
@@ -414,6 +429,7 @@ impl State {
             return;
         }
         self.report.pod_events += 1;
+        *self.report.pod_events_by_namespace.entry(ns.clone()).or_default() += 1;
         let pdbs: Vec<PodDisruptionBudget> = self.pdbs.in_namespace(&ns).cloned().collect();
         for pdb in &pdbs {
             self.check_pdb(pdb, &line);
@@ -518,6 +534,10 @@ impl State {
                 return;
             }
         };
+        let at = self.started.elapsed();
+        let cov = self.report.pdb_coverage.entry(name.clone()).or_insert(Coverage { count: 0, first: at, last: at });
+        cov.count += 1;
+        cov.last = at;
         let low = self.report.lowest.entry(name.clone()).or_insert(Lowest { healthy, floor });
         if healthy - floor < low.healthy - low.floor {
             *low = Lowest { healthy, floor };
@@ -581,6 +601,11 @@ impl State {
             return;
         }
         self.report.slice_events += 1;
+        let at = self.started.elapsed();
+        let cov =
+            self.report.service_coverage.entry(svc_key.clone()).or_insert(Coverage { count: 0, first: at, last: at });
+        cov.count += 1;
+        cov.last = at;
         if before > 0 && ready == 0 {
             self.report.services_at_zero.push(ServiceAtZero {
                 service: svc_key,

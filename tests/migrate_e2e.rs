@@ -367,13 +367,6 @@ fn filtered_run_rollback_then_to_pool_crd_v1() {
     filtered_run_rollback_then_to_pool_on(&c, "crd.projectcalico.org");
 }
 
-#[test]
-#[ignore = "kubesim is built with Calico v3.31, which has no native projectcalico.org/v3 CRD mode (kubesim refuses --crd-mode v3)"]
-fn native_v3_crds_migrate_and_roll_back() {
-    let c = TestCluster::start(&["--scenario", "seed", "--crd-mode", "v3"]);
-    filtered_run_rollback_then_to_pool_on(&c, "projectcalico.org");
-}
-
 /// A filtered run keeps the old pool; rollback re-enables it; a full run
 /// into the existing new pool finishes. `group` is the Calico API group the
 /// cluster serves pools and blocks from.

@@ -40,7 +40,7 @@ impl TestCluster {
         TestCluster::start(&["--scenario", "seed"])
     }
 
-    /// Start kubesim with extra arguments (`--scenario kops`, `--crd-mode v3`, ...).
+    /// Start kubesim with extra arguments (`--scenario kops`, `--operator`, ...).
     pub fn start(args: &[&str]) -> TestCluster {
         let dir = tempfile::Builder::new().prefix("kubesim-").tempdir().expect("tempdir");
         let log = std::fs::File::create(dir.path().join("kubesim.log")).expect("log file");

@@ -39,7 +39,7 @@ fn migrate(c: &TestCluster, extra: &[&str]) -> Output {
 }
 
 fn pool_exists(c: &TestCluster) -> bool {
-    c.kubectl(&["get", "ippools.crd.projectcalico.org", OLD]).status.success()
+    !c.not_found(&["ippools.crd.projectcalico.org", OLD])
 }
 
 /// Set leakGracePeriod in KubeControllersConfiguration default (its spec:

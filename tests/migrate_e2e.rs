@@ -60,8 +60,7 @@ fn assert_all_pods_in(c: &TestCluster, cidr: &str) {
 
 /// No IPAMBlock or BlockAffinity of `cidr` remains, and the pool is gone.
 fn assert_old_pool_gone(c: &TestCluster, pool: &str, cidr: &str, new_cidr: &str) {
-    let pools = c.kubectl_ok(&["get", "ippools.crd.projectcalico.org", "-o", "name"]);
-    assert!(!pools.contains(&format!("/{pool}\n")), "pool {pool} still exists: {pools}");
+    c.assert_gone(&["ippools.crd.projectcalico.org", pool]);
     for kind in ["ipamblocks.crd.projectcalico.org", "blockaffinities.crd.projectcalico.org"] {
         let v = json(c, &["get", kind]);
         let left: Vec<String> = v["items"]
@@ -214,8 +213,9 @@ fn seed_refusals_dry_run_then_full_migration_crd_v1() {
     let cm = json(&c, &["get", "configmap", "-n", "kube-system", "kubectl-ippool-migration"]);
     let state: Value = serde_json::from_str(cm["data"]["state.json"].as_str().unwrap()).unwrap();
     assert_eq!(state["phase"], "Done");
-    assert!(!c.kubectl(&["get", "lease", "-n", "kube-system", "kubectl-ippool"]).status.success());
+    c.assert_gone(&["lease", "-n", "kube-system", "kubectl-ippool"]);
     let ns = c.kubectl_ok(&["get", "ns", "-o", "name"]);
+    assert!(ns.contains("namespace/kube-system"), "{ns}");
     assert!(!ns.contains("kubectl-ippool-canary"), "{ns}");
     // Audit trail.
     let events = c.kubectl_ok(&["get", "events", "-A", "--field-selector", "reason=IPPoolMigration", "-o", "name"]);
@@ -278,10 +278,7 @@ fn concurrent_run_refused_then_sigkill_and_resume_crd_v1() {
     Command::new("kill").args(["-INT", &first.id().to_string()]).status().unwrap();
     let status = first.wait().unwrap();
     assert_eq!(status.code(), Some(130), "Ctrl-C exit code");
-    assert!(
-        !c.kubectl(&["get", "lease", "-n", "kube-system", "kubectl-ippool"]).status.success(),
-        "lease released on Ctrl-C"
-    );
+    c.assert_gone(&["lease", "-n", "kube-system", "kubectl-ippool"]);
     assert_eq!(phase(), "MovingPods");
 
     // Resume, then SIGKILL it: the lease stays behind, held by a dead process.

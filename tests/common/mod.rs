@@ -102,6 +102,24 @@ impl TestCluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Whether `kubectl get <what>` answers NotFound. Any other failure (an
+    /// unreachable API server, a forbidden read) panics: it says nothing
+    /// about whether the object is gone.
+    pub fn not_found(&self, what: &[&str]) -> bool {
+        let out = self.kubectl(&[&["get"], what].concat());
+        if out.status.success() {
+            return false;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("(NotFound)"), "kubectl get {what:?} failed, but not with NotFound: {err}");
+        true
+    }
+
+    /// `kubectl get <what>` must answer NotFound.
+    pub fn assert_gone(&self, what: &[&str]) {
+        assert!(self.not_found(what), "{what:?} still exists");
+    }
+
     /// Run calicoctl (built from the same Calico module) against this cluster.
     pub fn calicoctl(&self, args: &[&str]) -> Output {
         Command::new(kubesim_bin("calicoctl"))

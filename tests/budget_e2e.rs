@@ -168,28 +168,12 @@ fn plan_paces_each_workload_within_its_budget(c: &TestCluster) {
 
     // A real run refuses, names the fix, and writes nothing: no pool, no
     // workload, no node, no record or lease, no namespace changes.
-    let written = || {
-        let kinds =
-            "ippools.crd.projectcalico.org,deployments,statefulsets,daemonsets,nodes,namespaces,leases,configmaps";
-        let cols = "custom-columns=KIND:.kind,NS:.metadata.namespace,NAME:.metadata.name,RV:.metadata.resourceVersion";
-        let mut rows: Vec<String> = c
-            .kubectl_ok(&["get", kinds, "-A", "-o", cols, "--no-headers"])
-            .lines()
-            // Leases the control plane renews on its own (node heartbeats, leader election).
-            .filter(|l| !l.starts_with("Lease ") || l.contains("kubectl-ippool"))
-            .map(str::to_string)
-            .collect();
-        rows.sort();
-        rows
-    };
-    let before = written();
+    let before = c.fingerprint();
     let out = c.ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--yes"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("shop/single") && err.contains("--replicas=2"), "{err}");
-    let after = written();
-    let changed: Vec<&String> = after.iter().filter(|r| !before.contains(r)).collect();
-    assert!(changed.is_empty(), "a refusal wrote to the cluster: {changed:#?}");
+    c.assert_nothing_written(&before, "a refusal");
 }
 
 /// The realistic scenario without `single`, one fresh cluster per strategy.

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod budget_watch;
+pub mod fingerprint;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -213,6 +213,7 @@ impl<'a> PoolWriter<'a> {
         } else {
             self.set_disabled(&pool.name, true).await?;
             release_affinities(self.cluster, self.calico, &pool.cidr, keep).await?;
+            super::pause::point("delete:affinities-released").await;
             let (api, dp) = (self.api(), DeleteParams::default());
             match repeat_unconditional(|| api.delete(&pool.name, &dp)).await {
                 Ok(_) => {}

@@ -12,7 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::budget_watch::{scaled_up, BudgetWatch, Report, REALISTIC_PDBS, REALISTIC_SERVICES};
-use common::TestCluster;
+use common::{json, TestCluster};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 const OLD: &str = "default-ipv4-ippool";
@@ -57,8 +57,13 @@ fn watch_catches_a_plain_rollout_restart_breaking_the_budget() {
     let up = t0.elapsed();
     let (rt, w) = watch(&c);
     c.kubectl_ok(&["rollout", "restart", "deployment/web", "-n", "shop"]);
-    c.kubectl_ok(&["rollout", "status", "deployment/web", "-n", "shop", "--timeout", "120s"]);
+    // Stopped at once: the watch must keep watching until the rollout is
+    // complete (about 20 s here), not stop with it half done.
     let report = stop(&rt, w);
+    let status = json(&c, &["get", "deployment", "web", "-n", "shop"])["status"].clone();
+    let counts = ["replicas", "updatedReplicas", "readyReplicas"].map(|f| status[f].as_i64());
+    assert_eq!(counts, [Some(10); 3], "the watch stopped before web's rollout was complete: {status}");
+    assert!(report.unsettled.is_empty(), "{report}");
     eprintln!("{report}");
     eprintln!("cluster up in {up:?}, test took {:?}", t0.elapsed());
 

@@ -128,6 +128,9 @@ pub struct Report {
     pub disagreement_examples: Vec<String>,
     /// PDB evaluations skipped because neither floor source was available.
     pub unevaluated: Vec<String>,
+    /// Workloads still rolling out (or pods terminating) when the watch gave
+    /// up waiting for the cluster to settle after `stop`.
+    pub unsettled: Vec<String>,
     pub pod_events: usize,
     pub slice_events: usize,
     /// Live pod events per namespace (each must evaluate every PDB of it).
@@ -170,6 +173,7 @@ impl Report {
             && self.services_at_zero.is_empty()
             && self.watch_errors.is_empty()
             && self.unevaluated.is_empty()
+            && self.unsettled.is_empty()
     }
 
     /// Why the watch cannot vouch for `pdbs` and `services` (empty: it can).
@@ -239,6 +243,9 @@ impl fmt::Display for Report {
         }
         for e in &self.watch_errors {
             writeln!(f, "watch error: {e}")?;
+        }
+        for e in &self.unsettled {
+            writeln!(f, "not settled when the watch stopped: {e}")?;
         }
         for e in &self.disagreement_examples {
             writeln!(f, "floor disagreement: {e}")?;

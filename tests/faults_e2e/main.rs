@@ -226,6 +226,10 @@ fn control_plane_faults_error_rate_and_outage() {
         report.reliability_figures()
     );
     assert!(injected > 0, "no fault was injected: {stats}");
+    // The outage met the run: requests made during it were refused (and
+    // the connections open when it began were cut).
+    let refused = stats["outageRefused"].as_i64().unwrap_or(0);
+    assert!(refused > 0, "no request was refused during the 5 s outage, so it tested nothing: {stats}");
     assert!(reruns <= 3, "{reruns} re-runs were needed in all; at most 3 may be");
     assert_no_problems("control-plane faults", &[o_a.problems(), o_b.problems(), budget_problems(&report)].concat());
 }

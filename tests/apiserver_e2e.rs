@@ -103,8 +103,7 @@ fn assert_all_pods_in(c: &TestCluster, cidr: &str) {
 
 /// No pool of that name through v3, and no IPAMBlock left in `cidr`.
 fn assert_old_pool_gone(c: &TestCluster) {
-    let pools = c.kubectl_ok(&["get", V3_POOLS, "-o", "name"]);
-    assert!(!pools.contains(OLD), "{pools}");
+    c.assert_gone(&[V3_POOLS, OLD]);
     let blocks = json(c, &["get", "ipamblocks.crd.projectcalico.org"]);
     let left: Vec<&str> = blocks["items"]
         .as_array()

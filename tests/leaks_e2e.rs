@@ -133,6 +133,12 @@ fn without_a_controller_the_run_stops_then_release_leaked_finishes() {
     assert!(pool_exists(&c), "the pool was deleted while it held young leaks:\n{all}");
     let check = String::from_utf8_lossy(&c.calicoctl(&["ipam", "check"]).stdout).into_owned();
     assert!(check.contains("found 3 problems"), "{check}");
+    // Negative control for assert_ipam_clean: leaked addresses are not pods
+    // being torn down, so it fails at once instead of waiting them out.
+    let t = std::time::Instant::now();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.assert_ipam_clean()));
+    assert!(caught.is_err(), "assert_ipam_clean passed with 3 leaked addresses");
+    assert!(t.elapsed() < std::time::Duration::from_secs(10), "it waited {:?} for a leak", t.elapsed());
     set_grace(&c, "20s");
 
     // The same command with --release-leaked releases them and finishes.

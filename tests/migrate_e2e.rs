@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::budget_watch::{BlockingBudgetWatch, Report};
-use common::{in_cidr, json, TestCluster};
+use common::{in_cidr, json, pool_specs, TestCluster, ROLLBACK_WRITES};
 use serde_json::Value;
 
 const OLD: &str = "default-ipv4-ippool";
@@ -344,6 +344,7 @@ fn filtered_run_rollback_then_to_pool_crd_v1() {
 fn filtered_run_rollback_then_to_pool_on(c: &TestCluster, group: &str) {
     let ippools = format!("ippools.{group}");
     c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+    let specs_before = pool_specs(c, group);
     // Filtered run: only shop/web moves, the old pool is kept (disabled); then roll back.
     let out = c
         .ippool(&[
@@ -364,12 +365,23 @@ fn filtered_run_rollback_then_to_pool_on(c: &TestCluster, group: &str) {
         .unwrap();
     assert!(out.status.success(), "{}\n{}", stdout_of(&out), stderr_of(&out));
     assert!(stdout_of(&out).contains("kept (disabled)"), "{}", stdout_of(&out));
+    let specs_run = pool_specs(c, group);
+    let before_rollback = c.fingerprint();
     let out = c.ippool(&["migrate", "--from", OLD, "--rollback", "--yes"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
-    let old = json(c, &["get", &ippools, OLD]);
-    assert_ne!(old["spec"]["disabled"], Value::Bool(true));
-    let new = json(c, &["get", &ippools, "10.0.0.0-16"]);
-    assert_eq!(new["spec"]["disabled"], Value::Bool(true));
+    // Exactly undone, by content: the old pool's spec is what it was before
+    // the run; the new pool (the run made it) is as the run left it, disabled;
+    // nothing but the pools, the record and our Events was written.
+    let specs = pool_specs(c, group);
+    assert_eq!(specs[OLD], specs_before[OLD], "the old pool is not back as it was");
+    let mut new = specs_run["10.0.0.0-16"].clone();
+    new["disabled"] = Value::Bool(true);
+    assert_eq!(specs["10.0.0.0-16"], new, "the new pool changed beyond being disabled");
+    let touched = before_rollback.changes_besides(&c.fingerprint(), &ROLLBACK_WRITES);
+    assert_eq!(touched, Vec::<String>::new(), "the rollback wrote what it must not touch");
+    for n in json(c, &["get", "nodes"])["items"].as_array().unwrap() {
+        assert_ne!(n["spec"]["unschedulable"], Value::Bool(true), "the rollback cordoned {}", n["metadata"]["name"]);
+    }
 
     // A fresh, full migration into the (re-enabled) new pool.
     c.kubectl_ok(&["patch", &ippools, "10.0.0.0-16", "--type", "merge", "-p", r#"{"spec":{"disabled":false}}"#]);
@@ -391,8 +403,7 @@ fn filtered_run_rollback_then_to_pool_on(c: &TestCluster, group: &str) {
         .unwrap();
     assert!(out.status.success(), "{}\n{}\n{}", stdout_of(&out), stderr_of(&out), c.log_tail());
     assert_all_pods_in(c, "10.0.0.0/16");
-    let pools = c.kubectl_ok(&["get", &ippools, "-o", "name"]);
-    assert!(!pools.contains(OLD), "{pools}");
+    c.assert_gone(&[&ippools, OLD]);
     let blocks = json(c, &["get", &format!("ipamblocks.{group}")]);
     assert!(blocks["items"]
         .as_array()

@@ -47,7 +47,24 @@ impl TestCluster {
         ];
         let row: Vec<String> = fields.iter().map(|f| format!("{{{f}}}")).collect();
         let tmpl = format!("jsonpath={{range .items[*]}}{}{{\"\\n\"}}{{end}}", row.join("|"));
-        let out = self.kubectl_ok(&["get", &kinds.join(","), "-A", "-o", &tmpl]);
+        let mut kinds: Vec<&str> = kinds;
+        let mut listed = self.kubectl(&["get", &kinds.join(","), "-A", "-o", &tmpl]);
+        if !listed.status.success() {
+            // Kinds that discovery still names but whose server is down
+            // (ServiceUnavailable) are left out; any other failure is fatal.
+            let err = String::from_utf8_lossy(&listed.stderr).into_owned();
+            let down: Vec<&str> = err
+                .lines()
+                .filter(|l| l.contains("(ServiceUnavailable)"))
+                .filter_map(|l| l.rsplit("(get ").next()?.strip_suffix(')'))
+                .collect();
+            assert!(!down.is_empty(), "fingerprint: kubectl get failed: {err}");
+            kinds.retain(|k| !down.contains(k));
+            listed = self.kubectl(&["get", &kinds.join(","), "-A", "-o", &tmpl]);
+            let err = String::from_utf8_lossy(&listed.stderr);
+            assert!(listed.status.success(), "fingerprint: kubectl get failed: {err}");
+        }
+        let out = String::from_utf8_lossy(&listed.stdout).into_owned();
         let mut m = BTreeMap::new();
         for line in out.lines().filter(|l| !l.is_empty()) {
             let f: Vec<&str> = line.split('|').collect();
@@ -90,6 +107,12 @@ impl Fingerprint {
     /// (a change the test made itself between the two).
     pub fn without(&self, part: &str) -> Fingerprint {
         Fingerprint(self.0.iter().filter(|(k, _)| !k.contains(part)).map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    /// The changes since `self` that are not to kinds matching one of
+    /// `allowed` (substrings of `apiVersion kind ns/name`).
+    pub fn changes_besides(&self, after: &Fingerprint, allowed: &[&str]) -> Vec<String> {
+        self.diff(after).into_iter().filter(|d| !allowed.iter().any(|a| d.contains(a))).collect()
     }
 
     /// Whether any object of `apiVersion kind` was seen.

@@ -177,6 +177,23 @@ impl TestCluster {
         }
     }
 
+    /// `calicoctl ipam check` must reach 0 problems within `bound`, for a
+    /// reason the caller names: something Calico finishes on its own after
+    /// the run (calico-node moving node tunnel addresses after a pool's
+    /// enablement changed, say). Prefer `assert_ipam_clean`.
+    pub fn assert_ipam_clean_within(&self, why: &str, bound: Duration) {
+        let start = Instant::now();
+        loop {
+            let out = self.calicoctl(&["ipam", "check"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success() && text.contains("found 0 problems") {
+                return;
+            }
+            assert!(start.elapsed() < bound, "calicoctl ipam check, still not clean after {bound:?} ({why}):\n{text}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// Addresses of pods that have a deletionTimestamp.
     fn terminating_pod_ips(&self) -> Vec<String> {
         let pods = json(self, &["get", "pods", "-A"]);
@@ -236,6 +253,39 @@ pub fn json(c: &TestCluster, args: &[&str]) -> serde_json::Value {
     a.extend(["-o", "json"]);
     serde_json::from_str(&c.kubectl_ok(&a)).expect("kubectl json")
 }
+
+/// Every IPPool's spec by name, from `ippools.<group>` (`disabled` written out).
+pub fn pool_specs(c: &TestCluster, group: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+    json(c, &["get", &format!("ippools.{group}")])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let mut spec = p["spec"].clone();
+            // Calico's default: an absent `disabled` is false (a rollback writes it out).
+            if spec["disabled"].is_null() {
+                spec["disabled"] = serde_json::Value::Bool(false);
+            }
+            (p["metadata"]["name"].as_str().unwrap().to_string(), spec)
+        })
+        .collect()
+}
+
+/// What may change during a rollback: the pools, our record, our Events;
+/// and what calico-node does on its own once the old pool is enabled again
+/// and the new one disabled: it moves each node's tunnel address back
+/// (IPAM blocks, affinities and tunnel handles, and the Node's tunnel
+/// annotation). Workloads, pods, PDBs, Services, namespaces and the rest
+/// must not change.
+pub const ROLLBACK_WRITES: [&str; 7] = [
+    " IPPool ",
+    "v1 ConfigMap kube-system/kubectl-ippool-migration",
+    "v1 Event ",
+    " IPAMBlock ",
+    " IPAMHandle /ipip-tunnel-addr-",
+    " BlockAffinity ",
+    "v1 Node ",
+];
 
 /// Whether address `ip` lies in `cidr` (both must parse).
 pub fn in_cidr(ip: &str, cidr: &str) -> bool {

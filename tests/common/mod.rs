@@ -141,11 +141,7 @@ impl TestCluster {
     pub fn assert_ipam_clean(&self) {
         let start = Instant::now();
         loop {
-            let out = self.calicoctl(&["ipam", "check"]);
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            if out.status.success() && text.contains("found 0 problems") {
-                return;
-            }
+            let Err((text, stderr)) = self.ipam_check() else { return };
             let problems: Vec<&str> = text
                 .lines()
                 .filter(|l| {
@@ -170,7 +166,7 @@ impl TestCluster {
                     } else {
                         "not a pod being torn down"
                     },
-                    String::from_utf8_lossy(&out.stderr)
+                    stderr
                 );
             }
             std::thread::sleep(Duration::from_millis(500));
@@ -184,14 +180,20 @@ impl TestCluster {
     pub fn assert_ipam_clean_within(&self, why: &str, bound: Duration) {
         let start = Instant::now();
         loop {
-            let out = self.calicoctl(&["ipam", "check"]);
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            if out.status.success() && text.contains("found 0 problems") {
-                return;
-            }
+            let Err((text, _)) = self.ipam_check() else { return };
             assert!(start.elapsed() < bound, "calicoctl ipam check, still not clean after {bound:?} ({why}):\n{text}");
             std::thread::sleep(Duration::from_millis(500));
         }
+    }
+
+    /// `calicoctl ipam check`: Ok at 0 problems, else its stdout and stderr.
+    fn ipam_check(&self) -> Result<(), (String, String)> {
+        let out = self.calicoctl(&["ipam", "check"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && text.contains("found 0 problems") {
+            return Ok(());
+        }
+        Err((text, String::from_utf8_lossy(&out.stderr).into_owned()))
     }
 
     /// Addresses of pods that have a deletionTimestamp.

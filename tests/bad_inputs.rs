@@ -1,51 +1,15 @@
 //! Reliability suite, part 1: a table of bad inputs against ONE
 //! seed cluster. Every row must exit 2 with a clear `error:` on stderr that
-//! names the problem, and the whole table must write nothing: the
-//! resourceVersions of pools, workloads, namespaces and kube-system
-//! ConfigMaps/Leases are the same before and after (events are allowed).
+//! names the problem, and the whole table must write nothing: the shared
+//! fingerprint (every kind, with UIDs, resourceVersions and deletions; see
+//! tests/common/fingerprint.rs) is the same before and after.
 //! Run: `cargo test --test bad_inputs`.
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::TestCluster;
-use serde_json::Value;
 
 const OLD: &str = "default-ipv4-ippool";
-
-/// resourceVersion of every object that a write by `migrate` could touch.
-fn snapshot(c: &TestCluster) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    let lists: &[&[&str]] = &[
-        &["get", "ippools.crd.projectcalico.org"],
-        &["get", "deployments", "-A"],
-        &["get", "statefulsets", "-A"],
-        &["get", "daemonsets", "-A"],
-        &["get", "namespaces"],
-        &["get", "configmaps", "-n", "kube-system"],
-        &["get", "leases", "-n", "kube-system"],
-    ];
-    for args in lists {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        let v: Value = serde_json::from_str(&c.kubectl_ok(&a)).expect("kubectl json");
-        for o in v["items"].as_array().unwrap() {
-            // The API server renews its own identity Lease (apiserver-*) on a timer.
-            if o["kind"] == "Lease" && o["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("apiserver-")) {
-                continue;
-            }
-            let key = format!(
-                "{}/{}/{}",
-                o["kind"].as_str().unwrap_or(args[1]),
-                o["metadata"]["namespace"].as_str().unwrap_or(""),
-                o["metadata"]["name"].as_str().unwrap()
-            );
-            m.insert(key, o["metadata"]["resourceVersion"].as_str().unwrap().to_string());
-        }
-    }
-    m
-}
 
 /// The kubeconfig text with its `users:` section replaced.
 fn with_user(kubeconfig: &str, user_yaml: &str) -> String {
@@ -201,7 +165,7 @@ fn bad_inputs_exit_2_with_a_clear_error_and_write_nothing() {
         late("no --yes without a terminal", m(&["--to", "10.0.0.0/16"]), "--yes"),
     ];
 
-    let before = snapshot(&c);
+    let before = c.fingerprint();
     let (mut tried, mut exit2) = (0, 0);
     let mut failures = Vec::new();
     for r in &rows {
@@ -233,16 +197,51 @@ fn bad_inputs_exit_2_with_a_clear_error_and_write_nothing() {
             ));
         }
     }
-    let after = snapshot(&c);
-    let changed: Vec<String> = before
-        .iter()
-        .filter(|(k, v)| after.get(*k) != Some(*v))
-        .map(|(k, v)| format!("{k}: {v} -> {:?}", after.get(k)))
-        .chain(after.keys().filter(|k| !before.contains_key(*k)).map(|k| format!("{k}: created")))
-        .collect();
+    let changed = before.diff(&c.fingerprint());
     println!("bad inputs tried: {tried}, exit 2: {exit2}, objects changed: {}", changed.len());
     println!("RELIABILITY bad_inputs={tried} bad_inputs_exit2={exit2} bad_inputs_objects_changed={}", changed.len());
-    assert!(tried >= 30);
+    // Every row of the table ran and exited 2 (the table's size is not a claim).
+    assert_eq!((tried, exit2), (rows.len(), rows.len()), "{}", failures.join("\n---\n"));
     assert!(failures.is_empty(), "{} of {tried} rows failed:\n{}", failures.len(), failures.join("\n---\n"));
     assert!(changed.is_empty(), "bad inputs wrote to the cluster: {changed:#?}");
+    fingerprint_sees_every_kind_and_deletions(&c);
+}
+
+/// Negative control for the shared fingerprint: it covers pods, PDBs,
+/// pools and IPAM objects, and it sees a change, a creation and a deletion
+/// (a lease of ours taken over and dropped, the case a compare of new rows
+/// alone misses).
+fn fingerprint_sees_every_kind_and_deletions(c: &TestCluster) {
+    let fp = c.fingerprint();
+    for kind in [
+        "v1 Pod",
+        "policy/v1 PodDisruptionBudget",
+        "apps/v1 Deployment",
+        "crd.projectcalico.org/v1 IPPool",
+        "crd.projectcalico.org/v1 IPAMBlock",
+        "crd.projectcalico.org/v1 BlockAffinity",
+        "crd.projectcalico.org/v1 IPAMHandle",
+        "v1 Namespace",
+        "v1 Node",
+    ] {
+        assert!(fp.has_kind(kind), "the fingerprint has no {kind}");
+    }
+    let lease = "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: kubectl-ippool\n  namespace: kube-system\nspec:\n  holderIdentity: someone-else\n";
+    let path = c.dir().join("lease.yaml");
+    std::fs::write(&path, lease).unwrap();
+    c.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
+    let held = c.fingerprint();
+    let created = fp.diff(&held);
+    assert!(
+        created.iter().any(|d| d.starts_with("+ coordination.k8s.io/v1 Lease kube-system/kubectl-ippool")),
+        "{created:?}"
+    );
+    c.kubectl_ok(&["annotate", "namespace", "default", "example.com/touched=1"]);
+    c.kubectl_ok(&["delete", "lease", "-n", "kube-system", "kubectl-ippool"]);
+    let diff = held.diff(&c.fingerprint());
+    assert!(
+        diff.iter().any(|d| d.starts_with("- coordination.k8s.io/v1 Lease kube-system/kubectl-ippool")),
+        "{diff:?}"
+    );
+    assert!(diff.iter().any(|d| d.starts_with("~ v1 Namespace /default")), "{diff:?}");
 }

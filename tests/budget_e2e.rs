@@ -11,8 +11,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::budget_watch::{scaled_up, BudgetWatch, Report};
-use common::TestCluster;
+use common::budget_watch::{scaled_up, BudgetWatch, Report, REALISTIC_PDBS, REALISTIC_SERVICES};
+use common::{json, TestCluster};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 const OLD: &str = "default-ipv4-ippool";
@@ -57,8 +57,13 @@ fn watch_catches_a_plain_rollout_restart_breaking_the_budget() {
     let up = t0.elapsed();
     let (rt, w) = watch(&c);
     c.kubectl_ok(&["rollout", "restart", "deployment/web", "-n", "shop"]);
-    c.kubectl_ok(&["rollout", "status", "deployment/web", "-n", "shop", "--timeout", "120s"]);
+    // Stopped at once: the watch must keep watching until the rollout is
+    // complete (about 20 s here), not stop with it half done.
     let report = stop(&rt, w);
+    let status = json(&c, &["get", "deployment", "web", "-n", "shop"])["status"].clone();
+    let counts = ["replicas", "updatedReplicas", "readyReplicas"].map(|f| status[f].as_i64());
+    assert_eq!(counts, [Some(10); 3], "the watch stopped before web's rollout was complete: {status}");
+    assert!(report.unsettled.is_empty(), "{report}");
     eprintln!("{report}");
     eprintln!("cluster up in {up:?}, test took {:?}", t0.elapsed());
 
@@ -80,6 +85,40 @@ fn watch_catches_a_plain_rollout_restart_breaking_the_budget() {
     assert_eq!(report.lowest["shop/front"].floor, 5, "one PDB over front-a 3 + front-b 3, maxUnavailable 1");
     // So `assert_clean` (which panics with the report unless it is clean) fails here.
     assert!(!report.is_clean());
+    // Coverage: web's PDB was evaluated on every pod event of shop; data/db,
+    // whose pods nobody touched, was never evaluated, and the check says so.
+    assert_eq!(report.coverage_problems(&["shop/web", "shop/api"], &["shop/web"]), Vec::<String>::new(), "{report}");
+    let unseen = report.coverage_problems(&["data/db"], &["data/db"]);
+    assert_eq!(unseen.len(), 2, "an unwatched PDB and Service must be named: {unseen:?}");
+    assert!(unseen[0].contains("PDB data/db was never evaluated"), "{unseen:?}");
+
+    // Negative controls for the other floor shapes: a StatefulSet under
+    // maxUnavailable 1 (db, 3 replicas: floor 2 from the StatefulSet's
+    // scale) and a minAvailable percentage (api, 80% of 6: floor 5).
+    // Deleting pods directly bypasses the Eviction API, so both go below.
+    let (rt_s, w) = watch(&c);
+    c.kubectl_ok(&["delete", "pod", "-n", "data", "db-0", "db-1", "--wait=false"]);
+    let api_pods = c.kubectl_ok(&["get", "pods", "-n", "shop", "-l", "app=api", "-o", "name"]);
+    let two: Vec<&str> = api_pods.lines().take(2).collect();
+    assert_eq!(two.len(), 2, "{api_pods}");
+    c.kubectl_ok(&[&["delete", "-n", "shop", "--wait=false"][..], &two[..]].concat());
+    for (kind, name, ns, want) in [("statefulset", "db", "data", "3"), ("deployment", "api", "shop", "6")] {
+        c.wait_until(&format!("{kind} {ns}/{name} ready again"), Duration::from_secs(90), || {
+            let obj = format!("{kind}/{name}");
+            c.kubectl_ok(&["get", &obj, "-n", ns, "-o", "jsonpath={.status.readyReplicas}"]).trim() == want
+        });
+    }
+    let report = stop(&rt_s, w);
+    eprintln!("{report}");
+    assert!(
+        report.violations_for("data/db").iter().any(|v| v.healthy <= 1 && v.computed == Ok((3, 2))),
+        "the watch missed StatefulSet db (3 replicas, maxUnavailable 1) going below 2:\n{report}"
+    );
+    assert!(
+        report.violations_for("shop/api").iter().any(|v| v.healthy <= 4 && v.computed == Ok((6, 5))),
+        "the watch missed api (minAvailable 80% of 6 = 5) going below 5:\n{report}"
+    );
+    assert_eq!(report.coverage_problems(&["data/db", "shop/api"], &["data/db", "shop/api"]), Vec::<String>::new());
 
     // Deleting the only pod behind Service shop/single (no eviction, so no
     // PDB stops it) leaves the Service without a ready endpoint until the
@@ -134,28 +173,12 @@ fn plan_paces_each_workload_within_its_budget(c: &TestCluster) {
 
     // A real run refuses, names the fix, and writes nothing: no pool, no
     // workload, no node, no record or lease, no namespace changes.
-    let written = || {
-        let kinds =
-            "ippools.crd.projectcalico.org,deployments,statefulsets,daemonsets,nodes,namespaces,leases,configmaps";
-        let cols = "custom-columns=KIND:.kind,NS:.metadata.namespace,NAME:.metadata.name,RV:.metadata.resourceVersion";
-        let mut rows: Vec<String> = c
-            .kubectl_ok(&["get", kinds, "-A", "-o", cols, "--no-headers"])
-            .lines()
-            // Leases the control plane renews on its own (node heartbeats, leader election).
-            .filter(|l| !l.starts_with("Lease ") || l.contains("kubectl-ippool"))
-            .map(str::to_string)
-            .collect();
-        rows.sort();
-        rows
-    };
-    let before = written();
+    let before = c.fingerprint();
     let out = c.ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--yes"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("shop/single") && err.contains("--replicas=2"), "{err}");
-    let after = written();
-    let changed: Vec<&String> = after.iter().filter(|r| !before.contains(r)).collect();
-    assert!(changed.is_empty(), "a refusal wrote to the cluster: {changed:#?}");
+    c.assert_nothing_written(&before, "a refusal");
 }
 
 /// The realistic scenario without `single`, one fresh cluster per strategy.
@@ -186,7 +209,7 @@ fn migrate_within_budget(strategy: &str) {
     let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     eprintln!("--strategy {strategy}: migrate took {:?} in all", t0.elapsed());
     assert!(out.status.success(), "migrate --strategy {strategy} failed:\n{so}\n{se}\n{report}");
-    report.assert_clean();
+    report.assert_covered_and_clean(REALISTIC_PDBS, REALISTIC_SERVICES);
     let out = c.ippool(&["verify"]).output().unwrap();
     assert!(
         out.status.success(),
@@ -245,7 +268,8 @@ fn surge_moves_a_workload_whose_budget_allows_nothing() {
     let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "migrate --surge failed:\n{so}\n{se}\n{report}");
     assert!(se.contains("Deployment shop/single: scaled to 2 replica(s) for the move (--surge)"), "{se}");
-    report.assert_clean();
+    let pdbs = [REALISTIC_PDBS, &["shop/single"]].concat();
+    report.assert_covered_and_clean(&pdbs, &[REALISTIC_SERVICES, &["shop/single"]].concat());
     for (name, want) in [("single", "1"), ("api", "6")] {
         let got = c.kubectl_ok(&["get", "deployment", name, "-n", "shop", "-o", "jsonpath={.spec.replicas}"]);
         assert_eq!(got.trim(), want, "{name} is back to its own replica count");

@@ -8,6 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use common::{in_cidr, json, TestCluster};
 use serde_json::Value;
@@ -140,6 +141,7 @@ fn dual_stack_both_pools_in_one_run_restart_each_pod_once() {
 #[test]
 fn dual_stack_rollback_restores_both_pairs() {
     let c = TestCluster::start(&["--scenario", "small", "--ip-family", "dual"]);
+    let specs_before = common::pool_specs(&c, "crd.projectcalico.org");
     let flags = [
         "--from",
         "default-ipv6-ippool",
@@ -171,6 +173,8 @@ fn dual_stack_rollback_restores_both_pairs() {
             .collect()
     };
     assert_eq!(disabled(&c), want(true, false));
+    let specs_run = common::pool_specs(&c, "crd.projectcalico.org");
+    let before_rollback = c.fingerprint();
     let out = c.ippool(&["migrate", "--from", "default-ipv4-ippool", "--rollback", "--yes"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -179,7 +183,25 @@ fn dual_stack_rollback_restores_both_pairs() {
         "{text}"
     );
     assert_eq!(disabled(&c), want(false, true));
-    c.assert_ipam_clean();
+    // By content: both old pools are as before the run, both new ones as
+    // the run made them but disabled, and nothing else was written.
+    let specs = common::pool_specs(&c, "crd.projectcalico.org");
+    for (name, spec) in &specs_before {
+        assert_eq!(&specs[name], spec, "{name} is not back as it was");
+    }
+    for name in ["10.0.0.0-16", "fd00.10.20.0.0-112"] {
+        let mut want = specs_run[name].clone();
+        want["disabled"] = serde_json::Value::Bool(true);
+        assert_eq!(specs[name], want, "{name} changed beyond being disabled");
+    }
+    let touched = before_rollback.changes_besides(&c.fingerprint(), &common::ROLLBACK_WRITES);
+    assert_eq!(touched, Vec::<String>::new(), "the rollback wrote what it must not touch");
+    // The old pools are enabled again and the new ones disabled: calico-node
+    // moves each node's tunnel addresses back on its own, after the run.
+    c.assert_ipam_clean_within(
+        "calico-node moving node tunnel addresses back to the re-enabled pools",
+        Duration::from_secs(30),
+    );
 }
 
 /// IPv6 only: the IPv6 pool is migrated.

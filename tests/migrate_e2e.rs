@@ -4,37 +4,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::budget_watch::{BlockingBudgetWatch, Report};
-use common::{in_cidr, json, TestCluster};
+use common::{in_cidr, json, pool_specs, TestCluster, ROLLBACK_WRITES};
 use serde_json::Value;
 
 const OLD: &str = "default-ipv4-ippool";
-
-/// resourceVersions of pools, Deployments, StatefulSets, DaemonSets, namespaces,
-/// plus whether our record or lease exists: a write of any kind changes this.
-fn fingerprint(c: &TestCluster) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    for kind in ["ippools.crd.projectcalico.org", "deployments", "statefulsets", "daemonsets", "namespaces", "nodes"] {
-        let v = json(c, &["get", kind, "-A"]);
-        for o in v["items"].as_array().unwrap() {
-            let key = format!(
-                "{kind}/{}/{}",
-                o["metadata"]["namespace"].as_str().unwrap_or(""),
-                o["metadata"]["name"].as_str().unwrap()
-            );
-            m.insert(key, o["metadata"]["resourceVersion"].as_str().unwrap().to_string());
-        }
-    }
-    let cm = c.kubectl(&["get", "configmap", "-n", "kube-system", "kubectl-ippool-migration"]);
-    m.insert("record".into(), cm.status.success().to_string());
-    let lease = c.kubectl(&["get", "lease", "-n", "kube-system", "kubectl-ippool"]);
-    m.insert("lease".into(), lease.status.success().to_string());
-    m
-}
 
 /// Every running, non-hostNetwork pod holds an address of `cidr`.
 fn assert_all_pods_in(c: &TestCluster, cidr: &str) {
@@ -60,8 +37,7 @@ fn assert_all_pods_in(c: &TestCluster, cidr: &str) {
 
 /// No IPAMBlock or BlockAffinity of `cidr` remains, and the pool is gone.
 fn assert_old_pool_gone(c: &TestCluster, pool: &str, cidr: &str, new_cidr: &str) {
-    let pools = c.kubectl_ok(&["get", "ippools.crd.projectcalico.org", "-o", "name"]);
-    assert!(!pools.contains(&format!("/{pool}\n")), "pool {pool} still exists: {pools}");
+    c.assert_gone(&["ippools.crd.projectcalico.org", pool]);
     for kind in ["ipamblocks.crd.projectcalico.org", "blockaffinities.crd.projectcalico.org"] {
         let v = json(c, &["get", kind]);
         let left: Vec<String> = v["items"]
@@ -93,10 +69,8 @@ fn stdout_of(out: &std::process::Output) -> String {
 fn assert_within_budget(w: BlockingBudgetWatch) -> Report {
     let report = w.stop();
     eprintln!("{report}");
-    for pdb in ["shop/web", "shop/api", "kube-system/coredns"] {
-        assert!(report.lowest.contains_key(pdb), "the budget watch never evaluated PDB {pdb}:\n{report}");
-    }
-    report.assert_clean();
+    // The seed scenario has no Services.
+    report.assert_covered_and_clean(&["shop/web", "shop/api", "kube-system/coredns"], &[]);
     report
 }
 
@@ -107,7 +81,8 @@ fn seed_refusals_dry_run_then_full_migration_crd_v1() {
     let spare = c.dir().join("spare.yaml");
     std::fs::write(&spare, "apiVersion: crd.projectcalico.org/v1\nkind: IPPool\nmetadata:\n  name: spare\nspec:\n  cidr: 10.1.0.0/16\n  blockSize: 26\n  disabled: true\n  nodeSelector: all()\n").unwrap();
     c.kubectl_ok(&["apply", "-f", spare.to_str().unwrap()]);
-    let before = fingerprint(&c);
+    // The test itself unpins the legacy namespace below; nothing else may change.
+    let before = c.fingerprint().without(" Namespace /legacy");
 
     // (3) Refusals name the reason and write nothing.
     let cases: &[(&[&str], &str)] = &[
@@ -164,11 +139,8 @@ fn seed_refusals_dry_run_then_full_migration_crd_v1() {
     let out = c.ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr_of(&out).contains("--yes"), "{}", stderr_of(&out));
-    let mut after = fingerprint(&c);
-    // The annotate above changed the legacy namespace, nothing else may differ.
-    let legacy = "namespaces//legacy".to_string();
-    after.insert(legacy.clone(), before[&legacy].clone());
-    assert_eq!(before, after, "a refused or dry run wrote something");
+    let after = c.fingerprint().without(" Namespace /legacy");
+    assert_eq!(before.diff(&after), Vec::<String>::new(), "a refused or dry run wrote something");
 
     // (1) The real thing, watched: no PDB below its floor, no Service at 0 ready endpoints.
     let watcher = BlockingBudgetWatch::start(&c, &[]);
@@ -216,8 +188,9 @@ fn seed_refusals_dry_run_then_full_migration_crd_v1() {
     let cm = json(&c, &["get", "configmap", "-n", "kube-system", "kubectl-ippool-migration"]);
     let state: Value = serde_json::from_str(cm["data"]["state.json"].as_str().unwrap()).unwrap();
     assert_eq!(state["phase"], "Done");
-    assert!(!c.kubectl(&["get", "lease", "-n", "kube-system", "kubectl-ippool"]).status.success());
+    c.assert_gone(&["lease", "-n", "kube-system", "kubectl-ippool"]);
     let ns = c.kubectl_ok(&["get", "ns", "-o", "name"]);
+    assert!(ns.contains("namespace/kube-system"), "{ns}");
     assert!(!ns.contains("kubectl-ippool-canary"), "{ns}");
     // Audit trail.
     let events = c.kubectl_ok(&["get", "events", "-A", "--field-selector", "reason=IPPoolMigration", "-o", "name"]);
@@ -280,10 +253,7 @@ fn concurrent_run_refused_then_sigkill_and_resume_crd_v1() {
     Command::new("kill").args(["-INT", &first.id().to_string()]).status().unwrap();
     let status = first.wait().unwrap();
     assert_eq!(status.code(), Some(130), "Ctrl-C exit code");
-    assert!(
-        !c.kubectl(&["get", "lease", "-n", "kube-system", "kubectl-ippool"]).status.success(),
-        "lease released on Ctrl-C"
-    );
+    c.assert_gone(&["lease", "-n", "kube-system", "kubectl-ippool"]);
     assert_eq!(phase(), "MovingPods");
 
     // Resume, then SIGKILL it: the lease stays behind, held by a dead
@@ -373,19 +343,13 @@ fn filtered_run_rollback_then_to_pool_crd_v1() {
     filtered_run_rollback_then_to_pool_on(&c, "crd.projectcalico.org");
 }
 
-#[test]
-#[ignore = "kubesim is built with Calico v3.31, which has no native projectcalico.org/v3 CRD mode (kubesim refuses --crd-mode v3)"]
-fn native_v3_crds_migrate_and_roll_back() {
-    let c = TestCluster::start(&["--scenario", "seed", "--crd-mode", "v3"]);
-    filtered_run_rollback_then_to_pool_on(&c, "projectcalico.org");
-}
-
 /// A filtered run keeps the old pool; rollback re-enables it; a full run
 /// into the existing new pool finishes. `group` is the Calico API group the
 /// cluster serves pools and blocks from.
 fn filtered_run_rollback_then_to_pool_on(c: &TestCluster, group: &str) {
     let ippools = format!("ippools.{group}");
     c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+    let specs_before = pool_specs(c, group);
     // Filtered run: only shop/web moves, the old pool is kept (disabled); then roll back.
     let out = c
         .ippool(&[
@@ -406,12 +370,23 @@ fn filtered_run_rollback_then_to_pool_on(c: &TestCluster, group: &str) {
         .unwrap();
     assert!(out.status.success(), "{}\n{}", stdout_of(&out), stderr_of(&out));
     assert!(stdout_of(&out).contains("kept (disabled)"), "{}", stdout_of(&out));
+    let specs_run = pool_specs(c, group);
+    let before_rollback = c.fingerprint();
     let out = c.ippool(&["migrate", "--from", OLD, "--rollback", "--yes"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
-    let old = json(c, &["get", &ippools, OLD]);
-    assert_ne!(old["spec"]["disabled"], Value::Bool(true));
-    let new = json(c, &["get", &ippools, "10.0.0.0-16"]);
-    assert_eq!(new["spec"]["disabled"], Value::Bool(true));
+    // Exactly undone, by content: the old pool's spec is what it was before
+    // the run; the new pool (the run made it) is as the run left it, disabled;
+    // nothing but the pools, the record and our Events was written.
+    let specs = pool_specs(c, group);
+    assert_eq!(specs[OLD], specs_before[OLD], "the old pool is not back as it was");
+    let mut new = specs_run["10.0.0.0-16"].clone();
+    new["disabled"] = Value::Bool(true);
+    assert_eq!(specs["10.0.0.0-16"], new, "the new pool changed beyond being disabled");
+    let touched = before_rollback.changes_besides(&c.fingerprint(), &ROLLBACK_WRITES);
+    assert_eq!(touched, Vec::<String>::new(), "the rollback wrote what it must not touch");
+    for n in json(c, &["get", "nodes"])["items"].as_array().unwrap() {
+        assert_ne!(n["spec"]["unschedulable"], Value::Bool(true), "the rollback cordoned {}", n["metadata"]["name"]);
+    }
 
     // A fresh, full migration into the (re-enabled) new pool.
     c.kubectl_ok(&["patch", &ippools, "10.0.0.0-16", "--type", "merge", "-p", r#"{"spec":{"disabled":false}}"#]);
@@ -433,8 +408,7 @@ fn filtered_run_rollback_then_to_pool_on(c: &TestCluster, group: &str) {
         .unwrap();
     assert!(out.status.success(), "{}\n{}\n{}", stdout_of(&out), stderr_of(&out), c.log_tail());
     assert_all_pods_in(c, "10.0.0.0/16");
-    let pools = c.kubectl_ok(&["get", &ippools, "-o", "name"]);
-    assert!(!pools.contains(OLD), "{pools}");
+    c.assert_gone(&[&ippools, OLD]);
     let blocks = json(c, &["get", &format!("ipamblocks.{group}")]);
     assert!(blocks["items"]
         .as_array()
@@ -535,7 +509,7 @@ fn permission_preflight_and_migrator_role_crd_v1() {
         ]);
     }
     c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
-    let before = fingerprint(&c);
+    let before = c.fingerprint();
     let args =
         ["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force", "--yes", "--jobs", "evict", "--timeout", "3m"];
 
@@ -553,7 +527,7 @@ fn permission_preflight_and_migrator_role_crd_v1() {
     ] {
         assert!(se.contains(want), "{want:?} not in:\n{se}");
     }
-    assert_eq!(before, fingerprint(&c), "the preflight wrote something");
+    c.assert_nothing_written(&before, "the preflight");
 
     let mut as_migrator = args.to_vec();
     as_migrator.extend(["--as", "system:serviceaccount:default:migrator"]);

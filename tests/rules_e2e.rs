@@ -187,6 +187,7 @@ fn rules_naming_the_old_cidr_are_listed_updated_rolled_back_and_verified() {
     // acknowledged).
     let args =
         ["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--update-rules", "--force", "--jobs", "evict", "--yes"];
+    let before = c.fingerprint();
     let out = c.ippool(&args).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -202,9 +203,10 @@ fn rules_naming_the_old_cidr_are_listed_updated_rolled_back_and_verified() {
         err.contains("Pod shop/fixed has cni.projectcalico.org/ipAddrsNoIpam 192.168.200.5, inside 192.168.0.0/16: that address bypasses Calico IPAM"),
         "{err}"
     );
-    assert!(c.kubectl(&["get", &format!("ippools.{V1}"), "10.0.0.0-16"]).status.code() != Some(0), "no pool created");
-    assert!(!c.kubectl(&["get", "configmap", "-n", "kube-system", "kubectl-ippool-migration"]).status.success());
+    c.assert_gone(&[&format!("ippools.{V1}"), "10.0.0.0-16"]);
+    c.assert_gone(&["configmap", "-n", "kube-system", "kubectl-ippool-migration"]);
     assert_eq!(four(&c), originals, "no rule was changed");
+    c.assert_nothing_written(&before, "the refusals");
     c.kubectl_ok(&["delete", "pod", "-n", "shop", "fixed", "--wait=true"]);
 
     // 2. The dry run lists all five with their field paths, and each patch.

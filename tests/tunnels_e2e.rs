@@ -38,7 +38,7 @@ fn migrate_and_check(c: &TestCluster, extra: &[&str], old_cidr: &str, new_cidr: 
         String::from_utf8_lossy(&out.stderr),
         c.log_tail()
     );
-    assert!(!c.kubectl(&["get", "ippools.crd.projectcalico.org", OLD]).status.success(), "old pool still exists");
+    c.assert_gone(&["ippools.crd.projectcalico.org", OLD]);
     let after = tunnel_addresses(c);
     assert!(
         after.iter().all(|t| !t.is_empty() && in_cidr(t, new_cidr)),

@@ -19,6 +19,7 @@ pub mod listing;
 pub mod lite;
 pub mod movers;
 pub mod networks;
+pub mod pause;
 pub mod pools;
 pub mod probe;
 pub mod progress;

@@ -14,7 +14,9 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams, Precon
 use serde_json::{json, Value};
 
 use super::calico::{installation_api, pool_from_object, Calico, Kind};
-use super::retry::{create_once, is_transient, repeat_transient, repeat_unconditional, transient_pause};
+use super::retry::{
+    already_exists, create_once, is_transient, repeat_transient, repeat_unconditional, transient_pause,
+};
 use super::watch::wait_object;
 use super::{list_paged, Cluster};
 use crate::core::cidr::within;
@@ -151,7 +153,7 @@ impl<'a> PoolWriter<'a> {
             let (api, pp) = (self.api(), PostParams::default());
             match create_once(|| api.create(&pp, &obj)).await {
                 Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) if already_exists(&e) => {}
                 Err(e) => return Err(e).op("create", &self.plural(), None),
             }
         }
@@ -213,6 +215,7 @@ impl<'a> PoolWriter<'a> {
         } else {
             self.set_disabled(&pool.name, true).await?;
             release_affinities(self.cluster, self.calico, &pool.cidr, keep).await?;
+            super::pause::point("delete:affinities-released").await;
             let (api, dp) = (self.api(), DeleteParams::default());
             match repeat_unconditional(|| api.delete(&pool.name, &dp)).await {
                 Ok(_) => {}

@@ -131,9 +131,17 @@ where
     }
 }
 
+/// A 409 whose reason is AlreadyExists: the name is taken. Any other 409
+/// on a create (a conflict, as a proxy or a webhook may answer) stored
+/// nothing and says nothing about the object.
+pub fn already_exists(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists")
+}
+
 /// Create an object of a name only this run uses, repeating the create
-/// while it fails transiently. A 409 (AlreadyExists) after such a failure
-/// means the earlier attempt landed: it counts as created.
+/// while it fails transiently or with a 409 that is not AlreadyExists. An
+/// AlreadyExists after such a failure means the earlier attempt landed: it
+/// counts as created.
 pub async fn create_once<T, Fut>(mut create: impl FnMut() -> Fut) -> Result<Option<T>, kube::Error>
 where
     Fut: std::future::Future<Output = Result<T, kube::Error>>,
@@ -142,8 +150,8 @@ where
     loop {
         match create().await {
             Ok(o) => return Ok(Some(o)),
-            Err(kube::Error::Api(s)) if s.code == 409 && attempt > 0 => return Ok(None),
-            Err(e) if is_transient(&e) && attempt < MAX_RETRIES => {
+            Err(e) if already_exists(&e) && attempt > 0 => return Ok(None),
+            Err(e) if (is_transient(&e) || is_create_conflict(&e)) && attempt < MAX_RETRIES => {
                 tracing::debug!("repeating a create after a transient failure: {e}");
                 tokio::time::sleep(transient_pause(attempt)).await;
                 attempt += 1;
@@ -151,6 +159,10 @@ where
             Err(e) => return Err(e),
         }
     }
+}
+
+fn is_create_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409) && !already_exists(e)
 }
 
 /// Whether a request may be retried after this outcome.
@@ -283,13 +295,28 @@ mod tests {
     #[tokio::test]
     async fn a_create_that_landed_before_a_transient_failure_counts_as_created() {
         // The first attempt was stored but answered 500; the repeat meets our own object.
-        let answers = std::sync::Mutex::new(vec![Err::<(), _>(api_error(409)), Err(api_error(500))]);
+        let answers = std::sync::Mutex::new(vec![Err::<(), _>(exists()), Err(api_error(500))]);
         let r = create_once(|| async { answers.lock().unwrap().pop().unwrap() }).await;
         assert!(matches!(r, Ok(None)), "{r:?}");
-        // A 409 on the first attempt is someone else's object: the caller decides.
-        let answers = std::sync::Mutex::new(vec![Err::<(), _>(api_error(409))]);
+        // AlreadyExists on the first attempt is someone else's object: the caller decides.
+        let answers = std::sync::Mutex::new(vec![Err::<(), _>(exists())]);
         let r = create_once(|| async { answers.lock().unwrap().pop().unwrap() }).await;
-        assert!(matches!(r, Err(kube::Error::Api(s)) if s.code == 409));
+        assert!(matches!(&r, Err(e) if already_exists(e)));
+    }
+
+    /// AlreadyExists, as the API server words a taken name.
+    fn exists() -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status::failure("x", "AlreadyExists").with_code(409)))
+    }
+
+    #[tokio::test]
+    async fn a_create_answered_a_plain_conflict_is_made_again_not_taken_as_existing() {
+        // A 409 Conflict (not AlreadyExists) stored nothing: taking it as
+        // "exists" left the canary waiting for a pod that was never made.
+        let answers = std::sync::Mutex::new(vec![Ok(7), Err(api_error(409))]);
+        let r = create_once(|| async { answers.lock().unwrap().pop().unwrap() }).await;
+        assert!(matches!(r, Ok(Some(7))), "{r:?}");
+        assert!(!already_exists(&api_error(409)) && already_exists(&exists()));
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! Saving the migration record after each step.
 
 use super::Ctx;
-use crate::cluster::{record, Cluster};
+use crate::cluster::{pause, record, Cluster};
 use crate::core::state::{MigrationState, Phase};
 use crate::error::{Error, Result};
 
@@ -24,7 +24,9 @@ pub(crate) fn stop_if_lease_lost(ctx: &Ctx<'_>) -> Result<()> {
 pub(crate) async fn save(cluster: &Cluster, state: &mut MigrationState, phase: Phase) -> Result<()> {
     state.phase = phase;
     state.updated_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    record::write_state(cluster, state).await
+    record::write_state(cluster, state).await?;
+    pause::point(&format!("checkpoint:{}", phase.as_str())).await;
+    Ok(())
 }
 
 /// The record read again once the lease is held: the one to carry on

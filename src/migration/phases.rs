@@ -349,6 +349,7 @@ async fn phase_delete_source(
             )));
         }
         writer.delete_safely(from, Some(to.cidr)).await?;
+        crate::cluster::pause::point("delete:pool-deleted").await;
         let av = ctx.calico.resource(Kind::IPPool).api_version;
         events::record_event(
             ctx.cluster,

@@ -5,15 +5,16 @@
 //! floor and no Service may lose its last ready endpoint, faults or not.
 //!
 //! Run: `cargo test --test faults_e2e -- --test-threads=2`
-//! (`FAULT_TRIALS=N` crash trials, default 3; `FAULT_SEED=S` replays a run).
-//! Each test prints one machine-greppable line starting with `RELIABILITY`
-//! (with the watcher's `pdb_floor_violations=N services_at_zero=N`);
-//! `scripts/faults.sh` sums them.
+//! (`FAULT_TRIALS=N` crash trials, default and least 10, one per kill point
+//! of crash.rs; `FAULT_SEED=S` replays the random ones).
+//! Each test counts what it found, prints one machine-greppable line
+//! starting with `RELIABILITY` (with the watcher's `pdb_floor_violations=N
+//! services_at_zero=N`), and only then asserts, so a failing run still
+//! reports its figures; `scripts/faults.sh` sums them.
 
 #[path = "../common/mod.rs"]
 mod common;
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,104 +26,92 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use kube::runtime::{watcher, WatchStreamExt};
-use rand::Rng;
 use serde_json::Value;
 
+mod crash;
+mod outcome;
 mod support;
 
+use outcome::{assert_no_problems, check_migrated};
 use support::*;
 
-/// Priority 2: SIGKILL `migrate` at a phase boundary or after a random
-/// delay, run the same command again, and check the result.
+/// Priority 2: SIGKILL `migrate` at every phase boundary and inside the
+/// delete step (one kill each, deterministic: the run pauses at the point
+/// and is killed there), then at seeded random points or delays for
+/// FAULT_TRIALS beyond those; resume with the same command each time. The
+/// trials chain on one cluster. Every figure is counted and printed, failing
+/// trials included, before anything is asserted.
 #[test]
-fn sigkill_at_random_points_then_resume() {
+fn sigkill_at_every_phase_then_resume() {
     let (seed, mut rng) = seeded_rng();
-    let n = trials();
+    let n = crash::trials();
     println!("FAULT_SEED={seed} FAULT_TRIALS={n}");
-    let offset = rng.random_range(0..PHASES.len());
-    let (mut survived, mut finished_first, mut data_lost, mut left_behind) = (0, 0, 0, 0);
-    let (mut pdb_violations, mut services_at_zero) = (0, 0);
-    let mut killed_in = BTreeSet::new();
-    let mut phase_trials = 0;
-    for t in 0..n {
-        // Every third trial uses a random delay; the others walk the phases.
-        let (target, delay) = if t % 3 == 2 {
-            (None, Duration::from_millis(rng.random_range(200..8000)))
-        } else {
-            phase_trials += 1;
-            (Some(PHASES[(offset + phase_trials - 1) % PHASES.len()]), Duration::ZERO)
+    let started = Instant::now();
+    let c = realistic(&[]);
+    let kills = crash::schedule(n, &mut rng);
+    let mut done: Vec<crash::Trial> = Vec::new();
+    for (k, kill) in kills.iter().enumerate() {
+        let t = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crash::trial(&c, k, kill))) {
+            Ok(t) => t,
+            Err(e) => {
+                let msg = e.downcast_ref::<String>().cloned().or(e.downcast_ref::<&str>().map(|s| s.to_string()));
+                crash::Trial {
+                    how: String::new(),
+                    killed_in: None,
+                    resumed: false,
+                    outcome: Default::default(),
+                    pdb_violations: 0,
+                    services_at_zero: 0,
+                    problems: vec![format!("panicked: {}", msg.unwrap_or_default())],
+                }
+            }
         };
-        let c = realistic(&[]);
-        let before = workload_counts(&c);
-        let args = migrate_args(OLD, NEW_CIDR);
-        let budget = budget_watch(&c);
-        let watch = PhaseWatch::start(&c.kubeconfig);
-        let mut child = spawn_migrate(&c.kubeconfig, &args);
-        let start = Instant::now();
-        let mut killed_at = None;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                let err = last_stderr();
-                assert!(status.success(), "trial {t}: the first run failed before the kill: {status}\n{err}");
-                break;
-            }
-            let now = watch.phase();
-            let due = match target {
-                Some(p) => phase_index(&now).is_some_and(|i| i >= phase_index(p).unwrap()),
-                None => start.elapsed() >= delay,
-            };
-            if due {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                killed_at = Some(if now.is_empty() { "before the record".to_string() } else { now });
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(200),
-                "trial {t}: migrate neither finished nor reached {target:?}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let how = match target {
-            Some(p) => format!("at phase {p}"),
-            None => format!("after {delay:?}"),
-        };
-        match &killed_at {
-            Some(p) => {
-                killed_in.insert(p.clone());
-                let out = ippool(&c, &args).timeout(Duration::from_secs(240)).output().unwrap();
-                assert!(
-                    out.status.success(),
-                    "trial {t} (seed {seed}, kill {how}, in {p}): the re-run failed:\n{}\n{}\n{}",
-                    text(&out.stdout),
-                    text(&out.stderr),
-                    c.log_tail()
-                );
-                survived += 1;
-            }
-            None => finished_first += 1,
-        }
-        let phases = watch.finish();
-        let (lost, behind) = assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
-        let report = assert_within_budget(budget, &format!("trial {t}"));
-        data_lost += lost;
-        left_behind += behind;
-        pdb_violations += report.violations.len();
-        services_at_zero += report.services_at_zero.len();
         println!(
-            "trial {t}: kill {how}: {}; phases seen {phases:?}; budget watch: {} pod events, {} EndpointSlice events",
-            killed_at
-                .as_deref()
-                .map(|p| format!("killed in {p}, resumed OK"))
-                .unwrap_or_else(|| "finished before the kill".into()),
-            report.pod_events,
-            report.slice_events
+            "trial {k}: kill {}: {}{}",
+            t.how,
+            match (&t.killed_in, t.resumed) {
+                (Some(p), true) => format!("killed in {p}, resumed OK"),
+                (Some(p), false) => format!("killed in {p}, resume FAILED"),
+                (None, _) => "no kill".into(),
+            },
+            if t.problems.is_empty() { String::new() } else { format!("; {} problem(s)", t.problems.len()) }
         );
+        let failed = !t.problems.is_empty();
+        done.push(t);
+        if failed {
+            break; // the chain's next link starts from this one's end state
+        }
     }
-    println!("killed in phases: {killed_in:?}");
+    let mut per_phase: std::collections::BTreeMap<String, usize> = Default::default();
+    for (t, kill) in done.iter().zip(&kills) {
+        if let (Some(p), crash::Kill::At(point, _)) = (&t.killed_in, kill) {
+            *per_phase.entry(format!("{p} ({point})")).or_default() += 1;
+        }
+    }
+    println!("kills per phase (kill point): {per_phase:?}");
+    let sum = |f: &dyn Fn(&crash::Trial) -> usize| done.iter().map(f).sum::<usize>();
+    let failed: Vec<(usize, &crash::Trial)> = done.iter().enumerate().filter(|(_, t)| !t.problems.is_empty()).collect();
     println!(
-        "RELIABILITY test=sigkill_resume seed={seed} trials={n} crashes_survived={survived} finished_before_kill={finished_first} faults_injected=0 bad_inputs=0 data_lost={data_lost} pods_left_behind={left_behind} pdb_violations={pdb_violations} pdb_floor_violations={pdb_violations} services_at_zero={services_at_zero}"
+        "RELIABILITY test=sigkill_resume seed={seed} trials={} crashes_survived={} finished_before_kill={} failed_trials={} not_run={} faults_injected=0 bad_inputs=0 data_lost={} pods_left_behind={} pdb_floor_violations={} services_at_zero={}",
+        done.len(),
+        sum(&|t| usize::from(t.killed_in.is_some() && t.resumed)),
+        sum(&|t| usize::from(t.killed_in.is_none() && t.problems.is_empty())),
+        failed.len(),
+        n - done.len(),
+        sum(&|t| t.outcome.data_lost()),
+        sum(&|t| t.outcome.left_behind()),
+        sum(&|t| t.pdb_violations),
+        sum(&|t| t.services_at_zero),
     );
+    println!("crash trials took {:?}", started.elapsed());
+    for (k, t) in &failed {
+        eprintln!("trial {k} (seed {seed}, kill {}):\n  {}", t.how, t.problems.join("\n  "));
+    }
+    assert!(failed.is_empty(), "{} crash trial(s) failed (seed {seed}); see above", failed.len());
+    // Every kill point was hit, in the phase it names.
+    for (i, (point, phase)) in crash::KILL_POINTS.iter().enumerate() {
+        assert_eq!(done[i].killed_in.as_deref(), Some(*phase), "trial {i} at {point}");
+    }
 }
 
 /// Priority 2, concurrency variant (two runs at once is covered by
@@ -162,6 +151,10 @@ fn pool_edited_by_another_actor_during_migration() {
     stop.store(true, Ordering::Relaxed);
     editor.join().unwrap();
     let edits = *edits.lock().unwrap();
+    let o = check_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
+    let report = stop_budget_watch(budget, "concurrent editor");
+    println!("concurrent editor: {edits} pool edits during the run");
+    println!("RELIABILITY test=concurrent_editor trials=1 crashes_survived=0 faults_injected=0 concurrent_edits={edits} bad_inputs=0 data_lost={} pods_left_behind={} {}", o.data_lost(), o.left_behind(), report.reliability_figures());
     assert!(
         out.status.success(),
         "migrate with a concurrent editor failed:\n{}\n{}",
@@ -169,10 +162,7 @@ fn pool_edited_by_another_actor_during_migration() {
         text(&out.stderr)
     );
     assert!(edits >= 3, "the editor barely ran ({edits} edits)");
-    let (lost, behind) = assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
-    let report = assert_within_budget(budget, "concurrent editor");
-    println!("concurrent editor: {edits} pool edits during the run");
-    println!("RELIABILITY test=concurrent_editor trials=1 crashes_survived=0 faults_injected=0 concurrent_edits={edits} bad_inputs=0 data_lost={lost} pods_left_behind={behind} pdb_violations={} {}", report.violations.len(), report.reliability_figures());
+    assert_no_problems("concurrent editor", &[o.problems(), budget_problems(&report)].concat());
 }
 
 /// Priority 3: API errors and dropped connections on writes, then a 5 s
@@ -197,7 +187,7 @@ fn control_plane_faults_error_rate_and_outage() {
     // within a run, and waits re-establish their watches.
     let runs_a = run_until_done(&c, &faulty, &migrate_args(OLD, NEW_CIDR), 4, |_| {});
     std::fs::remove_file(c.dir().join("faults.json")).unwrap();
-    let (lost_a, behind_a) = assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
+    let o_a = check_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
 
     // (b) A second migration (10.0.0.0-16 -> 10.1.0.0/16); once it moves
     // pods, the API server is unreachable for 5 s (connections cut too).
@@ -219,25 +209,29 @@ fn control_plane_faults_error_rate_and_outage() {
     });
     watch.finish();
     assert!(dir.join("faults.json").exists(), "the outage was never injected");
-    let (lost_b, behind_b) = assert_migrated(&c, &before, NEW_POOL, NEW_CIDR, "10.1.0.0/16");
-    let report = assert_within_budget(budget, "control-plane faults");
+    let o_b = check_migrated(&c, &before, NEW_POOL, NEW_CIDR, "10.1.0.0/16");
+    let report = stop_budget_watch(budget, "control-plane faults");
 
     // Counters are flushed every second.
     c.wait_until("fault stats", Duration::from_secs(5), || fault_stats(c.dir())["requests"].as_i64().unwrap_or(0) > 0);
     let stats = fault_stats(c.dir());
     let injected = stats["errors"].as_i64().unwrap_or(0) + stats["drops"].as_i64().unwrap_or(0);
     println!("fault proxy: {stats}; error-rate runs {runs_a}, outage runs {runs_b}");
-    assert!(injected > 0, "no fault was injected: {stats}");
     let reruns = runs_a - 1 + runs_b - 1;
-    assert!(reruns <= 3, "{reruns} re-runs were needed in all; at most 3 may be");
     println!(
-        "RELIABILITY test=control_plane_faults seed={seed} trials=2 crashes_survived=0 faults_injected={injected} reruns={} bad_inputs=0 data_lost={} pods_left_behind={} pdb_violations={} {}",
+        "RELIABILITY test=control_plane_faults seed={seed} trials=2 crashes_survived=0 faults_injected={injected} reruns={} bad_inputs=0 data_lost={} pods_left_behind={} {}",
         reruns,
-        lost_a + lost_b,
-        behind_a + behind_b,
-        report.violations.len(),
+        o_a.data_lost() + o_b.data_lost(),
+        o_a.left_behind() + o_b.left_behind(),
         report.reliability_figures()
     );
+    assert!(injected > 0, "no fault was injected: {stats}");
+    // The outage met the run: requests made during it were refused (and
+    // the connections open when it began were cut).
+    let refused = stats["outageRefused"].as_i64().unwrap_or(0);
+    assert!(refused > 0, "no request was refused during the 5 s outage, so it tested nothing: {stats}");
+    assert!(reruns <= 3, "{reruns} re-runs were needed in all; at most 3 may be");
+    assert_no_problems("control-plane faults", &[o_a.problems(), o_b.problems(), budget_problems(&report)].concat());
 }
 
 /// An eviction answered 409 has not happened (the fault proxy answers
@@ -258,14 +252,20 @@ fn an_eviction_answered_409_is_made_again_not_assumed_done() {
     let mut args = migrate_args(OLD, NEW_CIDR);
     args.extend(["--strategy", "evict"].map(String::from));
     let runs = run_until_done(&c, &faulty, &args, 1, |_| {});
-    assert_eq!(runs, 1);
+    let o = check_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
+    // Counters are flushed every second.
+    c.wait_until("fault stats", Duration::from_secs(5), || fault_stats(c.dir())["requests"].as_i64().unwrap_or(0) > 0);
     let stats = fault_stats(c.dir());
     let injected = stats["byCode"]["409"].as_i64().unwrap_or(0);
-    assert!(injected > 0, "no eviction was answered 409: {stats}");
-    let (lost, behind) = assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
     println!(
-        "RELIABILITY test=eviction_409 seed=7 trials=1 crashes_survived=0 faults_injected={injected} reruns=0 bad_inputs=0 data_lost={lost} pods_left_behind={behind}"
+        "RELIABILITY test=eviction_409 seed=7 trials=1 crashes_survived=0 faults_injected={injected} reruns={} bad_inputs=0 data_lost={} pods_left_behind={}",
+        runs - 1,
+        o.data_lost(),
+        o.left_behind()
     );
+    assert_eq!(runs, 1);
+    assert!(injected > 0, "no eviction was answered 409: {stats}");
+    assert_no_problems("eviction 409", &o.problems());
 }
 
 /// Create an IPReservation over `cidr` the moment a migration record
@@ -360,8 +360,9 @@ fn ctrl_c_during_canary_and_probe_leaves_nothing_behind() {
     // Lift the reservation; the same command finishes the migration.
     c.kubectl_ok(&["delete", "ipreservations.crd.projectcalico.org", "hold-new-pool"]);
     let out = ippool(&c, &args).timeout(Duration::from_secs(240)).output().unwrap();
+    let o = check_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
+    let report = stop_budget_watch(budget, "Ctrl-C cleanup");
+    println!("RELIABILITY test=ctrl_c_cleanup trials=2 crashes_survived=0 interrupts_cleaned=2 faults_injected=0 bad_inputs=0 data_lost={} pods_left_behind={} {}", o.data_lost(), o.left_behind() + after_canary + after_probe, report.reliability_figures());
     assert!(out.status.success(), "resume after Ctrl-C:\n{}\n{}", text(&out.stdout), text(&out.stderr));
-    let (lost, behind) = assert_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);
-    let report = assert_within_budget(budget, "Ctrl-C cleanup");
-    println!("RELIABILITY test=ctrl_c_cleanup trials=2 crashes_survived=0 interrupts_cleaned=2 faults_injected=0 bad_inputs=0 data_lost={lost} pods_left_behind={} pdb_violations={} {}", behind + after_canary + after_probe, report.violations.len(), report.reliability_figures());
+    assert_no_problems("Ctrl-C cleanup", &[o.problems(), budget_problems(&report)].concat());
 }

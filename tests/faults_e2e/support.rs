@@ -17,7 +17,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use rand::SeedableRng;
 use serde_json::Value;
 
-use crate::common::budget_watch::{BlockingBudgetWatch, Report};
+use crate::common::budget_watch::{BlockingBudgetWatch, Report, REALISTIC_PDBS, REALISTIC_SERVICES};
 pub(crate) use crate::common::json;
 use crate::common::TestCluster;
 
@@ -25,10 +25,6 @@ pub(crate) const OLD: &str = "default-ipv4-ippool";
 pub(crate) const OLD_CIDR: &str = "192.168.0.0/16";
 pub(crate) const NEW_CIDR: &str = "10.0.0.0/16";
 pub(crate) const NEW_POOL: &str = "10.0.0.0-16";
-/// Phase boundaries a crash trial can stop at (the record's phases before Done).
-pub(crate) const PHASES: [&str; 7] =
-    ["Started", "TargetReady", "SourceDisabled", "CanaryPassed", "MovingPods", "Draining", "SourceDeleted"];
-
 /// kubesim's `realistic` scenario (every workload behind a Service and a
 /// PodDisruptionBudget of a different kind) without `single`, whose budget
 /// allows no move at all (migrate refuses it). Readiness takes 2 s per pod.
@@ -47,17 +43,22 @@ pub(crate) fn budget_watch(c: &TestCluster) -> BlockingBudgetWatch {
     BlockingBudgetWatch::start(c, &[])
 }
 
-/// Stops the watch and asserts that it saw the pods move (pod events on the
-/// PDBs of the scenario) and that no PDB went below its floor and no Service
-/// lost its last ready endpoint (and no watch was lost), while it watched.
-pub(crate) fn assert_within_budget(w: BlockingBudgetWatch, what: &str) -> Report {
+/// Stops the watch and prints its summary.
+pub(crate) fn stop_budget_watch(w: BlockingBudgetWatch, what: &str) -> Report {
     let report = w.stop();
     println!("{what}: {}", report.summary().trim_end());
-    for pdb in ["shop/web", "shop/api", "shop/front", "shop/legacy", "data/db", "kube-system/coredns"] {
-        assert!(report.lowest.contains_key(pdb), "{what}: the budget watch never evaluated PDB {pdb}:\n{report}");
-    }
-    assert!(report.is_clean(), "{what}: a PodDisruptionBudget or a Service was broken:\n{report}");
     report
+}
+
+/// Why the watch cannot vouch for the run (it did not evaluate every PDB
+/// and Service of the scenario throughout), and what it saw broken: a PDB
+/// below its floor, a Service at zero, a lost watch, a skipped evaluation.
+pub(crate) fn budget_problems(report: &Report) -> Vec<String> {
+    let mut p = report.coverage_problems(REALISTIC_PDBS, REALISTIC_SERVICES);
+    if !report.is_clean() {
+        p.push(format!("a PodDisruptionBudget or a Service was broken:\n{report}"));
+    }
+    p
 }
 
 pub(crate) fn migrate_args(from: &str, to: &str) -> Vec<String> {
@@ -83,6 +84,11 @@ pub(crate) fn text(b: &[u8]) -> String {
 /// `kubectl-ippool <args>` in the background; stderr goes to `<kubeconfig dir>/ippool-<n>.err`
 /// (a file, not a pipe nobody reads, which could fill up and block the run).
 pub(crate) fn spawn_migrate(kubeconfig: &Path, args: &[String]) -> Child {
+    spawn_migrate_env(kubeconfig, args, &[])
+}
+
+/// `spawn_migrate` with extra environment variables.
+pub(crate) fn spawn_migrate_env(kubeconfig: &Path, args: &[String], env: &[(&str, String)]) -> Child {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let path = kubeconfig.parent().unwrap().join(format!("ippool-{}.err", N.fetch_add(1, Ordering::Relaxed)));
     let err = std::fs::File::create(&path).unwrap();
@@ -90,6 +96,7 @@ pub(crate) fn spawn_migrate(kubeconfig: &Path, args: &[String]) -> Child {
     Command::new(assert_cmd::cargo::cargo_bin("kubectl-ippool"))
         .env("KUBECONFIG", kubeconfig)
         .env_remove("RUST_LOG")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -123,6 +130,7 @@ pub(crate) async fn client_for(kubeconfig: &Path) -> kube::Client {
 pub(crate) struct PhaseWatch {
     phase: Arc<Mutex<String>>,
     seen: Arc<Mutex<Vec<String>>>,
+    errors: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
@@ -131,8 +139,10 @@ impl PhaseWatch {
     pub(crate) fn start(kubeconfig: &Path) -> PhaseWatch {
         let phase = Arc::new(Mutex::new(String::new()));
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let errors = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (p, s, st, kc) = (phase.clone(), seen.clone(), stop.clone(), kubeconfig.to_path_buf());
+        let errs = errors.clone();
         let handle = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
@@ -159,28 +169,35 @@ impl PhaseWatch {
                             }
                             *p.lock().unwrap() = ph;
                         }
-                        Ok(None) => return,
-                        _ => {}
+                        Ok(Some(Err(e))) => errs.lock().unwrap().push(e.to_string()),
+                        Ok(None) => {
+                            errs.lock().unwrap().push("the watch ended".into());
+                            return;
+                        }
+                        Err(_) => {} // no event within 200 ms
                     }
                 }
             });
         });
-        PhaseWatch { phase, seen, stop, handle: Some(handle) }
+        PhaseWatch { phase, seen, errors, stop, handle: Some(handle) }
     }
 
     pub(crate) fn phase(&self) -> String {
         self.phase.lock().unwrap().clone()
     }
 
+    /// Stops the watch; the phases it saw, in order. A watch error or a
+    /// panic of its thread fails the test: a phase watch that missed events
+    /// cannot say where a fault landed.
     pub(crate) fn finish(mut self) -> Vec<String> {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.handle.take().unwrap().join();
+        if let Err(panic) = self.handle.take().unwrap().join() {
+            std::panic::resume_unwind(panic);
+        }
+        let errors = self.errors.lock().unwrap().clone();
+        assert!(errors.is_empty(), "the phase watch lost events: {errors:?}");
         self.seen.lock().unwrap().clone()
     }
-}
-
-pub(crate) fn phase_index(p: &str) -> Option<usize> {
-    PHASES.iter().position(|x| *x == p).or((p == "Done").then_some(PHASES.len()))
 }
 
 /// Non-hostNetwork, unfinished pods whose address is not yet in `cidr`.
@@ -278,102 +295,11 @@ pub(crate) fn ready_counts(c: &TestCluster) -> BTreeMap<String, i64> {
     m
 }
 
-/// After a finished migration: (data_lost, pods_left_behind), both asserted 0.
-/// data lost = a workload gone or short of ready pods, or the record not Done;
-/// pods left behind = pods still outside the new pool, or canary/probe leftovers.
-pub(crate) fn assert_migrated(
-    c: &TestCluster,
-    workloads_before: &BTreeMap<String, i64>,
-    old_pool: &str,
-    old_cidr: &str,
-    new_cidr: &str,
-) -> (usize, usize) {
-    let settled = || {
-        pods_outside(c, new_cidr).is_empty() && leftovers(c).is_empty() && {
-            let ready = ready_counts(c);
-            workloads_before.iter().all(|(k, want)| ready.get(k).is_some_and(|r| r >= want))
-        }
-    };
-    let start = Instant::now();
-    while !settled() && start.elapsed() < Duration::from_secs(90) {
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let ready = ready_counts(c);
-    let lost: Vec<String> = workloads_before
-        .iter()
-        .filter(|(k, want)| ready.get(*k).is_none_or(|r| r < *want))
-        .map(|(k, w)| format!("{k} wants {w}, ready {:?}", ready.get(k)))
-        .collect();
-    let cm = json(c, &["get", "configmap", "-n", "kube-system", "kubectl-ippool-migration"]);
-    let state: Value = serde_json::from_str(cm["data"]["state.json"].as_str().unwrap_or("{}")).unwrap_or_default();
-    let record_ok = state["phase"] == "Done";
-    let behind = pods_outside(c, new_cidr);
-    let left = leftovers(c);
-    assert!(lost.is_empty() && record_ok, "data lost: {lost:?}; record {state}");
-    assert!(behind.is_empty() && left.is_empty(), "pods left behind: {behind:?} {left:?}");
-    let pools = c.kubectl_ok(&["get", "ippools.crd.projectcalico.org", "-o", "name"]);
-    assert!(!pools.lines().any(|l| l.ends_with(&format!("/{old_pool}"))), "pool {old_pool} still exists: {pools}");
-    // Old-CIDR IPAM objects must go. Seen once under the fault proxy: a
-    // block of the old CIDR still listed right after a successful run and
-    // gone a moment later; so wait (bounded) and say so when we had to.
-    let old_ipam = || -> Vec<String> {
-        ["ipamblocks.crd.projectcalico.org", "blockaffinities.crd.projectcalico.org"]
-            .iter()
-            .flat_map(|kind| {
-                json(c, &["get", kind])["items"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter_map(|o| o["spec"]["cidr"].as_str().map(|b| format!("{kind} {b}")))
-                    .filter(|b| {
-                        b.rsplit(' ')
-                            .next()
-                            .unwrap()
-                            .parse::<ipnet::IpNet>()
-                            .is_ok_and(|n| old_cidr.parse::<ipnet::IpNet>().unwrap().contains(&n))
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
-    let first = old_ipam();
-    if !first.is_empty() {
-        let t = Instant::now();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !old_ipam().is_empty() {
-            if Instant::now() > deadline {
-                let name = |b: &str| b.rsplit(' ').next().unwrap().replace(['.', '/'], "-");
-                let dump: Vec<String> = first
-                    .iter()
-                    .map(|b| c.kubectl_ok(&["get", b.split(' ').next().unwrap(), &name(b), "-o", "json"]))
-                    .collect();
-                let check = c.calicoctl(&["ipam", "check"]);
-                panic!("IPAM objects of {old_cidr} remain after migrate exited 0: {first:?}\n{}\ncalicoctl ipam check:\n{}\nlast migrate stderr:\n{}", dump.join("\n"), text(&check.stdout), last_stderr());
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        println!(
-            "NOTE: IPAM objects of {old_cidr} were still there when migrate exited 0: {first:?}; gone {:?} later",
-            t.elapsed()
-        );
-    }
-    c.assert_ipam_clean();
-    assert!(
-        !c.kubectl(&["get", "lease", "-n", "kube-system", "kubectl-ippool"]).status.success(),
-        "lease not released"
-    );
-    (lost.len() + usize::from(!record_ok), behind.len() + left.len())
-}
-
 pub(crate) fn seeded_rng() -> (u64, rand::rngs::StdRng) {
     let seed = std::env::var("FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000
     });
     (seed, rand::rngs::StdRng::seed_from_u64(seed))
-}
-
-pub(crate) fn trials() -> usize {
-    std::env::var("FAULT_TRIALS").ok().and_then(|s| s.parse().ok()).unwrap_or(3)
 }
 
 pub(crate) fn write_faults(dir: &Path, v: Value) {
@@ -400,9 +326,9 @@ pub(crate) fn run_until_done(
 ) -> usize {
     let mut last = String::new();
     for run in 1..=max {
-        // A shorter --timeout bounds a run whose wait never ends (seen once: the canary
-        // wait outlived a dropped watch and ran into the full 3m).
-        let mut a: Vec<String> = args.iter().map(|x| if x == "3m" { "60s".to_string() } else { x.clone() }).collect();
+        // The run's own --timeout: a wait that outlives a dropped watch is a bug to
+        // see here, not a re-run to absorb.
+        let mut a: Vec<String> = args.to_vec();
         a.extend(["--kubeconfig".to_string(), faulty.to_str().unwrap().to_string()]);
         let mut child = spawn_migrate(&c.kubeconfig, &a);
         during(&child);

@@ -54,6 +54,10 @@ type faultStats struct {
 	Drops    int64            `json:"drops"`
 	Delayed  int64            `json:"delayed"`
 	ByCode   map[string]int64 `json:"byCode"`
+	// OutageRefused counts the requests dropped because an outage was on (also in Drops), so a
+	// test can show its outage met traffic; OutageCut the open connections an outage closed.
+	OutageRefused int64 `json:"outageRefused"`
+	OutageCut     int64 `json:"outageCut"`
 }
 
 type faultProxy struct {
@@ -227,6 +231,8 @@ func (fp *faultProxy) reload() {
 			}
 			open = append(open, conn)
 		}
+		fp.stats.OutageCut += int64(len(open))
+		fp.dirty = true
 		go func() {
 			for _, conn := range open {
 				_ = conn.Close()
@@ -276,6 +282,7 @@ func (fp *faultProxy) decide(r *http.Request) (act faultAction, code int, delay 
 	}
 	if c.OutageSeconds > 0 && time.Since(fp.loadedAt) < time.Duration(c.OutageSeconds*float64(time.Second)) {
 		fp.stats.Drops++
+		fp.stats.OutageRefused++
 		return actDrop, 0, 0
 	}
 	if len(c.Methods) > 0 {

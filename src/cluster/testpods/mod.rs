@@ -28,7 +28,7 @@ mod spec;
 
 pub use spec::{namespace, Target, TestPods, TEST_POD_IMAGE};
 
-use super::retry::{create_once, repeat_unconditional};
+use super::retry::{already_exists, create_once, repeat_unconditional};
 use super::Cluster;
 use crate::core::model::{pod_addresses, ANNOT_POD_IPS};
 use crate::error::{KubeResultExt, Result};
@@ -37,8 +37,8 @@ use crate::error::{KubeResultExt, Result};
 /// differ here).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Creation {
-    /// A namespace or pod that already exists (409) is used as it is;
-    /// otherwise 409 is an error.
+    /// A namespace or pod that already exists (409 AlreadyExists) is used
+    /// as it is; otherwise that is an error.
     pub reuse_existing: bool,
     /// Create the namespace's default ServiceAccount first (admission
     /// refuses pods until it exists; 409 and 403 are fine) and retry pod
@@ -60,7 +60,7 @@ pub async fn start(
     let (ns_object, pp) = (namespace(ns, ns_labels), PostParams::default());
     match create_once(|| namespaces.create(&pp, &ns_object)).await {
         Ok(_) => {}
-        Err(kube::Error::Api(s)) if how.reuse_existing && s.code == 409 => {}
+        Err(e) if how.reuse_existing && already_exists(&e) => {}
         Err(e) => return Err(e).op("create", "namespaces", None),
     }
     if how.default_service_account {
@@ -92,7 +92,7 @@ async fn create_pod(pods: &Api<Pod>, pod: &Pod, ns: &str, how: Creation) -> Resu
     loop {
         match create_once(|| pods.create(&pp, pod)).await {
             Ok(_) => return Ok(()),
-            Err(kube::Error::Api(s)) if how.reuse_existing && s.code == 409 => return Ok(()),
+            Err(e) if how.reuse_existing && already_exists(&e) => return Ok(()),
             Err(kube::Error::Api(s))
                 if how.default_service_account
                     && s.code == 403

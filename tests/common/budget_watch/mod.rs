@@ -58,7 +58,22 @@ use tokio::sync::oneshot;
 
 mod report;
 use report::RECENT;
-pub use report::{Lowest, Report, ServiceAtZero, Violation};
+pub use report::{Coverage, Lowest, Report, ServiceAtZero, Violation};
+
+/// The PDBs of kubesim's `realistic` scenario without `single`.
+pub const REALISTIC_PDBS: &[&str] =
+    &["kube-system/coredns", "shop/web", "shop/api", "shop/front", "shop/legacy", "data/db"];
+/// The Services of kubesim's `realistic` scenario without `single`.
+pub const REALISTIC_SERVICES: &[&str] = &[
+    "kube-system/kube-dns",
+    "shop/web",
+    "shop/api",
+    "shop/front-a",
+    "shop/front-b",
+    "shop/legacy",
+    "data/db",
+    "data/agent",
+];
 
 /// A running watch. `stop` it to get the report.
 pub struct BudgetWatch {
@@ -105,8 +120,10 @@ impl BudgetWatch {
         BudgetWatch { stop: Some(stop_tx), task }
     }
 
-    /// Stop watching: events already on their way are applied until the
-    /// streams are quiet for 300 ms (at most 3 s), then the report is returned.
+    /// Stop watching once the cluster has settled: every watched Deployment
+    /// and StatefulSet reports its rollout complete and no pod of the
+    /// watched namespaces is terminating (at most `SETTLE_LIMIT`; the report
+    /// names what had not settled), then the streams are quiet for 300 ms.
     pub async fn stop(mut self) -> Report {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -143,16 +160,52 @@ async fn run(
             let _ = synced_tx.take().unwrap().send(());
         }
     }
-    // Drain what is already on its way.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_millis(300), merged.next()).await {
+    // Keep watching until every watched Deployment and StatefulSet reports
+    // its rollout complete and no pod of theirs is terminating (a rollout
+    // still running when the mover exits is still moving pods), then until
+    // the streams are quiet for 300 ms.
+    let deadline = Instant::now() + SETTLE_LIMIT;
+    let mut unsettled = st.unsettled();
+    while !unsettled.is_empty() && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(500), merged.next()).await {
             Ok(Some(m)) => st.handle(m),
-            _ => break,
+            Ok(None) => break,
+            Err(_) => {}
         }
+        unsettled = st.unsettled();
+    }
+    st.report.unsettled = unsettled;
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), merged.next()).await {
+        st.handle(m);
     }
     st.report.watched_for = st.started.elapsed();
     st.report
+}
+
+/// How long `stop` keeps watching for the workloads to settle.
+const SETTLE_LIMIT: Duration = Duration::from_secs(180);
+
+/// Why a Deployment's rollout is not complete (`kubectl rollout status`'s
+/// test), or None.
+fn deployment_unsettled(d: &Deployment) -> Option<String> {
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let st = d.status.clone().unwrap_or_default();
+    let current = st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
+    let (updated, total, avail) =
+        (st.updated_replicas.unwrap_or(0), st.replicas.unwrap_or(0), st.available_replicas.unwrap_or(0));
+    (!current || updated < want || total > updated || avail < updated)
+        .then(|| format!("Deployment {}: {updated} updated, {total} in all, {avail} available of {want}", key(d)))
+}
+
+/// Why a StatefulSet's rollout is not complete, or None.
+fn statefulset_unsettled(s: &StatefulSet) -> Option<String> {
+    let want = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let st = s.status.clone().unwrap_or_default();
+    let current = st.observed_generation.unwrap_or(0) >= s.metadata.generation.unwrap_or(0);
+    let (ready, updated) = (st.ready_replicas.unwrap_or(0), st.updated_replicas.unwrap_or(0));
+    let revision_done = st.update_revision.is_none() || st.update_revision == st.current_revision;
+    (!current || ready < want || st.replicas > want || (updated < want && !revision_done))
+        .then(|| format!("StatefulSet {}: {ready} ready, {} in all of {want}", key(s), st.replicas))
 }
 
 /// A store of one kind, keyed `namespace/name`, with the re-list buffer.
@@ -351,6 +404,24 @@ impl State {
             && self.slices.synced
     }
 
+    /// The watched workloads whose rollout is not complete, and pods still terminating.
+    fn unsettled(&self) -> Vec<String> {
+        let ns_of = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| m.namespace.clone();
+        let deploys = self.deploys.map.values().filter(|d| self.wanted(ns_of(&d.metadata).as_deref()));
+        let stss = self.stss.map.values().filter(|s| self.wanted(ns_of(&s.metadata).as_deref()));
+        let terminating = self
+            .pods
+            .map
+            .values()
+            .filter(|p| self.wanted(ns_of(&p.metadata).as_deref()) && p.metadata.deletion_timestamp.is_some())
+            .map(|p| format!("Pod {} terminating", key(p)));
+        deploys
+            .filter_map(deployment_unsettled)
+            .chain(stss.filter_map(statefulset_unsettled))
+            .chain(terminating)
+            .collect()
+    }
+
     fn wanted(&self, ns: Option<&str>) -> bool {
         self.namespaces.is_empty() || ns.is_some_and(|n| self.namespaces.contains(n))
     }
@@ -414,6 +485,7 @@ impl State {
             return;
         }
         self.report.pod_events += 1;
+        *self.report.pod_events_by_namespace.entry(ns.clone()).or_default() += 1;
         let pdbs: Vec<PodDisruptionBudget> = self.pdbs.in_namespace(&ns).cloned().collect();
         for pdb in &pdbs {
             self.check_pdb(pdb, &line);
@@ -518,6 +590,10 @@ impl State {
                 return;
             }
         };
+        let at = self.started.elapsed();
+        let cov = self.report.pdb_coverage.entry(name.clone()).or_insert(Coverage { count: 0, first: at, last: at });
+        cov.count += 1;
+        cov.last = at;
         let low = self.report.lowest.entry(name.clone()).or_insert(Lowest { healthy, floor });
         if healthy - floor < low.healthy - low.floor {
             *low = Lowest { healthy, floor };
@@ -581,6 +657,11 @@ impl State {
             return;
         }
         self.report.slice_events += 1;
+        let at = self.started.elapsed();
+        let cov =
+            self.report.service_coverage.entry(svc_key.clone()).or_insert(Coverage { count: 0, first: at, last: at });
+        cov.count += 1;
+        cov.last = at;
         if before > 0 && ready == 0 {
             self.report.services_at_zero.push(ServiceAtZero {
                 service: svc_key,

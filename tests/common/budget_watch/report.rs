@@ -9,6 +9,10 @@ use std::time::Duration;
 /// How many pod events a violation carries (the ones up to and including its trigger).
 pub(super) const RECENT: usize = 10;
 
+/// Fewer evaluations than this is a PDB or Service that was not watched
+/// while its pods moved (a move is at least a delete and an add).
+pub const MIN_EVALUATIONS: usize = 2;
+
 /// One instant at which a PDB had fewer healthy pods than its floor.
 #[derive(Clone, Debug)]
 pub struct Violation {
@@ -101,6 +105,15 @@ pub struct Lowest {
     pub floor: i32,
 }
 
+/// How often one PDB (on the pod events of its namespace) or one Service
+/// (on the EndpointSlice events of its slices) was evaluated, and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Coverage {
+    pub count: usize,
+    pub first: Duration,
+    pub last: Duration,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Report {
     pub violations: Vec<Violation>,
@@ -115,8 +128,17 @@ pub struct Report {
     pub disagreement_examples: Vec<String>,
     /// PDB evaluations skipped because neither floor source was available.
     pub unevaluated: Vec<String>,
+    /// Workloads still rolling out (or pods terminating) when the watch gave
+    /// up waiting for the cluster to settle after `stop`.
+    pub unsettled: Vec<String>,
     pub pod_events: usize,
     pub slice_events: usize,
+    /// Live pod events per namespace (each must evaluate every PDB of it).
+    pub pod_events_by_namespace: BTreeMap<String, usize>,
+    /// Per PDB `namespace/name`: its evaluations (floor computed, compared).
+    pub pdb_coverage: BTreeMap<String, Coverage>,
+    /// Per Service `namespace/name`: EndpointSlice events that recounted it.
+    pub service_coverage: BTreeMap<String, Coverage>,
     pub watched_for: Duration,
 }
 
@@ -138,13 +160,60 @@ impl Report {
             self.disagreements
         );
         for (pdb, l) in &self.lowest {
-            s += &format!("  {pdb}: lowest {} healthy (floor {})\n", l.healthy, l.floor);
+            let n = self.pdb_coverage.get(pdb).map_or(0, |c| c.count);
+            s += &format!("  {pdb}: lowest {} healthy (floor {}), evaluated {n} times\n", l.healthy, l.floor);
         }
         s
     }
 
+    /// No violation, no Service at zero, no lost watch, and no PDB
+    /// evaluation skipped (a floor that could not be computed vouches for nothing).
     pub fn is_clean(&self) -> bool {
-        self.violations.is_empty() && self.services_at_zero.is_empty() && self.watch_errors.is_empty()
+        self.violations.is_empty()
+            && self.services_at_zero.is_empty()
+            && self.watch_errors.is_empty()
+            && self.unevaluated.is_empty()
+            && self.unsettled.is_empty()
+    }
+
+    /// Why the watch cannot vouch for `pdbs` and `services` (empty: it can).
+    /// Each PDB must have been evaluated on every live pod event of its
+    /// namespace, at least `MIN_EVALUATIONS` times, so it was watched through
+    /// the whole run and not once; each Service must have been recounted on
+    /// at least `MIN_EVALUATIONS` EndpointSlice events.
+    pub fn coverage_problems(&self, pdbs: &[&str], services: &[&str]) -> Vec<String> {
+        let mut problems = Vec::new();
+        for pdb in pdbs {
+            let ns = pdb.split('/').next().unwrap_or_default();
+            let events = self.pod_events_by_namespace.get(ns).copied().unwrap_or(0);
+            match self.pdb_coverage.get(*pdb) {
+                None => problems.push(format!("PDB {pdb} was never evaluated ({events} pod events in {ns})")),
+                Some(c) if c.count < MIN_EVALUATIONS => problems
+                    .push(format!("PDB {pdb} was evaluated only {} time(s) ({events} pod events in {ns})", c.count)),
+                Some(c) if c.count != events => {
+                    problems.push(format!("PDB {pdb} was evaluated on {} of the {events} pod events of {ns}", c.count))
+                }
+                Some(_) => {}
+            }
+        }
+        for svc in services {
+            match self.service_coverage.get(*svc) {
+                None => problems.push(format!("Service {svc}: no EndpointSlice event was seen")),
+                Some(c) if c.count < MIN_EVALUATIONS => {
+                    problems.push(format!("Service {svc}: only {} EndpointSlice event(s) seen", c.count))
+                }
+                Some(_) => {}
+            }
+        }
+        problems
+    }
+
+    /// Panics unless the watch covered `pdbs` and `services` throughout
+    /// (`coverage_problems`) and is clean (`is_clean`).
+    pub fn assert_covered_and_clean(&self, pdbs: &[&str], services: &[&str]) {
+        let problems = self.coverage_problems(pdbs, services);
+        assert!(problems.is_empty(), "the budget watch cannot vouch for the run:\n  {}\n{self}", problems.join("\n  "));
+        self.assert_clean();
     }
 
     /// Panics with every violation, every Service at zero and every watch
@@ -175,8 +244,14 @@ impl fmt::Display for Report {
         for e in &self.watch_errors {
             writeln!(f, "watch error: {e}")?;
         }
+        for e in &self.unsettled {
+            writeln!(f, "not settled when the watch stopped: {e}")?;
+        }
         for e in &self.disagreement_examples {
             writeln!(f, "floor disagreement: {e}")?;
+        }
+        if !self.unevaluated.is_empty() {
+            writeln!(f, "PDB evaluations skipped ({}):", self.unevaluated.len())?;
         }
         for e in self.unevaluated.iter().take(10) {
             writeln!(f, "not evaluated: {e}")?;

@@ -28,7 +28,7 @@ for arch in "$@"; do
   bin="$target/$triple/$dir/kubectl-ippool"
   # glibc and libgcc_s as Debian ships them for this architecture.
   (cd "$debs" && for p in libc6 libgcc-s1; do
-    ls "${p}_"*"_$arch.deb" >/dev/null 2>&1 || apt-get download -qq "$p:$arch"
+    ls "${p}_"*"_$arch.deb" >/dev/null 2>&1 || apt-get download -qq -o APT::Sandbox::User=root "$p:$arch"
   done)
   sys="$work/sys-$arch"
   for deb in "$debs"/libc6_*_"$arch".deb "$debs"/libgcc-s1_*_"$arch".deb; do dpkg-deb -x "$deb" "$sys"; done

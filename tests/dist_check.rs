@@ -18,6 +18,13 @@ fn dist_dir() -> PathBuf {
     std::env::var_os("DIST_CHECK_DIR").map_or_else(|| common::repo_root().join("target/dist-check"), PathBuf::from)
 }
 
+fn dist_tools() -> PathBuf {
+    std::env::var_os("DIST_TOOLS").map_or_else(
+        || PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/kubectl-ippool/dist-tools"),
+        PathBuf::from,
+    )
+}
+
 fn manifest() -> Value {
     let path = dist_dir().join("ippool.yaml");
     assert!(path.exists(), "{} is missing: run `make dist-check`, which builds it first", path.display());
@@ -88,10 +95,24 @@ fn linux_arm64_runs_under_qemu_and_from_its_image() {
 fn windows_amd64_runs_under_wine_with_its_completion_helper() {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, e) = unpacked("windows", "amd64", tmp.path());
+    // wine 8.0 has no bcryptprimitives.dll (Rust's std asks it for
+    // ProcessPrng); a shim built with the dist tools' zig, beside the .exe.
+    let zig = dist_tools().join("ziglang-0.17.1/ziglang/zig");
+    let st = Command::new(&zig)
+        .args(["cc", "-shared", "-O2", "-target", "x86_64-windows-gnu", "-o"])
+        .arg(dir.join("bcryptprimitives.dll"))
+        .arg(common::repo_root().join("tests/krew/prng_shim.c"))
+        .arg("-ladvapi32")
+        .status()
+        .expect("zig (scripts/dist-tools.sh)");
+    assert!(st.success(), "cannot build the ProcessPrng shim");
     let c = common::TestCluster::seed();
-    let prefix = tmp.path().join("wineprefix");
+    // A prefix kept between runs: creating one takes a while.
+    let prefix = dist_dir().join("wineprefix");
     let wine = |args: &[&std::ffi::OsStr]| {
-        Command::new("wine64")
+        // Debian 12's wine64 package has its loader here (no /usr/bin/wine
+        // without the wine package).
+        Command::new("/usr/lib/wine/wine64")
             .args(args)
             .current_dir(&dir)
             .env("WINEPREFIX", &prefix)
@@ -101,7 +122,7 @@ fn windows_amd64_runs_under_wine_with_its_completion_helper() {
             .env("KUBECONFIG", format!("Z:{}", c.kubeconfig.display()).replace('/', "\\"))
             .env("WINEPATH", format!("Z:{}", dir.display()).replace('/', "\\"))
             .output()
-            .expect("wine64 (Debian's wine64: scripts/dist-tools.sh check installs it)")
+            .expect("wine64 (Debian: scripts/dist-tools.sh check installs it)")
     };
     let exe = dir.join(e["bin"].as_str().unwrap());
     let out = wine(&[exe.as_os_str(), "--version".as_ref()]);

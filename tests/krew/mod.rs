@@ -276,6 +276,11 @@ pub fn check_binary_kind(os: &str, arch: &str, bin: &Path) {
         );
     }
     if os == "darwin" {
+        // Apple silicon kills an arm64 executable whose ad-hoc signature
+        // does not match its pages (zig signs at link; a later strip breaks it).
+        let script = common::repo_root().join("tests/krew/adhoc_signature.py");
+        let out = Command::new("python3").arg(script).arg(bin).output().unwrap();
+        assert!(out.status.success(), "{os}/{arch}: {}", String::from_utf8_lossy(&out.stderr));
         for lib in macho_dylibs(bin) {
             assert!(
                 lib.starts_with("/usr/lib/") || lib.starts_with("/System/Library/Frameworks/"),

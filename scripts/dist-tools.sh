@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Installs what scripts/dist.sh and scripts/dist-check.sh need, once per
+# Installs what scripts/dist.sh and `make dist-check` need, once per
 # machine (each step checks first), from the package registries:
 #   Debian: rustc-web, cargo-web and rust-web-src (Rust 1.96 with the
 #           source of its standard library), libstd-rust-web-dev:arm64
-#           (its prebuilt std for linux/arm64; adds dpkg's arm64
+#           (its prebuilt std for linux/arm64, only when DIST_PLATFORMS
+#           has linux/arm64 or for check; adds dpkg's arm64
 #           architecture, which the arm64 image's libc needs too)
 #   PyPI:   zig (the ziglang package), the C compiler and linker of
 #           every target
 #   crates.io: cargo-zigbuild
 # `dist-tools.sh check` adds what the emulated runs need: qemu-user-static
-# and wine64 (Debian).
+# and wine64 (Debian), and libc6:arm64 for the arm64 binary under qemu.
 #
 # Why Debian's Rust for the release builds: rustup's standard libraries for
 # other targets come from a server CI machines cannot reach; Debian ships

@@ -8,7 +8,7 @@ CARGO ?= cargo
 E2E_THREADS ?= 2
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
-.PHONY: all build kubesim test lint unit demo bench faults dist cluster-up cluster-down
+.PHONY: all build kubesim test lint unit demo bench faults dist dist-check cluster-up cluster-down
 
 all: build
 
@@ -57,9 +57,20 @@ demo: kubesim
 bench: kubesim
 	scripts/bench.sh
 
-## Release archive for krew (linux/amd64) and plugin.yaml with its sha256.
+## Release archives for krew (linux, darwin: amd64, arm64; windows/amd64),
+## plugin.yaml's entries for them, the in-cluster image (OCI archive): dist/.
 dist:
 	scripts/dist.sh
+
+## Every platform's archive and the image, built cheaply (the dist-check
+## profile) into target/dist-check and checked: contents, checksums, binary
+## kinds; linux/arm64 under qemu-user and from its image, windows/amd64
+## under wine. Slow: see README "Install".
+dist-check: kubesim
+	scripts/dist-tools.sh check
+	mkdir -p target/dist-check && cp plugin.yaml target/dist-check/ippool.yaml
+	DIST_PROFILE=dist-check DIST_DIR=target/dist-check DIST_MANIFEST=target/dist-check/ippool.yaml scripts/dist.sh
+	$(CARGO) test --test dist_check -- --ignored --test-threads=1
 
 ## The fault suite at full size (20 crash trials: one kill at each of the 10 kill points, then seeded random ones); CI runs the 10 in `make test`.
 faults: kubesim

@@ -271,11 +271,22 @@ fn seed_status_verify_rules_rollback_and_migration_apiserver() {
     let nets = json(&c, &["get", "globalnetworksets.projectcalico.org", "pods"]);
     assert_eq!(nets["spec"]["nets"], serde_json::json!(["192.168.0.0/16", "10.0.0.0/16"]));
 
-    // Rollback: the pools swap back, the rules lose exactly what was added.
+    // Rollback: the pools swap back; the rules keep what was added while the
+    // moved web pods hold new-pool addresses, and lose exactly that once they
+    // are restarted into the old pool and the rollback is run again.
     let (code, _, se) = run(&c, &["migrate", "--from", OLD, "--rollback", "--yes"]);
     assert_eq!(code, 0, "{se}");
     assert_ne!(json(&c, &["get", V3_POOLS, OLD])["spec"]["disabled"], Value::Bool(true));
     assert_eq!(json(&c, &["get", V3_POOLS, NEW])["spec"]["disabled"], Value::Bool(true));
+    let nets = json(&c, &["get", "globalnetworksets.projectcalico.org", "pods"]);
+    assert_eq!(nets["spec"]["nets"], serde_json::json!(["192.168.0.0/16", "10.0.0.0/16"]), "{se}");
+    assert!(se.contains("kept the"), "{se}");
+    c.kubectl_ok(&["rollout", "restart", "deployment/web", "-n", "shop"]);
+    c.kubectl_ok(&["rollout", "status", "deployment/web", "-n", "shop", "--timeout=180s"]);
+    c.wait_no_pod_in("10.0.0.0/16");
+    let (code, _, se) = run(&c, &["migrate", "--from", OLD, "--rollback", "--yes"]);
+    assert_eq!(code, 0, "{se}");
+    assert!(!se.contains("kept the"), "{se}");
     let nets = json(&c, &["get", "globalnetworksets.projectcalico.org", "pods"]);
     assert_eq!(nets["spec"]["nets"], serde_json::json!(["192.168.0.0/16"]));
 

@@ -349,14 +349,7 @@ fn rules_naming_the_old_cidr_are_listed_updated_rolled_back_and_verified() {
     // rollback takes exactly what --update-rules added back out.
     c.kubectl_ok(&["rollout", "restart", "deployment/web", "-n", "shop"]);
     c.kubectl_ok(&["rollout", "status", "deployment/web", "-n", "shop", "--timeout=180s"]);
-    c.wait_until("no pod to hold a 10.0.0.0/16 address", std::time::Duration::from_secs(120), || {
-        let pods: Value = serde_json::from_str(&c.kubectl_ok(&["get", "pods", "-A", "-o", "json"])).unwrap();
-        !pods["items"].as_array().unwrap().iter().any(|p| {
-            p["status"]["podIPs"].as_array().is_some_and(|ips| {
-                ips.iter().any(|i| i["ip"].as_str().is_some_and(|ip| common::in_cidr(ip, "10.0.0.0/16")))
-            })
-        })
-    });
+    c.wait_no_pod_in("10.0.0.0/16");
     let (_, se) = run(&c, &["migrate", "--from", OLD, "--rollback", "--yes"]);
     assert!(!se.contains("kept the"), "{se}");
     let mut expected = originals.clone();

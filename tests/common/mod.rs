@@ -221,6 +221,21 @@ impl TestCluster {
         }
     }
 
+    /// Wait (2 min at most) until no pod holds an address in `cidr`: what a
+    /// rollback that kept `--update-rules` entries waits for before it may
+    /// take them out.
+    pub fn wait_no_pod_in(&self, cidr: &str) {
+        self.wait_until(&format!("no pod to hold a {cidr} address"), Duration::from_secs(120), || {
+            let pods: serde_json::Value =
+                serde_json::from_str(&self.kubectl_ok(&["get", "pods", "-A", "-o", "json"])).unwrap();
+            !pods["items"].as_array().unwrap().iter().any(|p| {
+                p["status"]["podIPs"]
+                    .as_array()
+                    .is_some_and(|ips| ips.iter().any(|i| i["ip"].as_str().is_some_and(|ip| in_cidr(ip, cidr))))
+            })
+        });
+    }
+
     pub async fn client(&self) -> kube::Client {
         let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
         let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();

@@ -20,17 +20,19 @@ kubesim:
 
 ## Format and lint (seconds), unit tests, then every test target in tests/
 ## (a file, or a directory with a main.rs): CLI tests, the krew install test
-## and the end-to-end suites on local clusters.
+## and the end-to-end suites on local clusters; every target runs, and the
+## failed ones are named at the end.
 test: kubesim lint
 	$(CARGO) build --tests
 	$(CARGO) test --bin kubectl-ippool
-	@for f in tests/*.rs tests/*/main.rs; do \
+	@failed=""; for f in tests/*.rs tests/*/main.rs; do \
 	  case $$f in */main.rs) t=$$(basename $$(dirname $$f));; *) t=$$(basename $$f .rs);; esac; \
 	  threads=$(E2E_THREADS); \
 	  case $$t in krew_install) threads=1;; esac; \
 	  echo "== $$f"; \
-	  $(CARGO) test --test $$t -- --test-threads=$$threads || exit 1; \
-	done
+	  $(CARGO) test --test $$t -- --test-threads=$$threads || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "== failed:$$failed"; exit 1; fi
 
 lint:
 	$(CARGO) fmt --check

@@ -15,7 +15,7 @@ use common::{json, kubesim_bin, TestCluster};
 const OLD: &str = "default-ipv4-ippool";
 
 /// A Service in front of three agnhost netexec pods (ready on a real HTTP
-/// probe, 7 s to start, 5 s preStop sleep, a PDB of maxUnavailable 1), and a
+/// probe, 7 s to start, 15 s preStop sleep, a PDB of maxUnavailable 1), and a
 /// hostNetwork netexec pod on port 8081: a server that never moves.
 const WORKLOAD: &str = r#"
 apiVersion: v1
@@ -41,7 +41,10 @@ spec:
         args: [netexec, --http-port=8080]
         ports: [{containerPort: 8080}]
         readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1}
-        lifecycle: {preStop: {sleep: {seconds: 5}}}
+        # Longer than kube-proxy can lag behind an EndpointSlice change on a
+        # loaded 2-core machine (5 s was seen to be too short: a request
+        # reached a pod that had stopped serving).
+        lifecycle: {preStop: {sleep: {seconds: 15}}}
 ---
 apiVersion: policy/v1
 kind: PodDisruptionBudget
@@ -225,8 +228,8 @@ fn zone_migration_under_traffic_fails_no_request_and_keeps_other_zones_connectio
 }
 
 /// Negative control: deleting all of a Service's pods at once (no PDB, no
-/// rollout) leaves it without a serving endpoint while the replacements start,
-/// and the monitor must see it.
+/// rollout, a 1 s grace period that cuts their drain short) leaves it without
+/// a serving endpoint while the replacements start, and the monitor must see it.
 #[test]
 fn deleting_a_services_pods_is_seen_as_failed_requests() {
     let (c, targets, _) = start_with_workload(&["--scenario", "seed", "--dataplane"]);
@@ -234,7 +237,7 @@ fn deleting_a_services_pods_is_seen_as_failed_requests() {
     wait_service_answers(&c, target);
     let monitor = TrafficMonitor::start(&c, &[("traffic/echo", target)], &[]);
     std::thread::sleep(Duration::from_secs(1));
-    c.kubectl_ok(&["-n", "traffic", "delete", "pods", "-l", "app=echo", "--wait=false"]);
+    c.kubectl_ok(&["-n", "traffic", "delete", "pods", "-l", "app=echo", "--grace-period=1", "--wait=false"]);
     c.kubectl_ok(&["-n", "traffic", "rollout", "status", "deploy/echo", "--timeout=120s"]);
     std::thread::sleep(Duration::from_secs(2));
     let report = monitor.stop();

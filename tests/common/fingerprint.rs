@@ -24,6 +24,15 @@ pub struct Fingerprint(BTreeMap<String, String>);
 impl TestCluster {
     /// Every listable kind, every object: `apiVersion kind ns/name` -> `uid rv`.
     pub fn fingerprint(&self) -> Fingerprint {
+        // A namespace being deleted (a finished run's canary) loses its
+        // contents to the namespace controller after that run has exited:
+        // taken meanwhile, the snapshot would charge those deletions to
+        // whatever runs next.
+        self.wait_until("no namespace to be terminating", std::time::Duration::from_secs(60), || {
+            let ns: serde_json::Value =
+                serde_json::from_str(&self.kubectl_ok(&["get", "namespaces", "-o", "json"])).unwrap();
+            ns["items"].as_array().unwrap().iter().all(|n| n["metadata"]["deletionTimestamp"].is_null())
+        });
         // An aggregated API that is down (Calico's API server, paused by a
         // test) makes discovery partial: its kinds are left out, the rest is listed.
         let out = self.kubectl(&["api-resources", "--verbs=list", "-o", "name"]);

@@ -46,7 +46,7 @@ unit:
 
 ## The dataplane suite (kubesim --dataplane, real traffic; needs root and nft).
 ## Kept out of `make test` for now: on CI's machine its no-outage tests lost
-## 1 request of ~1300 (EOF) in one run of three, cause not yet found.
+## 1 request of ~1300 (EOF) in one of two runs, cause not yet found.
 dataplane: kubesim
 	$(CARGO) test --test dataplane_e2e -- --test-threads=$(E2E_THREADS)
 

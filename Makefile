@@ -29,7 +29,7 @@ test: kubesim lint
 	  case $$f in */main.rs) t=$$(basename $$(dirname $$f));; *) t=$$(basename $$f .rs);; esac; \
 	  threads=$(E2E_THREADS); \
 	  case $$t in krew_install) threads=1;; dataplane_e2e) echo "== $$f: not in make test (make dataplane)"; continue;; esac; \
-	  echo "== $$f"; \
+	  echo "== $$f (disk free: $$(df -h --output=avail . | tail -1 | tr -d ' '))"; \
 	  $(CARGO) test --test $$t -- --test-threads=$$threads || failed="$$failed $$t"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "== failed:$$failed"; exit 1; fi

@@ -138,10 +138,8 @@ pub async fn run(kube: &KubeArgs, args: &StatusArgs) -> Result<u8> {
     if let Some(line) = heap::report("reading the cluster") {
         printer.note(line);
     }
-    for u in &rule_objects.unreadable {
-        printer.warn(format!("could not check {u} for rules naming retiring pools"));
-    }
-    let report = build_report(&cluster.context, snap, &rule_objects.objects, args)?;
+    let mut report = build_report(&cluster.context, snap, &rule_objects.objects, args)?;
+    report.warnings.extend(findings::unreadable_rules_finding(&rule_objects.unreadable));
     if printer.is_machine_readable() {
         printer.data(&report)?;
     } else {

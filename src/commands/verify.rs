@@ -137,9 +137,6 @@ pub async fn run(kube: &KubeArgs, args: &VerifyArgs) -> Result<u8> {
     if let Some(line) = heap::report("reading the cluster") {
         printer.note(line);
     }
-    for u in &rule_objects.unreadable {
-        printer.warn(format!("could not check {u} for rules naming retired pools"));
-    }
 
     let expect = Expectations {
         targets: args.to.clone(),
@@ -156,6 +153,7 @@ pub async fn run(kube: &KubeArgs, args: &VerifyArgs) -> Result<u8> {
         templates: &templates,
         sandbox_failures: &failures,
         rules: &rule_objects.objects,
+        rules_unreadable: &rule_objects.unreadable,
         expect: &expect,
     };
     let (mut checks, ipam) = checks::run_checks(&input);

@@ -126,6 +126,22 @@ pub fn pin_findings(inv: &Inventory, namespaces: &[NamespaceInfo]) -> Vec<Findin
     out
 }
 
+/// Kinds of rule objects the user may not read: `rule_findings` could not
+/// look at them (code `rulesNotChecked`, the kinds as its objects).
+pub fn unreadable_rules_finding(unreadable: &[String]) -> Option<Finding> {
+    (!unreadable.is_empty()).then(|| {
+        Finding::new(
+            "rulesNotChecked",
+            Severity::Warn,
+            format!(
+                "could not check {} for rules naming retiring pools; grant read access to them (deploy/rbac.yaml, ippool-reader)",
+                name_some(unreadable)
+            ),
+            unreadable.to_vec(),
+        )
+    })
+}
+
 /// Rules and addresses naming the range of a pool being retired (disabled,
 /// or the source of an unfinished migration): one warning per class of
 /// object, code `rulesNameOldCidr`.
@@ -245,6 +261,14 @@ pub fn usage_findings(inv: &Inventory) -> Vec<Finding> {
 mod tests {
     use super::*;
     use crate::core::model::SourcedCidr;
+
+    #[test]
+    fn unreadable_rule_kinds_are_a_warning_naming_them() {
+        assert_eq!(unreadable_rules_finding(&[]), None);
+        let f = unreadable_rules_finding(&["networksets.crd.projectcalico.org (forbidden)".into()]).unwrap();
+        assert_eq!((f.code, f.severity), ("rulesNotChecked", Severity::Warn));
+        assert_eq!(f.objects, vec!["networksets.crd.projectcalico.org (forbidden)"]);
+    }
 
     fn nets(pod: &str, svc: &str) -> ClusterNetworks {
         ClusterNetworks {

@@ -374,7 +374,10 @@ func (a *agent) dpStopPod(uid types.UID) {
 	if a.dp == nil {
 		return
 	}
-	a.dp.RemovePod(string(uid))
+	if cut := a.dp.RemovePod(string(uid)); cut > 0 {
+		// A client still sent to this pod after it stopped serving: those requests fail (EOF).
+		logf("dataplane: pod %s stopped serving at %s with %d connection(s) mid-request", uid, time.Now().UTC().Format("15:04:05.000"), cut)
+	}
 	a.dps.mu.Lock()
 	delete(a.dps.readyFail, uid)
 	delete(a.dps.liveFail, uid)

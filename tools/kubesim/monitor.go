@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"sort"
@@ -53,8 +54,10 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 type sampleFailure struct {
 	AtMs   int64  `json:"at_ms"`
+	Wall   string `json:"wall"` // to line it up with kubesim's and kube-proxy's logs
 	Node   string `json:"node"`
 	Target string `json:"target"`
+	Local  string `json:"local,omitempty"` // the failed connection's source address, when it opened
 	Error  string `json:"error"`
 }
 
@@ -190,14 +193,14 @@ func (m *monitor) sample(ctx context.Context, n monitorNode, t *targetReport, pa
 		wg.Add(1)
 		go func(at time.Time) {
 			defer wg.Done()
-			body, err := get(client, "http://"+t.Address+path)
+			body, local, err := get(client, "http://"+t.Address+path)
 			m.mu.Lock()
 			defer m.mu.Unlock()
 			t.Requests++
 			if err != nil {
 				t.Failures++
 				if len(m.report.Failures) < 200 {
-					m.report.Failures = append(m.report.Failures, sampleFailure{AtMs: at.Sub(m.start).Milliseconds(), Node: n.name, Target: t.Name, Error: err.Error()})
+					m.report.Failures = append(m.report.Failures, sampleFailure{AtMs: at.Sub(m.start).Milliseconds(), Wall: at.UTC().Format("15:04:05.000"), Node: n.name, Target: t.Name, Local: local, Error: err.Error()})
 				}
 				return
 			}
@@ -214,20 +217,27 @@ func (m *monitor) sample(ctx context.Context, n monitorNode, t *targetReport, pa
 	}
 }
 
-func get(c *http.Client, url string) (string, error) {
-	resp, err := c.Get(url)
+// get returns the body of one GET and the connection's local address (empty if none opened).
+func get(c *http.Client, url string) (string, string, error) {
+	local := ""
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { local = i.Conn.LocalAddr().String() }}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, url, nil)
 	if err != nil {
-		return "", err
+		return "", "", err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", local, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if err != nil {
-		return "", err
+		return "", local, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("HTTP %d", resp.StatusCode)
+		return "", local, fmt.Errorf("HTTP %d", resp.StatusCode)
 	}
-	return strings.TrimSpace(string(b)), nil
+	return strings.TrimSpace(string(b)), local, nil
 }
 
 // keep holds one connection to addr and exchanges one request per interval until ctx ends; the

@@ -57,6 +57,7 @@ pub(crate) struct World {
     pub(crate) failures: Vec<SandboxFailure>,
     pub(crate) migration: Option<MigrationState>,
     pub(crate) rules: Vec<crate::core::rules::RuleObject>,
+    pub(crate) rules_unreadable: Vec<String>,
     pub(crate) expect: Expectations,
 }
 
@@ -72,6 +73,7 @@ impl World {
             templates: &self.templates,
             sandbox_failures: &self.failures,
             rules: &self.rules,
+            rules_unreadable: &self.rules_unreadable,
             expect: &self.expect,
         }
     }
@@ -121,6 +123,7 @@ pub(crate) fn clean_world() -> World {
         failures: vec![],
         migration: None,
         rules: vec![],
+        rules_unreadable: vec![],
         expect: Expectations { targets: vec!["new".into()], from: Some("old".into()), ..Default::default() },
     }
 }

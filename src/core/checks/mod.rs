@@ -223,6 +223,8 @@ pub struct VerifyInput<'a> {
     pub sandbox_failures: &'a [SandboxFailure],
     /// Policies, network sets and the like that may name CIDRs.
     pub rules: &'a [RuleObject],
+    /// Kinds of those the user may not read (`GlobalNetworkPolicy (forbidden)`).
+    pub rules_unreadable: &'a [String],
     pub expect: &'a Expectations,
 }
 

@@ -66,6 +66,7 @@ mod tests {
             templates: &[],
             sandbox_failures: &[],
             rules: &[],
+            rules_unreadable: &[],
             expect: &w.expect,
         };
         let ok = ProbeOutcome {

@@ -29,6 +29,15 @@ pub fn rule_check(input: &VerifyInput) -> Check {
         .map(|h| format!("{} {}: {}", h.object, h.field, h.cidr))
         .collect();
     let ranges = retired.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ");
+    if objects.is_empty() && !input.rules_unreadable.is_empty() {
+        return Check::not_checked(
+            RULES_NAME_RETIRED_CIDR,
+            format!(
+                "could not read {}; grant read access to them (deploy/rbac.yaml, ippool-reader) to check for rules naming the retired {ranges}",
+                name_some(input.rules_unreadable)
+            ),
+        );
+    }
     Check::from_objects(
         RULES_NAME_RETIRED_CIDR,
         Severity::Warn,
@@ -74,6 +83,14 @@ mod tests {
         w.rules = vec![set(&["192.168.4.0/24"])];
         w.expect.from_cidr = Some(net("192.168.0.0/16"));
         assert_eq!(check(&w.run().0, "rulesNameRetiredCidr").status, Status::Warn);
+        // Rules that could not be read are not a pass.
+        w.rules.clear();
+        w.rules_unreadable = vec!["globalnetworkpolicies.crd.projectcalico.org (forbidden)".into()];
+        let (cs, _) = w.run();
+        let c = check(&cs, "rulesNameRetiredCidr");
+        assert_eq!(c.status, Status::NotChecked, "{c:#?}");
+        assert!(c.message.contains("globalnetworkpolicies"), "{c:#?}");
+        w.rules_unreadable.clear();
         // Nothing retired: not checked.
         w.expect = Default::default();
         assert_eq!(check(&w.run().0, "rulesNameRetiredCidr").status, Status::NotChecked);

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +34,23 @@ type Pod struct {
 	host     bool // a hostNetwork pod: serves in its node's namespace, which it does not own
 	mu       sync.Mutex
 	servers  []io.Closer
+	busy     map[net.Conn]bool // connections that opened and are not idle or closed
+}
+
+// trackConn follows the pod's server connections, so that stopping it can tell how many requests
+// it cut short.
+func (p *Pod) trackConn(c net.Conn, state http.ConnState) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.busy == nil {
+		p.busy = map[net.Conn]bool{}
+	}
+	switch state {
+	case http.StateNew, http.StateActive:
+		p.busy[c] = true
+	default:
+		delete(p.busy, c)
+	}
 }
 
 // NS is the pod's namespace handle.
@@ -166,8 +184,9 @@ func (p *Plane) Pod(key string) *Pod {
 }
 
 // RemovePod closes the pod's sockets, then removes its veth pair (and with it the host route) and
-// its namespace: CNI DEL before the address goes back to IPAM.
-func (p *Plane) RemovePod(key string) {
+// its namespace: CNI DEL before the address goes back to IPAM. It returns how many connections
+// were still open or mid-request when the servers closed (a client that sees EOF).
+func (p *Plane) RemovePod(key string) int {
 	p.mu.Lock()
 	pod := p.pods[key]
 	delete(p.pods, key)
@@ -179,10 +198,11 @@ func (p *Plane) RemovePod(key string) {
 			pod.Node = n.Name
 			p.removePodNS(pod)
 		}
-		return
+		return 0
 	}
-	pod.StopServers()
+	cut := pod.StopServers()
 	p.removePodNS(pod)
+	return cut
 }
 
 func (p *Plane) removePodNS(pod *Pod) {
@@ -205,15 +225,18 @@ func (p *Pod) AddServer(c io.Closer) {
 	p.mu.Unlock()
 }
 
-// StopServers closes the pod's listening sockets and their connections.
-func (p *Pod) StopServers() {
+// StopServers closes the pod's listening sockets and their connections; it returns how many of
+// those were open and not idle.
+func (p *Pod) StopServers() int {
 	p.mu.Lock()
 	s := p.servers
 	p.servers = nil
+	cut := len(p.busy)
 	p.mu.Unlock()
 	for _, c := range s {
 		_ = c.Close()
 	}
+	return cut
 }
 
 func (p *Pod) closeNS() {

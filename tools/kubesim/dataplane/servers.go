@@ -115,7 +115,7 @@ func StartServers(ns netns.NsHandle, owner *Pod, hostname string, b Behaviour) e
 		if err != nil {
 			return fmt.Errorf("listen on port %d: %w", port, err)
 		}
-		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ConnState: owner.trackConn}
 		go func() { _ = srv.Serve(ln) }()
 		owner.AddServer(srv)
 	}

@@ -8,7 +8,7 @@ CARGO ?= cargo
 E2E_THREADS ?= 2
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
-.PHONY: all build kubesim test lint unit demo bench faults dist dist-check dataplane cluster-up cluster-down
+.PHONY: all build kubesim kubesim-test test lint unit demo bench faults dist dist-check dataplane cluster-up cluster-down
 
 all: build
 
@@ -22,7 +22,7 @@ kubesim:
 ## (a file, or a directory with a main.rs): CLI tests, the krew install test
 ## and the end-to-end suites on local clusters; every target runs, and the
 ## failed ones are named at the end.
-test: kubesim lint
+test: kubesim lint kubesim-test
 	$(CARGO) build --tests
 	$(CARGO) test --bin kubectl-ippool
 	@failed=""; for f in tests/*.rs tests/*/main.rs; do \
@@ -33,6 +33,10 @@ test: kubesim lint
 	  $(CARGO) test --test $$t -- --test-threads=$$threads || failed="$$failed $$t"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "== failed:$$failed"; exit 1; fi
+
+## kubesim's own Go unit tests (the dataplane package: no root needed).
+kubesim-test:
+	cd tools/kubesim && PATH="$$PATH:/usr/local/go/bin" GOTOOLCHAIN=local GOFLAGS="-buildvcs=false -mod=readonly" GOSUMDB=off CGO_ENABLED=0 go test ./dataplane/
 
 lint:
 	$(CARGO) fmt --check

@@ -68,7 +68,7 @@ func New(prefix string, nodeNames []string, v4, v6 bool) (*Plane, error) {
 	if _, err := Sweep(prefix); err != nil {
 		return nil, fmt.Errorf("sweep leftovers: %w", err)
 	}
-	p := &Plane{Prefix: prefix, V4: v4, V6: v6, nodes: map[string]*Node{}, pods: map[string]*Pod{}, routes: map[string]map[string]string{}}
+	p := &Plane{Prefix: prefix, V4: v4, V6: v6, underlay: netns.None(), nodes: map[string]*Node{}, pods: map[string]*Pod{}, routes: map[string]map[string]string{}}
 	ok := false
 	defer func() {
 		if !ok {

@@ -23,7 +23,9 @@ var (
 	hostMAC   = net.HardwareAddr{0xee, 0xee, 0xee, 0xee, 0xee, 0xee}
 )
 
-// Pod is one pod's namespace and the servers running in it.
+// Pod is one pod's namespace and the servers running in it. ns must start as netns.None(): its zero
+// value is file descriptor 0, which closeNS would close (and with it, later, whatever socket the
+// process had opened as fd 0: the cause of the dataplane's one-in-thousands EOFs).
 type Pod struct {
 	Key      string
 	Node     string
@@ -81,7 +83,7 @@ func (p *Plane) AddPod(node, key string, ips []string) (*Pod, error) {
 		return old, nil
 	}
 	p.mu.Unlock()
-	pod := &Pod{Key: key, Node: node, Netns: p.Prefix + "pod-" + sanitize(key), IPs: ips, hostVeth: HostVethName(key)}
+	pod := &Pod{Key: key, Node: node, Netns: p.Prefix + "pod-" + sanitize(key), IPs: ips, hostVeth: HostVethName(key), ns: netns.None()}
 	started := time.Now()
 	ok := false
 	defer func() {
@@ -193,7 +195,7 @@ func (p *Plane) RemovePod(key string) int {
 	p.mu.Unlock()
 	if pod == nil {
 		// Not known (e.g. after a restart): remove whatever carries its name.
-		pod = &Pod{Key: key, Netns: p.Prefix + "pod-" + sanitize(key), hostVeth: HostVethName(key)}
+		pod = &Pod{Key: key, Netns: p.Prefix + "pod-" + sanitize(key), hostVeth: HostVethName(key), ns: netns.None()}
 		for _, n := range p.order {
 			pod.Node = n.Name
 			p.removePodNS(pod)
@@ -240,7 +242,7 @@ func (p *Pod) StopServers() int {
 }
 
 func (p *Pod) closeNS() {
-	if !p.host && p.ns.IsOpen() {
+	if !p.host && p.ns.IsOpen() && p.ns != 0 {
 		p.ns.Close()
 		p.ns = netns.None()
 	}

@@ -427,6 +427,10 @@ impl Background {
 /// controller, so the test plays it: once restartAt is set, it evicts the
 /// pods created before it, and their ReplicaSet re-creates them.
 fn argo_rollout_restarts(c: &TestCluster) {
+    // Replacements take seconds to become Ready, so a move that ended when
+    // the old pods were gone (not when their replacements serve) is caught.
+    let slow = r#"{"spec":{"template":{"metadata":{"annotations":{"kubesim.io/ready-after":"8s"}}}}}"#;
+    c.kubectl_ok(&["patch", "replicaset", "canary-5d8f", "-n", "s2-x", "--type=merge", "-p", slow]);
     let run = Background::migrate(c, &["-n", "s2-x", "-l", "app=canary"]);
     c.wait_until("spec.restartAt on Rollout s2-x/canary", Duration::from_secs(180), || {
         json(c, &["get", "rollouts.argoproj.io", "canary", "-n", "s2-x"])["spec"]["restartAt"].is_string()
@@ -436,6 +440,17 @@ fn argo_rollout_restarts(c: &TestCluster) {
     }
     let (status, out, err) = run.finish();
     assert!(status.success(), "{out}\n{err}\n{}", c.log_tail());
+    let ready = c.kubectl_ok(&[
+        "get",
+        "pods",
+        "-n",
+        "s2-x",
+        "-l",
+        "app=canary",
+        "-o",
+        r#"jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}"#,
+    ]);
+    assert_eq!(ready.lines().filter(|l| *l == "True").count(), 2, "Ready pods when migrate exited: {ready:?}\n{err}");
     let ips =
         c.kubectl_ok(&["get", "pods", "-n", "s2-x", "-l", "app=canary", "-o", "jsonpath={.items[*].status.podIP}"]);
     assert_eq!(ips.split_whitespace().count(), 2, "{ips}");

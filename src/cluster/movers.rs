@@ -89,6 +89,14 @@ fn rollouts(cluster: &Cluster, ns: &str) -> Api<DynamicObject> {
     Api::namespaced_with(cluster.client.clone(), ns, &ApiResource::from_gvk_with_plural(&gvk, "rollouts"))
 }
 
+/// The replicas an Argo Rollout asks for (1 when unset, as its controller
+/// defaults it); None when it is gone.
+pub async fn rollout_replicas(cluster: &Cluster, owner: &Owner) -> Result<Option<usize>> {
+    let ns = owner.namespace.as_str();
+    let found = rollouts(cluster, ns).get_opt(&owner.name).await.op("get", "rollouts.argoproj.io", Some(ns))?;
+    Ok(found.map(|r| r.data["spec"]["replicas"].as_u64().unwrap_or(1) as usize))
+}
+
 /// Wait until no pod of `owner` holds an address in `cidr` (for owners
 /// whose controller reports no rollout status this tool reads).
 pub async fn wait_owner_off(cluster: &Cluster, owner: &Owner, cidr: &CidrSet, timeout: Duration) -> Result<()> {

@@ -157,7 +157,14 @@ async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &CidrSet, target: &str) -> Resul
             )
             .await;
             if owner.kind == OwnerKind::Rollout {
-                return movers::wait_owner_off(ctx.cluster, owner, old, t).await;
+                movers::wait_owner_off(ctx.cluster, owner, old, t).await?;
+                // Old pods gone is half of it: the move ends when the
+                // replacements are Ready, so the next lane does not start
+                // while this workload is short.
+                if let Some(want) = movers::rollout_replicas(ctx.cluster, owner).await? {
+                    movers::wait_ready_pods(ctx.cluster, owner, "", want, t).await?;
+                }
+                return Ok(());
             }
             movers::wait_rollout(ctx.cluster, owner, t).await?;
             // A rollout can finish with old pods left: evict those, one at a

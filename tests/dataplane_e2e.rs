@@ -184,6 +184,60 @@ fn seed_migration_under_traffic_fails_no_request_and_breaks_no_connection() {
     });
 }
 
+/// A run SIGKILLed while it moves pods (stopped by the pause hook after its
+/// second progress save, so the kill lands in MovingPods on any machine),
+/// then resumed by the same command: traffic sees no failure across both.
+#[test]
+fn sigkill_while_moving_pods_then_resume_under_traffic_fails_no_request() {
+    let (c, targets, hosts) = start_with_workload(&["--scenario", "seed", "--dataplane"]);
+    c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+    for t in &targets {
+        wait_service_answers(&c, t);
+    }
+    let named: Vec<(String, &str)> = targets.iter().map(|t| (format!("traffic/echo {t}"), t.as_str())).collect();
+    let named: Vec<(&str, &str)> = named.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    let monitor = TrafficMonitor::start(&c, &named, &hosts);
+    std::thread::sleep(Duration::from_secs(2));
+    let args =
+        ["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force", "--yes", "--jobs", "evict", "--timeout", "5m"];
+    let pause_file = c.dir().join("paused");
+    let bin = assert_cmd::cargo::cargo_bin("kubectl-ippool");
+    let mut first = Command::new(&bin)
+        .env("KUBECONFIG", c.dir().join("kubeconfig"))
+        .env("KUBECTL_IPPOOL_PAUSE_AT", "checkpoint:MovingPods#2")
+        .env("KUBECTL_IPPOOL_PAUSE_FILE", &pause_file)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    c.wait_until("the first run to stop in MovingPods", Duration::from_secs(180), || {
+        assert!(first.try_wait().unwrap().is_none(), "the first run ended before its pause point");
+        pause_file.exists()
+    });
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let state = || -> serde_json::Value {
+        let record = json(&c, &["-n", "kube-system", "get", "configmap", "kubectl-ippool-migration"]);
+        serde_json::from_str(record["data"]["state.json"].as_str().unwrap()).unwrap()
+    };
+    let killed = state();
+    assert_eq!(killed["phase"], "MovingPods", "{killed:#}");
+    let out = c.ippool(&args).output().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let report = monitor.stop();
+    eprintln!("{}", report.summary());
+    let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the resumed run failed:\n{so}\n{se}\n{}", c.log_tail());
+    let done = state();
+    assert_eq!(done["startedAt"], killed["startedAt"], "not a resume of the killed run's record: {done:#}");
+    assert_eq!(done["phase"], "Done", "{done:#}");
+    assert!(report.requests() > 100, "too few samples:\n{}", report.summary());
+    assert_eq!(report.failed_requests(), 0, "requests failed across the kill and the resume:\n{}", report.summary());
+    assert_eq!(report.broken_connections(), 0, "long-lived connections broke:\n{}", report.summary());
+}
+
 /// Both families of a dual-stack cluster at once, under traffic to both
 /// ClusterIPs and long-lived connections over IPv4 and IPv6.
 #[test]

@@ -5,11 +5,6 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
 
-use std::cell::Cell;
-use std::time::Duration;
-
-use super::progress::{Progress, ProgressEvent};
-use super::watch::wait_object;
 use super::workloads::int_or_percent;
 use super::{list_paged, Cluster};
 use crate::core::budget::BudgetSpec;
@@ -74,40 +69,6 @@ pub async fn refresh_guards(cluster: &Cluster, guards: &[Guard]) -> Result<Vec<G
         out.push(Guard { allowance, scale: st.expected_pods, matched: st.expected_pods, ..g.clone() });
     }
     Ok(out)
-}
-
-/// Wait until PodDisruptionBudget `namespace/name` lets `need` more pods go
-/// (its controller has counted the current spec and `disruptionsAllowed`
-/// is at least `need`): the Eviction API would then accept that many.
-/// A budget that no longer exists allows anything.
-/// Reports once when it has to wait.
-pub async fn wait_allows(
-    cluster: &Cluster,
-    progress: &dyn Progress,
-    pdb: &str,
-    need: i32,
-    timeout: Duration,
-) -> Result<()> {
-    let (ns, name) = pdb.split_once('/').unwrap_or(("default", pdb));
-    let api: Api<PodDisruptionBudget> = Api::namespaced(cluster.client.clone(), ns);
-    let what = format!(
-        "PodDisruptionBudget {pdb} to allow {need} more pod(s) down (are its pods healthy? kubectl get pdb -n {ns} {name})"
-    );
-    let reported = Cell::new(false);
-    wait_object(api, name, &what, timeout, |p: Option<&PodDisruptionBudget>| {
-        let allowed = p.and_then(|p| {
-            let st = p.status.as_ref()?;
-            let counted = st.observed_generation.unwrap_or(0) >= p.metadata.generation.unwrap_or(0);
-            Some(if counted { st.disruptions_allowed } else { 0 })
-        });
-        let ok = p.is_none() || allowed.is_some_and(|a| a >= need);
-        if !ok && !reported.replace(true) {
-            progress.report(ProgressEvent::WaitingForBudget { pdb, need, allowed: allowed.unwrap_or(0) });
-        }
-        ok
-    })
-    .await
-    .map(|_| ())
 }
 
 /// A LabelSelector in the `-l` syntax the API accepts.

@@ -195,6 +195,8 @@ if [ "${BENCH_SKIP_MIGRATE:-0}" != 1 ]; then
   KUBESIM_DIR="$work/cluster" KUBESIM_TIMEOUT=900 scripts/cluster-up.sh --scenario bench --deployments "$deployments" --replicas "$replicas" --readiness-delay "$delay" >&2
   # BENCH_PARALLEL: a --max-parallel cap (default: none, as the tool's own default).
   par="${BENCH_PARALLEL:-}"
+  flags="default flags"
+  [ -z "$par" ] || flags="--max-parallel $par"
   migrate=("$ippool" migrate --from default-ipv4-ippool --to 10.0.0.0/16 --yes --force ${par:+--max-parallel "$par"})
   # Lower bound, as the budgets allow it: each workload needs
   # ceil(pods / what its PDB allows at once) waves, workloads under one PDB
@@ -207,7 +209,7 @@ if [ "${BENCH_SKIP_MIGRATE:-0}" != 1 ]; then
   "${migrate[@]}" >"$work/migrate.out" 2>"$work/migrate.log" || { tail -20 "$work/migrate.log" >&2; exit 1; }
   t1=$(date +%s.%N)
   echo
-  echo "### Migrate throughput: $deployments Deployments x $replicas replicas, PDB maxUnavailable 1 each, readiness delay $delay, ${par:+--max-parallel $par}${par:-default flags}"
+  echo "### Migrate throughput: $deployments Deployments x $replicas replicas, PDB maxUnavailable 1 each, readiness delay $delay, $flags"
   echo
   delay_s="$(echo "$delay" | sed 's/s$//')"
   lanes="$(python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["estimate"]; print(e["parallel"], e.get("maxUnavailable", "-"))' "$work/plan.json")"

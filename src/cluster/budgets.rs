@@ -3,7 +3,9 @@
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
+use kube::core::{Selector, SelectorExt};
 use kube::ResourceExt;
+use std::collections::BTreeMap;
 
 use super::workloads::int_or_percent;
 use super::{list_paged, Cluster};
@@ -11,6 +13,9 @@ use crate::core::budget::BudgetSpec;
 use crate::core::model::PdbInfo;
 use crate::core::plan::Guard;
 use crate::error::{KubeResultExt, Result};
+
+/// A pod's labels.
+type Labels = BTreeMap<String, String>;
 
 /// PodDisruptionBudgets with the pods their selectors match.
 pub async fn list_pdbs(cluster: &Cluster) -> Result<Vec<PdbInfo>> {
@@ -20,18 +25,39 @@ pub async fn list_pdbs(cluster: &Cluster) -> Result<Vec<PdbInfo>> {
         pdbs.push(p)
     })
     .await?;
+    // One LIST of the pods of each namespace with a budget, matched here:
+    // a LIST per budget would cost a request per workload.
+    let mut labels_in: BTreeMap<String, Vec<(String, Labels)>> = BTreeMap::new();
     let mut out = Vec::new();
     for p in pdbs {
         let ns = p.namespace().unwrap_or_default();
         // policy/v1: a missing selector matches no pod, an empty one every pod of the namespace.
-        let selector = p.spec.as_ref().and_then(|s| s.selector.as_ref()).map(label_selector_string);
+        let selector = p.spec.as_ref().and_then(|s| s.selector.as_ref());
         let mut pods = Vec::new();
-        if let Some(selector) = selector {
-            let papi: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
-            list_paged(&papi, ListParams::default().labels(&selector), "pods", Some(&ns), |pod| {
-                pods.push(format!("{ns}/{}", pod.name_any()))
-            })
-            .await?;
+        match selector.map(|s| Selector::try_from(s.clone())) {
+            None => {}
+            Some(Ok(sel)) => {
+                if !labels_in.contains_key(&ns) {
+                    let mut all = Vec::new();
+                    let papi: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+                    list_paged(&papi, ListParams::default(), "pods", Some(&ns), |pod| {
+                        all.push((pod.name_any(), pod.metadata.labels.unwrap_or_default()))
+                    })
+                    .await?;
+                    labels_in.insert(ns.clone(), all);
+                }
+                let all = labels_in.get(&ns).into_iter().flatten();
+                pods.extend(all.filter(|(_, l)| sel.matches(l)).map(|(name, _)| format!("{ns}/{name}")));
+            }
+            // A selector kube cannot evaluate here: the API server does.
+            Some(Err(_)) => {
+                let selector = label_selector_string(selector.expect("matched Some"));
+                let papi: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+                list_paged(&papi, ListParams::default().labels(&selector), "pods", Some(&ns), |pod| {
+                    pods.push(format!("{ns}/{}", pod.name_any()))
+                })
+                .await?;
+            }
         }
         let st = p.status.clone().unwrap_or_default();
         let spec = p.spec.as_ref();

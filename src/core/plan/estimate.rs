@@ -21,7 +21,10 @@ pub struct Estimate {
     pub parallel: usize,
     /// Most pods down at once across the cluster (`--max-unavailable`, resolved).
     pub max_unavailable: usize,
-    /// Median seconds from creation to Ready of the pods to move.
+    /// Seconds from creation to Ready of the fastest of the pods to move: a
+    /// round takes at least that. Not the median: pods created together
+    /// (a rollout, a cluster coming up) queue behind each other, and their
+    /// median measured that queue, several times what a wave takes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_start_seconds: Option<f64>,
     /// `rounds` x `podStartSeconds`: a lower bound, as budgets allow it.
@@ -98,6 +101,11 @@ pub(super) fn estimate(
     }
 }
 
+/// The smallest of `values`, None when empty.
+pub(super) fn fastest(values: &[f64]) -> Option<f64> {
+    values.iter().copied().min_by(f64::total_cmp)
+}
+
 /// The median of `values`, None when empty.
 pub(super) fn median(mut values: Vec<f64>) -> Option<f64> {
     if values.is_empty() {
@@ -126,6 +134,7 @@ mod tests {
         assert_eq!((e.rounds, e.lanes, e.parallel, e.seconds), (6, 2, 2, None));
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(vec![]), None);
+        assert_eq!((fastest(&[3.0, 1.5, 2.0]), fastest(&[])), (Some(1.5), None));
     }
 
     /// No cap: lanes under disjoint budgets all move at once, so the

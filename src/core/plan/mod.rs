@@ -446,7 +446,7 @@ pub fn make_plan(input: &PlanInput) -> Result<Plan, Vec<String>> {
         .filter_map(|p| p.ready_after.map(f64::from))
         .collect();
     let width = estimate::max_unavailable(input.max_unavailable, moves.iter().map(|m| m.pods.len()).sum());
-    let estimate = estimate::estimate(&moves, input.parallel, width, estimate::median(starts));
+    let estimate = estimate::estimate(&moves, input.parallel, width, estimate::fastest(&starts));
     let mut pairs = pairs.into_iter().map(|(_, p)| p);
     let first = pairs.next().expect("at least one pair");
     Ok(Plan {

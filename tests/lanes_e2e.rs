@@ -127,6 +127,10 @@ fn lanes_overlap_within_every_budget_and_a_split_shared_budget_is_caught() {
     assert_eq!(pods as usize, DEPLOYMENTS * REPLICAS + 8, "{summary:#}");
     let lanes = summary["maxLanesMoving"].as_u64().unwrap();
     assert!(lanes > 8, "lanes must overlap beyond the old fixed 8: at most {lanes} had pods down at once\n{log}");
+    // Each lane takes one pod down a wave here, so lanes moving are pods down:
+    // --max-unavailable (20 of the 25 lanes) holds the rest back.
+    let width = e["maxUnavailable"].as_u64().unwrap();
+    assert!(lanes <= width, "{lanes} lanes had pods down at once, more than --max-unavailable {width}\n{log}");
     let requests = summary["apiRequests"].as_u64().unwrap();
     let per_pod = requests as f64 / pods as f64;
     assert!(per_pod <= REQUESTS_PER_POD, "{requests} API requests for {pods} pods ({per_pod:.2} per pod)\n{log}");
@@ -160,6 +164,7 @@ fn lanes_overlap_within_every_budget_and_a_split_shared_budget_is_caught() {
     let report = w.stop();
     eprintln!("{}", report.summary());
     assert_eq!(summary["podsMoved"], 8, "{summary:#}\n{log}");
+    assert_eq!(summary["maxLanesMoving"], 2, "both halves of the pair moved at once: {summary:#}");
     assert!(
         report.violations_for("bench/pair").iter().any(|v| v.healthy <= 6 && v.floor == 7),
         "lanes ignoring the shared budget took both rollouts down at once, and the watch missed it:\n{report}"

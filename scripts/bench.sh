@@ -193,23 +193,28 @@ if [ "${BENCH_SKIP_MIGRATE:-0}" != 1 ]; then
   echo "bench: starting the bench scenario ($deployments Deployments x $replicas, ready after $delay)..." >&2
   export KUBECONFIG="$work/cluster/kubeconfig"
   KUBESIM_DIR="$work/cluster" KUBESIM_TIMEOUT=900 scripts/cluster-up.sh --scenario bench --deployments "$deployments" --replicas "$replicas" --readiness-delay "$delay" >&2
-  par="${BENCH_PARALLEL:-8}"
-  migrate=("$ippool" migrate --from default-ipv4-ippool --to 10.0.0.0/16 --yes --force --max-parallel "$par")
+  # BENCH_PARALLEL: a --max-parallel cap (default: none, as the tool's own default).
+  par="${BENCH_PARALLEL:-}"
+  flags="default flags"
+  [ -z "$par" ] || flags="--max-parallel $par"
+  migrate=("$ippool" migrate --from default-ipv4-ippool --to 10.0.0.0/16 --yes --force ${par:+--max-parallel "$par"})
   # Lower bound, as the budgets allow it: each workload needs
   # ceil(pods / what its PDB allows at once) waves, workloads under one PDB
-  # go one after another, P lanes at a time, and every wave waits at least
-  # the readiness delay. The plan computes exactly these rounds.
+  # go one after another, every lane at once (or P at a time) within
+  # --max-unavailable, and every wave waits at least the readiness delay.
+  # The plan computes exactly these rounds.
   "${migrate[@]}" --dry-run -o json >"$work/plan.json" 2>"$work/plan.log" || { tail -20 "$work/plan.log" >&2; exit 1; }
   rounds="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["estimate"]["rounds"])' "$work/plan.json")"
   t0=$(date +%s.%N)
   "${migrate[@]}" >"$work/migrate.out" 2>"$work/migrate.log" || { tail -20 "$work/migrate.log" >&2; exit 1; }
   t1=$(date +%s.%N)
   echo
-  echo "### Migrate throughput: $deployments Deployments x $replicas replicas, PDB maxUnavailable 1 each, readiness delay $delay, --max-parallel $par"
+  echo "### Migrate throughput: $deployments Deployments x $replicas replicas, PDB maxUnavailable 1 each, readiness delay $delay, $flags"
   echo
   delay_s="$(echo "$delay" | sed 's/s$//')"
-  awk -v a="$t0" -v b="$t1" -v r="$rounds" -v P="$par" -v d="$delay_s" 'BEGIN{
-    lb=r*d; wall=b-a;
-    printf "migrate wall time: %.1fs; lower bound the budgets allow (%d rounds on %d lanes x %ss): %.1fs; ratio %.2f\n", wall, r, P, d, lb, wall/lb }'
-  grep -E "API requests" "$work/migrate.log" || true
+  lanes="$(python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["estimate"]; print(e["parallel"], e.get("maxUnavailable", "-"))' "$work/plan.json")"
+  awk -v a="$t0" -v b="$t1" -v r="$rounds" -v L="$lanes" -v d="$delay_s" 'BEGIN{
+    lb=r*d; wall=b-a; split(L, l, " ");
+    printf "migrate wall time: %.1fs; lower bound the budgets allow (%d rounds, %d lanes at once, at most %s pods down, x %ss): %.1fs; ratio %.2f\n", wall, r, l[1], l[2], d, lb, wall/lb }'
+  grep -E "API requests|Moving pods took" "$work/migrate.log" || true
 fi

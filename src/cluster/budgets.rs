@@ -3,19 +3,19 @@
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
+use kube::core::{Selector, SelectorExt};
 use kube::ResourceExt;
+use std::collections::BTreeMap;
 
-use std::cell::Cell;
-use std::time::Duration;
-
-use super::progress::{Progress, ProgressEvent};
-use super::watch::wait_object;
 use super::workloads::int_or_percent;
 use super::{list_paged, Cluster};
 use crate::core::budget::BudgetSpec;
 use crate::core::model::PdbInfo;
 use crate::core::plan::Guard;
 use crate::error::{KubeResultExt, Result};
+
+/// A pod's labels.
+type Labels = BTreeMap<String, String>;
 
 /// PodDisruptionBudgets with the pods their selectors match.
 pub async fn list_pdbs(cluster: &Cluster) -> Result<Vec<PdbInfo>> {
@@ -25,18 +25,39 @@ pub async fn list_pdbs(cluster: &Cluster) -> Result<Vec<PdbInfo>> {
         pdbs.push(p)
     })
     .await?;
+    // One LIST of the pods of each namespace with a budget, matched here:
+    // a LIST per budget would cost a request per workload.
+    let mut labels_in: BTreeMap<String, Vec<(String, Labels)>> = BTreeMap::new();
     let mut out = Vec::new();
     for p in pdbs {
         let ns = p.namespace().unwrap_or_default();
         // policy/v1: a missing selector matches no pod, an empty one every pod of the namespace.
-        let selector = p.spec.as_ref().and_then(|s| s.selector.as_ref()).map(label_selector_string);
+        let selector = p.spec.as_ref().and_then(|s| s.selector.as_ref());
         let mut pods = Vec::new();
-        if let Some(selector) = selector {
-            let papi: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
-            list_paged(&papi, ListParams::default().labels(&selector), "pods", Some(&ns), |pod| {
-                pods.push(format!("{ns}/{}", pod.name_any()))
-            })
-            .await?;
+        match selector.map(|s| Selector::try_from(s.clone())) {
+            None => {}
+            Some(Ok(sel)) => {
+                if !labels_in.contains_key(&ns) {
+                    let mut all = Vec::new();
+                    let papi: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+                    list_paged(&papi, ListParams::default(), "pods", Some(&ns), |pod| {
+                        all.push((pod.name_any(), pod.metadata.labels.unwrap_or_default()))
+                    })
+                    .await?;
+                    labels_in.insert(ns.clone(), all);
+                }
+                let all = labels_in.get(&ns).into_iter().flatten();
+                pods.extend(all.filter(|(_, l)| sel.matches(l)).map(|(name, _)| format!("{ns}/{name}")));
+            }
+            // A selector kube cannot evaluate here: the API server does.
+            Some(Err(_)) => {
+                let selector = label_selector_string(selector.expect("matched Some"));
+                let papi: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+                list_paged(&papi, ListParams::default().labels(&selector), "pods", Some(&ns), |pod| {
+                    pods.push(format!("{ns}/{}", pod.name_any()))
+                })
+                .await?;
+            }
         }
         let st = p.status.clone().unwrap_or_default();
         let spec = p.spec.as_ref();
@@ -74,40 +95,6 @@ pub async fn refresh_guards(cluster: &Cluster, guards: &[Guard]) -> Result<Vec<G
         out.push(Guard { allowance, scale: st.expected_pods, matched: st.expected_pods, ..g.clone() });
     }
     Ok(out)
-}
-
-/// Wait until PodDisruptionBudget `namespace/name` lets `need` more pods go
-/// (its controller has counted the current spec and `disruptionsAllowed`
-/// is at least `need`): the Eviction API would then accept that many.
-/// A budget that no longer exists allows anything.
-/// Reports once when it has to wait.
-pub async fn wait_allows(
-    cluster: &Cluster,
-    progress: &dyn Progress,
-    pdb: &str,
-    need: i32,
-    timeout: Duration,
-) -> Result<()> {
-    let (ns, name) = pdb.split_once('/').unwrap_or(("default", pdb));
-    let api: Api<PodDisruptionBudget> = Api::namespaced(cluster.client.clone(), ns);
-    let what = format!(
-        "PodDisruptionBudget {pdb} to allow {need} more pod(s) down (are its pods healthy? kubectl get pdb -n {ns} {name})"
-    );
-    let reported = Cell::new(false);
-    wait_object(api, name, &what, timeout, |p: Option<&PodDisruptionBudget>| {
-        let allowed = p.and_then(|p| {
-            let st = p.status.as_ref()?;
-            let counted = st.observed_generation.unwrap_or(0) >= p.metadata.generation.unwrap_or(0);
-            Some(if counted { st.disruptions_allowed } else { 0 })
-        });
-        let ok = p.is_none() || allowed.is_some_and(|a| a >= need);
-        if !ok && !reported.replace(true) {
-            progress.report(ProgressEvent::WaitingForBudget { pdb, need, allowed: allowed.unwrap_or(0) });
-        }
-        ok
-    })
-    .await
-    .map(|_| ())
 }
 
 /// A LabelSelector in the `-l` syntax the API accepts.

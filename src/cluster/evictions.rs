@@ -12,7 +12,6 @@ use kube::ResourceExt;
 
 use super::progress::{Progress, ProgressEvent};
 use super::retry::is_transient;
-use super::watch::wait_object;
 use super::Cluster;
 use crate::error::{Error, KubeResultExt, Result};
 
@@ -20,25 +19,6 @@ use crate::error::{Error, KubeResultExt, Result};
 const CONFLICT_RETRY: Duration = Duration::from_millis(500);
 /// kubectl drain's delay between eviction attempts refused by a PDB.
 const EVICT_RETRY: Duration = Duration::from_secs(5);
-
-/// Evict one pod the way `kubectl drain` does: 429 (a PodDisruptionBudget
-/// says no) is reported and retried, never forced; 404 means it is gone.
-/// Then wait until the pod with that UID no longer exists.
-pub async fn evict(
-    cluster: &Cluster,
-    progress: &dyn Progress,
-    namespace: &str,
-    name: &str,
-    uid: &str,
-    timeout: Duration,
-) -> Result<()> {
-    let start = tokio::time::Instant::now();
-    if request_eviction(cluster, progress, namespace, name, uid, timeout).await? == Evicted::AlreadyGone {
-        return Ok(());
-    }
-    let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_secs(1));
-    wait_gone(cluster, namespace, name, uid, left).await
-}
 
 /// What an eviction request found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,15 +114,4 @@ pub async fn request_eviction(
             Err(e) => return Err(e).op("create", "pods/eviction", Some(namespace)),
         }
     }
-}
-
-/// Wait until the pod `namespace/name` with this UID no longer exists.
-pub async fn wait_gone(cluster: &Cluster, namespace: &str, name: &str, uid: &str, timeout: Duration) -> Result<()> {
-    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), namespace);
-    let uid = uid.to_string();
-    wait_object(api, name, &format!("pod {namespace}/{name} to terminate"), timeout, move |p: Option<&Pod>| {
-        p.is_none_or(|p| p.uid().as_deref() != Some(uid.as_str()))
-    })
-    .await?;
-    Ok(())
 }

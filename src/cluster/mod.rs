@@ -26,6 +26,7 @@ pub mod progress;
 pub mod record;
 pub mod retry;
 pub mod rules;
+pub mod shared_watch;
 pub mod snapshot;
 pub mod templates;
 pub mod testpods;

@@ -16,7 +16,7 @@ use serde_json::json;
 use super::retry::repeat_unconditional;
 use super::watch::{wait_list, wait_object};
 use super::workloads::{owner_of, ready_condition};
-use super::{list_paged, Cluster};
+use super::Cluster;
 use crate::core::model::{Owner, OwnerKind};
 use crate::error::{Error, KubeResultExt, Result};
 
@@ -198,21 +198,6 @@ pub async fn pod_selector(cluster: &Cluster, owner: &Owner) -> Result<String> {
         _ => None,
     };
     Ok(sel.map(|s| super::budgets::label_selector_string(&s)).unwrap_or_default())
-}
-
-/// Ready pods of `owner` that are not on their way out, counted from the
-/// pods themselves (a controller's status lags behind them, and this is how
-/// the disruption controller counts healthy pods).
-pub async fn ready_pods(cluster: &Cluster, owner: &Owner, selector: &str) -> Result<usize> {
-    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &owner.namespace);
-    let mut n = 0;
-    list_paged(&api, ListParams::default().labels(selector), "pods", Some(&owner.namespace), |p| {
-        if &owner_of(&p) == owner && is_healthy(&p) {
-            n += 1;
-        }
-    })
-    .await?;
-    Ok(n)
 }
 
 /// Wait until `owner` has at least `want` healthy pods again: the

@@ -102,7 +102,7 @@ where
 }
 
 /// Errors a new attempt cannot mend: credentials, permissions, a missing kind.
-fn is_permanent(e: &watcher::Error) -> bool {
+pub(super) fn is_permanent(e: &watcher::Error) -> bool {
     let api = match e {
         watcher::Error::InitialListFailed(kube::Error::Api(s))
         | watcher::Error::WatchStartFailed(kube::Error::Api(s))

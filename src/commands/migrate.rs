@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use crate::cluster::calico::Calico;
 use crate::cluster::Cluster;
 use crate::commands::flags::{parse_duration, KubeArgs};
+use crate::core::budget::IntOrPercent;
 use crate::core::model::EncapMode;
 use crate::core::plan::{JobsPolicy, PoolOverrides, Strategy, TargetRequest};
 use crate::error::Result;
@@ -92,12 +93,26 @@ pub struct MigrateArgs {
     #[arg(long, value_enum, default_value_t = StrategyArg::Rollout)]
     pub strategy: StrategyArg,
 
-    /// Lanes moved at once. A lane is one workload, or every workload under
-    /// one PodDisruptionBudget (those move one after another), or the node
-    /// drains. Every move stays within its budgets whatever this says; more
-    /// lanes finish sooner but need more spare room for surge pods.
-    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
-    pub max_parallel: u16,
+    /// At most this many lanes at once (default: no cap). A lane is one
+    /// workload, or every workload under one PodDisruptionBudget (those move
+    /// one after another), or the node drains. Every move stays within its
+    /// budgets and --max-unavailable whatever this says.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_parallel: Option<u16>,
+
+    /// At most this many of the pods being moved down (evicted and not yet
+    /// replaced by a Ready pod) at once across the cluster: a count or a
+    /// percentage of the pods to move (at least 1). Each workload also stays
+    /// within its own PodDisruptionBudgets; this bounds their sum, so a
+    /// cluster without budgets keeps 90% of the moving pods up by default.
+    #[arg(long, value_name = "N|P%", default_value = "10%", value_parser = parse_max_unavailable)]
+    pub max_unavailable: IntOrPercent,
+
+    /// Test only: give every workload its own lane even where workloads
+    /// share a PodDisruptionBudget, so the budget watch of the tests can show
+    /// it would catch lanes that ignore sharing. Never use it.
+    #[arg(long, hide = true)]
+    pub unsafe_split_shared_lanes: bool,
 
     /// Only move pods matching this label selector (the old pool is then kept, disabled).
     #[arg(short = 'l', long, value_name = "SELECTOR")]
@@ -165,6 +180,15 @@ pub struct MigrateArgs {
     /// Output format of the plan and the summary: json or yaml (default: table).
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table, hide_default_value = true)]
     pub output: OutputFormat,
+}
+
+/// `--max-unavailable`: a positive count or a percentage from 1 to 100.
+fn parse_max_unavailable(s: &str) -> std::result::Result<IntOrPercent, String> {
+    match IntOrPercent::parse_str(s) {
+        Some(IntOrPercent::Int(n)) if n >= 1 => Ok(IntOrPercent::Int(n)),
+        Some(IntOrPercent::Percent(p)) if (1..=100).contains(&p) => Ok(IntOrPercent::Percent(p)),
+        _ => Err(format!("{s:?} is neither a count of 1 or more nor a percentage from 1% to 100%")),
+    }
 }
 
 /// `--strategy`: the CLI's spelling of `core::plan::Strategy`.
@@ -236,6 +260,8 @@ impl MigrateArgs {
             },
             strategy: self.strategy.into(),
             max_parallel: self.max_parallel,
+            max_unavailable: self.max_unavailable,
+            split_shared_lanes: self.unsafe_split_shared_lanes,
             selector: self.selector.clone(),
             jobs: self.jobs.into(),
             force: self.force,
@@ -284,7 +310,9 @@ mod tests {
     #[test]
     fn flags_parse_with_safe_defaults() {
         let a = args(&["--to", "10.0.0.0/16"]);
-        assert_eq!(a.max_parallel, 8);
+        assert_eq!(a.max_parallel, None, "no cap on lanes: budgets and --max-unavailable bound them");
+        assert_eq!(a.max_unavailable, IntOrPercent::Percent(10));
+        assert!(!a.unsafe_split_shared_lanes);
         assert_eq!(a.options().strategy, Strategy::Rollout);
         assert_eq!(a.options().jobs, JobsPolicy::Wait);
         assert_eq!(a.timeout, Duration::from_secs(600));
@@ -309,5 +337,9 @@ mod tests {
         assert_eq!((two.from.as_str(), two.more_from.as_slice()), ("old", &["old6".to_string()][..]));
         assert_eq!(two.more_to, [TargetRequest::Cidr("fd00:20::/112".into())]);
         assert!(Wrap::try_parse_from(["migrate", "--from", "old", "--to", "a", "--max-parallel", "0"]).is_err());
+        for bad in ["0", "0%", "101%", "x", "-1"] {
+            assert!(parse_max_unavailable(bad).is_err(), "{bad}");
+        }
+        assert_eq!(args(&["--to", "a", "--max-unavailable", "25"]).max_unavailable, IntOrPercent::Int(25));
     }
 }

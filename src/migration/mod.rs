@@ -56,7 +56,12 @@ pub struct MigrateOptions {
     pub more_to: Vec<TargetRequest>,
     pub overrides: PoolOverrides,
     pub strategy: Strategy,
-    pub max_parallel: u16,
+    /// At most this many lanes at once; None: no cap.
+    pub max_parallel: Option<u16>,
+    /// At most this many moving pods down at once across the cluster.
+    pub max_unavailable: crate::core::budget::IntOrPercent,
+    /// Test only: a lane per workload even under a shared budget.
+    pub split_shared_lanes: bool,
     /// Only pods matching this label selector.
     pub selector: Option<String>,
     pub jobs: JobsPolicy,
@@ -96,6 +101,13 @@ pub(crate) struct Summary {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     rule_changes: Vec<String>,
     seconds: f64,
+    /// Of those, moving pods (the part the plan's estimate is about).
+    moving_seconds: f64,
+    /// The plan's estimate of `movingSeconds` (rounds x median pod start-up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    estimate_seconds: Option<f64>,
+    /// Most lanes that had pods down at the same time.
+    max_lanes_moving: usize,
     /// API requests this run made (for `make bench`).
     api_requests: u64,
     /// Of those, writes (creates, patches, evictions, record updates).
@@ -303,6 +315,12 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
             printer.stdout(&format!("Rule updated: {change}\n"))?;
         }
         let per_pod = |n: u64| n as f64 / summary.pods_moved.max(1) as f64;
+        if let Some(e) = summary.estimate_seconds {
+            printer.note(format!(
+                "Moving pods took {:.0}s (the plan estimated {e:.0}s); at most {} lane(s) had pods down at once",
+                summary.moving_seconds, summary.max_lanes_moving
+            ));
+        }
         printer.note(format!(
             "API requests: {} ({:.1} per pod moved), of which writes: {} ({:.1} per pod moved)",
             summary.api_requests,
@@ -338,7 +356,9 @@ mod tests {
             more_to: vec![],
             overrides: PoolOverrides::default(),
             strategy: Strategy::Rollout,
-            max_parallel: 1,
+            max_parallel: Some(1),
+            max_unavailable: crate::core::budget::IntOrPercent::Percent(10),
+            split_shared_lanes: false,
             selector: None,
             jobs: JobsPolicy::Wait,
             force: false,
@@ -423,6 +443,7 @@ mod tests {
                 rounds: 2,
                 lanes: 2,
                 parallel: 1,
+                max_unavailable: 1,
                 pod_start_seconds: None,
                 seconds: None,
             },

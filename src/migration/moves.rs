@@ -1,10 +1,16 @@
-//! Carrying out the move list: lanes side by side (at most `--max-parallel`),
-//! the moves of one lane one after another, and every move within its
-//! PodDisruptionBudgets: a rollout starts only when each budget over it
-//! has room for what the rollout takes down, and evictions go in waves no
-//! wider than the budget, each after the last one's replacements are Ready.
+//! Carrying out the move list: lanes side by side (every lane, unless
+//! `--max-parallel` caps them), the moves of one lane one after another, and
+//! every move within its PodDisruptionBudgets: a rollout starts only when
+//! each budget over it has room for what the rollout takes down, and
+//! evictions go in waves no wider than the budget, each after the last
+//! one's replacements are Ready. Across lanes, at most `--max-unavailable`
+//! pods are down at once and at most `WRITES_IN_FLIGHT` writes are pending.
+//! Waits read the shared watches (`cluster::shared_watch`), not the API.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::core::cidr::CidrSet;
 use futures::StreamExt;
@@ -13,6 +19,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::checkpoint::stop_if_lease_lost;
 use super::Ctx;
 use crate::cluster::events::{self, EventTarget};
+use crate::cluster::shared_watch::SharedWatch;
 use crate::cluster::{budgets, evictions, movers, workloads};
 use crate::core::model::{Owner, OwnerKind};
 use crate::core::plan::{self, Move, MoveKind};
@@ -34,27 +41,92 @@ pub(crate) fn lanes(moves: Vec<Move>) -> Vec<Vec<Move>> {
     order.into_iter().filter_map(|l| by_lane.remove(&l)).collect()
 }
 
-/// Run every lane, at most `parallel` at once, reporting each move's
-/// outcome on `done` as it finishes.
+/// Writes (evictions, restarts) pending at once across lanes: enough to keep
+/// many lanes busy, few enough that the API server is never flooded.
+pub(crate) const WRITES_IN_FLIGHT: usize = 32;
+
+/// What the lanes share: the watches their waits read, and the bounds that
+/// hold across lanes.
+pub(crate) struct Gates {
+    pub(crate) watch: SharedWatch,
+    /// One permit per pod that may be down (`--max-unavailable`).
+    down: Semaphore,
+    width: usize,
+    writes: Semaphore,
+    moving: AtomicUsize,
+    /// Most lanes with pods down at the same time, for the summary.
+    pub(crate) max_moving: AtomicUsize,
+}
+
+/// A lane with pods down; counted while it lives.
+struct Moving<'a>(&'a Gates);
+
+impl Drop for Moving<'_> {
+    fn drop(&mut self) {
+        self.0.moving.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Gates {
+    pub(crate) fn new(watch: SharedWatch, max_unavailable: usize) -> Gates {
+        let width = max_unavailable.clamp(1, Semaphore::MAX_PERMITS);
+        Gates {
+            watch,
+            down: Semaphore::new(width),
+            width,
+            writes: Semaphore::new(WRITES_IN_FLIGHT),
+            moving: AtomicUsize::new(0),
+            max_moving: AtomicUsize::new(0),
+        }
+    }
+
+    /// Room for `n` more pods down (at most the whole width), held until dropped.
+    async fn down(&self, n: usize) -> Result<SemaphorePermit<'_>> {
+        let n = n.clamp(1, self.width) as u32;
+        self.down.acquire_many(n).await.map_err(|e| Error::Other(format!("pods-down limit: {e}")))
+    }
+
+    async fn write(&self) -> Result<SemaphorePermit<'_>> {
+        self.writes.acquire().await.map_err(|e| Error::Other(format!("writes limit: {e}")))
+    }
+
+    fn moving(&self) -> Moving<'_> {
+        let now = self.moving.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_moving.fetch_max(now, Ordering::SeqCst);
+        Moving(self)
+    }
+}
+
+/// Run every lane, at most `parallel` at once (None: all), reporting each
+/// move's outcome on `done` as it finishes.
 pub(crate) async fn run_lanes(
     ctx: &Ctx<'_>,
+    gates: &Gates,
     lanes: Vec<Vec<Move>>,
     old: CidrSet,
     target: &str,
-    parallel: usize,
+    parallel: Option<usize>,
     done: UnboundedSender<Outcome>,
 ) {
+    let parallel = parallel.unwrap_or(lanes.len()).max(1);
     futures::stream::iter(lanes.into_iter().map(|lane| {
         let done = done.clone();
         let old = old.clone();
-        async move { run_lane(ctx, lane, &old, target, &done).await }
+        async move { run_lane(ctx, gates, lane, &old, target, &done).await }
     }))
-    .buffer_unordered(parallel.max(1))
+    .buffer_unordered(parallel)
     .collect::<Vec<()>>()
     .await;
 }
 
-async fn run_lane(ctx: &Ctx<'_>, lane: Vec<Move>, old: &CidrSet, target: &str, done: &UnboundedSender<Outcome>) {
+async fn run_lane(
+    ctx: &Ctx<'_>,
+    gates: &Gates,
+    lane: Vec<Move>,
+    old: &CidrSet,
+    target: &str,
+    done: &UnboundedSender<Outcome>,
+) {
     // The node being drained, and whether this run cordoned it.
     let mut current: Option<String> = None;
     let mut cordoned: Option<String> = None;
@@ -76,7 +148,7 @@ async fn run_lane(ctx: &Ctx<'_>, lane: Vec<Move>, old: &CidrSet, target: &str, d
                     ctx.printer.note(format!("node/{n} was already cordoned; it stays so"));
                 }
             }
-            run_move(ctx, m, old, target).await
+            run_move(ctx, gates, m, old, target).await
         }
         .await;
         let next_node = lane.get(i + 1).filter(|n| n.kind == MoveKind::Drain).map(drain_node);
@@ -103,7 +175,7 @@ fn drain_node(m: &Move) -> String {
 }
 
 /// One entry of the move list.
-async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &CidrSet, target: &str) -> Result<()> {
+async fn run_move(ctx: &Ctx<'_>, gates: &Gates, m: &Move, old: &CidrSet, target: &str) -> Result<()> {
     let t = ctx.opts.timeout;
     match m.kind {
         MoveKind::Rollout => {
@@ -123,7 +195,7 @@ async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &CidrSet, target: &str) -> Resul
                             now.replicas,
                             repaced.note.as_deref().unwrap_or("its pods are evicted")
                         ));
-                        return evict_paced(ctx, &repaced, pairs(&repaced)).await;
+                        return evict_paced(ctx, gates, &repaced, pairs(&repaced)).await;
                     }
                     &repaced
                 }
@@ -141,10 +213,16 @@ async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &CidrSet, target: &str) -> Resul
             // when healthy; start it only when they have room now.
             if m.at_once > 0 {
                 for g in &m.guards {
-                    budgets::wait_allows(ctx.cluster, ctx.printer, &g.pdb, m.at_once as i32, t).await?;
+                    gates.watch.wait_allows(ctx.printer, &g.pdb, m.at_once as i32, t).await?;
                 }
             }
-            movers::restart(ctx.cluster, owner, &format!("kubectl-ippool: moved off {old} to {target}")).await?;
+            // Its pods down count against --max-unavailable until it is done.
+            let room = gates.down(m.at_once).await?;
+            let moving = gates.moving();
+            {
+                let _w = gates.write().await?;
+                movers::restart(ctx.cluster, owner, &format!("kubectl-ippool: moved off {old} to {target}")).await?;
+            }
             events::record_event(
                 ctx.cluster,
                 EventTarget {
@@ -188,7 +266,8 @@ async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &CidrSet, target: &str) -> Resul
                     left.len()
                 ));
                 let leftover = Move { at_once: 1, ..m.clone() };
-                evict_paced(ctx, &leftover, left).await?;
+                drop((room, moving));
+                evict_paced(ctx, gates, &leftover, left).await?;
             }
             Ok(())
         }
@@ -203,7 +282,7 @@ async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &CidrSet, target: &str) -> Resul
             ));
             let selector = movers::pod_selector(ctx.cluster, owner).await?;
             movers::wait_ready_pods(ctx.cluster, owner, &selector, original as usize + m.surge, t).await?;
-            let moved = evict_paced(ctx, m, pairs(m)).await;
+            let moved = evict_paced(ctx, gates, m, pairs(m)).await;
             // Scale back whatever happened; a failure here is left for the
             // next run, which finds the note on the workload.
             movers::unsurge(ctx.cluster, owner).await?;
@@ -211,14 +290,7 @@ async fn run_move(ctx: &Ctx<'_>, m: &Move, old: &CidrSet, target: &str) -> Resul
             ctx.printer.note(format!("{}: back to {original} replica(s)", owner.display()));
             moved
         }
-        MoveKind::Evict | MoveKind::Drain => evict_paced(ctx, m, pairs(m)).await,
-        MoveKind::EvictForGood => {
-            for (key, uid) in pairs(m) {
-                let (ns, name) = key.split_once('/').unwrap_or(("", &key));
-                evictions::evict(ctx.cluster, ctx.printer, ns, name, &uid, t).await?;
-            }
-            Ok(())
-        }
+        MoveKind::Evict | MoveKind::Drain | MoveKind::EvictForGood => evict_paced(ctx, gates, m, pairs(m)).await,
         MoveKind::WaitJob => {
             let owner = m.owner.as_ref().ok_or_else(|| Error::Other("job without an owner".into()))?;
             ctx.printer.note(format!(
@@ -235,62 +307,53 @@ fn pairs(m: &Move) -> Vec<(String, String)> {
     m.pods.iter().cloned().zip(m.pod_uids.iter().cloned()).collect()
 }
 
-/// Evict `pods` in waves of `m.at_once`: before each wave, wait until every
-/// budget over them has room for the whole wave; after it, wait until the
-/// owner has as many Ready pods as before (or, without an owner to count,
-/// until the evicted pods are gone). At the end, every evicted pod is gone.
-/// The Eviction API enforces the budgets too; these waits keep it from
-/// having to say no.
-async fn evict_paced(ctx: &Ctx<'_>, m: &Move, pods: Vec<(String, String)>) -> Result<()> {
+/// Evict `pods` in waves of `m.at_once` (cut to `--max-unavailable`):
+/// before each wave, wait until every budget over them has room for the
+/// whole wave and the cluster-wide limit has room too; after it, wait until
+/// the evicted pods are on their way out and the owner has as many Ready
+/// pods as before (or, without an owner to count, until they are gone).
+/// At the end, every evicted pod is gone. The Eviction API enforces the
+/// budgets too; these waits keep it from having to say no.
+async fn evict_paced(ctx: &Ctx<'_>, gates: &Gates, m: &Move, pods: Vec<(String, String)>) -> Result<()> {
     let t = ctx.opts.timeout;
-    let mut terminating = 0;
-    let selector = match m.owner.as_ref() {
-        Some(o) => movers::pod_selector(ctx.cluster, o).await?,
-        None => String::new(),
-    };
-    for wave in pods.chunks(m.at_once.max(1)) {
+    let owner: Option<&Owner> = m.owner.as_ref().filter(|_| m.kind != MoveKind::EvictForGood);
+    let mut terminating: Vec<(String, String)> = Vec::new();
+    for wave in pods.chunks(m.at_once.clamp(1, gates.width)) {
         // The wave before finished; a lease that may have lapsed starts no other.
         stop_if_lease_lost(ctx)?;
         for g in &m.guards {
-            budgets::wait_allows(ctx.cluster, ctx.printer, &g.pdb, wave.len() as i32, t).await?;
+            gates.watch.wait_allows(ctx.printer, &g.pdb, wave.len() as i32, t).await?;
         }
-        let owner: Option<&Owner> = m.owner.as_ref().filter(|_| m.kind != MoveKind::EvictForGood);
-        let ready_before = match owner {
-            Some(o) => Some(movers::ready_pods(ctx.cluster, o, &selector).await?),
-            None => None,
-        };
+        let _down = gates.down(wave.len()).await?;
+        // Another lane may have held the room for a while: look again (from memory).
+        for g in &m.guards {
+            gates.watch.wait_allows(ctx.printer, &g.pdb, wave.len() as i32, t).await?;
+        }
+        let _moving = gates.moving();
+        let before = owner.map_or(0, |o| gates.watch.healthy(o));
         let evictions = wave.iter().map(|(key, uid)| async move {
             let (ns, name) = key.split_once('/').unwrap_or(("", key));
+            let _w = gates.write().await?;
             evictions::request_eviction(ctx.cluster, ctx.printer, ns, name, uid, t).await
         });
-        for r in futures::future::join_all(evictions).await {
+        let mut evicted = Vec::new();
+        for (r, pod) in futures::future::join_all(evictions).await.into_iter().zip(wave) {
             if r? == evictions::Evicted::Terminating {
-                terminating += 1;
+                evicted.push(pod.clone());
             }
         }
-        match (owner, ready_before) {
-            // An evicted pod stops counting as healthy at once, so the
-            // replacements are Ready when the count is back; the evicted
-            // pods may still be shutting down meanwhile.
-            (Some(o), Some(before)) => movers::wait_ready_pods(ctx.cluster, o, &selector, before, t).await?,
-            _ => wait_all_gone(ctx, wave).await?,
+        // An evicted pod stops counting as healthy at once, so the
+        // replacements are Ready when the count is back; the evicted pods
+        // may still be shutting down meanwhile.
+        match owner {
+            Some(o) => gates.watch.wait_replaced(Some(o), &evicted, before, t).await?,
+            None => gates.watch.wait_gone(&evicted, t).await?,
         }
+        terminating.extend(evicted);
     }
     // The move is done when the evicted pods are gone (their addresses released).
-    if terminating > 0 {
-        wait_all_gone(ctx, &pods).await?;
-    }
-    Ok(())
-}
-
-async fn wait_all_gone(ctx: &Ctx<'_>, pods: &[(String, String)]) -> Result<()> {
-    let t = ctx.opts.timeout;
-    let waits = pods.iter().map(|(key, uid)| async move {
-        let (ns, name) = key.split_once('/').unwrap_or(("", key));
-        evictions::wait_gone(ctx.cluster, ns, name, uid, t).await
-    });
-    for r in futures::future::join_all(waits).await {
-        r?;
+    if !terminating.is_empty() {
+        gates.watch.wait_gone(&terminating, t).await?;
     }
     Ok(())
 }

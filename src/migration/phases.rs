@@ -1,7 +1,10 @@
 //! The phase machine: one function per phase, each skipped when the record
 //! says it is done and the cluster agrees; `checkpoint` saves progress.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
+
+use crate::cluster::shared_watch::SharedWatch;
 
 use ipnet::IpNet;
 
@@ -45,7 +48,9 @@ pub(crate) async fn execute(ctx: &Ctx<'_>, plan: &Plan, mut state: MigrationStat
     if state.phase < Phase::CanaryPassed {
         phase_canary(ctx, plan, facts, &mut state).await?;
     }
-    let (workloads_moved, pods_moved, skipped) = phase_move_pods(ctx, plan, &mut state).await?;
+    let moving_started = Instant::now();
+    let (workloads_moved, pods_moved, skipped, max_lanes_moving) = phase_move_pods(ctx, plan, &mut state).await?;
+    let moving_seconds = moving_started.elapsed().as_secs_f64();
     let filtered = ctx.cluster.namespace.is_some() || ctx.opts.selector.is_some();
     let mut summary = Summary {
         kind: "IPPoolMigration",
@@ -59,6 +64,9 @@ pub(crate) async fn execute(ctx: &Ctx<'_>, plan: &Plan, mut state: MigrationStat
         old_pool_deleted: false,
         rule_changes: state.rule_changes.iter().map(|c| c.describe()).collect(),
         seconds: 0.0,
+        moving_seconds,
+        estimate_seconds: plan.estimate.seconds,
+        max_lanes_moving,
         api_requests: 0,
         api_writes: 0,
     };
@@ -199,10 +207,11 @@ async fn phase_move_pods(
     ctx: &Ctx<'_>,
     plan: &Plan,
     state: &mut MigrationState,
-) -> Result<(usize, usize, Vec<String>)> {
+) -> Result<(usize, usize, Vec<String>, usize)> {
     if state.phase >= Phase::Draining {
-        return Ok((0, 0, vec![]));
+        return Ok((0, 0, vec![], 0));
     }
+    let mut max_moving = 0;
     let args = ctx.opts;
     let mut workloads_moved = 0;
     let mut pods_moved = 0;
@@ -244,12 +253,28 @@ async fn phase_move_pods(
         let bar_p = ctx.printer.progress(moves.iter().map(|m| m.pods.len() as u64).sum(), "pods");
         let target = plan.pairs().iter().map(|(_, t, _)| t.name.as_str()).collect::<Vec<_>>().join(" and ");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        // One pod and one PDB watch per namespace, shared by every lane.
+        let namespaces: BTreeSet<String> = moves
+            .iter()
+            .flat_map(|m| m.pods.iter().filter_map(|k| k.split_once('/').map(|(n, _)| n.to_string())))
+            .chain(moves.iter().filter_map(|m| m.owner.as_ref().map(|o| o.namespace.to_string())))
+            .collect();
+        let namespaces: Vec<String> = namespaces.into_iter().collect();
+        let watch = SharedWatch::start(ctx.cluster, &namespaces, ctx.opts.timeout).await?;
+        let gates = moves::Gates::new(watch, plan.estimate.max_unavailable);
+        let mut moves = moves;
+        if ctx.opts.split_shared_lanes {
+            for m in &mut moves {
+                m.lane = m.label();
+            }
+        }
         let all = moves::run_lanes(
             ctx,
+            &gates,
             moves::lanes(moves),
             CidrSet(plan.old_cidrs()),
             &target,
-            ctx.opts.max_parallel as usize,
+            ctx.opts.max_parallel.map(usize::from),
             tx,
         );
         let mut all = std::pin::pin!(all);
@@ -296,6 +321,7 @@ async fn phase_move_pods(
         }
         bar_w.finish_and_clear();
         bar_p.finish_and_clear();
+        max_moving = max_moving.max(gates.max_moving.load(std::sync::atomic::Ordering::SeqCst));
         if let Some(e) = stopped {
             return Err(e);
         }
@@ -307,7 +333,7 @@ async fn phase_move_pods(
             )));
         }
     }
-    Ok((workloads_moved, pods_moved, skipped))
+    Ok((workloads_moved, pods_moved, skipped, max_moving))
 }
 
 /// Wait until nothing (pods, node tunnel addresses) holds an address of

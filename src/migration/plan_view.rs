@@ -83,14 +83,14 @@ pub(crate) fn show_plan(
 fn describe_estimate(e: &Estimate) -> String {
     let time = match (e.seconds, e.pod_start_seconds) {
         (Some(total), Some(each)) => format!(
-            ", about {} at {each:.0}s a round",
+            ", at least {} at {each:.0}s a round",
             humantime::format_duration(std::time::Duration::from_secs(total.round() as u64))
         ),
         _ => String::new(),
     };
     format!(
-        "expected: {} round(s) of pod start-up{time}, {} lane(s) {} at a time; no PodDisruptionBudget goes below what it allows",
-        e.rounds, e.lanes, e.parallel
+        "expected: {} round(s) of pod start-up{time}, {} lane(s) {} at a time, at most {} pod(s) down at once; no PodDisruptionBudget goes below what it allows",
+        e.rounds, e.lanes, e.parallel, e.max_unavailable
     )
 }
 

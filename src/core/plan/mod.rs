@@ -220,8 +220,10 @@ pub struct PlanInput<'a> {
     /// Only pods matching `-n`/`-l` are considered (None = all).
     pub pod_filter: Option<&'a BTreeSet<String>>,
     pub canary_per_node: bool,
-    /// Lanes moved at once (`--max-parallel`).
-    pub parallel: usize,
+    /// Lanes moved at once (`--max-parallel`); None: every lane.
+    pub parallel: Option<usize>,
+    /// Most pods down at once across the cluster (`--max-unavailable`).
+    pub max_unavailable: crate::core::budget::IntOrPercent,
     /// Scale up a workload whose budget allows nothing, for its move (`--surge`).
     pub surge: bool,
     /// Workloads of two or more replicas without a PodDisruptionBudget may
@@ -443,7 +445,8 @@ pub fn make_plan(input: &PlanInput) -> Result<Plan, Vec<String>> {
         .filter(|p| moving.contains(p.key().as_str()))
         .filter_map(|p| p.ready_after.map(f64::from))
         .collect();
-    let estimate = estimate::estimate(&moves, input.parallel, estimate::median(starts));
+    let width = estimate::max_unavailable(input.max_unavailable, moves.iter().map(|m| m.pods.len()).sum());
+    let estimate = estimate::estimate(&moves, input.parallel, width, estimate::fastest(&starts));
     let mut pairs = pairs.into_iter().map(|(_, p)| p);
     let first = pairs.next().expect("at least one pair");
     Ok(Plan {

@@ -11,10 +11,14 @@ pub enum Phase {
     Started,
     /// The target pool exists and is enabled.
     TargetReady,
+    /// Canary pods pinned to the target pool got its addresses and reached
+    /// pods of the old pool (and were reached) while the old pool was still
+    /// enabled. Older versions ran the canary after SourceDisabled: a record
+    /// of theirs at SourceDisabled never ran it, so a resume at
+    /// SourceDisabled runs it (again) before pods move.
+    CanaryPassed,
     /// The old pool no longer hands out addresses.
     SourceDisabled,
-    /// A test pod got an address from the target pool.
-    CanaryPassed,
     /// Pods are being moved.
     MovingPods,
     /// Every pod moved; waiting for node tunnel addresses and leftovers.

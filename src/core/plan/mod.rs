@@ -22,6 +22,7 @@ mod blockers;
 mod budgets;
 mod canary;
 mod collisions;
+pub mod connectivity;
 mod estimate;
 mod moves;
 mod new_pool;

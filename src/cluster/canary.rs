@@ -87,7 +87,14 @@ pub async fn run(
     let extra: Vec<_> = extra.into_iter().map(|t| testpods::Target { name: format!("new-{}", t.name), ..t }).collect();
     let pods = testpods::start(cluster, ns, &canary_namespace_labels(), &spec, &[], how).await?;
     for t in &extra {
-        let p = canary_paths::pod(&spec, &t.name, t.node.as_deref().unwrap_or_default(), families, true, vec!["pause".into()]);
+        let p = canary_paths::pod(
+            &spec,
+            &t.name,
+            t.node.as_deref().unwrap_or_default(),
+            families,
+            true,
+            vec!["pause".into()],
+        );
         canary_paths::create(&pods, &p, ns).await?;
     }
     let targets: Vec<IpNet> = families.iter().map(|f| f.new_cidr).collect();

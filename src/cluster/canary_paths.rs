@@ -11,9 +11,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{
-    ContainerPort, HTTPGetAction, Pod, Probe, Service, ServicePort, ServiceSpec,
-};
+use k8s_openapi::api::core::v1::{ContainerPort, HTTPGetAction, Pod, Probe, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
@@ -64,7 +62,14 @@ fn pin(families: &[FamilyPools], new: bool) -> BTreeMap<String, String> {
 
 /// A canary pod: the test pod shape (Pod Security `restricted`), pinned to
 /// a node and a pool, running agnhost with `args`.
-pub(super) fn pod(spec: &TestPods, name: &str, node: &str, families: &[FamilyPools], new: bool, args: Vec<String>) -> Pod {
+pub(super) fn pod(
+    spec: &TestPods,
+    name: &str,
+    node: &str,
+    families: &[FamilyPools],
+    new: bool,
+    args: Vec<String>,
+) -> Pod {
     let mut p = spec.pod(&testpods::Target { name: name.to_string(), node: Some(node.to_string()) });
     p.metadata.annotations = Some(pin(families, new));
     let serves = args.first().is_some_and(|a| a == "netexec");
@@ -173,9 +178,10 @@ async fn wait_endpoints(cluster: &Cluster, ns: &str, timeout: Duration) -> bool 
     let start = std::time::Instant::now();
     while start.elapsed() < timeout {
         if let Ok(list) = api.list(&lp).await {
-            let ready = list.items.iter().any(|s| {
-                s.endpoints.iter().any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
-            });
+            let ready = list
+                .items
+                .iter()
+                .any(|s| s.endpoints.iter().any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false)));
             if ready {
                 return true;
             }
@@ -268,12 +274,14 @@ pub async fn check(
             }),
             PathKind::OldToNew => match (&old_ready, &new_ready) {
                 (Err(e), _) | (_, Err(e)) => Err(e.clone()),
-                _ => same_family(&new_ips, p.ipv6).ok_or_else(|| "the new-pool server has no address of this family".into()),
+                _ => same_family(&new_ips, p.ipv6)
+                    .ok_or_else(|| "the new-pool server has no address of this family".into()),
             },
             PathKind::NewToService => match (&old_ready, &svc_problem) {
                 (Err(e), _) => Err(e.clone()),
                 (_, Some(e)) => Err(e.clone()),
-                _ => same_family(&cluster_ips, p.ipv6).ok_or_else(|| "the Service has no ClusterIP of this family".into()),
+                _ => same_family(&cluster_ips, p.ipv6)
+                    .ok_or_else(|| "the Service has no ClusterIP of this family".into()),
             },
         };
         let node = if p.kind.client_in_new_pool() { input.new_node } else { input.old_node };

@@ -19,7 +19,11 @@ pub(crate) async fn abandon(ctx: &Ctx<'_>, plan: &Plan, state: &mut MigrationSta
             .and_then(serde_json::Value::as_bool)
             .unwrap_or(from.disabled);
         ctx.writer.set_disabled(&from.name, was_disabled).await?;
-        done.push(format!("IPPool {} {}", from.name, if was_disabled { "left disabled, as it was" } else { "stays enabled" }));
+        done.push(format!(
+            "IPPool {} {}",
+            from.name,
+            if was_disabled { "left disabled, as it was" } else { "stays enabled" }
+        ));
         if rec.is_some_and(|r| r.created_target) {
             ctx.writer.delete_safely(to, None).await?;
             done.push(format!("IPPool {} (created by this run) deleted", to.name));

@@ -8,11 +8,11 @@ use ipnet::IpNet;
 use super::checkpoint::checkpoint;
 use super::{moves, Ctx, Facts, Summary};
 use crate::cluster::calico::Kind;
+use crate::cluster::canary_paths::FamilyPools;
 use crate::cluster::events::{self, EventTarget};
 use crate::cluster::pools::PoolWriter;
 use crate::cluster::{canary, leaks, movers};
 use crate::core::cidr::CidrSet;
-use crate::cluster::canary_paths::FamilyPools;
 use crate::core::plan::{self, connectivity, Plan};
 use crate::core::state::{MigrationState, Phase};
 use crate::error::{Error, Result};
@@ -196,8 +196,8 @@ async fn phase_canary(ctx: &Ctx<'_>, plan: &Plan, facts: &Facts, state: &mut Mig
     let old_enabled = state.phase < Phase::SourceDisabled && plan.pairs().iter().all(|(from, _, _)| !from.disabled);
     let timeout = ctx.opts.timeout.min(Duration::from_secs(300));
     let image = &ctx.opts.canary_image;
-    let result = canary::run(ctx.cluster, &ns, &nodes, ctx.opts.canary_per_node, &families, old_enabled, image, timeout)
-        .await;
+    let result =
+        canary::run(ctx.cluster, &ns, &nodes, ctx.opts.canary_per_node, &families, old_enabled, image, timeout).await;
     let verdict = result.as_ref().ok().map(|got| connectivity::verdict(&got.results));
     if matches!(verdict, Some(Err(_))) {
         // The new pool's addresses go back before it may be deleted.
@@ -223,12 +223,8 @@ async fn phase_canary(ctx: &Ctx<'_>, plan: &Plan, facts: &Facts, state: &mut Mig
         }
         None => {}
     }
-    let passed: Vec<String> = got
-        .results
-        .iter()
-        .filter(|(_, r)| *r == connectivity::PathResult::Passed)
-        .map(|(p, _)| p.name())
-        .collect();
+    let passed: Vec<String> =
+        got.results.iter().filter(|(_, r)| *r == connectivity::PathResult::Passed).map(|(p, _)| p.name()).collect();
     ctx.printer.note(format!("Canary: new-pool address {}.", shown.join(", ")));
     ctx.printer.note(format!(
         "Canary passed ({} and {}): {}.",

@@ -199,12 +199,10 @@ async fn phase_canary(ctx: &Ctx<'_>, plan: &Plan, facts: &Facts, state: &mut Mig
     let result =
         canary::run(ctx.cluster, &ns, &nodes, ctx.opts.canary_per_node, &families, old_enabled, image, timeout).await;
     let verdict = result.as_ref().ok().map(|got| connectivity::verdict(&got.results));
-    if matches!(verdict, Some(Err(_))) {
-        // The new pool's addresses go back before it may be deleted.
-        canary::cleanup_and_wait(ctx.cluster, &ns, timeout).await;
-    } else {
-        canary::cleanup(ctx.cluster, &ns).await;
-    }
+    // Gone before anything else happens: the old-pool server must not be
+    // taken for a pod to move, and a new pool may only be deleted once the
+    // canary's addresses are back.
+    canary::cleanup_and_wait(ctx.cluster, &ns, timeout).await;
     if let Ok(mut g) = ctx.canary_ns.lock() {
         *g = None;
     }

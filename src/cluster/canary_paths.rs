@@ -43,6 +43,10 @@ pub struct PathsInput<'a> {
     pub timeout: Duration,
 }
 
+/// A path's client: (destination HOST:PORT, runs in the new pool, node),
+/// or why the path cannot be checked.
+type ClientPlan = std::result::Result<(String, bool, String), String>;
+
 const ROLE: &str = "ippool.kubectl.io/canary-role";
 const SERVICE: &str = "old-server";
 /// A client that failed is run again this many times in all: one refused
@@ -266,7 +270,7 @@ pub async fn check(
     let old_ips = old_ready.clone().unwrap_or_default();
     let same_family = |ips: &[IpAddr], v6: bool| ips.iter().copied().find(|i| i.is_ipv6() == v6);
     // Each path: its client's pod, or why it cannot be checked.
-    let mut plans: Vec<(CanaryPath, std::result::Result<(String, bool, String), String>)> = vec![];
+    let mut plans: Vec<(CanaryPath, ClientPlan)> = vec![];
     for p in paths {
         let planned = match p.kind {
             PathKind::NewToOld => old_ready.clone().and_then(|_| {

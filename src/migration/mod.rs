@@ -197,7 +197,7 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
     access::check(cluster, &permissions_needed(calico, &plan, &rules_report, opts)).await?;
     // Admission must let the canary run: found out now, not after the old
     // pool is disabled (a run resumed past the canary does not start one).
-    if record.as_ref().is_none_or(|r| r.phase < Phase::CanaryPassed || r.phase == Phase::SourceDisabled) {
+    if record.as_ref().is_none_or(|r| r.phase.canary_due()) {
         let refusals = canary::admission_dry_run(cluster, &opts.canary_image).await?;
         if !refusals.is_empty() {
             return Err(Error::refused(

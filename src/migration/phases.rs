@@ -46,7 +46,7 @@ pub(crate) async fn execute(ctx: &Ctx<'_>, plan: &Plan, mut state: MigrationStat
     // failing canary leaves the cluster as it was. A record at
     // SourceDisabled may come from an older version that disabled the old
     // pool before its canary: it runs the canary again (see `Phase`).
-    if state.phase < Phase::CanaryPassed || state.phase == Phase::SourceDisabled {
+    if state.phase.canary_due() {
         phase_canary(ctx, plan, facts, &mut state).await?;
     }
     phase_source_disabled(ctx, writer, plan, &mut state).await?;

@@ -63,6 +63,20 @@ fn an_unrouted_new_pool_fails_the_canary_and_changes_nothing_then_a_routed_one_m
     let before = pod_uids(&c);
     assert!(!before.is_empty());
 
+    // The plan names every path, the image, and what it does not check.
+    let out = c
+        .ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force", "--jobs", "evict", "--dry-run"])
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{plan}");
+    for p in PATHS {
+        assert!(plan.contains(p), "{p} not in the plan:\n{plan}");
+    }
+    assert!(plan.contains("agnhost:2.53") && plan.contains("node -> new-pool pod: NOT CHECKED"), "{plan}");
+    let canary_step = plan.find("canary, while the old pool still serves").expect("canary step");
+    assert!(canary_step < plan.find("disable IPPool").expect("disable step"), "canary before the disable:\n{plan}");
+
     // Negative control: the new pool hands out addresses nothing else routes.
     let out = c
         .ippool(&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force", "--jobs", "evict", "--yes"])
@@ -94,7 +108,7 @@ fn an_unrouted_new_pool_fails_the_canary_and_changes_nothing_then_a_routed_one_m
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "migrate failed:\n{err}\n{}", c.log_tail());
-    let passed = err.lines().find(|l| l.contains("Canary passed")).unwrap_or_else(|| panic!("{err}"));
+    let passed = err.lines().find(|l| l.contains("Canary paths passed")).unwrap_or_else(|| panic!("{err}"));
     for p in PATHS {
         assert!(passed.contains(p), "{p} not passed: {passed}");
     }

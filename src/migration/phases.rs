@@ -223,13 +223,19 @@ async fn phase_canary(ctx: &Ctx<'_>, plan: &Plan, facts: &Facts, state: &mut Mig
     }
     let passed: Vec<String> =
         got.results.iter().filter(|(_, r)| *r == connectivity::PathResult::Passed).map(|(p, _)| p.name()).collect();
-    ctx.printer.note(format!("Canary: new-pool address {}.", shown.join(", ")));
-    ctx.printer.note(format!(
-        "Canary passed ({} and {}): {}.",
-        got.nodes.0,
-        got.nodes.1,
-        if passed.is_empty() { "no connectivity path was checked".to_string() } else { passed.join("; ") }
-    ));
+    let (new_node, old_node) = &got.nodes;
+    if new_node == old_node && old_enabled {
+        ctx.printer.warn(format!(
+            "only node {new_node} is served by both pools: the canary's old-pool pod ran on the same node, so the paths between nodes were checked within one node"
+        ));
+    }
+    ctx.printer.note(format!("Canary passed: {}.", shown.join(", ")));
+    if !passed.is_empty() {
+        ctx.printer.note(format!(
+            "Canary paths passed (new-pool pod on {new_node}, old-pool pod on {old_node}): {}.",
+            passed.join("; ")
+        ));
+    }
     checkpoint(ctx, state, Phase::CanaryPassed).await
 }
 

@@ -33,6 +33,12 @@ fn seed_plan_copies_the_old_pool_and_orders_moves() {
     assert_eq!(plan.pod_count(), 6, "hostNetwork pod excluded");
     assert!(matches!(plan.steps[0], PoolStep::CreatePool { .. }));
     assert!(matches!(plan.steps.last(), Some(PoolStep::DeletePool { .. })));
+    // The canary runs while the old pool still serves, and names its image and paths.
+    let PoolStep::Canary { image, paths, .. } = &plan.steps[1] else { panic!("{:?}", plan.steps) };
+    assert!(matches!(plan.steps[2], PoolStep::DisablePool { .. }), "{:?}", plan.steps);
+    assert_eq!(image, "registry.k8s.io/e2e-test-images/agnhost:2.53");
+    assert_eq!(paths.len(), 3);
+    assert_eq!(paths[0], "new-pool pod -> old-pool pod on another node (IPv4)");
 }
 
 #[test]

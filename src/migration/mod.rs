@@ -459,6 +459,8 @@ mod tests {
             "patch deployments.apps -n shop",
             "create pods --subresource=eviction -n shop",
             "create namespaces",
+            "create services",
+            "list endpointslices.discovery.k8s.io",
             "update leases.coordination.k8s.io -n kube-system",
             "update configmaps -n kube-system",
             "patch globalnetworksets.crd.projectcalico.org",

@@ -21,7 +21,7 @@ use crate::core::plan::connectivity::{canary_paths, CanaryPath, PathResult};
 use crate::error::{Error, KubeResultExt, Result};
 
 pub const CANARY_LABEL: &str = "ippool.kubectl.io/canary";
-pub const CANARY_NAMESPACE_PREFIX: &str = "kubectl-ippool-canary-";
+pub use crate::core::plan::connectivity::CANARY_NAMESPACE_PREFIX;
 
 /// The existing namespace the preflight dry-runs the canary pod in.
 pub const DRY_RUN_NAMESPACE: &str = "default";

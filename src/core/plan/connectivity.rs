@@ -9,6 +9,11 @@ use serde::Serialize;
 /// The canary's image by default: agnhost, pinned, as Kubernetes' own e2e
 /// tests use it (`netexec` serves, `connect HOST:PORT` exits 0 or 1).
 pub const CANARY_IMAGE: &str = "registry.k8s.io/e2e-test-images/agnhost:2.53";
+/// The canary's namespaces are `{prefix}{5 hex}`. Their pods are never
+/// moved: the canary's old-pool server holds an old-pool address by
+/// design, and a run killed during the canary leaves it behind until the
+/// next run deletes the namespace.
+pub const CANARY_NAMESPACE_PREFIX: &str = "kubectl-ippool-canary-";
 /// The port the canary's servers listen on (`netexec --http-port`).
 pub const CANARY_PORT: u16 = 8080;
 

@@ -74,6 +74,15 @@ fn an_unrouted_new_pool_fails_the_canary_and_changes_nothing_then_a_routed_one_m
         assert!(plan.contains(p), "{p} not in the plan:\n{plan}");
     }
     assert!(plan.contains("agnhost:2.53") && plan.contains("node -> new-pool pod: NOT CHECKED"), "{plan}");
+    let mirrored = ["--canary-image", "mirror.example/agnhost:2.53", "--dry-run", "-o", "json"];
+    let out = c
+        .ippool(&[&["migrate", "--from", OLD, "--to", "10.0.0.0/16", "--force"][..], &mirrored].concat())
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    let step = doc["steps"].as_array().unwrap().iter().find(|s| s["action"] == "canary").unwrap().clone();
+    assert_eq!(step["image"], "mirror.example/agnhost:2.53", "{step}");
+    assert_eq!(step["paths"].as_array().unwrap().len(), 3, "{step}");
     let canary_step = plan.find("canary, while the old pool still serves").expect("canary step");
     assert!(canary_step < plan.find("disable IPPool").expect("disable step"), "canary before the disable:\n{plan}");
 

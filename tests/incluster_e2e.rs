@@ -162,7 +162,7 @@ fn status_and_a_migration_run_on_the_pods_service_account() {
     // A watch sees every write of the record: every phase, in order.
     assert_eq!(
         distinct,
-        ["Started", "TargetReady", "SourceDisabled", "CanaryPassed", "MovingPods", "Draining", "SourceDeleted", "Done"],
+        ["Started", "TargetReady", "CanaryPassed", "SourceDisabled", "MovingPods", "Draining", "SourceDeleted", "Done"],
         "{stdout}"
     );
     let last = stdout.lines().last().unwrap();

@@ -61,6 +61,16 @@ fn migrating_one_zones_pool_touches_only_that_zone() {
         "{canary}"
     );
     assert_eq!(canary.matches(" on ").count(), 1, "{canary}");
+    // Without --dataplane no packet flows: every path is NOT CHECKED, none passed.
+    for path in [
+        "new-pool pod -> old-pool pod on another node (IPv4)",
+        "old-pool pod on another node -> new-pool pod (IPv4)",
+        "new-pool pod -> ClusterIP Service with an old-pool endpoint (IPv4)",
+    ] {
+        let warning = format!("canary path NOT CHECKED: {path}: the client container cannot run: CreateContainerError");
+        assert!(stderr.contains(&warning), "{warning} missing:\n{stderr}");
+    }
+    assert!(!stderr.contains("Canary paths passed"), "{stderr}");
 
     let after = shop_pods(&c);
     for (name, (uid, node, ip)) in &before {

@@ -12,14 +12,16 @@ use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
 
-use super::testpods::{self, Creation, TestPods, Until, WaitError, TEST_POD_IMAGE};
+use super::canary_paths::{self, FamilyPools, PathsInput};
+use super::testpods::{self, Creation, TestPods, Until, WaitError};
 use super::Cluster;
 use super::COMPONENT;
 use crate::core::model::LABEL_MANAGED_BY;
+use crate::core::plan::connectivity::{canary_paths, CanaryPath, PathResult};
 use crate::error::{Error, KubeResultExt, Result};
 
 pub const CANARY_LABEL: &str = "ippool.kubectl.io/canary";
-pub const CANARY_NAMESPACE_PREFIX: &str = "kubectl-ippool-canary-";
+pub use crate::core::plan::connectivity::CANARY_NAMESPACE_PREFIX;
 
 /// The existing namespace the preflight dry-runs the canary pod in.
 pub const DRY_RUN_NAMESPACE: &str = "default";
@@ -29,14 +31,15 @@ pub fn canary_namespace() -> String {
     format!("{CANARY_NAMESPACE_PREFIX}{:05x}", rand::random::<u32>() & 0xfffff)
 }
 
-/// The canary pods: `canary-0`, `canary-1`, ..., labelled with
-/// `CANARY_LABEL` only (the namespace also carries the managed-by label).
-fn canary_pods() -> TestPods {
+/// The canary's pods, running `image` (agnhost unless `--canary-image`
+/// says otherwise), labelled with `CANARY_LABEL` only (the namespace also
+/// carries the managed-by label).
+pub(crate) fn canary_pods(image: &str) -> TestPods {
     TestPods {
         prefix: "canary",
         lone_name: "canary-0",
         container: "canary",
-        image: TEST_POD_IMAGE.to_string(),
+        image: image.to_string(),
         labels: BTreeMap::from([(CANARY_LABEL.to_string(), "true".to_string())]),
         automount_token: None,
         lone_among: vec![],
@@ -50,26 +53,56 @@ fn canary_namespace_labels() -> BTreeMap<String, String> {
     ])
 }
 
-/// Start the canary pods in `ns` and wait until each has an IP; each pod
-/// must hold an address in every one of `targets` (one new pool per IP
-/// family migrated). With `per_node` one pod goes to each of `nodes`,
-/// otherwise one pod the scheduler places on one of them (on any node if
-/// `nodes` is empty). The caller deletes the namespace afterwards.
+/// What the canary found.
+#[derive(Debug)]
+pub struct CanaryOutcome {
+    /// The new-pool pods' nodes and addresses.
+    pub addresses: Vec<(String, Vec<IpAddr>)>,
+    pub results: Vec<(CanaryPath, PathResult)>,
+    /// The nodes the paths ran between (new-pool side, old-pool side).
+    pub nodes: (String, String),
+}
+
+/// Run the canary in `ns`: a new-pool server on the first of `nodes` (and,
+/// with `per_node`, a new-pool pod on each other one, for its address), an
+/// old-pool server on another node, and a client per path. Every new-pool
+/// pod must hold an address in every new pool. The caller deletes the
+/// namespace afterwards.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     cluster: &Cluster,
     ns: &str,
     nodes: &[String],
     per_node: bool,
-    targets: &[IpNet],
+    families: &[FamilyPools],
+    old_enabled: bool,
+    image: &str,
     timeout: Duration,
-) -> Result<Vec<(String, Vec<IpAddr>)>> {
-    let spec = TestPods { lone_among: if per_node { vec![] } else { nodes.to_vec() }, ..canary_pods() };
-    let pods_wanted = spec.targets(per_node.then_some(nodes));
+) -> Result<CanaryOutcome> {
+    let spec = canary_pods(image);
+    let new_node = nodes.first().ok_or_else(|| Error::Other("the canary has no node to run on".into()))?;
+    let old_node = nodes.iter().find(|n| *n != new_node).unwrap_or(new_node);
     let how = Creation { reuse_existing: true, default_service_account: false };
-    let pods = testpods::start(cluster, ns, &canary_namespace_labels(), &spec, &pods_wanted, how).await?;
-    // One pod after the other, each with its own deadline.
-    let mut out = Vec::new();
-    for t in &pods_wanted {
+    let extra = if per_node { spec.targets(Some(&nodes[1..])) } else { vec![] };
+    let extra: Vec<_> = extra.into_iter().map(|t| testpods::Target { name: format!("new-{}", t.name), ..t }).collect();
+    let pods = testpods::start(cluster, ns, &canary_namespace_labels(), &spec, &[], how).await?;
+    for t in &extra {
+        let p = canary_paths::pod(
+            &spec,
+            &t.name,
+            t.node.as_deref().unwrap_or_default(),
+            families,
+            true,
+            vec!["pause".into()],
+        );
+        canary_paths::create(&pods, &p, ns).await?;
+    }
+    let targets: Vec<IpNet> = families.iter().map(|f| f.new_cidr).collect();
+    let paths = canary_paths(&families.iter().map(|f| f.ipv6).collect::<Vec<_>>());
+    let input = PathsInput { families, new_node, old_node, old_enabled, timeout };
+    let (new_ips, results) = canary_paths::check(cluster, ns, &spec, &input, &paths).await?;
+    let mut addresses = vec![(new_node.clone(), new_ips)];
+    for t in &extra {
         let name = &t.name;
         let pod = match testpods::wait(&pods, name, Until::Address, timeout).await {
             Ok(p) => p,
@@ -82,19 +115,19 @@ pub async fn run(
             Err(WaitError::Watch(e)) => return Err(Error::Other(format!("watching canary pod {ns}/{name}: {e}"))),
         };
         let pod = pod.ok_or_else(|| Error::Other(format!("canary pod {ns}/{name} disappeared")))?;
-        let ips = testpods::pod_ips(&pod);
+        addresses.push((testpods::pod_node(&pod).unwrap_or_default(), testpods::pod_ips(&pod)));
+    }
+    for (node, ips) in &addresses {
         if ips.is_empty() {
-            return Err(Error::Other(format!("canary pod {ns}/{name} has an unreadable IP")));
+            return Err(Error::Other(format!("a canary pod on {node} has an unreadable IP")));
         }
-        let node = testpods::pod_node(&pod).unwrap_or_default();
-        if let Some(why) = missed_target(&ips, targets) {
+        if let Some(why) = missed_target(ips, &targets) {
             return Err(Error::Other(format!(
-                "canary pod {ns}/{name} on node {node} {why}: another enabled pool or a pin is in the way; no workload was moved"
+                "canary pod on node {node} {why}: another enabled pool or a pin is in the way; no workload was moved"
             )));
         }
-        out.push((node, ips));
     }
-    Ok(out)
+    Ok(CanaryOutcome { addresses, results, nodes: (new_node.clone(), old_node.clone()) })
 }
 
 /// Why the addresses `got` miss a new pool, if one of `targets` holds none
@@ -120,7 +153,7 @@ fn missed_target(got: &[IpAddr], targets: &[IpNet]) -> Option<String> {
 ///
 /// Returns the refusals (empty: admitted). A `default` namespace that does
 /// not exist leaves the pod unchecked, with a warning.
-pub async fn admission_dry_run(cluster: &Cluster) -> Result<Vec<String>> {
+pub async fn admission_dry_run(cluster: &Cluster, image: &str) -> Result<Vec<String>> {
     let dry = PostParams { dry_run: true, ..Default::default() };
     let mut refusals = Vec::new();
     let ns = canary_namespace();
@@ -133,7 +166,7 @@ pub async fn admission_dry_run(cluster: &Cluster) -> Result<Vec<String>> {
         )),
         Err(e) => return Err(e).op("create (dry run)", "namespaces", None),
     }
-    let spec = canary_pods();
+    let spec = canary_pods(image);
     let mut pod = spec.pod(&spec.targets(None)[0]);
     pod.metadata.name = None;
     pod.metadata.generate_name = Some(CANARY_NAMESPACE_PREFIX.to_string());
@@ -166,6 +199,26 @@ pub async fn cleanup(cluster: &Cluster, ns: &str) {
     }
 }
 
+/// Delete the canary's pods at once and its namespace, and wait (up to
+/// `timeout`) until no pod is left in it: their addresses are released
+/// then, so the new pool may be deleted.
+pub async fn cleanup_and_wait(cluster: &Cluster, ns: &str, timeout: Duration) {
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
+    let names: Vec<String> = match pods.list(&Default::default()).await {
+        Ok(l) => l.items.iter().filter_map(|p| p.metadata.name.clone()).collect(),
+        Err(_) => vec![],
+    };
+    testpods::delete_pods_now(cluster, ns, &names).await;
+    cleanup(cluster, ns).await;
+    let start = std::time::Instant::now();
+    while start.elapsed() < timeout {
+        match pods.list(&Default::default()).await {
+            Ok(l) if !l.items.is_empty() => tokio::time::sleep(Duration::from_millis(300)).await,
+            _ => return,
+        }
+    }
+}
+
 /// Delete canary namespaces left behind by a killed run.
 pub async fn cleanup_leftovers(cluster: &Cluster) {
     for ns in testpods::leftover_namespaces(cluster, &format!("{CANARY_LABEL}=true")).await {
@@ -194,11 +247,12 @@ mod tests {
 
     #[test]
     fn canary_names_labels_and_image() {
+        use crate::core::plan::connectivity::CANARY_IMAGE;
         let ns = canary_namespace();
         let suffix = ns.strip_prefix("kubectl-ippool-canary-").unwrap();
         assert!(suffix.len() == 5 && suffix.chars().all(|c| c.is_ascii_hexdigit()), "{ns}");
 
-        let spec = canary_pods();
+        let spec = canary_pods(CANARY_IMAGE);
         let one = spec.targets(None);
         assert_eq!(one.len(), 1);
         assert_eq!((one[0].name.as_str(), one[0].node.as_deref()), ("canary-0", None));
@@ -211,7 +265,7 @@ mod tests {
         let ps = pod.spec.unwrap();
         assert_eq!(ps.node_name.as_deref(), Some("b"));
         assert_eq!(ps.containers[0].name, "canary");
-        assert_eq!(ps.containers[0].image.as_deref(), Some("registry.k8s.io/pause:3.10"));
+        assert_eq!(ps.containers[0].image.as_deref(), Some("registry.k8s.io/e2e-test-images/agnhost:2.53"));
         assert!(ps.automount_service_account_token.is_none());
 
         let labels = canary_namespace_labels();
@@ -226,13 +280,14 @@ mod tests {
     /// and the linux nodeSelector.
     #[test]
     fn same_objects_as_before() {
+        use crate::core::plan::connectivity::CANARY_IMAGE;
         use serde_json::json;
-        let spec = canary_pods();
+        let spec = canary_pods(CANARY_IMAGE);
         for (i, node) in [None, Some("n1")].into_iter().enumerate() {
             let mut ps = json!({
                 "containers": [{
                     "name": "canary",
-                    "image": "registry.k8s.io/pause:3.10",
+                    "image": CANARY_IMAGE,
                     "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}
                 }],
                 "securityContext": {

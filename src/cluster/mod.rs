@@ -10,6 +10,7 @@ pub mod apiservice;
 pub mod budgets;
 pub mod calico;
 pub mod canary;
+pub mod canary_paths;
 pub mod events;
 pub mod evictions;
 pub mod kubeconfig;

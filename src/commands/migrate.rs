@@ -151,6 +151,11 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub canary_per_node: bool,
 
+    /// The canary's image: agnhost (`netexec` serves, `connect HOST:PORT`
+    /// checks a path). Set it for clusters that mirror images.
+    #[arg(long, value_name = "IMAGE", default_value = crate::core::plan::connectivity::CANARY_IMAGE)]
+    pub canary_image: String,
+
     /// Before any pod moves, add the new pool's CIDR beside the old one in every
     /// NetworkPolicy ipBlock, Calico policy nets/notNets, (Global)NetworkSet and
     /// the ip-masq-agent list that names it (never removes anything; --rollback
@@ -268,6 +273,7 @@ impl MigrateArgs {
             allow_outside_cluster_cidr: self.allow_outside_cluster_cidr,
             timeout: self.timeout,
             canary_per_node: self.canary_per_node,
+            canary_image: self.canary_image.clone(),
             surge: self.surge,
             allow_downtime: self.allow_downtime,
             update_rules: self.update_rules,

@@ -11,10 +11,14 @@ pub enum Phase {
     Started,
     /// The target pool exists and is enabled.
     TargetReady,
+    /// Canary pods pinned to the target pool got its addresses and reached
+    /// pods of the old pool (and were reached) while the old pool was still
+    /// enabled. Older versions ran the canary after SourceDisabled: a record
+    /// of theirs at SourceDisabled never ran it, so a resume at
+    /// SourceDisabled runs it (again) before pods move.
+    CanaryPassed,
     /// The old pool no longer hands out addresses.
     SourceDisabled,
-    /// A test pod got an address from the target pool.
-    CanaryPassed,
     /// Pods are being moved.
     MovingPods,
     /// Every pod moved; waiting for node tunnel addresses and leftovers.
@@ -42,6 +46,13 @@ impl Phase {
 
     pub fn is_finished(self) -> bool {
         matches!(self, Phase::Done | Phase::RolledBack)
+    }
+
+    /// Whether a run resumed at this phase runs the canary: before it has
+    /// passed, and at SourceDisabled, which a record of an older version
+    /// (canary after the disable) reaches without a canary.
+    pub fn canary_due(self) -> bool {
+        self < Phase::CanaryPassed || self == Phase::SourceDisabled
     }
 }
 
@@ -186,6 +197,29 @@ pub fn recheck_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The canary comes before the old pool's disable; a record written at
+    /// SourceDisabled (by an older version, before its canary) still reads
+    /// and runs the canary on resume, and the phases after it do not.
+    #[test]
+    fn canary_before_the_disable_and_older_records_resume() {
+        assert!(Phase::TargetReady < Phase::CanaryPassed && Phase::CanaryPassed < Phase::SourceDisabled);
+        assert!(Phase::SourceDisabled < Phase::MovingPods);
+        let old: Phase = serde_json::from_str("\"SourceDisabled\"").unwrap();
+        assert_eq!(old, Phase::SourceDisabled);
+        let due: Vec<Phase> = [
+            Phase::Started,
+            Phase::TargetReady,
+            Phase::CanaryPassed,
+            Phase::SourceDisabled,
+            Phase::MovingPods,
+            Phase::Draining,
+        ]
+        .into_iter()
+        .filter(|p| p.canary_due())
+        .collect();
+        assert_eq!(due, [Phase::Started, Phase::TargetReady, Phase::SourceDisabled]);
+    }
 
     /// A record written by a version without `also` still reads, and a
     /// one-family record is written without it.

@@ -76,6 +76,7 @@ impl Facts {
             cni_pools: self.cni.clone(),
             pod_filter: self.label_filter.as_ref(),
             canary_per_node: opts.canary_per_node,
+            canary_image: &opts.canary_image,
             parallel: opts.max_parallel.map(usize::from),
             max_unavailable: opts.max_unavailable,
             surge: opts.surge,

@@ -11,6 +11,7 @@
 //! record: creating a pool that exists, disabling a disabled pool or
 //! restarting a workload whose pods already moved are no-ops.
 
+mod canary_failed;
 mod checkpoint;
 mod facts;
 mod leaks;
@@ -70,6 +71,8 @@ pub struct MigrateOptions {
     /// Bound on any single wait.
     pub timeout: Duration,
     pub canary_per_node: bool,
+    /// The canary's image (agnhost, `--canary-image`).
+    pub canary_image: String,
     /// Scale up a workload whose budget allows nothing, for its move.
     pub surge: bool,
     /// Let a workload without a PodDisruptionBudget have every pod down at once.
@@ -206,8 +209,8 @@ pub async fn run(printer: &Printer, cluster: &Cluster, calico: &Calico, opts: &M
     access::check(cluster, &permissions_needed(calico, &plan, &rules_report, opts)).await?;
     // Admission must let the canary run: found out now, not after the old
     // pool is disabled (a run resumed past the canary does not start one).
-    if record.as_ref().is_none_or(|r| r.phase < Phase::CanaryPassed) {
-        let refusals = canary::admission_dry_run(cluster).await?;
+    if record.as_ref().is_none_or(|r| r.phase.canary_due()) {
+        let refusals = canary::admission_dry_run(cluster, &opts.canary_image).await?;
         if !refusals.is_empty() {
             return Err(Error::refused(
                 format!("migrate {}: the canary could not run (nothing was changed)", opts.from),
@@ -365,6 +368,7 @@ mod tests {
             allow_outside_cluster_cidr: false,
             timeout: Duration::from_secs(600),
             canary_per_node: false,
+            canary_image: crate::core::plan::connectivity::CANARY_IMAGE.into(),
             surge: false,
             allow_downtime: false,
             update_rules: false,
@@ -476,6 +480,8 @@ mod tests {
             "patch deployments.apps -n shop",
             "create pods --subresource=eviction -n shop",
             "create namespaces",
+            "create services",
+            "list endpointslices.discovery.k8s.io",
             "update leases.coordination.k8s.io -n kube-system",
             "update configmaps -n kube-system",
             "patch globalnetworksets.crd.projectcalico.org",

@@ -109,6 +109,9 @@ pub(crate) fn permissions_needed(
     needs.push(Need::new("create", "", "namespaces", None));
     needs.push(Need::new("delete", "", "namespaces", None));
     needs.push(Need::new("create", "", "pods", None));
+    // The canary's Service and its readiness.
+    needs.push(Need::new("create", "", "services", None));
+    needs.push(Need::new("list", "discovery.k8s.io", "endpointslices", None));
     for verb in ["get", "create", "update"] {
         needs.push(Need::new(verb, "", "configmaps", ks));
         needs.push(Need::new(verb, "coordination.k8s.io", "leases", ks));

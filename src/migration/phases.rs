@@ -11,11 +11,12 @@ use ipnet::IpNet;
 use super::checkpoint::checkpoint;
 use super::{moves, Ctx, Facts, Summary};
 use crate::cluster::calico::Kind;
+use crate::cluster::canary_paths::FamilyPools;
 use crate::cluster::events::{self, EventTarget};
 use crate::cluster::pools::PoolWriter;
 use crate::cluster::{canary, leaks, movers};
 use crate::core::cidr::CidrSet;
-use crate::core::plan::{self, Plan};
+use crate::core::plan::{self, connectivity, Plan};
 use crate::core::state::{MigrationState, Phase};
 use crate::error::{Error, Result};
 
@@ -44,10 +45,14 @@ pub(crate) async fn execute(ctx: &Ctx<'_>, plan: &Plan, mut state: MigrationStat
         super::rules::update(ctx, plan, &mut state).await?;
     }
     phase_target_ready(ctx, writer, plan, &mut state).await?;
-    phase_source_disabled(ctx, writer, plan, &mut state).await?;
-    if state.phase < Phase::CanaryPassed {
+    // The canary runs while the old pool still hands out addresses, so a
+    // failing canary leaves the cluster as it was. A record at
+    // SourceDisabled may come from an older version that disabled the old
+    // pool before its canary: it runs the canary again (see `Phase`).
+    if state.phase.canary_due() {
         phase_canary(ctx, plan, facts, &mut state).await?;
     }
+    phase_source_disabled(ctx, writer, plan, &mut state).await?;
     let moving_started = Instant::now();
     let (workloads_moved, pods_moved, skipped, max_lanes_moving) = phase_move_pods(ctx, plan, &mut state).await?;
     let moving_seconds = moving_started.elapsed().as_secs_f64();
@@ -186,18 +191,59 @@ async fn phase_canary(ctx: &Ctx<'_>, plan: &Plan, facts: &Facts, state: &mut Mig
             vec!["no schedulable linux node is served by every old pool and selected by every new pool".into()],
         ));
     }
+    let families: Vec<FamilyPools> = plan
+        .pairs()
+        .iter()
+        .map(|(from, to, _)| FamilyPools {
+            ipv6: to.cidr.addr().is_ipv6(),
+            new_name: to.name.clone(),
+            new_cidr: to.cidr,
+            old_name: from.name.clone(),
+        })
+        .collect();
+    let old_enabled = state.phase < Phase::SourceDisabled && plan.pairs().iter().all(|(from, _, _)| !from.disabled);
     let timeout = ctx.opts.timeout.min(Duration::from_secs(300));
-    let result = canary::run(ctx.cluster, &ns, &nodes, ctx.opts.canary_per_node, &plan.new_cidrs(), timeout).await;
-    canary::cleanup(ctx.cluster, &ns).await;
+    let image = &ctx.opts.canary_image;
+    let result =
+        canary::run(ctx.cluster, &ns, &nodes, ctx.opts.canary_per_node, &families, old_enabled, image, timeout).await;
+    let verdict = result.as_ref().ok().map(|got| connectivity::verdict(&got.results));
+    // Gone before anything else happens: the old-pool server must not be
+    // taken for a pod to move, and a new pool may only be deleted once the
+    // canary's addresses are back.
+    canary::cleanup_and_wait(ctx.cluster, &ns, timeout).await;
     if let Ok(mut g) = ctx.canary_ns.lock() {
         *g = None;
     }
     let got = result?;
     let shown: Vec<String> = got
+        .addresses
         .iter()
         .map(|(n, ips)| format!("{} on {n}", ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" and ")))
         .collect();
+    match verdict {
+        Some(Err(failed)) => return super::canary_failed::abandon(ctx, plan, state, &failed).await,
+        Some(Ok(warnings)) => {
+            for w in warnings {
+                ctx.printer.warn(w);
+            }
+        }
+        None => {}
+    }
+    let passed: Vec<String> =
+        got.results.iter().filter(|(_, r)| *r == connectivity::PathResult::Passed).map(|(p, _)| p.name()).collect();
+    let (new_node, old_node) = &got.nodes;
+    if new_node == old_node && old_enabled {
+        ctx.printer.warn(format!(
+            "only node {new_node} is served by both pools: the canary's old-pool pod ran on the same node, so the paths between nodes were checked within one node"
+        ));
+    }
     ctx.printer.note(format!("Canary passed: {}.", shown.join(", ")));
+    if !passed.is_empty() {
+        ctx.printer.note(format!(
+            "Canary paths passed (new-pool pod on {new_node}, old-pool pod on {old_node}): {}.",
+            passed.join("; ")
+        ));
+    }
     checkpoint(ctx, state, Phase::CanaryPassed).await
 }
 

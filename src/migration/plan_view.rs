@@ -123,11 +123,19 @@ pub fn render_plan(plan: &Plan, resume: Option<Phase>, wide: bool) -> String {
             PoolStep::DisablePool { name, via } => {
                 format!("disable IPPool {name} (existing pods keep working) via {via}")
             }
-            PoolStep::Canary { pods, nodes } => format!(
-                "canary: {pods} test pod(s) in a temporary namespace must get an address from {} ({})",
-                plan.new_cidrs().iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" and "),
-                canary_where(*pods, nodes)
-            ),
+            PoolStep::Canary { pods, nodes, image, paths } => {
+                let mut t = format!(
+                    "canary, while the old pool still serves ({image}, in a temporary namespace): pods pinned to {} must get its addresses ({}) and these paths must carry a TCP connection:",
+                    plan.new_cidrs().iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" and "),
+                    canary_where(*pods, nodes)
+                );
+                for p in paths {
+                    t.push_str(&format!("\n       - {p}"));
+                }
+                t.push_str("\n       - node -> new-pool pod: NOT CHECKED (not in this version)");
+                t.push_str("\n     A path whose pods cannot run is NOT CHECKED (a warning, never passed); a failed path stops the run with nothing moved.");
+                t
+            }
             PoolStep::MovePods { workloads, pods } => {
                 format!("move {pods} pod(s) of {workloads} workload(s), in this order:")
             }

@@ -22,8 +22,8 @@ use crate::support::*;
 pub(crate) const KILL_POINTS: [(&str, &str); 10] = [
     ("checkpoint:Started", "Started"),
     ("checkpoint:TargetReady", "TargetReady"),
-    ("checkpoint:SourceDisabled", "SourceDisabled"),
     ("checkpoint:CanaryPassed", "CanaryPassed"),
+    ("checkpoint:SourceDisabled", "SourceDisabled"),
     ("checkpoint:MovingPods", "MovingPods"),
     ("checkpoint:MovingPods#2", "MovingPods"),
     ("checkpoint:Draining", "Draining"),

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::TestCluster;
+use common::{pool_specs, TestCluster};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
@@ -336,11 +336,19 @@ fn ctrl_c_during_canary_and_probe_leaves_nothing_behind() {
     let phase = json(&c, &["get", "configmap", "-n", "kube-system", "kubectl-ippool-migration"])["data"]["state.json"]
         .as_str()
         .map(|s| serde_json::from_str::<Value>(s).unwrap()["phase"].clone());
-    assert_eq!(phase, Some(Value::from("SourceDisabled")), "interrupted before the canary passed");
+    assert_eq!(phase, Some(Value::from("TargetReady")), "interrupted before the canary passed");
+    let old_enabled = !pool_specs(&c, "crd.projectcalico.org")[OLD]["disabled"].as_bool().unwrap_or(false);
+    assert!(old_enabled, "the canary runs before the old pool is disabled");
     c.wait_until("no canary namespace or pod", Duration::from_secs(60), || leftovers(&c).is_empty());
     let after_canary = leftovers(&c).len();
 
-    // verify --probe: the old pool is disabled and the new one reserved, so the probe waits too.
+    // verify --probe: with the old pool disabled by hand and the new one
+    // reserved, the probe waits too.
+    let set_old_disabled = |d: bool| {
+        let patch = format!(r#"{{"spec":{{"disabled":{d}}}}}"#);
+        c.kubectl_ok(&["patch", "ippools.crd.projectcalico.org", OLD, "--type=merge", "-p", &patch]);
+    };
+    set_old_disabled(true);
     let mut probe = Command::new(assert_cmd::cargo::cargo_bin("kubectl-ippool"))
         .env("KUBECONFIG", &c.kubeconfig)
         .args(["verify", "--probe", "--probe-timeout", "2m"])
@@ -358,6 +366,7 @@ fn ctrl_c_during_canary_and_probe_leaves_nothing_behind() {
     let after_probe = leftovers(&c).len();
 
     // Lift the reservation; the same command finishes the migration.
+    set_old_disabled(false);
     c.kubectl_ok(&["delete", "ipreservations.crd.projectcalico.org", "hold-new-pool"]);
     let out = ippool(&c, &args).timeout(Duration::from_secs(240)).output().unwrap();
     let o = check_migrated(&c, &before, OLD, OLD_CIDR, NEW_CIDR);

@@ -343,6 +343,9 @@ func (a *agent) syncPod(ctx context.Context, node, key string) (time.Duration, e
 		return a.startPod(ctx, node, pod)
 	}
 
+	if a.connectsWithoutNetwork(pod) {
+		return 0, nil // its container never starts (see connectsWithoutNetwork)
+	}
 	// Running: readiness and completion.
 	started := time.Now()
 	if pod.Status.StartTime != nil {
@@ -630,6 +633,10 @@ func (a *agent) startPod(ctx context.Context, node string, p *corev1.Pod) (time.
 		"hostIP": hostIP, "hostIPs": ipList(hostIPs), "startTime": now,
 		"conditions": conditions(ready, now), "containerStatuses": containerStatuses(p, ready, now, false),
 	}
+	stuck := a.connectsWithoutNetwork(p)
+	if stuck {
+		status["phase"], status["conditions"], status["containerStatuses"] = "Pending", conditions(false, now), notCreated(p)
+	}
 	if err := a.patchStatus(ctx, p, anns, status); err != nil {
 		// The pod may be gone or changed: release and retry from scratch.
 		a.dpStopPod(p.UID)
@@ -643,6 +650,9 @@ func (a *agent) startPod(ctx context.Context, node string, p *corev1.Pod) (time.
 	}
 	if hadErr {
 		logf("pod %s on %s: started with %s after earlier failures", key, node, ip)
+	}
+	if stuck {
+		return 0, nil
 	}
 	if outcome != "" {
 		return 0, a.finishPod(ctx, p, st, outcome)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,10 +34,32 @@ import (
 var (
 	dataplaneOn      bool
 	terminationDelay time.Duration
+	unroutedCIDRs    cidrList
 )
+
+// cidrList is a repeatable flag of CIDRs.
+type cidrList []*net.IPNet
+
+func (l *cidrList) String() string {
+	var out []string
+	for _, c := range *l {
+		out = append(out, c.String())
+	}
+	return strings.Join(out, ",")
+}
+
+func (l *cidrList) Set(v string) error {
+	_, c, err := net.ParseCIDR(v)
+	if err != nil {
+		return err
+	}
+	*l = append(*l, c)
+	return nil
+}
 
 func registerDataplaneFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&dataplaneOn, "dataplane", false, "real network namespaces for nodes and pods, block routes, serving containers, real probes and kube-proxy (nftables) per node (needs root and nft)")
+	fs.Var(&unroutedCIDRs, "unrouted-cidr", "with --dataplane, a fault: IPAM blocks inside this CIDR get no routes on the other nodes, like a cloud route table that does not carry a new pool (repeatable)")
 	fs.DurationVar(&terminationDelay, "termination-delay", 2*time.Second, "with --dataplane: how long a deleted pod without a preStop hook keeps serving (bounded by its grace period)")
 }
 
@@ -64,6 +87,10 @@ func setupDataplane(ctx context.Context, a *agent, dir, kubeconfig string, apiPo
 	dp, err := dataplane.New(dataplane.Prefix(dir), a.nodes, a.fam.v4, a.fam.v6)
 	if err != nil {
 		return nil, fmt.Errorf("dataplane: %w", err)
+	}
+	dp.Unrouted = unroutedCIDRs
+	if len(unroutedCIDRs) > 0 {
+		logf("dataplane: fault: blocks inside %s get no routes on other nodes", unroutedCIDRs.String())
 	}
 	a.dp = dp
 	a.dps = &dpState{readyFail: map[types.UID]int{}, liveFail: map[types.UID]int{}}
@@ -192,6 +219,37 @@ func (a *agent) dpStartPod(node string, p *corev1.Pod, ips []string) (string, er
 		}
 	}
 	return outcome, nil
+}
+
+// connectsWithoutNetwork says whether a pod runs agnhost `connect` on a kubesim without
+// --dataplane: there is no network to connect over, so its container never starts (it waits with
+// CreateContainerError, as a real kubelet leaves a container it cannot create) rather than
+// ending Succeeded or Failed with an outcome nothing measured.
+func (a *agent) connectsWithoutNetwork(p *corev1.Pod) bool {
+	if a.dp != nil {
+		return false
+	}
+	for _, c := range containersOf(p) {
+		if dataplane.BehaviourOf(c).Kind == "connect" {
+			return true
+		}
+	}
+	return false
+}
+
+// notCreated is the container status of such a pod.
+func notCreated(p *corev1.Pod) []interface{} {
+	var out []interface{}
+	for _, c := range p.Spec.Containers {
+		out = append(out, map[string]interface{}{
+			"name": c.Name, "image": c.Image, "imageID": "", "ready": false, "started": false, "restartCount": 0,
+			"state": map[string]interface{}{"waiting": map[string]interface{}{
+				"reason":  "CreateContainerError",
+				"message": "kubesim runs agnhost connect only with --dataplane: without it there is no network to connect over",
+			}},
+		})
+	}
+	return out
 }
 
 func readinessProbed(p *corev1.Pod) bool {

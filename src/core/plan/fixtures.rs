@@ -94,6 +94,7 @@ pub(crate) fn input<'a>(w: &'a World, to: TargetRequest) -> PlanInput<'a> {
         cni_pools: None,
         pod_filter: None,
         canary_per_node: false,
+        canary_image: super::connectivity::CANARY_IMAGE,
         parallel: Some(1),
         max_unavailable: crate::core::budget::IntOrPercent::Percent(10),
         surge: false,

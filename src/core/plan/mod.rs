@@ -22,6 +22,7 @@ mod blockers;
 mod budgets;
 mod canary;
 mod collisions;
+pub mod connectivity;
 mod estimate;
 mod moves;
 mod new_pool;
@@ -159,9 +160,12 @@ pub enum PoolStep {
         via: String,
     },
     /// `nodes`: where the canary may run (nodes the old pool serves and the new pool selects).
+    /// `paths`: what the canary checks, by name; `image`: the image it runs.
     Canary {
         pods: usize,
         nodes: Vec<String>,
+        image: String,
+        paths: Vec<String>,
     },
     MovePods {
         workloads: usize,
@@ -220,6 +224,8 @@ pub struct PlanInput<'a> {
     /// Only pods matching `-n`/`-l` are considered (None = all).
     pub pod_filter: Option<&'a BTreeSet<String>>,
     pub canary_per_node: bool,
+    /// The canary's image.
+    pub canary_image: &'a str,
     /// Lanes moved at once (`--max-parallel`); None: every lane.
     pub parallel: Option<usize>,
     /// Most pods down at once across the cluster (`--max-unavailable`).
@@ -425,11 +431,15 @@ pub fn make_plan(input: &PlanInput) -> Result<Plan, Vec<String>> {
             steps.push(PoolStep::UseExistingPool { name: p.to.name.clone(), cidr: p.to.cidr.to_string() });
         }
     }
+    // The canary runs while the old pool still serves: a failing one leaves
+    // the cluster as it was.
+    let pods = if input.canary_per_node { canary.len() } else { 1 };
+    let families: Vec<bool> = pairs.iter().map(|(_, p)| p.to.cidr.addr().is_ipv6()).collect();
+    let paths = connectivity::canary_paths(&families).iter().map(|p| p.name()).collect();
+    steps.push(PoolStep::Canary { pods, nodes: canary, image: input.canary_image.to_string(), paths });
     for (_, p) in &pairs {
         steps.push(PoolStep::DisablePool { name: p.from.name.clone(), via: via.clone() });
     }
-    let pods = if input.canary_per_node { canary.len() } else { 1 };
-    steps.push(PoolStep::Canary { pods, nodes: canary });
     steps.push(PoolStep::MovePods { workloads: moves.len(), pods: moves.iter().map(|m| m.pods.len()).sum() });
     for (_, p) in &pairs {
         steps.push(PoolStep::WaitForTunnelAddresses { pool: p.from.name.clone() });

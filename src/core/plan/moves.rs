@@ -37,7 +37,8 @@ pub fn plan_moves(input: &PlanInput, from_idxs: &[usize]) -> (Vec<Move>, Vec<Ski
         })
         .collect();
     let must_move = |p: &PodInfo| {
-        p.ips.iter().any(|ip| olds.iter().any(|(old, t)| old.contains(ip) && t.is_none_or(|t| !t.contains(ip))))
+        !p.key().starts_with(super::connectivity::CANARY_NAMESPACE_PREFIX)
+            && p.ips.iter().any(|ip| olds.iter().any(|(old, t)| old.contains(ip) && t.is_none_or(|t| !t.contains(ip))))
     };
     let mut moves = Vec::new();
     let mut skipped = Vec::new();

@@ -33,6 +33,32 @@ fn seed_plan_copies_the_old_pool_and_orders_moves() {
     assert_eq!(plan.pod_count(), 6, "hostNetwork pod excluded");
     assert!(matches!(plan.steps[0], PoolStep::CreatePool { .. }));
     assert!(matches!(plan.steps.last(), Some(PoolStep::DeletePool { .. })));
+    // The canary runs while the old pool still serves, and names its image and paths.
+    let PoolStep::Canary { image, paths, .. } = &plan.steps[1] else { panic!("{:?}", plan.steps) };
+    assert!(matches!(plan.steps[2], PoolStep::DisablePool { .. }), "{:?}", plan.steps);
+    assert_eq!(image, "registry.k8s.io/e2e-test-images/agnhost:2.53");
+    assert_eq!(paths.len(), 3);
+    assert_eq!(paths[0], "new-pool pod -> old-pool pod on another node (IPv4)");
+}
+
+/// The canary's own old-pool server (left by a run killed during the
+/// canary) is neither moved nor a bare-pod blocker.
+#[test]
+fn the_canarys_pods_are_never_moved() {
+    let mut pods = seed_pods();
+    pods.push(pod("kubectl-ippool-canary-1a2b3", "old-server", "192.168.0.9", OwnerKind::Bare, "old-server"));
+    let w = world(seed_pools(), pods);
+    let mut i = input(&w, cidr("10.0.0.0/16"));
+    i.force = true;
+    let plan = make_plan(&i).unwrap();
+    assert!(!plan.moves.iter().any(|m| m.target.contains("kubectl-ippool-canary-")), "{:?}", plan.moves);
+    assert_eq!(plan.pod_count(), 6);
+    let mut control = seed_pods();
+    control.push(pod("other", "old-server", "192.168.0.9", OwnerKind::Bare, "old-server"));
+    let w = world(seed_pools(), control);
+    let mut i = input(&w, cidr("10.0.0.0/16"));
+    i.force = true;
+    assert_eq!(make_plan(&i).unwrap().pod_count(), 7, "the same pod elsewhere moves");
 }
 
 #[test]

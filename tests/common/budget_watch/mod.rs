@@ -640,7 +640,8 @@ impl State {
             Change::Deleted(s) => ("DELETED", s),
         };
         let ns = slice.namespace().unwrap_or_default();
-        if !self.wanted(Some(&ns)) {
+        // The canary's own Service goes with its throwaway namespace, by design.
+        if !self.wanted(Some(&ns)) || ns.starts_with("kubectl-ippool-canary-") {
             return;
         }
         let Some(svc) = slice.labels().get("kubernetes.io/service-name").cloned() else { return };

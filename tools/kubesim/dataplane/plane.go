@@ -37,8 +37,10 @@ type Node struct {
 
 // Plane is the dataplane of one cluster.
 type Plane struct {
-	Prefix   string
-	V4, V6   bool
+	Prefix string
+	V4, V6 bool
+	// Unrouted is a fault: blocks inside these CIDRs get no routes on other nodes.
+	Unrouted []*net.IPNet
 	underlay netns.NsHandle
 	nodes    map[string]*Node
 	order    []*Node

@@ -28,7 +28,7 @@ func (p *Plane) SyncBlockRoutes(blocks []Block) (added, removed int, err error) 
 				continue
 			}
 			_, cidr, perr := net.ParseCIDR(b.CIDR)
-			if perr != nil {
+			if perr != nil || p.unrouted(cidr) {
 				continue
 			}
 			via := owner.IPv4
@@ -86,4 +86,16 @@ func (p *Plane) Routes(node string) map[string]string {
 		out[k] = v
 	}
 	return out
+}
+
+// unrouted says whether a block lies inside one of the fault's unrouted CIDRs.
+func (p *Plane) unrouted(block *net.IPNet) bool {
+	for _, u := range p.Unrouted {
+		ones, _ := u.Mask.Size()
+		bones, _ := block.Mask.Size()
+		if u.Contains(block.IP) && bones >= ones {
+			return true
+		}
+	}
+	return false
 }

@@ -227,7 +227,11 @@ fn lanes_overlap_within_every_budget_and_a_split_shared_budget_is_caught() {
     let per_pod = requests as f64 / pods as f64;
     assert!(per_pod <= REQUESTS_PER_POD, "{requests} API requests for {pods} pods ({per_pod:.2} per pod)\n{log}");
     let writes = summary["apiWrites"].as_u64().unwrap() as f64 / pods as f64;
-    assert!(writes <= 1.5, "{writes:.2} writes per pod\n{log}");
+    // An eviction per pod, plus writes that do not grow with pods (the
+    // canary's namespace, Service and pods, the pools, the record and an
+    // Event per workload, lease renewals): about 0.5 per pod at 200 pods,
+    // 0.2 at the 1 000-pod bench (README "Performance").
+    assert!(writes <= 1.6, "{writes:.2} writes per pod\n{log}");
     assert!(summary["estimateSeconds"].as_f64().is_some(), "the summary carries the estimate: {summary:#}");
     eprintln!(
         "moved {pods} pods: {per_pod:.2} requests and {writes:.2} writes per pod, {lanes} lanes at once, {most_down} pods down at most (watched); moving took {}s, estimated {}s",

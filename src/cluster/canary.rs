@@ -97,9 +97,10 @@ pub async fn run(
         );
         canary_paths::create(&pods, &p, ns).await?;
     }
-    let targets: Vec<IpNet> = families.iter().map(|f| f.new_cidr).collect();
+    let targets: Vec<IpNet> = families.iter().filter_map(|f| f.new_cidr).collect();
     let paths = canary_paths(&families.iter().map(|f| f.ipv6).collect::<Vec<_>>());
-    let input = PathsInput { families, new_node, old_node, old_enabled, timeout };
+    let host_labels = canary_namespace_labels();
+    let input = PathsInput { families, new_node, old_node, old_enabled, timeout, host_labels: &host_labels };
     let (new_ips, results) = canary_paths::check(cluster, ns, &spec, &input, &paths).await?;
     let mut addresses = vec![(new_node.clone(), new_ips)];
     for t in &extra {
@@ -192,10 +193,14 @@ fn refusal(code: u16) -> bool {
     !matches!(code, 401 | 429 | 503 | 504)
 }
 
-/// Delete one canary namespace (not waiting for it to go).
+/// Delete one canary's namespaces, its own and the node path's (not
+/// waiting for them to go). The node path's namespace may never have been
+/// made: NotFound is fine.
 pub async fn cleanup(cluster: &Cluster, ns: &str) {
-    if let Err(e) = testpods::delete_namespace(cluster, ns, &DeleteParams::default()).await {
-        testpods::warn_undeleted("canary", ns, &e);
+    for ns in [ns.to_string(), canary_paths::host_namespace(ns)] {
+        if let Err(e) = testpods::delete_namespace(cluster, &ns, &DeleteParams::default()).await {
+            testpods::warn_undeleted("canary", &ns, &e);
+        }
     }
 }
 

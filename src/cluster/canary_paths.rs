@@ -3,15 +3,19 @@
 //! a ClusterIP Service), then agnhost `connect` clients for each path of
 //! `core::plan::connectivity`. Pods are pinned to a pool by Calico's
 //! `cni.projectcalico.org/ipv4pools`/`ipv6pools` annotation, since both
-//! pools are enabled while the canary runs. The caller deletes the
-//! namespace.
+//! pools are enabled while the canary runs. The node path's client runs on
+//! the host network, in a namespace of its own (`host_namespace`) whose Pod
+//! Security level is `privileged`, so the canary's namespace stays
+//! `restricted`. The caller deletes both namespaces (`canary::cleanup`).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{ContainerPort, HTTPGetAction, Pod, Probe, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{
+    ContainerPort, HTTPGetAction, Namespace, Pod, Probe, Service, ServicePort, ServiceSpec,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
@@ -23,13 +27,22 @@ use super::Cluster;
 use crate::core::plan::connectivity::{client_result, CanaryPath, ClientView, PathKind, PathResult, CANARY_PORT};
 use crate::error::{Error, KubeResultExt, Result};
 
-/// One family's pools: the new one (and the old one the paths reach).
+/// One family's pools: the new one (and the old one the paths reach), by
+/// name: the pool each side's pods are pinned to; None pins nothing (the
+/// pods of `verify --probe` take what the cluster gives them).
 #[derive(Debug, Clone)]
 pub struct FamilyPools {
     pub ipv6: bool,
-    pub new_name: String,
-    pub new_cidr: IpNet,
-    pub old_name: String,
+    pub new_name: Option<String>,
+    /// What the new-pool pods' addresses must be in (None: not checked).
+    pub new_cidr: Option<IpNet>,
+    pub old_name: Option<String>,
+}
+
+/// The namespace of the node path's hostNetwork client: the canary's (or
+/// probe's) own name with `-host`.
+pub fn host_namespace(ns: &str) -> String {
+    format!("{ns}-host")
 }
 
 /// What the check needs.
@@ -41,11 +54,14 @@ pub struct PathsInput<'a> {
     /// The old pool hands out addresses (else the paths through it are NOT CHECKED).
     pub old_enabled: bool,
     pub timeout: Duration,
+    /// The labels of the node path's namespace (the caller's own, so its
+    /// leftovers are found as the caller's).
+    pub host_labels: &'a BTreeMap<String, String>,
 }
 
-/// A path's client: (destination HOST:PORT, runs in the new pool, node),
-/// or why the path cannot be checked.
-type ClientPlan = std::result::Result<(String, bool, String), String>;
+/// A path's client: (destination HOST:PORT, node), or why the path cannot
+/// be checked.
+type ClientPlan = std::result::Result<(String, String), String>;
 
 const ROLE: &str = "ippool.kubectl.io/canary-role";
 const SERVICE: &str = "old-server";
@@ -56,10 +72,10 @@ const ATTEMPTS: usize = 3;
 fn pin(families: &[FamilyPools], new: bool) -> BTreeMap<String, String> {
     families
         .iter()
-        .map(|f| {
+        .filter_map(|f| {
             let key = if f.ipv6 { "cni.projectcalico.org/ipv6pools" } else { "cni.projectcalico.org/ipv4pools" };
-            let name = if new { &f.new_name } else { &f.old_name };
-            (key.to_string(), serde_json::json!([name]).to_string())
+            let name = if new { f.new_name.as_ref() } else { f.old_name.as_ref() }?;
+            Some((key.to_string(), serde_json::json!([name]).to_string()))
         })
         .collect()
 }
@@ -75,7 +91,8 @@ pub(super) fn pod(
     args: Vec<String>,
 ) -> Pod {
     let mut p = spec.pod(&testpods::Target { name: name.to_string(), node: Some(node.to_string()) });
-    p.metadata.annotations = Some(pin(families, new));
+    let pins = pin(families, new);
+    p.metadata.annotations = (!pins.is_empty()).then_some(pins);
     let serves = args.first().is_some_and(|a| a == "netexec");
     if serves {
         p.metadata.labels.get_or_insert_with(BTreeMap::new).insert(ROLE.into(), name.into());
@@ -96,6 +113,35 @@ pub(super) fn pod(
         }
     }
     p
+}
+
+/// The node path's client: on the host network of `node`, in the host
+/// namespace, pinned to no pool (it takes the node's addresses).
+fn host_client(spec: &TestPods, name: &str, node: &str, args: Vec<String>) -> Pod {
+    let mut p = spec.pod(&testpods::Target { name: name.to_string(), node: Some(node.to_string()) });
+    if let Some(s) = p.spec.as_mut() {
+        s.host_network = Some(true);
+        if let Some(c) = s.containers.first_mut() {
+            c.args = Some(args);
+        }
+    }
+    p
+}
+
+/// Create the node path's namespace; Err says why the path cannot be
+/// checked (admission or a policy refusing a `privileged` namespace).
+async fn open_host_namespace(
+    cluster: &Cluster,
+    ns: &str,
+    labels: &BTreeMap<String, String>,
+) -> std::result::Result<(), String> {
+    let api: Api<Namespace> = Api::all(cluster.client.clone());
+    let (pp, object) = (PostParams::default(), testpods::host_network_namespace(ns, labels));
+    match create_once(|| api.create(&pp, &object)).await {
+        Ok(_) => Ok(()),
+        Err(e) if already_exists(&e) => Ok(()),
+        Err(e) => Err(format!("namespace {ns} for the hostNetwork client could not be created: {e}")),
+    }
 }
 
 fn server_args() -> Vec<String> {
@@ -154,10 +200,23 @@ fn view(p: &Pod, timed_out: bool) -> ClientView {
     ClientView { phase: status.and_then(|s| s.phase.clone()), waiting, timed_out }
 }
 
-/// Run one client to its end (or the deadline): the path's result.
+/// Run one client to its end (or the deadline): the path's result. A
+/// client the API server refuses (admission, a policy) cannot check its
+/// path.
 async fn run_client(api: &Api<Pod>, ns: &str, p: Pod, timeout: Duration) -> Result<PathResult> {
     let name = p.metadata.name.clone().unwrap_or_default();
-    create(api, &p, ns).await?;
+    let pp = PostParams::default();
+    match create_once(|| api.create(&pp, &p)).await {
+        Ok(_) => {}
+        Err(e) if already_exists(&e) => {}
+        Err(kube::Error::Api(s)) if matches!(s.code, 400 | 403 | 422) => {
+            return Ok(PathResult::NotChecked(format!(
+                "the API server refused the client pod {ns}/{name}: {}",
+                s.message
+            )))
+        }
+        Err(e) => return Err(e).op("create", "pods", Some(ns)),
+    }
     let done = |p: Option<&Pod>| p.is_none_or(|p| client_result(&view(p, false)).is_some());
     let got = tokio::time::timeout(timeout, await_condition(api.clone(), &name, done)).await;
     Ok(match got {
@@ -268,6 +327,12 @@ pub async fn check(
         }
     }
     let old_ips = old_ready.clone().unwrap_or_default();
+    let host_ns = host_namespace(ns);
+    let host_ready = if paths.iter().any(|p| p.kind.client_on_host_network()) && new_ready.is_ok() {
+        open_host_namespace(cluster, &host_ns, input.host_labels).await
+    } else {
+        Err("not needed".to_string())
+    };
     let same_family = |ips: &[IpAddr], v6: bool| ips.iter().copied().find(|i| i.is_ipv6() == v6);
     // Each path: its client's pod, or why it cannot be checked.
     let mut plans: Vec<(CanaryPath, ClientPlan)> = vec![];
@@ -287,15 +352,22 @@ pub async fn check(
                 _ => same_family(&cluster_ips, p.ipv6)
                     .ok_or_else(|| "the Service has no ClusterIP of this family".into()),
             },
+            PathKind::NodeToNew => match (&new_ready, &host_ready) {
+                (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+                _ => same_family(&new_ips, p.ipv6)
+                    .ok_or_else(|| "the new-pool server has no address of this family".into()),
+            },
         };
         let node = if p.kind.client_in_new_pool() { input.new_node } else { input.old_node };
-        plans.push((*p, planned.map(|ip| (target(ip), p.kind.client_in_new_pool(), node.to_string()))));
+        plans.push((*p, planned.map(|ip| (target(ip), node.to_string()))));
     }
+    let host_api: Api<Pod> = Api::namespaced(cluster.client.clone(), &host_ns);
     let per_client = input.timeout.min(Duration::from_secs(60));
     let runs = plans.into_iter().map(|(p, planned)| {
-        let api = api.clone();
+        let host = p.kind.client_on_host_network();
+        let (api, client_ns) = if host { (host_api.clone(), host_ns.as_str()) } else { (api.clone(), ns) };
         async move {
-            let (dest, new, node) = match planned {
+            let (dest, node) = match planned {
                 Err(why) => return Ok((p, PathResult::NotChecked(why))),
                 Ok(x) => x,
             };
@@ -306,7 +378,12 @@ pub async fn check(
                 }
                 let name = format!("{}-{attempt}", p.client_pod());
                 let args = vec!["connect".to_string(), "--timeout=5s".to_string(), dest.clone()];
-                last = run_client(&api, ns, pod(spec, &name, &node, fams, new, args), per_client).await?;
+                let client = if host {
+                    host_client(spec, &name, &node, args)
+                } else {
+                    pod(spec, &name, &node, fams, p.kind.client_in_new_pool(), args)
+                };
+                last = run_client(&api, client_ns, client, per_client).await?;
                 if !matches!(last, PathResult::Failed(_)) {
                     break;
                 }
@@ -329,15 +406,15 @@ mod tests {
         vec![
             FamilyPools {
                 ipv6: false,
-                new_name: "new4".into(),
-                new_cidr: "10.0.0.0/16".parse().unwrap(),
-                old_name: "old4".into(),
+                new_name: Some("new4".into()),
+                new_cidr: "10.0.0.0/16".parse().ok(),
+                old_name: Some("old4".into()),
             },
             FamilyPools {
                 ipv6: true,
-                new_name: "new6".into(),
-                new_cidr: "fd00:20::/112".parse().unwrap(),
-                old_name: "old6".into(),
+                new_name: Some("new6".into()),
+                new_cidr: "fd00:20::/112".parse().ok(),
+                old_name: Some("old6".into()),
             },
         ]
     }

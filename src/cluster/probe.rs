@@ -1,19 +1,23 @@
 //! `verify --probe`: start a throwaway pod (or one per node) in a temporary
-//! namespace, wait for its address by watching it, and clean up on every
-//! path, Ctrl-C included. The mechanism is `testpods`; this file holds what
-//! the probe records (Calico's sandbox error included) and its wording.
+//! namespace, wait for its address by watching it, send traffic over the
+//! canary's paths between two more pods (`canary_paths`), and clean up on
+//! every path, Ctrl-C included. The mechanism is `testpods`; this file
+//! holds what the probe records (Calico's sandbox error included) and its
+//! wording.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, ListParams};
 use rand::Rng;
 
+use super::canary_paths::{self, FamilyPools, PathsInput};
 use super::testpods::{self, Creation, Target, TestPods, Until, WaitError};
 use super::Cluster;
 use super::COMPONENT;
 use crate::core::model::{ProbeOutcome, LABEL_MANAGED_BY};
+use crate::core::plan::connectivity::{canary_paths, CanaryPath, PathResult, ProbeSetup};
 use crate::error::{Error, KubeResultExt, Result};
 
 pub const PROBE_NAMESPACE_PREFIX: &str = "kubectl-ippool-probe-";
@@ -24,6 +28,15 @@ pub struct ProbeOptions {
     pub timeout: Duration,
     /// One pod per node (pinned by nodeName); None means one pod, scheduler's choice.
     pub nodes: Option<Vec<String>>,
+    /// The traffic paths' pools and nodes, and their image (agnhost).
+    pub paths: Option<(ProbeSetup, String)>,
+}
+
+/// What the probe found: each address pod's outcome, and each path's.
+#[derive(Debug, Default)]
+pub struct ProbeResults {
+    pub addresses: Vec<ProbeOutcome>,
+    pub paths: Vec<(CanaryPath, PathResult)>,
 }
 
 /// A random namespace name, `kubectl-ippool-probe-x7k2q`.
@@ -35,7 +48,7 @@ pub fn probe_namespace_name() -> String {
 
 /// Run the probe and always delete its namespace afterwards. Ctrl-C stops
 /// the wait, cleans up, and reports an interruption.
-pub async fn run(cluster: &Cluster, opts: &ProbeOptions) -> Result<Vec<ProbeOutcome>> {
+pub async fn run(cluster: &Cluster, opts: &ProbeOptions) -> Result<ProbeResults> {
     let ns = probe_namespace_name();
     let spec = probe_pods(&opts.image);
     let targets = spec.targets(opts.nodes.as_deref());
@@ -83,25 +96,60 @@ async fn probe_in(
     opts: &ProbeOptions,
     spec: &TestPods,
     targets: &[Target],
-) -> Result<Vec<ProbeOutcome>> {
+) -> Result<ProbeResults> {
     let how = Creation { reuse_existing: false, default_service_account: true };
     let pods = testpods::start(cluster, ns, &probe_labels(), spec, targets, how).await?;
+    let (addresses, paths) = tokio::try_join!(addresses(cluster, &pods, ns, opts, targets), paths(cluster, ns, opts))?;
+    Ok(ProbeResults { addresses, paths })
+}
 
+/// The canary's paths between two probe pods of the pools the cluster
+/// hands out now (pinned to the target pools when known).
+async fn paths(cluster: &Cluster, ns: &str, opts: &ProbeOptions) -> Result<Vec<(CanaryPath, PathResult)>> {
+    let Some((setup, image)) = &opts.paths else { return Ok(vec![]) };
+    let families: Vec<FamilyPools> = setup
+        .families
+        .iter()
+        .map(|(ipv6, pin)| FamilyPools {
+            ipv6: *ipv6,
+            new_name: pin.as_ref().map(|p| p.name.clone()),
+            new_cidr: pin.as_ref().map(|p| p.cidr),
+            old_name: pin.as_ref().map(|p| p.name.clone()),
+        })
+        .collect();
+    let spec = TestPods { container: "probe", image: image.clone(), ..probe_pods("") };
+    let labels = probe_labels();
+    let input = PathsInput {
+        families: &families,
+        new_node: &setup.nodes.0,
+        old_node: &setup.nodes.1,
+        old_enabled: true,
+        timeout: opts.timeout,
+        host_labels: &labels,
+    };
+    let list = canary_paths(&setup.families.iter().map(|(v6, _)| *v6).collect::<Vec<_>>());
+    Ok(canary_paths::check(cluster, ns, &spec, &input, &list).await?.1)
+}
+
+async fn addresses(
+    cluster: &Cluster,
+    pods: &Api<Pod>,
+    ns: &str,
+    opts: &ProbeOptions,
+    targets: &[Target],
+) -> Result<Vec<ProbeOutcome>> {
     // All pods at once, each with the same deadline; one without an
     // address by then is an outcome, not an error.
-    let waits = targets.iter().map(|t| {
-        let pods = &pods;
-        async move {
-            let name = &t.name;
-            let pod = match testpods::wait(pods, name, Until::AddressOrEnd, opts.timeout).await {
-                Ok(p) => p,
-                Err(WaitError::Watch(e)) => return Err(Error::Other(format!("watching probe pod {ns}/{name}: {e}"))),
-                Err(WaitError::TimedOut) => None,
-            };
-            let ip = pod.as_ref().and_then(testpods::pod_ip);
-            let node = pod.as_ref().and_then(testpods::pod_node).or(t.node.clone());
-            Ok((name.clone(), node, ip))
-        }
+    let waits = targets.iter().map(|t| async move {
+        let name = &t.name;
+        let pod = match testpods::wait(pods, name, Until::AddressOrEnd, opts.timeout).await {
+            Ok(p) => p,
+            Err(WaitError::Watch(e)) => return Err(Error::Other(format!("watching probe pod {ns}/{name}: {e}"))),
+            Err(WaitError::TimedOut) => None,
+        };
+        let ip = pod.as_ref().and_then(testpods::pod_ip);
+        let node = pod.as_ref().and_then(testpods::pod_node).or(t.node.clone());
+        Ok((name.clone(), node, ip))
     });
     let results = futures::future::try_join_all(waits).await?;
 
@@ -135,10 +183,19 @@ async fn sandbox_error(cluster: &Cluster, ns: &str, pod: &str) -> Option<String>
 }
 
 /// Delete the probe pods at once (so their addresses are released before
-/// we exit) and the namespace; objects already gone are fine.
+/// we exit: the address pods by name, the paths' pods as listed) and the
+/// namespaces; objects already gone are fine.
 async fn cleanup(cluster: &Cluster, ns: &str, pod_names: &[String]) -> Result<()> {
-    testpods::delete_pods_now(cluster, ns, pod_names).await;
-    testpods::delete_namespace(cluster, ns, &DeleteParams::background()).await.op("delete", "namespaces", None)
+    let mut names = pod_names.to_vec();
+    let listed: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
+    if let Ok(l) = listed.list(&ListParams::default()).await {
+        names.extend(l.items.iter().filter_map(|p| p.metadata.name.clone()).filter(|n| !pod_names.contains(n)));
+    }
+    testpods::delete_pods_now(cluster, ns, &names).await;
+    let host = canary_paths::host_namespace(ns);
+    let host_gone = testpods::delete_namespace(cluster, &host, &DeleteParams::background()).await;
+    testpods::delete_namespace(cluster, ns, &DeleteParams::background()).await.op("delete", "namespaces", None)?;
+    host_gone.op("delete", "namespaces", None)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use crate::core::checks::{self, Check, Expectations, IpamFigures, Status, Summar
 use crate::core::cidr::parse_canonical;
 use crate::core::findings::Severity;
 use crate::core::model::ProbeOutcome;
+use crate::core::plan::connectivity::{probe_setup, PathResult, CANARY_IMAGE};
 use crate::error::{Error, Result, EXIT_DRIFT};
 use crate::heap;
 use crate::output::OutputFormat;
@@ -32,7 +33,8 @@ Examples:
   # The old pool is already deleted: name its range
   kubectl ippool verify --to new-pool --from default-ipv4-ippool --from-cidr 192.168.0.0/16
 
-  # Also start a test pod on every node and check the address it gets
+  # Also start a test pod on every node and check the address it gets, and
+  # send traffic between two test pods, through a Service and from a node
   kubectl ippool verify --probe --probe-per-node
 
   # For CI: warnings fail too, machine-readable result
@@ -65,7 +67,8 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub strict: bool,
 
-    /// Start a test pod in a temporary namespace and check the pool its address comes from (writes; cleaned up).
+    /// Start test pods in a temporary namespace: check the pool their addresses come from, and that TCP
+    /// connections flow pod to pod across nodes, to a ClusterIP Service and from another node (writes; cleaned up).
     #[arg(long)]
     pub probe: bool,
 
@@ -80,6 +83,18 @@ pub struct VerifyArgs {
     /// With --probe: the image of the test pod (never needs to run, only to get an address).
     #[arg(long, value_name = "IMAGE", default_value = TEST_POD_IMAGE, requires = "probe")]
     pub probe_image: String,
+
+    /// With --probe: the image of the traffic pods (agnhost: `netexec` serves, `connect` is the client).
+    #[arg(long, value_name = "IMAGE", default_value = CANARY_IMAGE, requires = "probe")]
+    pub probe_traffic_image: String,
+}
+
+/// One traffic path of the probe and what became of it.
+#[derive(Debug, Serialize)]
+pub struct ProbePath {
+    pub path: String,
+    #[serde(flatten)]
+    pub result: PathResult,
 }
 
 /// The JSON/YAML document of `verify`.
@@ -96,6 +111,7 @@ pub struct VerifyArgs {
 ///         inUseWithoutAllocation, handlesWithoutIps, missingHandles,
 ///         multipleOwners, invalidBlocks, calicoctlProblems }
 /// probe: [ { pod, node, ip, error } ]   only with --probe
+/// probePaths: [ { path, result (passed|failed|notChecked), why } ]   only with --probe
 /// ```
 /// Every check is always present (PASS when clean), in a fixed order.
 /// NOT_CHECKED (targetPool and oldPoolRetired when no pool is named and no
@@ -113,6 +129,8 @@ pub struct VerifyReport {
     pub ipam: IpamFigures,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probe: Option<Vec<ProbeOutcome>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_paths: Option<Vec<ProbePath>>,
 }
 
 pub async fn run(kube: &KubeArgs, args: &VerifyArgs) -> Result<u8> {
@@ -159,17 +177,24 @@ pub async fn run(kube: &KubeArgs, args: &VerifyArgs) -> Result<u8> {
     let (mut checks, ipam) = checks::run_checks(&input);
 
     let mut probe_outcomes = None;
+    let mut probe_paths = None;
     if args.probe {
         // Probe pods select linux nodes (a pod pinned elsewhere would be refused by the kubelet).
         let nodes =
             args.probe_per_node.then(|| snap.nodes.iter().filter(|n| n.is_linux()).map(|n| n.name.clone()).collect());
-        let opts = ProbeOptions { image: args.probe_image.clone(), timeout: args.probe_timeout, nodes };
+        let setup = probe_setup(&snap.inventory.pools, &snap.nodes, &checks::target_pools(&input));
+        let paths = setup.clone().ok().map(|s| (s, args.probe_traffic_image.clone()));
+        let opts = ProbeOptions { image: args.probe_image.clone(), timeout: args.probe_timeout, nodes, paths };
         if !printer.is_machine_readable() {
             printer.note("Starting probe pod(s)...");
         }
-        let outcomes = probe::run(&cluster, &opts).await?;
-        checks.push(checks::probe_check(&input, &outcomes));
-        probe_outcomes = Some(outcomes);
+        let got = probe::run(&cluster, &opts).await?;
+        checks.push(checks::probe_check(&input, &got.addresses));
+        checks.push(checks::probe_paths_check(&setup, &got.paths));
+        probe_outcomes = Some(got.addresses);
+        let (a, b) = setup.as_ref().map(|s| s.nodes.clone()).unwrap_or_default();
+        probe_paths =
+            Some(got.paths.into_iter().map(|(p, result)| ProbePath { path: p.probe_name(&a, &b), result }).collect());
     }
 
     let report = VerifyReport {
@@ -181,6 +206,7 @@ pub async fn run(kube: &KubeArgs, args: &VerifyArgs) -> Result<u8> {
         checks,
         ipam,
         probe: probe_outcomes,
+        probe_paths,
     };
     if printer.is_machine_readable() {
         printer.data(&report)?;
@@ -298,6 +324,7 @@ mod tests {
             checks,
             ipam: IpamFigures::default(),
             probe: None,
+            probe_paths: None,
         }
     }
 

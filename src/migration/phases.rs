@@ -196,9 +196,9 @@ async fn phase_canary(ctx: &Ctx<'_>, plan: &Plan, facts: &Facts, state: &mut Mig
         .iter()
         .map(|(from, to, _)| FamilyPools {
             ipv6: to.cidr.addr().is_ipv6(),
-            new_name: to.name.clone(),
-            new_cidr: to.cidr,
-            old_name: from.name.clone(),
+            new_name: Some(to.name.clone()),
+            new_cidr: Some(to.cidr),
+            old_name: Some(from.name.clone()),
         })
         .collect();
     let old_enabled = state.phase < Phase::SourceDisabled && plan.pairs().iter().all(|(from, _, _)| !from.disabled);

@@ -132,7 +132,6 @@ pub fn render_plan(plan: &Plan, resume: Option<Phase>, wide: bool) -> String {
                 for p in paths {
                     t.push_str(&format!("\n       - {p}"));
                 }
-                t.push_str("\n       - node -> new-pool pod: NOT CHECKED (not in this version)");
                 t.push_str("\n     A path whose pods cannot run is NOT CHECKED (a warning, never passed); a failed path stops the run with nothing moved.");
                 t
             }

@@ -339,7 +339,8 @@ func (a *agent) syncPod(ctx context.Context, node, key string) (time.Duration, e
 		return 0, nil
 	}
 
-	if st == nil && !(pod.Spec.HostNetwork && pod.Status.Phase == corev1.PodRunning) {
+	// A hostNetwork pod has no state here: it was started once it has a start time.
+	if st == nil && !(pod.Spec.HostNetwork && pod.Status.StartTime != nil) {
 		return a.startPod(ctx, node, pod)
 	}
 
@@ -579,8 +580,10 @@ func (a *agent) startPod(ctx context.Context, node string, p *corev1.Pod) (time.
 		ready = false
 	}
 	if p.Spec.HostNetwork {
+		outcome := ""
 		if a.dp != nil {
-			if _, err := a.dpStartPod(node, p, hostIPs); err != nil {
+			var err error
+			if outcome, err = a.dpStartPod(node, p, hostIPs); err != nil {
 				return 0, a.failPod(ctx, p, "", err)
 			}
 		}
@@ -589,7 +592,14 @@ func (a *agent) startPod(ctx context.Context, node string, p *corev1.Pod) (time.
 			"hostIP": hostIP, "hostIPs": ipList(hostIPs), "startTime": now,
 			"conditions": conditions(ready, now), "containerStatuses": containerStatuses(p, ready, now, false),
 		}
-		return 0, a.patchStatus(ctx, p, nil, status)
+		if a.connectsWithoutNetwork(p) {
+			status["phase"], status["conditions"], status["containerStatuses"] = "Pending", conditions(false, now), notCreated(p)
+		}
+		if err := a.patchStatus(ctx, p, nil, status); err != nil || outcome == "" {
+			return 0, err
+		}
+		// An agnhost `connect` on the host network ends as it does in a pod.
+		return 0, a.finishPod(ctx, p, nil, outcome)
 	}
 	containerID := randomContainerID()
 	handle := "k8s-pod-network." + containerID

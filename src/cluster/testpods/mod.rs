@@ -26,7 +26,7 @@ use kube::ResourceExt;
 
 mod spec;
 
-pub use spec::{namespace, Target, TestPods, TEST_POD_IMAGE};
+pub use spec::{host_network_namespace, namespace, Target, TestPods, TEST_POD_IMAGE};
 
 use super::retry::{already_exists, create_once, repeat_unconditional};
 use super::Cluster;

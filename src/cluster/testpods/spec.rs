@@ -143,8 +143,18 @@ impl TestPods {
 /// enforcing `restricted` (the test pods pass it; whatever the cluster's
 /// default level, the namespace asks for exactly that).
 pub fn namespace(ns: &str, labels: &BTreeMap<String, String>) -> Namespace {
+    namespace_at(ns, labels, PSA_LEVEL)
+}
+
+/// A namespace for hostNetwork test pods only: Pod Security `privileged`,
+/// the one level that admits the host network.
+pub fn host_network_namespace(ns: &str, labels: &BTreeMap<String, String>) -> Namespace {
+    namespace_at(ns, labels, "privileged")
+}
+
+fn namespace_at(ns: &str, labels: &BTreeMap<String, String>, level: &str) -> Namespace {
     let mut labels = labels.clone();
-    labels.insert(PSA_ENFORCE_LABEL.to_string(), PSA_LEVEL.to_string());
+    labels.insert(PSA_ENFORCE_LABEL.to_string(), level.to_string());
     Namespace {
         metadata: ObjectMeta { name: Some(ns.to_string()), labels: Some(labels), ..Default::default() },
         ..Default::default()
@@ -266,8 +276,10 @@ mod tests {
         assert_eq!(n.metadata.name.as_deref(), Some("ns-1"));
         let mut want = labels.clone();
         want.insert("pod-security.kubernetes.io/enforce".into(), "restricted".into());
-        assert_eq!(n.metadata.labels, Some(want));
+        assert_eq!(n.metadata.labels, Some(want.clone()));
         assert!(n.spec.is_none());
+        want.insert("pod-security.kubernetes.io/enforce".into(), "privileged".into());
+        assert_eq!(host_network_namespace("ns-1", &labels).metadata.labels, Some(want));
     }
 
     /// What Pod Security `restricted` (latest) asks of a pod, checked field by

@@ -19,7 +19,7 @@ mod pools;
 mod probe;
 mod rules;
 
-pub use probe::probe_check;
+pub use probe::{probe_check, probe_paths_check};
 
 use ipnet::IpNet;
 use serde::Serialize;
@@ -196,6 +196,7 @@ pub mod defs {
         BLOCKS_OUTSIDE_POOLS:       "blocksOutsidePools",       "Blocks outside pools",             Ipam;
         INVALID_BLOCKS:             "invalidBlocks",            "Block structure",                  Ipam;
         PROBE:                      "probe",                    "Probe pod",                        Probe;
+        PROBE_PATHS:                "probePaths",               "Probe traffic",                    Probe;
     }
 }
 
@@ -259,6 +260,12 @@ pub struct IpamFigures {
 /// flags first, then an unfinished-or-done (not rolled back) migration record.
 /// The target pools, the old pools and the old pools' CIDRs: from the
 /// flags, else from the migration record (every IP family it migrated).
+/// The pools new pods should get addresses from: named by `--to`, else
+/// the migration record's targets (empty when neither says).
+pub fn target_pools(input: &VerifyInput) -> Vec<String> {
+    targets_and_from(input).0
+}
+
 fn targets_and_from(input: &VerifyInput) -> (Vec<String>, Vec<String>, Vec<IpNet>) {
     let record = input.migration.filter(|m| m.phase != Phase::RolledBack);
     let pairs = record.map(|m| m.pairs()).unwrap_or_default();
@@ -414,6 +421,7 @@ mod tests {
         let input = w.input(&nets);
         let (mut cs, _) = run_checks(&input);
         cs.push(probe_check(&input, &[]));
+        cs.push(probe_paths_check(&Err("x".into()), &[]));
         let got: Vec<_> = cs.iter().map(|c| (c.code, c.name, c.category)).collect();
         let table: Vec<_> = defs::ALL.iter().map(|d| (d.code, d.title, d.category)).collect();
         assert_eq!(got, table);

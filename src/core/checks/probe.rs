@@ -1,9 +1,47 @@
-//! The probe check: the addresses the probe pods got.
+//! The probe checks: the addresses the probe pods got, and the traffic
+//! between them (the canary's paths).
 
-use super::defs::PROBE;
+use super::defs::{PROBE, PROBE_PATHS};
 use super::{targets_and_from, Check, VerifyInput};
 use crate::core::findings::{name_some, Severity};
 use crate::core::model::ProbeOutcome;
+use crate::core::plan::connectivity::{CanaryPath, PathResult, ProbeSetup};
+
+/// The probe's paths: FAIL when one failed; PASS only when every path
+/// passed; NOT_CHECKED when none could run; WARN when some passed and the
+/// others could not run (never counted as passed).
+pub fn probe_paths_check(setup: &Result<ProbeSetup, String>, results: &[(CanaryPath, PathResult)]) -> Check {
+    let setup = match setup {
+        Err(why) => return Check::not_checked(PROBE_PATHS, format!("no path could run: {why}")),
+        Ok(s) => s,
+    };
+    let (a, b) = (&setup.nodes.0, &setup.nodes.1);
+    let mut failed = Vec::new();
+    let mut unchecked = Vec::new();
+    let mut passed = 0;
+    for (p, r) in results {
+        match r {
+            PathResult::Passed => passed += 1,
+            PathResult::Failed(why) => failed.push(format!("{}: {why}", p.probe_name(a, b))),
+            PathResult::NotChecked(why) => unchecked.push(format!("{}: {why}", p.probe_name(a, b))),
+        }
+    }
+    let not_run = || format!("NOT CHECKED: {}", name_some(&unchecked));
+    if !failed.is_empty() {
+        let mut msg = format!("{} of {} path(s) failed: {}", failed.len(), results.len(), name_some(&failed));
+        if !unchecked.is_empty() {
+            msg.push_str(&format!("; {}", not_run()));
+        }
+        Check::new(PROBE_PATHS, Severity::Fail, msg, vec![])
+    } else if results.is_empty() || passed == 0 {
+        Check::not_checked(PROBE_PATHS, if unchecked.is_empty() { "no path to check".into() } else { not_run() })
+    } else if unchecked.is_empty() {
+        Check::pass(PROBE_PATHS, format!("{passed} path(s) carried a TCP connection between {a} and {b}"))
+    } else {
+        let msg = format!("{passed} of {} path(s) passed; {}", results.len(), not_run());
+        Check::new(PROBE_PATHS, Severity::Warn, msg, vec![])
+    }
+}
 
 /// The probe: every probe pod got an address from an enabled pool, and
 /// from a target pool when targets are known.
@@ -52,6 +90,37 @@ mod tests {
     use super::*;
     use crate::core::checks::fixtures::*;
     use crate::core::checks::Status;
+    use crate::core::plan::connectivity::canary_paths;
+
+    /// A failed path fails the check; one that could not run is never a pass.
+    #[test]
+    fn probe_paths_pass_only_when_every_path_passed() {
+        let setup = Ok(ProbeSetup { families: vec![(false, None)], nodes: ("n0".into(), "n1".into()) });
+        let p = canary_paths(&[false]);
+        let all = |r: PathResult| p.iter().map(|x| (*x, r.clone())).collect::<Vec<_>>();
+        assert_eq!(probe_paths_check(&setup, &all(PathResult::Passed)).status, Status::Pass);
+        let none = probe_paths_check(&setup, &all(PathResult::NotChecked("no dataplane".into())));
+        assert_eq!(none.status, Status::NotChecked);
+        assert!(none.message.contains("no dataplane"), "{}", none.message);
+        let mut mixed = all(PathResult::Passed);
+        mixed[3].1 = PathResult::NotChecked("refused".into());
+        let c = probe_paths_check(&setup, &mixed);
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.message.contains("node n1 (hostNetwork pod) -> pod on n0 (IPv4): refused"), "{}", c.message);
+        mixed[0].1 = PathResult::Failed("timed out".into());
+        let c = probe_paths_check(&setup, &mixed);
+        assert_eq!(c.status, Status::Fail);
+        assert!(
+            c.message.starts_with("1 of 4 path(s) failed: pod on n0 -> pod on n1 (IPv4): timed out"),
+            "{}",
+            c.message
+        );
+        let err = probe_paths_check(&Err("no IP pool is enabled".into()), &[]);
+        assert_eq!(
+            (err.status, err.message.as_str()),
+            (Status::NotChecked, "no path could run: no IP pool is enabled")
+        );
+    }
 
     #[test]
     fn probe_must_land_in_an_enabled_target_pool() {

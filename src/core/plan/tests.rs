@@ -37,8 +37,9 @@ fn seed_plan_copies_the_old_pool_and_orders_moves() {
     let PoolStep::Canary { image, paths, .. } = &plan.steps[1] else { panic!("{:?}", plan.steps) };
     assert!(matches!(plan.steps[2], PoolStep::DisablePool { .. }), "{:?}", plan.steps);
     assert_eq!(image, "registry.k8s.io/e2e-test-images/agnhost:2.53");
-    assert_eq!(paths.len(), 3);
+    assert_eq!(paths.len(), 4);
     assert_eq!(paths[0], "new-pool pod -> old-pool pod on another node (IPv4)");
+    assert_eq!(paths[3], "another node (hostNetwork pod) -> new-pool pod (IPv4)");
 }
 
 /// The canary's own old-pool server (left by a run killed during the

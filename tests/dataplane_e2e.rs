@@ -134,7 +134,7 @@ fn migrate_under_traffic(c: &TestCluster, targets: &[String], hosts: &[String], 
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("NOT CHECKED"), "{err}");
     let passed = err.lines().find(|l| l.starts_with("Canary paths passed")).unwrap_or_else(|| panic!("{err}"));
-    assert_eq!(passed.matches(" -> ").count(), 3 * targets.len(), "{passed}");
+    assert_eq!(passed.matches(" -> ").count(), 4 * targets.len(), "{passed}");
     eprintln!("{passed}");
     assert!(report.requests() > 100 * targets.len() as u64, "too few samples:\n{}", report.summary());
     assert_eq!(report.failed_requests(), 0, "requests failed during the migration:\n{}", report.summary());

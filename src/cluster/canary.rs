@@ -11,9 +11,11 @@ use std::time::Duration;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::watcher;
 
 use super::canary_paths::{self, FamilyPools, PathsInput};
 use super::testpods::{self, Creation, TestPods, Until, WaitError};
+use super::watch::wait_list;
 use super::Cluster;
 use super::COMPONENT;
 use crate::core::model::LABEL_MANAGED_BY;
@@ -215,13 +217,8 @@ pub async fn cleanup_and_wait(cluster: &Cluster, ns: &str, timeout: Duration) {
     };
     testpods::delete_pods_now(cluster, ns, &names).await;
     cleanup(cluster, ns).await;
-    let start = std::time::Instant::now();
-    while start.elapsed() < timeout {
-        match pods.list(&Default::default()).await {
-            Ok(l) if !l.items.is_empty() => tokio::time::sleep(Duration::from_millis(300)).await,
-            _ => return,
-        }
-    }
+    let _ =
+        wait_list(pods, watcher::Config::default(), "the canary's pods to go", timeout, |left| left.is_empty()).await;
 }
 
 /// Delete canary namespaces left behind by a killed run.

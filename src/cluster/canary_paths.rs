@@ -18,11 +18,13 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::wait::await_condition;
+use kube::runtime::watcher;
 
 use super::retry::{already_exists, create_once};
 use super::testpods::{self, TestPods};
+use super::watch::wait_list;
 use super::Cluster;
 use crate::core::plan::connectivity::{client_result, CanaryPath, ClientView, PathKind, PathResult, CANARY_PORT};
 use crate::error::{Error, KubeResultExt, Result};
@@ -234,24 +236,14 @@ async fn run_client(api: &Api<Pod>, ns: &str, p: Pod, timeout: Duration) -> Resu
 }
 
 /// Wait until the Service has a ready endpoint (kube-proxy follows its
-/// EndpointSlices); false at the deadline.
+/// EndpointSlices), watching them; false at the deadline.
 async fn wait_endpoints(cluster: &Cluster, ns: &str, timeout: Duration) -> bool {
     let api: Api<EndpointSlice> = Api::namespaced(cluster.client.clone(), ns);
-    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={SERVICE}"));
-    let start = std::time::Instant::now();
-    while start.elapsed() < timeout {
-        if let Ok(list) = api.list(&lp).await {
-            let ready = list
-                .items
-                .iter()
-                .any(|s| s.endpoints.iter().any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false)));
-            if ready {
-                return true;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    false
+    let config = watcher::Config::default().labels(&format!("kubernetes.io/service-name={SERVICE}"));
+    let ready = |slices: &[&EndpointSlice]| {
+        slices.iter().any(|s| s.endpoints.iter().any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false)))
+    };
+    wait_list(api, config, "the canary Service's endpoints", timeout, ready).await.is_ok()
 }
 
 /// The new-pool server's addresses (to check against the new pools) and

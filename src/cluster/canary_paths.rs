@@ -236,14 +236,15 @@ async fn run_client(api: &Api<Pod>, ns: &str, p: Pod, timeout: Duration) -> Resu
 }
 
 /// Wait until the Service has a ready endpoint (kube-proxy follows its
-/// EndpointSlices), watching them; false at the deadline.
-async fn wait_endpoints(cluster: &Cluster, ns: &str, timeout: Duration) -> bool {
+/// EndpointSlices), watching them; Err says why not (the deadline, a
+/// watch the role forbids).
+async fn wait_endpoints(cluster: &Cluster, ns: &str, timeout: Duration) -> std::result::Result<(), String> {
     let api: Api<EndpointSlice> = Api::namespaced(cluster.client.clone(), ns);
     let config = watcher::Config::default().labels(&format!("kubernetes.io/service-name={SERVICE}"));
     let ready = |slices: &[&EndpointSlice]| {
         slices.iter().any(|s| s.endpoints.iter().any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false)))
     };
-    wait_list(api, config, "the canary Service's endpoints", timeout, ready).await.is_ok()
+    wait_list(api, config, "the canary Service's endpoints", timeout, ready).await.map_err(|e| e.to_string())
 }
 
 /// The new-pool server's addresses (to check against the new pools) and
@@ -311,8 +312,8 @@ pub async fn check(
                     .iter()
                     .filter_map(|i| i.parse().ok())
                     .collect();
-                if !wait_endpoints(cluster, ns, input.timeout).await {
-                    svc_problem = Some("the Service got no ready endpoint before the deadline".into());
+                if let Err(e) = wait_endpoints(cluster, ns, input.timeout).await {
+                    svc_problem = Some(format!("the Service got no ready endpoint: {e}"));
                 }
             }
             Err(e) => svc_problem = Some(format!("the Service could not be created: {e}")),

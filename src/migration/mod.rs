@@ -482,6 +482,7 @@ mod tests {
             "create namespaces",
             "create services",
             "list endpointslices.discovery.k8s.io",
+            "watch endpointslices.discovery.k8s.io",
             "update leases.coordination.k8s.io -n kube-system",
             "update configmaps -n kube-system",
             "patch globalnetworksets.crd.projectcalico.org",

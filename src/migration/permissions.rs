@@ -112,6 +112,7 @@ pub(crate) fn permissions_needed(
     // The canary's Service and its readiness.
     needs.push(Need::new("create", "", "services", None));
     needs.push(Need::new("list", "discovery.k8s.io", "endpointslices", None));
+    needs.push(Need::new("watch", "discovery.k8s.io", "endpointslices", None));
     for verb in ["get", "create", "update"] {
         needs.push(Need::new(verb, "", "configmaps", ks));
         needs.push(Need::new(verb, "coordination.k8s.io", "leases", ks));

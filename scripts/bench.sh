@@ -15,6 +15,11 @@
 #   2. migrate throughput on the bench scenario (BENCH_DEPLOYMENTS x
 #      BENCH_REPLICAS pods, a PDB maxUnavailable 1 on each, a readiness
 #      delay), against the lower bound the budgets and readiness delays allow.
+#      BENCH_PROFILE=DIR (absolute, or from the repository root): kubesim serves
+#      net/http/pprof on loopback, and DIR gets a CPU profile of BENCH_PROFILE_SECONDS
+#      (default 120) from the migration's start (cpu.pprof, and its split by component,
+#      shares.md), the pods once moved (pods.json, their start-up in startup.md) and the
+#      API server's /metrics before and after.
 # BENCH_SKIP_READ=1, BENCH_SKIP_GROWTH=1 or BENCH_SKIP_MIGRATE=1 skip a part;
 # BENCH_SKIP_REFERENCES=1 leaves out the calicoctl and kubectl rows.
 # Results go to stdout as Markdown tables (pasted into the README).
@@ -192,7 +197,14 @@ fi
 if [ "${BENCH_SKIP_MIGRATE:-0}" != 1 ]; then
   echo "bench: starting the bench scenario ($deployments Deployments x $replicas, ready after $delay)..." >&2
   export KUBECONFIG="$work/cluster/kubeconfig"
-  KUBESIM_DIR="$work/cluster" KUBESIM_TIMEOUT=900 scripts/cluster-up.sh --scenario bench --deployments "$deployments" --replicas "$replicas" --readiness-delay "$delay" >&2
+  prof="${BENCH_PROFILE:-}"
+  pprof=()
+  if [ -n "$prof" ]; then
+    mkdir -p "$prof"
+    pport="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    pprof=(--pprof-addr "127.0.0.1:$pport")
+  fi
+  KUBESIM_DIR="$work/cluster" KUBESIM_TIMEOUT=900 scripts/cluster-up.sh --scenario bench --deployments "$deployments" --replicas "$replicas" --readiness-delay "$delay" ${pprof[@]+"${pprof[@]}"} >&2
   # BENCH_PARALLEL: a --max-parallel cap (default: none, as the tool's own default).
   par="${BENCH_PARALLEL:-}"
   flags="default flags"
@@ -205,9 +217,23 @@ if [ "${BENCH_SKIP_MIGRATE:-0}" != 1 ]; then
   # The plan computes exactly these rounds.
   "${migrate[@]}" --dry-run -o json >"$work/plan.json" 2>"$work/plan.log" || { tail -20 "$work/plan.log" >&2; exit 1; }
   rounds="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["estimate"]["rounds"])' "$work/plan.json")"
+  if [ -n "$prof" ]; then
+    "$kubectl" get --raw /metrics >"$prof/metrics-before.txt"
+    curl -s "http://127.0.0.1:$pport/debug/pprof/profile?seconds=${BENCH_PROFILE_SECONDS:-120}" -o "$prof/cpu.pprof" &
+    profiler=$!
+  fi
   t0=$(date +%s.%N)
   "${migrate[@]}" >"$work/migrate.out" 2>"$work/migrate.log" || { tail -20 "$work/migrate.log" >&2; exit 1; }
   t1=$(date +%s.%N)
+  if [ -n "$prof" ]; then
+    "$kubectl" get --raw /metrics >"$prof/metrics-after.txt"
+    "$kubectl" get pods -n bench -o json >"$prof/pods.json"
+    python3 scripts/pod-startup.py "$prof/pods.json" >"$prof/startup.md"
+    wait "$profiler"
+    PATH="$PATH:/usr/local/go/bin" go tool pprof -traces "$root/target/kubesim/kubesim" "$prof/cpu.pprof" 2>/dev/null |
+      python3 scripts/kubesim-profile-shares.py - >"$prof/shares.md"
+    cp "$work/migrate.log" "$prof/"
+  fi
   echo
   echo "### Migrate throughput: $deployments Deployments x $replicas replicas, PDB maxUnavailable 1 each, readiness delay $delay, $flags"
   echo

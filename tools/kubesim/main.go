@@ -107,6 +107,7 @@ func main() {
 	registerDataplaneFlags(fs)
 	_ = fs.Parse(os.Args[1:])
 	resolveTunnelAllocator(fs, f.nodes, f.tunnelDelay)
+	resolveDataplane(fs, f.nodes, f.scenario)
 	if f.dir == "" {
 		fmt.Fprintln(os.Stderr, "kubesim: --dir is required")
 		os.Exit(2)
@@ -342,12 +343,24 @@ func run(f *flags) error {
 	ag.fam = fam
 	ag.zones = sc.name == "zones"
 	ag.tunnelDelay = f.tunnelDelay
+	if dataplaneOn && dataplaneByDefault {
+		if why := dataplaneUnavailable(); why != "" {
+			logf("dataplane: off: on by default below %d nodes, but %s (--dataplane=false runs without it and without this line; --dataplane makes it an error)", dataplaneMaxNodes, why)
+			dataplaneOn = false
+		}
+	}
 	if dataplaneOn {
-		useDataplaneAddresses(ag)
-		dp, err := setupDataplane(ctx, ag, dir, kubeconfig, port, f.verbose)
-		if err != nil {
+		_, err := setupDataplane(ctx, ag, dir, kubeconfig, port, f.verbose)
+		if err != nil && dataplaneByDefault && errors.Is(err, errNoNamespaces) {
+			logf("dataplane: off: on by default below %d nodes, but %v (--dataplane=false runs without it and without this line; --dataplane makes it an error)", dataplaneMaxNodes, err)
+			dataplaneOn = false
+		} else if err != nil {
 			return err
 		}
+	}
+	if dataplaneOn {
+		dp := ag.dp
+		useDataplaneAddresses(ag)
 		defer func() {
 			n, mean := dp.Stats()
 			logf("dataplane: wired %d pod namespaces, %.1f ms each on average; removing every namespace", n, float64(mean.Microseconds())/1000)

@@ -189,9 +189,16 @@ func run(f *flags) error {
 	defer cancel()
 	sigCh := make(chan os.Signal, 2)
 	signal.Notify(sigCh, syscall.SIGTERM, syscall.SIGINT)
+	// parentGone starts a shutdown as a signal does, but is never the second signal that forces
+	// exit: a parent killed with its process group (Ctrl-C, kill -- -PGID) sends kubesim a signal
+	// too, and a forced exit would skip the cleanup (the dataplane's namespaces would be left).
+	parentGone := make(chan struct{})
 	go func() {
-		s := <-sigCh
-		logf("received %v, shutting down", s)
+		select {
+		case s := <-sigCh:
+			logf("received %v, shutting down", s)
+		case <-parentGone:
+		}
 		cancel()
 		select {
 		case <-sigCh:
@@ -203,11 +210,14 @@ func run(f *flags) error {
 	if f.exitWithParent {
 		ppid := os.Getppid()
 		go func() {
-			for ctx.Err() == nil {
+			for {
 				time.Sleep(time.Second)
+				if ctx.Err() != nil {
+					return // already shutting down
+				}
 				if os.Getppid() != ppid {
 					logf("parent %d died, shutting down", ppid)
-					sigCh <- syscall.SIGTERM
+					close(parentGone)
 					return
 				}
 			}

@@ -51,7 +51,7 @@ trap cleanup EXIT
 start_scale() { # pods
   echo "bench: starting the scale scenario ($nodes nodes, $1 pods)..." >&2
   local t0; t0=$(date +%s)
-  KUBESIM_DIR="$work/cluster" KUBESIM_TIMEOUT=1500 scripts/cluster-up.sh --scenario scale --nodes "$nodes" --pods "$1" >&2
+  KUBESIM_DIR="$work/cluster" KUBESIM_TIMEOUT=1500 scripts/cluster-up.sh --scenario scale --nodes "$nodes" --pods "$1" --dataplane=false >&2
   echo "bench: cluster ready in $(( $(date +%s) - t0 ))s" >&2
   export KUBECONFIG="$work/cluster/kubeconfig" DATASTORE_TYPE=kubernetes
 }
@@ -204,7 +204,7 @@ if [ "${BENCH_SKIP_MIGRATE:-0}" != 1 ]; then
     pport="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
     pprof=(--pprof-addr "127.0.0.1:$pport")
   fi
-  KUBESIM_DIR="$work/cluster" KUBESIM_TIMEOUT=900 scripts/cluster-up.sh --scenario bench --deployments "$deployments" --replicas "$replicas" --readiness-delay "$delay" ${pprof[@]+"${pprof[@]}"} >&2
+  KUBESIM_DIR="$work/cluster" KUBESIM_TIMEOUT=900 scripts/cluster-up.sh --scenario bench --dataplane=false --deployments "$deployments" --replicas "$replicas" --readiness-delay "$delay" ${pprof[@]+"${pprof[@]}"} >&2
   # BENCH_PARALLEL: a --max-parallel cap (default: none, as the tool's own default).
   par="${BENCH_PARALLEL:-}"
   flags="default flags"

@@ -537,8 +537,8 @@ fn permission_preflight_and_migrator_role_crd_v1() {
     as_migrator.extend(["--as", "system:serviceaccount:default:migrator"]);
     let out = c.ippool(&as_migrator).output().unwrap();
     assert!(out.status.success(), "as ippool-migrator:\n{}\n{}", stdout_of(&out), stderr_of(&out));
-    // The role lets the canary make its Service (the path is NOT CHECKED here
-    // only because kubesim runs without a dataplane).
+    // The role lets the canary make its Service and pods (on kubesim's
+    // default dataplane its paths run).
     assert!(!stderr_of(&out).contains("forbidden"), "{}", stderr_of(&out));
     assert_all_pods_in(&c, "10.0.0.0/16");
     assert_old_pool_gone(&c, OLD, "192.168.0.0/16", "10.0.0.0/16");

@@ -32,11 +32,16 @@ impl TestCluster {
         // A namespace being deleted (a finished run's canary) loses its
         // contents to the namespace controller after that run has exited:
         // taken meanwhile, the snapshot would charge those deletions to
-        // whatever runs next.
-        self.wait_until("no namespace to be terminating", std::time::Duration::from_secs(60), || {
-            let ns: serde_json::Value =
-                serde_json::from_str(&self.kubectl_ok(&["get", "namespaces", "-o", "json"])).unwrap();
-            ns["items"].as_array().unwrap().iter().all(|n| n["metadata"]["deletionTimestamp"].is_null())
+        // whatever runs next. Likewise a pod a finished run deleted: with
+        // kubesim's dataplane (its default on small clusters) the kubelet
+        // removes it only after its preStop or --termination-delay, as a
+        // real one does after the grace period.
+        self.wait_until("no namespace or pod to be terminating", std::time::Duration::from_secs(60), || {
+            ["namespaces", "pods"].iter().all(|kind| {
+                let list: serde_json::Value =
+                    serde_json::from_str(&self.kubectl_ok(&["get", kind, "-A", "-o", "json"])).unwrap();
+                list["items"].as_array().unwrap().iter().all(|o| o["metadata"]["deletionTimestamp"].is_null())
+            })
         });
         // An aggregated API that is down (Calico's API server, paused by a
         // test) makes discovery partial: its kinds are left out, the rest is listed.

@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -32,9 +33,12 @@ import (
 )
 
 var (
-	dataplaneOn      bool
-	terminationDelay time.Duration
-	unroutedCIDRs    cidrList
+	dataplaneOn bool
+	// dataplaneByDefault: dataplaneOn came from the default, not from --dataplane; a dataplane that
+	// cannot start then only logs why and kubesim runs without it.
+	dataplaneByDefault bool
+	terminationDelay   time.Duration
+	unroutedCIDRs      cidrList
 )
 
 // cidrList is a repeatable flag of CIDRs.
@@ -58,10 +62,70 @@ func (l *cidrList) Set(v string) error {
 }
 
 func registerDataplaneFlags(fs *flag.FlagSet) {
-	fs.BoolVar(&dataplaneOn, "dataplane", false, "real network namespaces for nodes and pods, block routes, serving containers, real probes and kube-proxy (nftables) per node (needs root and nft)")
+	fs.BoolVar(&dataplaneOn, "dataplane", false, fmt.Sprintf("real network namespaces for nodes and pods, block routes, serving containers, real probes and kube-proxy (nftables) per node; needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN), ip and nft (default: on below %d nodes except in the scale and bench scenarios, and then, when the process cannot run it, off with one log line saying why; an explicit --dataplane that cannot start is an error; =false turns it off)", dataplaneMaxNodes))
 	fs.Var(&unroutedCIDRs, "unrouted-cidr", "with --dataplane, a fault: IPAM blocks inside this CIDR get no routes on the other nodes, like a cloud route table that does not carry a new pool (repeatable)")
 	fs.DurationVar(&terminationDelay, "termination-delay", 2*time.Second, "with --dataplane: how long a deleted pod without a preStop hook keeps serving (bounded by its grace period)")
 }
+
+// dataplaneMaxNodes: below this many nodes the dataplane is on by default (the same threshold as
+// the real tunnel allocator's); the scale and bench scenarios, and bigger clusters, run without it.
+const dataplaneMaxNodes = realTunnelAllocatorMaxNodes
+
+// resolveDataplane picks the default after parsing; an explicit --dataplane[=bool] always wins.
+func resolveDataplane(fs *flag.FlagSet, nodes int, scenario string) {
+	set := false
+	fs.Visit(func(fl *flag.Flag) { set = set || fl.Name == "dataplane" })
+	if !set {
+		dataplaneOn = nodes < dataplaneMaxNodes && scenario != "scale" && scenario != "bench"
+		dataplaneByDefault = dataplaneOn
+	}
+}
+
+// dataplaneUnavailable says why this process cannot run the dataplane, or "" when it can as far as
+// can be told without creating a namespace (dataplane.New is the last word).
+func dataplaneUnavailable() string {
+	if os.Geteuid() != 0 {
+		return "it creates network namespaces and needs root"
+	}
+	const capNetAdmin, capSysAdmin = 12, 21
+	if eff, ok := effectiveCapabilities(); ok {
+		var missing []string
+		if eff&(1<<capSysAdmin) == 0 {
+			missing = append(missing, "CAP_SYS_ADMIN")
+		}
+		if eff&(1<<capNetAdmin) == 0 {
+			missing = append(missing, "CAP_NET_ADMIN")
+		}
+		if len(missing) > 0 {
+			return "it needs " + strings.Join(missing, " and ") + ", which this process lacks"
+		}
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return "it starts kube-proxy with `ip netns exec`, and ip (iproute2) is not on PATH"
+	}
+	if _, err := exec.LookPath("nft"); err != nil {
+		return "it runs kube-proxy in nftables mode, and the nft command is not on PATH (Debian/Ubuntu: apt-get install -y nftables; scripts/build-kubesim.sh installs it)"
+	}
+	return ""
+}
+
+// effectiveCapabilities reads CapEff from /proc/self/status.
+func effectiveCapabilities() (uint64, bool) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
+}
+
+// errNoNamespaces: dataplane.New could not build the namespaces (nothing is left running).
+var errNoNamespaces = errors.New("cannot create the dataplane's namespaces")
 
 var blockAffinityGVR = schema.GroupVersionResource{Group: "crd.projectcalico.org", Version: "v1", Resource: "blockaffinities"}
 
@@ -77,16 +141,13 @@ type dpState struct {
 // setupDataplane builds the namespaces, then follows block affinities with routes and starts a
 // kube-proxy per node. Node addresses must already be the dataplane's (useDataplaneAddresses).
 func setupDataplane(ctx context.Context, a *agent, dir, kubeconfig string, apiPort int, verbose bool) (*dataplane.Plane, error) {
-	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("--dataplane creates network namespaces and needs root; run kubesim as root or without --dataplane")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		return nil, fmt.Errorf("--dataplane starts kube-proxy with `ip netns exec`, and ip (iproute2) is not on PATH: %w", err)
+	if why := dataplaneUnavailable(); why != "" {
+		return nil, fmt.Errorf("--dataplane: %s; run kubesim as root with nft, or with --dataplane=false", why)
 	}
 	start := time.Now()
 	dp, err := dataplane.New(dataplane.Prefix(dir), a.nodes, a.fam.v4, a.fam.v6)
 	if err != nil {
-		return nil, fmt.Errorf("dataplane: %w", err)
+		return nil, fmt.Errorf("dataplane: %w: %w", errNoNamespaces, err)
 	}
 	dp.Unrouted = unroutedCIDRs
 	if len(unroutedCIDRs) > 0 {

@@ -107,6 +107,7 @@ func main() {
 	registerDataplaneFlags(fs)
 	_ = fs.Parse(os.Args[1:])
 	resolveTunnelAllocator(fs, f.nodes, f.tunnelDelay)
+	resolveDataplane(fs, f.nodes, f.scenario)
 	if f.dir == "" {
 		fmt.Fprintln(os.Stderr, "kubesim: --dir is required")
 		os.Exit(2)
@@ -188,9 +189,16 @@ func run(f *flags) error {
 	defer cancel()
 	sigCh := make(chan os.Signal, 2)
 	signal.Notify(sigCh, syscall.SIGTERM, syscall.SIGINT)
+	// parentGone starts a shutdown as a signal does, but is never the second signal that forces
+	// exit: a parent killed with its process group (Ctrl-C, kill -- -PGID) sends kubesim a signal
+	// too, and a forced exit would skip the cleanup (the dataplane's namespaces would be left).
+	parentGone := make(chan struct{})
 	go func() {
-		s := <-sigCh
-		logf("received %v, shutting down", s)
+		select {
+		case s := <-sigCh:
+			logf("received %v, shutting down", s)
+		case <-parentGone:
+		}
 		cancel()
 		select {
 		case <-sigCh:
@@ -202,11 +210,14 @@ func run(f *flags) error {
 	if f.exitWithParent {
 		ppid := os.Getppid()
 		go func() {
-			for ctx.Err() == nil {
+			for {
 				time.Sleep(time.Second)
+				if ctx.Err() != nil {
+					return // already shutting down
+				}
 				if os.Getppid() != ppid {
 					logf("parent %d died, shutting down", ppid)
-					sigCh <- syscall.SIGTERM
+					close(parentGone)
 					return
 				}
 			}
@@ -342,12 +353,24 @@ func run(f *flags) error {
 	ag.fam = fam
 	ag.zones = sc.name == "zones"
 	ag.tunnelDelay = f.tunnelDelay
+	if dataplaneOn && dataplaneByDefault {
+		if why := dataplaneUnavailable(); why != "" {
+			logf("dataplane: off: on by default below %d nodes, but %s (--dataplane=false runs without it and without this line; --dataplane makes it an error)", dataplaneMaxNodes, why)
+			dataplaneOn = false
+		}
+	}
 	if dataplaneOn {
-		useDataplaneAddresses(ag)
-		dp, err := setupDataplane(ctx, ag, dir, kubeconfig, port, f.verbose)
-		if err != nil {
+		_, err := setupDataplane(ctx, ag, dir, kubeconfig, port, f.verbose)
+		if err != nil && dataplaneByDefault && errors.Is(err, errNoNamespaces) {
+			logf("dataplane: off: on by default below %d nodes, but %v (--dataplane=false runs without it and without this line; --dataplane makes it an error)", dataplaneMaxNodes, err)
+			dataplaneOn = false
+		} else if err != nil {
 			return err
 		}
+	}
+	if dataplaneOn {
+		dp := ag.dp
+		useDataplaneAddresses(ag)
 		defer func() {
 			n, mean := dp.Stats()
 			logf("dataplane: wired %d pod namespaces, %.1f ms each on average; removing every namespace", n, float64(mean.Microseconds())/1000)

@@ -52,6 +52,18 @@ fn bad_inputs_exit_2_with_a_clear_error_and_write_nothing() {
     let bogus_token = p("kc-bogus-token", &with_user(&kc, "    token: expired-or-made-up-token\n"));
     let no_creds = p("kc-anonymous", &with_user(&kc, "    {}\n").replace("  user:\n    {}", "  user: {}"));
 
+    // A /24 around a node's InternalIP: kubesim gives nodes loopback
+    // addresses, or 198.18.0.0/15 ones with its dataplane on.
+    let node_ip = c.kubectl_ok(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}",
+    ]);
+    let node_ip: std::net::Ipv4Addr =
+        node_ip.split_whitespace().find_map(|a| a.parse().ok()).expect("a node with an IPv4 InternalIP");
+    let node_net = ipnet::Ipv4Net::new(node_ip, 24).unwrap().trunc().to_string();
+
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     // `migrate --from OLD --force` plus the row's arguments; no --yes, so a
     // row that got past every check would still stop at the confirmation.
@@ -102,7 +114,7 @@ fn bad_inputs_exit_2_with_a_clear_error_and_write_nothing() {
             "overlaps IPPool default-ipv4-ippool",
         ),
         row("Service CIDR overlap", m(&["--to", "10.96.0.0/16"]), "overlaps the Service CIDR 10.96.0.0/12"),
-        row("node IP overlap", m(&["--to", "127.0.1.0/24", "--allow-outside-cluster-cidr"]), "contains node addresses"),
+        row("node IP overlap", m(&["--to", &node_net, "--allow-outside-cluster-cidr"]), "contains node addresses"),
         row("outside the cluster CIDR", m(&["--to", "172.20.0.0/16"]), "outside the cluster pod CIDR"),
         row("capacity too small", m(&["--to", "10.2.0.0/25"]), "holds 128 addresses"),
         row(

@@ -12,9 +12,14 @@
 #      BENCH_KUBECONFIG: use that running cluster for BENCH_PODS instead of
 #      starting one. BENCH_BASELINE: another kubectl-ippool binary, measured
 #      in the same rounds (before/after).
-#   2. migrate throughput on the bench scenario (BENCH_DEPLOYMENTS x
-#      BENCH_REPLICAS pods, a PDB maxUnavailable 1 on each, a readiness
-#      delay), against the lower bound the budgets and readiness delays allow.
+#   2. migrate growth on the bench scenario (Deployments of BENCH_REPLICAS
+#      pods, a PDB maxUnavailable 1 on each, a readiness delay) at
+#      BENCH_MIGRATE_PODS pods (default BENCH_DEPLOYMENTS x BENCH_REPLICAS,
+#      3000 and 10000; BENCH_MIGRATE_NODES nodes, default a node per 100
+#      pods): kubesim's start-up, wall time against the lower bound the
+#      budgets and readiness delays allow, the plan's estimate, requests and
+#      writes per pod, the tool's peak RSS and CPU, and every PDB's floor as
+#      the disruption controller counted it (scripts/pdb-floor-watch.py).
 #      BENCH_PROFILE=DIR (absolute, or from the repository root): kubesim serves
 #      net/http/pprof on loopback, and DIR gets a CPU profile of BENCH_PROFILE_SECONDS
 #      (default 120) from the migration's start (cpu.pprof, and its split by component,
@@ -195,52 +200,94 @@ done
 fi
 
 if [ "${BENCH_SKIP_MIGRATE:-0}" != 1 ]; then
-  echo "bench: starting the bench scenario ($deployments Deployments x $replicas, ready after $delay)..." >&2
-  export KUBECONFIG="$work/cluster/kubeconfig"
-  prof="${BENCH_PROFILE:-}"
-  pprof=()
-  if [ -n "$prof" ]; then
-    mkdir -p "$prof"
-    pport="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-    pprof=(--pprof-addr "127.0.0.1:$pport")
-  fi
-  KUBESIM_DIR="$work/cluster" KUBESIM_TIMEOUT=900 scripts/cluster-up.sh --scenario bench --dataplane=false --deployments "$deployments" --replicas "$replicas" --readiness-delay "$delay" ${pprof[@]+"${pprof[@]}"} >&2
+  # One bench cluster per size; kubesim's nodes take 1 000 pods each, so
+  # the node count grows with the size (100 pods a node, at least 3).
+  sizes="${BENCH_MIGRATE_PODS:-$((deployments * replicas)) 3000 10000}"
   # BENCH_PARALLEL: a --max-parallel cap (default: none, as the tool's own default).
   par="${BENCH_PARALLEL:-}"
   flags="default flags"
   [ -z "$par" ] || flags="--max-parallel $par"
-  migrate=("$ippool" migrate --from default-ipv4-ippool --to 10.0.0.0/16 --yes --force ${par:+--max-parallel "$par"})
-  # Lower bound, as the budgets allow it: each workload needs
-  # ceil(pods / what its PDB allows at once) waves, workloads under one PDB
-  # go one after another, every lane at once (or P at a time) within
-  # --max-unavailable, and every wave waits at least the readiness delay.
-  # The plan computes exactly these rounds.
-  "${migrate[@]}" --dry-run -o json >"$work/plan.json" 2>"$work/plan.log" || { tail -20 "$work/plan.log" >&2; exit 1; }
-  rounds="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["estimate"]["rounds"])' "$work/plan.json")"
-  if [ -n "$prof" ]; then
-    "$kubectl" get --raw /metrics >"$prof/metrics-before.txt"
-    curl -s "http://127.0.0.1:$pport/debug/pprof/profile?seconds=${BENCH_PROFILE_SECONDS:-120}" -o "$prof/cpu.pprof" &
-    profiler=$!
-  fi
-  t0=$(date +%s.%N)
-  "${migrate[@]}" >"$work/migrate.out" 2>"$work/migrate.log" || { tail -20 "$work/migrate.log" >&2; exit 1; }
-  t1=$(date +%s.%N)
-  if [ -n "$prof" ]; then
-    "$kubectl" get --raw /metrics >"$prof/metrics-after.txt"
-    "$kubectl" get pods -n bench -o json >"$prof/pods.json"
-    python3 scripts/pod-startup.py "$prof/pods.json" >"$prof/startup.md"
-    wait "$profiler"
-    PATH="$PATH:/usr/local/go/bin" go tool pprof -traces "$root/target/kubesim/kubesim" "$prof/cpu.pprof" 2>/dev/null |
-      python3 scripts/kubesim-profile-shares.py - >"$prof/shares.md"
-    cp "$work/migrate.log" "$prof/"
-  fi
-  echo
-  echo "### Migrate throughput: $deployments Deployments x $replicas replicas, PDB maxUnavailable 1 each, readiness delay $delay, $flags"
-  echo
   delay_s="$(echo "$delay" | sed 's/s$//')"
-  lanes="$(python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["estimate"]; print(e["parallel"], e.get("maxUnavailable", "-"))' "$work/plan.json")"
-  awk -v a="$t0" -v b="$t1" -v r="$rounds" -v L="$lanes" -v d="$delay_s" 'BEGIN{
-    lb=r*d; wall=b-a; split(L, l, " ");
-    printf "migrate wall time: %.1fs; lower bound the budgets allow (%d rounds, %d lanes at once, at most %s pods down, x %ss): %.1fs; ratio %.2f\n", wall, r, l[1], l[2], d, lb, wall/lb }'
-  grep -E "API requests|Moving pods took" "$work/migrate.log" || true
+  export KUBECONFIG="$work/cluster/kubeconfig"
+  migrate_rows=()
+  for n in $sizes; do
+    deps=$(( n / replicas ))
+    mnodes="${BENCH_MIGRATE_NODES:-$(( n / 100 > 3 ? n / 100 : 3 ))}"
+    echo "bench: starting the bench scenario ($mnodes nodes, $deps Deployments x $replicas, ready after $delay)..." >&2
+    prof=""
+    pprof=()
+    if [ -n "${BENCH_PROFILE:-}" ]; then
+      prof="$BENCH_PROFILE/$n"
+      mkdir -p "$prof"
+      pport="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+      pprof=(--pprof-addr "127.0.0.1:$pport")
+    fi
+    t0=$(date +%s)
+    KUBESIM_DIR="$work/cluster" KUBESIM_TIMEOUT=2400 scripts/cluster-up.sh --scenario bench --nodes "$mnodes" --dataplane=false \
+      --deployments "$deps" --replicas "$replicas" --readiness-delay "$delay" ${pprof[@]+"${pprof[@]}"} >&2
+    started=$(( $(date +%s) - t0 ))
+    echo "bench: cluster ready in ${started}s" >&2
+    migrate=("$ippool" migrate --from default-ipv4-ippool --to 10.0.0.0/16 --yes --force ${par:+--max-parallel "$par"})
+    # Lower bound, as the budgets allow it: each workload needs
+    # ceil(pods / what its PDB allows at once) waves, workloads under one PDB
+    # go one after another, every lane at once (or P at a time) within
+    # --max-unavailable, and every wave waits at least the readiness delay.
+    # The plan computes exactly these rounds.
+    "${migrate[@]}" --dry-run -o json >"$work/plan.json" 2>"$work/plan.log" || { tail -20 "$work/plan.log" >&2; exit 1; }
+    read -r rounds lanes cap < <(python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["estimate"]; print(e["rounds"], e["parallel"], e.get("maxUnavailable", "-"))' "$work/plan.json")
+    # The disruption controller's own count of every PDB, watched throughout.
+    "$kubectl" get pdb -n bench -w --output-watch-events -o json 2>/dev/null | python3 scripts/pdb-floor-watch.py >"$work/pdb.json" &
+    pdbwatch=$!
+    if [ -n "$prof" ]; then
+      "$kubectl" get --raw /metrics >"$prof/metrics-before.txt"
+      curl -s "http://127.0.0.1:$pport/debug/pprof/profile?seconds=${BENCH_PROFILE_SECONDS:-120}" -o "$prof/cpu.pprof" &
+      profiler=$!
+    fi
+    t0=$(date +%s.%N)
+    /usr/bin/time -f "%M %U %S" -o "$work/t" "${migrate[@]}" -o json >"$work/migrate.json" 2>"$work/migrate.log" ||
+      { tail -20 "$work/migrate.log" >&2; exit 1; }
+    t1=$(date +%s.%N)
+    sleep 5 # let the controller's last status updates arrive
+    pkill -f "get pdb -n bench -w" || true
+    wait "$pdbwatch" || true
+    if [ -n "$prof" ]; then
+      "$kubectl" get --raw /metrics >"$prof/metrics-after.txt"
+      "$kubectl" get pods -n bench -o json >"$prof/pods.json"
+      python3 scripts/pod-startup.py "$prof/pods.json" >"$prof/startup.md"
+      wait "$profiler"
+      PATH="$PATH:/usr/local/go/bin" go tool pprof -traces "$root/target/kubesim/kubesim" "$prof/cpu.pprof" 2>/dev/null |
+        python3 scripts/kubesim-profile-shares.py - >"$prof/shares.md"
+      cp "$work/migrate.log" "$prof/"
+    fi
+    row="$(python3 - "$work/migrate.json" "$work/pdb.json" "$work/t" "$t0" "$t1" "$rounds" "$delay_s" <<'PY'
+import json, sys
+summary = json.load(open(sys.argv[1]))
+pdb = json.load(open(sys.argv[2]))
+rss_kib, user, system = open(sys.argv[3]).read().split()[-3:]
+wall = float(sys.argv[5]) - float(sys.argv[4])
+rounds, delay = int(sys.argv[6]), float(sys.argv[7])
+bound = rounds * delay
+pods = max(summary["podsMoved"], 1)
+est = summary.get("estimateSeconds")
+print("|".join([
+    f'{wall:.0f}', f'{bound:.0f}', f'{wall / bound:.2f}x',
+    f'{summary["movingSeconds"]:.0f}', "-" if est is None else f'{est:.0f} ({est / summary["movingSeconds"]:.2f})',
+    f'{summary["apiRequests"] / pods:.2f}', f'{summary["apiWrites"] / pods:.2f}',
+    f'{int(rss_kib) / 1024:.0f}', f'{float(user) + float(system):.1f}',
+    f'{pdb["evaluated"]}/{pdb["pdbs"]}, {pdb["floorsCrossed"]}',
+]))
+PY
+)"
+    migrate_rows+=("$n|$mnodes|$started|$lanes, $cap|$row")
+    grep -E "API requests|Moving pods took" "$work/migrate.log" >&2 || true
+    KUBESIM_DIR="$work/cluster" scripts/cluster-down.sh >&2
+  done
+  echo
+  echo "### Migrate growth: Deployments x $replicas replicas, PDB maxUnavailable 1 each, readiness delay $delay, $flags"
+  echo
+  echo "Bound: the rounds the plan computes (every lane at once within --max-unavailable) x the readiness delay. Estimate: the plan's, beside the measured time moving pods (ratio). RSS and CPU: the kubectl-ippool process. PDBs: evaluated/watched by the disruption controller throughout, floors crossed."
+  echo
+  echo "| pods | nodes | kubesim start s | lanes, max down | migrate wall s | bound s | ratio | moving s | estimate s (ratio) | requests/pod | writes/pod | peak RSS MiB | CPU s | PDBs, floors crossed |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  for r in "${migrate_rows[@]}"; do echo "| ${r//|/ | } |"; done
 fi

@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Reads `kubectl get pdb -w --output-watch-events -o json` on stdin until it
+closes, then prints one JSON line: how many PDBs were seen, how many status
+updates arrived, and every PDB whose currentHealthy went below desiredHealthy
+(the disruption controller's own count of its floor) with its lowest margin.
+
+make bench runs it beside each migration, so a floor crossed during a bench
+run is a number in the table, not something nobody looked at."""
+import json
+import sys
+
+
+def documents(stream):
+    """The concatenated JSON documents kubectl writes, one at a time."""
+    decoder = json.JSONDecoder()
+    buf = ""
+    for chunk in iter(lambda: stream.read(65536), ""):
+        buf += chunk
+        while True:
+            buf = buf.lstrip()
+            if not buf:
+                break
+            try:
+                doc, end = decoder.raw_decode(buf)
+            except json.JSONDecodeError:
+                break  # an incomplete document: read more
+            buf = buf[end:]
+            yield doc
+
+
+def main():
+    seen, updates, lowest = set(), 0, {}
+    for event in documents(sys.stdin):
+        pdb = event.get("object", event)
+        meta, status = pdb.get("metadata", {}), pdb.get("status", {})
+        name = f'{meta.get("namespace")}/{meta.get("name")}'
+        seen.add(name)
+        updates += 1
+        # Before the controller's first pass a PDB has no counts: nothing to judge.
+        if "currentHealthy" not in status or "desiredHealthy" not in status:
+            continue
+        margin = status["currentHealthy"] - status["desiredHealthy"]
+        lowest[name] = min(margin, lowest.get(name, margin))
+    crossed = {n: m for n, m in sorted(lowest.items()) if m < 0}
+    print(json.dumps({"pdbs": len(seen), "evaluated": len(lowest), "updates": updates,
+                      "floorsCrossed": len(crossed), "crossed": crossed}))
+
+
+if __name__ == "__main__":
+    main()

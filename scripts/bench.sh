@@ -20,6 +20,9 @@
 #      budgets and readiness delays allow, the plan's estimate, requests and
 #      writes per pod, the tool's peak RSS and CPU, and every PDB's floor as
 #      the disruption controller counted it (scripts/pdb-floor-watch.py).
+#      BENCH_MIX=1: kubesim's --bench-mix (of every 10 workloads one is a
+#      StatefulSet and two are Deployments under one shared PDB, plus a
+#      DaemonSet on every node).
 #      BENCH_PROFILE=DIR (absolute, or from the repository root): kubesim serves
 #      net/http/pprof on loopback, and DIR gets a CPU profile of BENCH_PROFILE_SECONDS
 #      (default 120) from the migration's start (cpu.pprof, and its split by component,
@@ -210,6 +213,12 @@ if [ "${BENCH_SKIP_MIGRATE:-0}" != 1 ]; then
   delay_s="$(echo "$delay" | sed 's/s$//')"
   export KUBECONFIG="$work/cluster/kubeconfig"
   migrate_rows=()
+  mix=()
+  shape="Deployments x $replicas replicas, PDB maxUnavailable 1 each"
+  if [ "${BENCH_MIX:-0}" = 1 ]; then
+    mix=(--bench-mix)
+    shape="workloads x $replicas replicas (--bench-mix: 1 in 10 a StatefulSet, 2 in 10 Deployments in pairs under one PDB, the rest Deployments under their own PDB, maxUnavailable 1; plus a DaemonSet, 10% at a time, no PDB)"
+  fi
   for n in $sizes; do
     deps=$(( n / replicas ))
     mnodes="${BENCH_MIGRATE_NODES:-$(( n / 100 > 3 ? n / 100 : 3 ))}"
@@ -224,7 +233,7 @@ if [ "${BENCH_SKIP_MIGRATE:-0}" != 1 ]; then
     fi
     t0=$(date +%s)
     KUBESIM_DIR="$work/cluster" KUBESIM_TIMEOUT=2400 scripts/cluster-up.sh --scenario bench --nodes "$mnodes" --dataplane=false \
-      --deployments "$deps" --replicas "$replicas" --readiness-delay "$delay" ${pprof[@]+"${pprof[@]}"} >&2
+      --deployments "$deps" --replicas "$replicas" --readiness-delay "$delay" ${mix[@]+"${mix[@]}"} ${pprof[@]+"${pprof[@]}"} >&2
     started=$(( $(date +%s) - t0 ))
     echo "bench: cluster ready in ${started}s" >&2
     migrate=("$ippool" migrate --from default-ipv4-ippool --to 10.0.0.0/16 --yes --force ${par:+--max-parallel "$par"})
@@ -283,7 +292,7 @@ PY
     KUBESIM_DIR="$work/cluster" scripts/cluster-down.sh >&2
   done
   echo
-  echo "### Migrate growth: Deployments x $replicas replicas, PDB maxUnavailable 1 each, readiness delay $delay, $flags"
+  echo "### Migrate growth: $shape, readiness delay $delay, $flags"
   echo
   echo "Bound: the rounds the plan computes (every lane at once within --max-unavailable) x the readiness delay. Estimate: the plan's, beside the measured time moving pods (ratio). RSS and CPU: the kubectl-ippool process. PDBs: evaluated/watched by the disruption controller throughout, floors crossed."
   echo

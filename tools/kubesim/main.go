@@ -48,6 +48,7 @@ type flags struct {
 	pods           int
 	deployments    int
 	replicas       int
+	benchMix       bool
 	exitWithParent bool
 	verbose        bool
 	pprofAddr      string
@@ -95,6 +96,7 @@ func main() {
 	fs.IntVar(&f.pods, "pods", 10000, "scale scenario: number of pods")
 	fs.IntVar(&f.deployments, "deployments", 100, "bench scenario: number of Deployments")
 	fs.IntVar(&f.replicas, "replicas", 10, "bench scenario: replicas per Deployment")
+	fs.BoolVar(&f.benchMix, "bench-mix", false, "bench scenario: of every 10 workloads, one is a StatefulSet and two are Deployments under one shared PDB; plus a DaemonSet")
 	fs.BoolVar(&f.exitWithParent, "exit-with-parent", false, "exit when the parent process dies")
 	fs.BoolVar(&f.verbose, "v", false, "verbose component logs")
 	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this loopback address (debugging)")

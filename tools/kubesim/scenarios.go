@@ -364,11 +364,48 @@ func (s *seeder) bench(ctx context.Context) error {
 	if err := s.ns(ctx, "bench", nil); err != nil {
 		return err
 	}
+	if s.opts.benchMix {
+		if err := s.benchDaemonSet(ctx); err != nil {
+			return err
+		}
+	}
 	return parallel(s.opts.deployments, 10, func(i int) error {
 		name := fmt.Sprintf("app-%03d", i)
-		if err := s.deployment(ctx, "bench", name, int32(s.opts.replicas), nil); err != nil {
-			return err
+		replicas := int32(s.opts.replicas)
+		switch {
+		case s.opts.benchMix && i%10 == 0:
+			// A StatefulSet (pods re-created under the same name), PDB maxUnavailable 1.
+			ss := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "bench", Labels: map[string]string{"app": name}},
+				Spec: appsv1.StatefulSetSpec{Replicas: &replicas, ServiceName: name, Selector: sel(name),
+					PodManagementPolicy: appsv1.ParallelPodManagement, Template: podTemplate(name, nil)}}
+			if _, err := s.kube.AppsV1().StatefulSets("bench").Create(ctx, ss, metav1.CreateOptions{}); ignoreExists(err) != nil {
+				return err
+			}
+		case s.opts.benchMix && (i%10 == 1 || i%10 == 2):
+			// Two Deployments under one PDB (maxUnavailable 1 across both): one lane.
+			pair := fmt.Sprintf("pair-%03d", i-i%10+1)
+			if err := s.deploymentWith(ctx, "bench", name, replicas, nil, map[string]string{"pair": pair}); err != nil {
+				return err
+			}
+			if i%10 == 2 {
+				return nil
+			}
+			return s.pdbSel(ctx, "bench", pair, map[string]string{"pair": pair}, nil, iv(1))
+		default:
+			if err := s.deployment(ctx, "bench", name, replicas, nil); err != nil {
+				return err
+			}
 		}
 		return s.pdb(ctx, "bench", name, nil, iv(1))
 	})
+}
+
+// benchDaemonSet: one pod on every node, rolled 10% of the nodes at a time, no PDB.
+func (s *seeder) benchDaemonSet(ctx context.Context) error {
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "agent", Namespace: "bench", Labels: map[string]string{"app": "agent"}},
+		Spec: appsv1.DaemonSetSpec{Selector: sel("agent"), Template: podTemplate("agent", nil),
+			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.RollingUpdateDaemonSetStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDaemonSet{MaxUnavailable: pct("10%")}}}}
+	_, err := s.kube.AppsV1().DaemonSets("bench").Create(ctx, ds, metav1.CreateOptions{})
+	return ignoreExists(err)
 }

@@ -288,6 +288,7 @@ print("|".join([
 PY
 )"
     migrate_rows+=("$n|$mnodes|$started|$lanes, $cap|$row")
+    echo "bench: row: ${migrate_rows[-1]}" >&2
     grep -E "API requests|Moving pods took" "$work/migrate.log" >&2 || true
     KUBESIM_DIR="$work/cluster" scripts/cluster-down.sh >&2
   done

@@ -12,7 +12,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{in_cidr, json, TestCluster};
+use common::{in_cidr, json, pool_specs, TestCluster, ROLLBACK_WRITES};
 use serde_json::Value;
 
 const OLD: &str = "default-ipv4-ippool";
@@ -234,6 +234,7 @@ fn seed_status_verify_rules_rollback_and_migration_apiserver() {
         assert!(se.contains(want), "{want:?} not in the preflight's list:\n{se}");
     }
 
+    let specs_before = pool_specs(&c, "projectcalico.org");
     let (code, so, se) = run(
         &c,
         &[
@@ -255,6 +256,7 @@ fn seed_status_verify_rules_rollback_and_migration_apiserver() {
     );
     assert_eq!(code, 0, "{so}\n{se}");
     assert!(so.contains("kept (disabled)"), "{so}");
+    let specs_run = pool_specs(&c, "projectcalico.org");
     let w = writes(&se);
     for expected in [
         "POST /apis/projectcalico.org/v3/ippools",
@@ -276,10 +278,19 @@ fn seed_status_verify_rules_rollback_and_migration_apiserver() {
     // Rollback: the pools swap back; the rules keep what was added while the
     // moved web pods hold new-pool addresses, and lose exactly that once they
     // are restarted into the old pool and the rollback is run again.
+    let before_rollback = c.fingerprint();
     let (code, _, se) = run(&c, &["migrate", "--from", OLD, "--rollback", "--yes"]);
     assert_eq!(code, 0, "{se}");
-    assert_ne!(json(&c, &["get", V3_POOLS, OLD])["spec"]["disabled"], Value::Bool(true));
-    assert_eq!(json(&c, &["get", V3_POOLS, NEW])["spec"]["disabled"], Value::Bool(true));
+    // By content: the old pool's spec is what it was before the run, the new
+    // one is as the run made it but disabled, and nothing else was written
+    // (the rules keep their entries on this first rollback).
+    let specs = pool_specs(&c, "projectcalico.org");
+    assert_eq!(specs[OLD], specs_before[OLD], "the old pool is not back as it was");
+    let mut made = specs_run[NEW].clone();
+    made["disabled"] = Value::Bool(true);
+    assert_eq!(specs[NEW], made, "the new pool changed beyond being disabled");
+    let touched = before_rollback.changes_besides(&c.fingerprint(), &ROLLBACK_WRITES);
+    assert_eq!(touched, Vec::<String>::new(), "the rollback wrote what it must not touch");
     let nets = json(&c, &["get", "globalnetworksets.projectcalico.org", "pods"]);
     assert_eq!(nets["spec"]["nets"], serde_json::json!(["192.168.0.0/16", "10.0.0.0/16"]), "{se}");
     assert!(se.contains("kept the"), "{se}");

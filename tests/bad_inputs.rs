@@ -256,4 +256,15 @@ fn fingerprint_sees_every_kind_and_deletions(c: &TestCluster) {
         "{diff:?}"
     );
     assert!(diff.iter().any(|d| d.starts_with("~ v1 Namespace /default")), "{diff:?}");
+
+    // "Gone" checks (TestCluster::not_found, behind every lease-released,
+    // pool-deleted and record-absent assertion) accept only a NotFound
+    // answer: the lease just deleted is NotFound, and a read the API server
+    // refuses (Forbidden) must fail the check rather than pass as "gone".
+    assert!(c.not_found(&["lease", "-n", "kube-system", "kubectl-ippool"]));
+    assert!(!c.not_found(&["namespace", "default"]));
+    let forbidden = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        c.not_found(&["lease", "-n", "kube-system", "kubectl-ippool", "--as", "system:serviceaccount:default:nobody"])
+    }));
+    assert!(forbidden.is_err(), "a Forbidden read was taken for NotFound");
 }

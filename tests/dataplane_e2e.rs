@@ -371,12 +371,16 @@ fn wait_file(dir: &std::path::Path, name: &str) {
 #[test]
 fn no_namespace_is_left_behind() {
     let dir = tempfile::Builder::new().prefix("kubesim-dp-").tempdir().unwrap();
+    let host_before = host_network();
     // Clean stop.
     let mut child = spawn_kubesim(dir.path());
     wait_file(dir.path(), "ready");
     let prefix = prefix_of(dir.path());
     let running = dataplane_namespaces(&prefix);
     assert!(running.len() >= 4, "underlay, 2 nodes and pods expected: {running:?}");
+    // The machine's own namespace is untouched while the cluster runs: no
+    // link, address, route (pod, node or Service range) or nft rule of ours.
+    assert_eq!(host_network(), host_before, "kubesim changed the host's own network namespace");
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     child.wait().unwrap();
     assert_eq!(dataplane_namespaces(&prefix), Vec::<String>::new(), "left behind after SIGTERM");
@@ -404,4 +408,39 @@ fn no_namespace_is_left_behind() {
     let st = Command::new(kubesim_bin("kubesim")).args(["sweep", "--dir"]).arg(dir.path()).status().unwrap();
     assert!(st.success());
     assert_eq!(dataplane_namespaces(&prefix), Vec::<String>::new(), "left behind after sweep");
+    assert_eq!(host_network(), host_before, "the host's own network namespace is not as it was");
+}
+
+/// The host network namespace as text: the nft ruleset, its links, its
+/// addresses and every routing table of both families. Counters and timers
+/// (rule counters, address lifetimes, route expiry) are left out, so only a
+/// change of configuration shows.
+fn host_network() -> Vec<String> {
+    let mut lines = Vec::new();
+    for (cmd, args) in [
+        ("nft", &["list", "ruleset"][..]),
+        ("ip", &["-o", "link", "show"]),
+        ("ip", &["-o", "addr", "show"]),
+        ("ip", &["route", "show", "table", "all"]),
+        ("ip", &["-6", "route", "show", "table", "all"]),
+    ] {
+        let out = Command::new(cmd).args(args).output().expect(cmd);
+        assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            let mut words = Vec::new();
+            let mut it = l.split_whitespace();
+            while let Some(w) = it.next() {
+                match w {
+                    // Timers, counters and link flags change on their own.
+                    "expires" | "valid_lft" | "preferred_lft" | "packets" | "bytes" => {
+                        it.next();
+                    }
+                    w if w.starts_with('<') => {}
+                    w => words.push(w),
+                }
+            }
+            lines.push(format!("{cmd} {}: {}", args.join(" "), words.join(" ")));
+        }
+    }
+    lines
 }

@@ -383,6 +383,12 @@ fn migration_keeps_services_and_budgets(c: &TestCluster) {
     let grown = watching.elapsed() + Duration::from_secs(1);
     let (status, out, err) = run.finish();
     let report = w.stop();
+    // The watch vouches for the whole run: grow's budget evaluated on every
+    // pod event of s2, legacy's endpoints recounted, no lost watch.
+    let mut problems = report.coverage_problems(&["s2/grow"], &["s2/legacy"]);
+    problems.extend(report.watch_errors.iter().cloned());
+    problems.extend(report.unevaluated.iter().cloned());
+    assert!(problems.is_empty(), "the watch cannot vouch for the run: {problems:#?}\n{report}");
     let zero: Vec<_> = report.services_at_zero.iter().filter(|s| s.service == "s2/legacy").collect();
     assert!(zero.is_empty(), "Service s2/legacy went to zero during the migration:\n{report}");
     let late: Vec<_> = report.violations_for("s2/grow").into_iter().filter(|v| v.at > grown).collect();

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{json, TestCluster};
+use common::{json, pool_specs, TestCluster, ROLLBACK_WRITES};
 use serde_json::Value;
 
 const OLD: &str = "default-ipv4-ippool";
@@ -39,13 +39,20 @@ fn rollback_and_drain_leave_alone_what_the_migration_did_not_change() {
 
     // 1. A filtered run into the existing pool, then a rollback: the old pool
     // comes back, and the pool that existed before stays enabled.
+    let specs_before = pool_specs(&c, "crd.projectcalico.org");
     let text = run(&c, &["migrate", "--from", OLD, "--to-pool", "spare", "-n", "shop", "-l", "app=web", "--yes"]);
     assert!(text.contains("kept (disabled)"), "{text}");
     assert!(disabled(&c, OLD));
+    let before_rollback = c.fingerprint();
     let text = run(&c, &["migrate", "--from", OLD, "--rollback", "--yes"]);
     assert!(text.contains("IPPool spare left as it was"), "{text}");
-    assert!(!disabled(&c, OLD), "the old pool is enabled again");
-    assert!(!disabled(&c, "spare"), "a rollback must not disable a pool the migration did not create");
+    // By content, not by the disabled flags alone: both pools are exactly as
+    // they were before the run (the run did not create `spare`, so the
+    // rollback leaves it enabled), and nothing but what a rollback may write
+    // changed (the moved web pods stay where they are).
+    assert_eq!(pool_specs(&c, "crd.projectcalico.org"), specs_before, "the pools are not back as they were");
+    let touched = before_rollback.changes_besides(&c.fingerprint(), &ROLLBACK_WRITES);
+    assert_eq!(touched, Vec::<String>::new(), "the rollback wrote what it must not touch");
 
     // 2. An administrator cordoned a node; a drain migration cordons and
     // uncordons the others, and leaves that one cordoned.

@@ -327,6 +327,131 @@ fn deleting_block_affinities_under_running_pods_is_seen_as_failures() {
     assert!(node_routes(&c, 0, "-4").is_empty(), "routes left: {:?}", node_routes(&c, 0, "-4"));
 }
 
+/// Output of a command run inside node `node`'s namespace.
+fn in_node(c: &TestCluster, node: usize, cmd: &[&str]) -> String {
+    let ns = format!("{}node{node}", prefix_of(c.dir()));
+    let out = Command::new("ip").args(["netns", "exec", &ns]).args(cmd).output().unwrap();
+    assert!(out.status.success(), "{cmd:?} in {ns}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Each node's projectcalico.org/IPv4VXLANTunnelAddr ("" when none), by node index.
+fn vxlan_tunnels(c: &TestCluster) -> Vec<String> {
+    (0..3)
+        .map(|i| {
+            let n = json(c, &["get", "node", &format!("kubesim-node-{i}")]);
+            n["metadata"]["annotations"]["projectcalico.org/IPv4VXLANTunnelAddr"].as_str().unwrap_or("").to_string()
+        })
+        .collect()
+}
+
+/// Whether node 0's namespace is programmed as Felix does it for `tunnels`:
+/// vxlan.calico holds node 0's tunnel address as /32, there is a permanent
+/// neighbour and an FDB entry for each other node's VTEP, and every block
+/// route inside `pool` goes via another node's tunnel address on vxlan.calico.
+/// Returns what is missing, or None.
+fn vxlan_programmed(c: &TestCluster, tunnels: &[String], pool: &str) -> Option<String> {
+    if tunnels.iter().any(|t| !common::in_cidr(t, pool)) {
+        return Some(format!("tunnel addresses not all in {pool}: {tunnels:?}"));
+    }
+    let addr = in_node(c, 0, &["ip", "-4", "-o", "addr", "show", "dev", "vxlan.calico"]);
+    if !addr.contains(&format!("inet {}/32 ", tunnels[0])) || addr.lines().count() != 1 {
+        return Some(format!("vxlan.calico addresses: {addr}"));
+    }
+    let neigh = in_node(c, 0, &["ip", "neigh", "show", "dev", "vxlan.calico", "nud", "permanent"]);
+    let fdb = in_node(c, 0, &["bridge", "fdb", "show", "dev", "vxlan.calico"]);
+    for (i, t) in tunnels.iter().enumerate().skip(1) {
+        if !neigh.lines().any(|l| l.starts_with(&format!("{t} lladdr "))) {
+            return Some(format!("no neighbour entry for {t}: {neigh}"));
+        }
+        if !fdb.lines().any(|l| l.contains(&format!("dst 198.18.0.{} ", i + 1)) && l.contains("permanent")) {
+            return Some(format!("no FDB entry for node {i}: {fdb}"));
+        }
+    }
+    if neigh.lines().count() != 2 || fdb.lines().count() != 2 {
+        return Some(format!("stale entries:\n{neigh}\n{fdb}"));
+    }
+    let routes = node_routes(c, 0, "-4");
+    let blocks: Vec<&String> =
+        routes.iter().filter(|r| common::in_cidr(r.split(['/', ' ']).next().unwrap(), pool)).collect();
+    let mut vias = std::collections::BTreeSet::new();
+    for r in &blocks {
+        let via = r.split_whitespace().nth(2).unwrap_or_default();
+        if !r.contains(" dev vxlan.calico ") || !r.contains("onlink") || !tunnels[1..].iter().any(|t| t == via) {
+            return Some(format!("not via a tunnel address on vxlan.calico: {r}"));
+        }
+        vias.insert(via.to_string());
+    }
+    if vias.len() != 2 {
+        return Some(format!("block routes of both other nodes expected: {routes:?}"));
+    }
+    None
+}
+
+/// VXLAN pools are routed through real VXLAN devices as Felix programs them,
+/// and they follow the tunnel addresses when the migration moves them to the
+/// new pool, without a failed request or a broken connection.
+#[test]
+fn vxlan_pool_routes_through_vxlan_devices_and_migrates_under_traffic() {
+    let (c, targets, hosts) = start_with_workload(&["--scenario", "seed", "--dataplane", "--encap", "vxlan"]);
+    let mut tunnels = vxlan_tunnels(&c);
+    c.wait_until("vxlan.calico programmed on node 0", Duration::from_secs(30), || {
+        tunnels = vxlan_tunnels(&c);
+        vxlan_programmed(&c, &tunnels, "192.168.0.0/16").is_none()
+    });
+    let link = in_node(&c, 0, &["ip", "-d", "link", "show", "vxlan.calico"]);
+    for want in ["vxlan id 4096 ", "local 198.18.0.1 ", "dstport 4789 ", "nolearning", "mtu 1450 "] {
+        assert!(link.contains(want), "{want:?} not in {link}");
+    }
+    eprintln!("before: tunnels {tunnels:?}; node 0 routes {:?}", node_routes(&c, 0, "-4"));
+    c.kubectl_ok(&["annotate", "namespace", "legacy", "cni.projectcalico.org/ipv4pools-"]);
+    migrate_under_traffic(&c, &targets, &hosts, &["--from", OLD, "--to", "10.0.0.0/16"], 6);
+    let mut after = vec![];
+    let mut why = None;
+    c.wait_until("routes via the new tunnel addresses", Duration::from_secs(30), || {
+        after = vxlan_tunnels(&c);
+        why = vxlan_programmed(&c, &after, "10.0.0.0/16");
+        why.is_none()
+    });
+    assert!(after.iter().all(|t| !tunnels.contains(t)), "tunnel addresses did not move: {tunnels:?} -> {after:?}");
+    let routes = node_routes(&c, 0, "-4");
+    assert!(!routes.iter().any(|r| r.starts_with("192.168.")), "old block routes left: {routes:?}");
+    eprintln!("after: tunnels {after:?}; node 0 routes {routes:?}");
+}
+
+/// Negative control of the encapsulation: with the FDB entries of one node's
+/// vxlan.calico deleted, that node cannot send to the other VTEPs, so the
+/// answers of a pod behind it to the other nodes are lost (traffic between
+/// nodes really goes through the VXLAN devices, not the underlay routes).
+#[test]
+fn deleting_a_nodes_vxlan_fdb_entries_is_seen_as_failures() {
+    let (c, targets, _) = start_with_workload(&["--scenario", "seed", "--dataplane", "--encap", "vxlan"]);
+    c.wait_until("vxlan.calico programmed on node 0", Duration::from_secs(30), || {
+        vxlan_programmed(&c, &vxlan_tunnels(&c), "192.168.0.0/16").is_none()
+    });
+    let target = &targets[0];
+    wait_service_answers(&c, target);
+    let pods = json(&c, &["-n", "traffic", "get", "pods", "-l", "app=echo"]);
+    let pod = pods["items"].as_array().unwrap().iter().find(|p| p["spec"]["nodeName"] != "kubesim-node-0").unwrap();
+    let node: usize = pod["spec"]["nodeName"].as_str().unwrap().trim_start_matches("kubesim-node-").parse().unwrap();
+    let pod_addr = format!("{}:8080", pod["status"]["podIP"].as_str().unwrap());
+    let monitor = TrafficMonitor::start(&c, &[("traffic/echo", target)], &[&pod_addr]);
+    std::thread::sleep(Duration::from_secs(1));
+    let fdb = in_node(&c, node, &["bridge", "fdb", "show", "dev", "vxlan.calico"]);
+    for l in fdb.lines() {
+        let mac = l.split_whitespace().next().unwrap();
+        in_node(&c, node, &["bridge", "fdb", "del", mac, "dev", "vxlan.calico", "self"]);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let report = monitor.stop();
+    eprintln!("FDB of node {node} deleted ({} entries):\n{}", fdb.lines().count(), report.summary());
+    assert_eq!(fdb.lines().count(), 2, "{fdb}");
+    assert!(report.failed_requests() > 0, "the monitor missed the lost FDB:\n{}", report.summary());
+    assert_eq!(report.broken_connections(), 2, "the two other nodes lose the pod:\n{}", report.summary());
+    let intact = report.long_lived.iter().find(|l| !l.broken).unwrap();
+    assert_eq!(intact.from, format!("kubesim-node-{node}"), "only the pod's own node still reaches it");
+}
+
 fn dataplane_namespaces(prefix: &str) -> Vec<String> {
     let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
     String::from_utf8_lossy(&out.stdout)

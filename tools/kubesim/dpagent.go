@@ -150,6 +150,7 @@ func setupDataplane(ctx context.Context, a *agent, dir, kubeconfig string, apiPo
 		return nil, fmt.Errorf("dataplane: %w: %w", errNoNamespaces, err)
 	}
 	dp.Unrouted = unroutedCIDRs
+	dp.Logf = logf
 	if len(unroutedCIDRs) > 0 {
 		logf("dataplane: fault: blocks inside %s get no routes on other nodes", unroutedCIDRs.String())
 	}
@@ -182,7 +183,9 @@ func useDataplaneAddresses(a *agent) {
 
 // followBlockAffinities keeps every node's block routes equal to the confirmed affinities of the
 // other nodes: a route appears when its block's affinity is confirmed and goes when the affinity is
-// released or deleted. Pool state is not looked at: disabled pools stay routed, as with BIRD.
+// released or deleted. Pool state is not looked at for the underlay routes: disabled pools stay
+// routed, as with BIRD. Blocks of pools with vxlanMode Always are routed through the nodes' VXLAN
+// devices instead, following the IPPools and the Nodes' VXLAN tunnel addresses (dataplane.PlanNode).
 func followBlockAffinities(ctx context.Context, a *agent, dp *dataplane.Plane) error {
 	dyn, err := dynamic.NewForConfig(a.restCfg)
 	if err != nil {
@@ -190,6 +193,8 @@ func followBlockAffinities(ctx context.Context, a *agent, dp *dataplane.Plane) e
 	}
 	f := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
 	inf := f.ForResource(blockAffinityGVR).Informer()
+	poolInf := f.ForResource(ippoolGVR).Informer()
+	nodeInf := f.ForResource(schema.GroupVersionResource{Version: "v1", Resource: "nodes"}).Informer()
 	kick := make(chan struct{}, 1)
 	poke := func(interface{}) {
 		select {
@@ -197,10 +202,12 @@ func followBlockAffinities(ctx context.Context, a *agent, dp *dataplane.Plane) e
 		default:
 		}
 	}
-	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: poke, UpdateFunc: func(_, n interface{}) { poke(n) }, DeleteFunc: poke})
+	for _, i := range []cache.SharedIndexInformer{inf, poolInf, nodeInf} {
+		_, _ = i.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: poke, UpdateFunc: func(_, n interface{}) { poke(n) }, DeleteFunc: poke})
+	}
 	f.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
-		return fmt.Errorf("block affinity informer did not sync")
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced, poolInf.HasSynced, nodeInf.HasSynced) {
+		return fmt.Errorf("block affinity, IP pool or node informer did not sync")
 	}
 	sync := func() {
 		var blocks []dataplane.Block
@@ -218,7 +225,7 @@ func followBlockAffinities(ctx context.Context, a *agent, dp *dataplane.Plane) e
 			}
 			blocks = append(blocks, dataplane.Block{CIDR: cidr, Node: node})
 		}
-		if _, _, err := dp.SyncBlockRoutes(blocks); err != nil {
+		if _, _, err := dp.SyncBlockRoutes(blocks, dpPools(poolInf.GetStore().List()), dpVTEPs(nodeInf.GetStore().List())); err != nil {
 			logf("dataplane: block routes: %v", err)
 		}
 	}
@@ -236,6 +243,44 @@ func followBlockAffinities(ctx context.Context, a *agent, dp *dataplane.Plane) e
 		}
 	}()
 	return nil
+}
+
+// dpPools reads the IPPools' CIDRs and VXLAN modes: only Always encapsulates here (CrossSubnet
+// does not between nodes of one subnet, and all nodes share 198.18.0.0/16).
+func dpPools(objs []interface{}) []dataplane.Pool {
+	var out []dataplane.Pool
+	for _, o := range objs {
+		u, ok := o.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		cidr, _, _ := unstructured.NestedString(u.Object, "spec", "cidr")
+		mode, _, _ := unstructured.NestedString(u.Object, "spec", "vxlanMode")
+		if _, c, err := net.ParseCIDR(cidr); err == nil {
+			out = append(out, dataplane.Pool{CIDR: c, VXLAN: mode == "Always"})
+		}
+	}
+	return out
+}
+
+// dpVTEPs reads each Node's VXLAN tunnel addresses and MACs from the annotations calico-node's
+// allocator (or the emulation) and Felix write.
+func dpVTEPs(objs []interface{}) map[string]dataplane.VTEP {
+	out := map[string]dataplane.VTEP{}
+	for _, o := range objs {
+		u, ok := o.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		ann := u.GetAnnotations()
+		out[u.GetName()] = dataplane.VTEP{
+			IPv4:  dataplane.TunnelAddr(ann[annVXLANTunnel]),
+			IPv6:  dataplane.TunnelAddr(ann[annVXLANTunnel6]),
+			MAC:   ann["projectcalico.org/VXLANTunnelMACAddr"],
+			MACv6: ann["projectcalico.org/VXLANTunnelMACAddrV6"],
+		}
+	}
+	return out
 }
 
 func containersOf(p *corev1.Pod) []dataplane.Container {

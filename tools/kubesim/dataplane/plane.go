@@ -46,9 +46,16 @@ type Plane struct {
 	order    []*Node
 	mu       sync.Mutex
 	pods     map[string]*Pod
-	routes   map[string]map[string]string // node -> block CIDR -> via
-	routesMu sync.Mutex
-	closed   bool
+	// what SyncBlockRoutes has programmed per node (compared with the next plan, not re-read
+	// from the kernel), the VXLAN mode each block last had, and the nodes already logged for
+	// having VXLAN blocks without a VTEP
+	state        map[string]*nodeState
+	lastMode     map[string]bool
+	noVTEPLogged map[string]bool
+	routesMu     sync.Mutex
+	// Logf, when set, gets one line per VXLAN device change and per node first seen without a VTEP.
+	Logf   func(format string, args ...interface{})
+	closed bool
 	// set-up cost of the pods' namespaces: how many, and the total time spent wiring them
 	podsWired int
 	wireTime  time.Duration
@@ -70,7 +77,8 @@ func New(prefix string, nodeNames []string, v4, v6 bool) (*Plane, error) {
 	if _, err := Sweep(prefix); err != nil {
 		return nil, fmt.Errorf("sweep leftovers: %w", err)
 	}
-	p := &Plane{Prefix: prefix, V4: v4, V6: v6, underlay: netns.None(), nodes: map[string]*Node{}, pods: map[string]*Pod{}, routes: map[string]map[string]string{}}
+	p := &Plane{Prefix: prefix, V4: v4, V6: v6, underlay: netns.None(), nodes: map[string]*Node{}, pods: map[string]*Pod{},
+		state: map[string]*nodeState{}, lastMode: map[string]bool{}, noVTEPLogged: map[string]bool{}}
 	ok := false
 	defer func() {
 		if !ok {

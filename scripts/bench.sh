@@ -245,7 +245,15 @@ if [ "${BENCH_SKIP_MIGRATE:-0}" != 1 ]; then
     "${migrate[@]}" --dry-run -o json >"$work/plan.json" 2>"$work/plan.log" || { tail -20 "$work/plan.log" >&2; exit 1; }
     read -r rounds lanes cap < <(python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["estimate"]; print(e["rounds"], e["parallel"], e.get("maxUnavailable", "-"))' "$work/plan.json")
     # The disruption controller's own count of every PDB, watched throughout.
-    "$kubectl" get pdb -n bench -w --output-watch-events -o json 2>/dev/null | python3 scripts/pdb-floor-watch.py >"$work/pdb.json" &
+    # A watch the server ends (an hour-long run outlives one) is started again;
+    # the script counts every restart and every ERROR event it saw.
+    rm -f "$work/pdb-stop"
+    (
+      while [ ! -e "$work/pdb-stop" ]; do
+        "$kubectl" get pdb -n bench -w --output-watch-events -o json 2>/dev/null
+        [ -e "$work/pdb-stop" ] || echo '{"type": "RESTART"}'
+      done
+    ) | python3 scripts/pdb-floor-watch.py >"$work/pdb.json" &
     pdbwatch=$!
     if [ -n "$prof" ]; then
       "$kubectl" get --raw /metrics >"$prof/metrics-before.txt"
@@ -257,6 +265,7 @@ if [ "${BENCH_SKIP_MIGRATE:-0}" != 1 ]; then
       { tail -20 "$work/migrate.log" >&2; exit 1; }
     t1=$(date +%s.%N)
     sleep 5 # let the controller's last status updates arrive
+    touch "$work/pdb-stop"
     pkill -f "get pdb -n bench -w" || true
     wait "$pdbwatch" || true
     if [ -n "$prof" ]; then
@@ -283,7 +292,8 @@ print("|".join([
     f'{summary["movingSeconds"]:.0f}', "-" if est is None else f'{est:.0f} ({est / summary["movingSeconds"]:.2f})',
     f'{summary["apiRequests"] / pods:.2f}', f'{summary["apiWrites"] / pods:.2f}',
     f'{int(rss_kib) / 1024:.0f}', f'{float(user) + float(system):.1f}',
-    f'{pdb["evaluated"]}/{pdb["pdbs"]}, {pdb["floorsCrossed"]}',
+    f'{pdb["evaluated"]}/{pdb["pdbs"]}, {pdb["floorsCrossed"]}'
+    + (f' ({pdb["restarts"]} watch restarts, {pdb["errors"]} watch errors)' if pdb["restarts"] or pdb["errors"] else ''),
 ]))
 PY
 )"

@@ -29,8 +29,16 @@ def documents(stream):
 
 
 def main():
-    seen, updates, lowest = set(), 0, {}
+    seen, updates, lowest, restarts, errors = set(), 0, {}, 0, []
     for event in documents(sys.stdin):
+        # bench.sh starts a watch again when the server ends it; an ERROR
+        # event (a Status, e.g. an expired resourceVersion) is no PDB.
+        if event.get("type") == "RESTART":
+            restarts += 1
+            continue
+        if event.get("type") == "ERROR":
+            errors.append(event.get("object", {}).get("message", ""))
+            continue
         pdb = event.get("object", event)
         meta, status = pdb.get("metadata", {}), pdb.get("status", {})
         name = f'{meta.get("namespace")}/{meta.get("name")}'
@@ -43,6 +51,7 @@ def main():
         lowest[name] = min(margin, lowest.get(name, margin))
     crossed = {n: m for n, m in sorted(lowest.items()) if m < 0}
     print(json.dumps({"pdbs": len(seen), "evaluated": len(lowest), "updates": updates,
+                      "restarts": restarts, "errors": len(errors), "errorMessages": errors[:5],
                       "floorsCrossed": len(crossed), "crossed": crossed}))
 
 

@@ -323,6 +323,14 @@ fn deleting_block_affinities_under_running_pods_is_seen_as_failures() {
     let report = monitor.stop();
     eprintln!("{}", report.summary());
     assert!(report.failed_requests() > 0, "the monitor missed unrouted blocks:\n{}", report.summary());
+    // The failures name the endpoints of that moment: every pod still ready,
+    // so the routes, not the endpoints, failed these requests.
+    let ready = |e: &String| e.split(' ').nth(1).is_some_and(|c| c.split(',').any(|x| x == "ready"));
+    assert!(
+        report.failures.iter().all(|f| f.endpoints.iter().filter(|e| ready(e)).count() == 3),
+        "a failure without the Service's 3 ready endpoints beside it:\n{}",
+        report.summary()
+    );
     assert_eq!(report.broken_connections(), 2, "the two other nodes lose the pod:\n{}", report.summary());
     assert!(node_routes(&c, 0, "-4").is_empty(), "routes left: {:?}", node_routes(&c, 0, "-4"));
 }

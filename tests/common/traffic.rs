@@ -3,9 +3,9 @@
 //! node's network namespace opens a new TCP connection and sends one HTTP GET
 //! every 100 ms to each Service ClusterIP under test, and keeps long-lived
 //! connections to servers that do not move. Stopping it (closing its stdin)
-//! yields the per-run report: requests, failures with time, node and error,
-//! the longest gap without an answer per Service, broken long-lived
-//! connections.
+//! yields the per-run report: requests, failures with time, node, error and
+//! the Service's endpoints at that moment, the longest gap without an answer
+//! per Service, broken long-lived connections.
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
@@ -30,6 +30,9 @@ pub struct SampleFailure {
     pub node: String,
     pub target: String,
     pub error: String,
+    /// The Service's endpoints at that moment, "ADDRESS CONDITIONS"
+    /// (ready, serving, terminating), from its EndpointSlices.
+    pub endpoints: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,7 +78,10 @@ impl TrafficReport {
             s += &format!("    {} -> {} broke after {} exchanges: {:?}\n", l.from, l.to, l.exchanges, l.error);
         }
         for f in self.failures.iter().take(10) {
-            s += &format!("  failure at {} ms from {} to {}: {}\n", f.at_ms, f.node, f.target, f.error);
+            s += &format!(
+                "  failure at {} ms from {} to {}: {} (endpoints then: {:?})\n",
+                f.at_ms, f.node, f.target, f.error, f.endpoints
+            );
         }
         s
     }

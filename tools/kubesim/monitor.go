@@ -5,7 +5,8 @@ package main
 // --target (a Service's ClusterIP:port, reached through that node's kube-proxy rules, as a
 // hostNetwork client would), and keeps long-lived HTTP/1.1 connections to each --long-lived
 // address, one request per interval on the same connection, that must never break. It runs until
-// its stdin closes, then prints one JSON report on stdout.
+// its stdin closes, then prints one JSON report on stdout. A failed request is reported with its
+// time, node, error and the endpoints its Service had at that moment.
 //
 // `kubesim sweep --dir DIR`: removes the namespaces a cluster in DIR left behind.
 
@@ -59,6 +60,8 @@ type sampleFailure struct {
 	Target string `json:"target"`
 	Local  string `json:"local,omitempty"` // the failed connection's source address, when it opened
 	Error  string `json:"error"`
+	// The Service's endpoints at that moment ("ADDRESS CONDITIONS"), from its EndpointSlices.
+	Endpoints []string `json:"endpoints"`
 }
 
 type targetReport struct {
@@ -105,9 +108,14 @@ func runMonitor(args []string) int {
 		fmt.Fprintf(os.Stderr, "kubesim monitor: %v\n", err)
 		return 2
 	}
-	m := &monitor{start: time.Now(), interval: *interval, timeout: *timeout, report: &monitorReport{Failures: []sampleFailure{}, LongLived: []longLivedReport{}}}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	book, err := followEndpoints(ctx, filepath.Join(*dir, "kubeconfig"))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kubesim monitor: endpoints: %v\n", err)
+		return 2
+	}
+	m := &monitor{start: time.Now(), interval: *interval, timeout: *timeout, book: book, report: &monitorReport{Failures: []sampleFailure{}, LongLived: []longLivedReport{}}}
 	var wg sync.WaitGroup
 	for _, n := range nodes {
 		m.report.Nodes = append(m.report.Nodes, n.name)
@@ -173,6 +181,7 @@ type monitor struct {
 	timeout  time.Duration
 	mu       sync.Mutex
 	report   *monitorReport
+	book     *endpointBook
 }
 
 // sample sends one request per interval on a new connection, each in its own goroutine so that a
@@ -194,13 +203,17 @@ func (m *monitor) sample(ctx context.Context, n monitorNode, t *targetReport, pa
 		go func(at time.Time) {
 			defer wg.Done()
 			body, local, err := get(client, "http://"+t.Address+path)
+			var endpoints []string
+			if err != nil {
+				endpoints = m.book.at(t.Address)
+			}
 			m.mu.Lock()
 			defer m.mu.Unlock()
 			t.Requests++
 			if err != nil {
 				t.Failures++
 				if len(m.report.Failures) < 200 {
-					m.report.Failures = append(m.report.Failures, sampleFailure{AtMs: at.Sub(m.start).Milliseconds(), Wall: at.UTC().Format("15:04:05.000"), Node: n.name, Target: t.Name, Local: local, Error: err.Error()})
+					m.report.Failures = append(m.report.Failures, sampleFailure{AtMs: at.Sub(m.start).Milliseconds(), Wall: at.UTC().Format("15:04:05.000"), Node: n.name, Target: t.Name, Local: local, Error: err.Error(), Endpoints: endpoints})
 				}
 				return
 			}

@@ -23,6 +23,8 @@
 #      BENCH_MIX=1: kubesim's --bench-mix (of every 10 workloads one is a
 #      StatefulSet and two are Deployments under one shared PDB, plus a
 #      DaemonSet on every node).
+#      BENCH_PER_NAMESPACE (default 100): workloads per namespace
+#      (kubesim's --bench-per-namespace; 0 puts every workload in one).
 #      BENCH_PROFILE=DIR (absolute, or from the repository root): kubesim serves
 #      net/http/pprof on loopback, and DIR gets a CPU profile of BENCH_PROFILE_SECONDS
 #      (default 120) from the migration's start (cpu.pprof, and its split by component,
@@ -208,6 +210,7 @@ if [ "${BENCH_SKIP_MIGRATE:-0}" != 1 ]; then
   sizes="${BENCH_MIGRATE_PODS:-$((deployments * replicas)) 3000 10000}"
   # BENCH_PARALLEL: a --max-parallel cap (default: none, as the tool's own default).
   par="${BENCH_PARALLEL:-}"
+  per_ns="${BENCH_PER_NAMESPACE:-100}"
   flags="default flags"
   [ -z "$par" ] || flags="--max-parallel $par"
   delay_s="$(echo "$delay" | sed 's/s$//')"
@@ -219,6 +222,7 @@ if [ "${BENCH_SKIP_MIGRATE:-0}" != 1 ]; then
     mix=(--bench-mix)
     shape="workloads x $replicas replicas (--bench-mix: 1 in 10 a StatefulSet, 2 in 10 Deployments in pairs under one PDB, the rest Deployments under their own PDB, maxUnavailable 1; plus a DaemonSet, 10% at a time, no PDB)"
   fi
+  if [ "$per_ns" -gt 0 ]; then shape="$shape, $per_ns workloads a namespace"; else shape="$shape, all in one namespace"; fi
   for n in $sizes; do
     deps=$(( n / replicas ))
     mnodes="${BENCH_MIGRATE_NODES:-$(( n / 100 > 3 ? n / 100 : 3 ))}"
@@ -233,7 +237,7 @@ if [ "${BENCH_SKIP_MIGRATE:-0}" != 1 ]; then
     fi
     t0=$(date +%s)
     KUBESIM_DIR="$work/cluster" KUBESIM_TIMEOUT=2400 scripts/cluster-up.sh --scenario bench --nodes "$mnodes" --dataplane=false \
-      --deployments "$deps" --replicas "$replicas" --readiness-delay "$delay" ${mix[@]+"${mix[@]}"} ${pprof[@]+"${pprof[@]}"} >&2
+      --deployments "$deps" --replicas "$replicas" --readiness-delay "$delay" --bench-per-namespace "$per_ns" ${mix[@]+"${mix[@]}"} ${pprof[@]+"${pprof[@]}"} >&2
     started=$(( $(date +%s) - t0 ))
     echo "bench: cluster ready in ${started}s" >&2
     migrate=("$ippool" migrate --from default-ipv4-ippool --to 10.0.0.0/16 --yes --force ${par:+--max-parallel "$par"})
@@ -250,7 +254,7 @@ if [ "${BENCH_SKIP_MIGRATE:-0}" != 1 ]; then
     rm -f "$work/pdb-stop"
     (
       while [ ! -e "$work/pdb-stop" ]; do
-        "$kubectl" get pdb -n bench -w --output-watch-events -o json 2>/dev/null
+        "$kubectl" get pdb -A -w --output-watch-events -o json 2>/dev/null
         [ -e "$work/pdb-stop" ] || echo '{"type": "RESTART"}'
       done
     ) | python3 scripts/pdb-floor-watch.py >"$work/pdb.json" &
@@ -266,12 +270,12 @@ if [ "${BENCH_SKIP_MIGRATE:-0}" != 1 ]; then
     t1=$(date +%s.%N)
     sleep 5 # let the controller's last status updates arrive
     touch "$work/pdb-stop"
-    pkill -f "get pdb -n bench -w" || true
+    pkill -f "get pdb -A -w" || true
     wait "$pdbwatch" || true
     if [ -n "$prof" ]; then
       "$kubectl" get --raw /metrics >"$prof/metrics-after.txt"
-      "$kubectl" get pods -n bench -o json >"$prof/pods.json"
-      python3 scripts/pod-startup.py "$prof/pods.json" >"$prof/startup.md"
+      "$kubectl" get pods -A -o json >"$prof/pods.json"
+      python3 scripts/pod-startup.py "$prof/pods.json" bench >"$prof/startup.md" || true
       wait "$profiler"
       PATH="$PATH:/usr/local/go/bin" go tool pprof -traces "$root/target/kubesim/kubesim" "$prof/cpu.pprof" 2>/dev/null |
         python3 scripts/kubesim-profile-shares.py - >"$prof/shares.md"

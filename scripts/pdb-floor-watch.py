@@ -28,9 +28,22 @@ def documents(stream):
             yield doc
 
 
+def events(docs):
+    """Every document as PDB events: when its initial list comes in pages,
+    kubectl writes each page as one ADDED event holding a
+    PodDisruptionBudgetList; its items are the PDBs."""
+    for doc in docs:
+        obj = doc.get("object", doc)
+        if isinstance(obj, dict) and obj.get("kind", "").endswith("List"):
+            for item in obj.get("items", []):
+                yield {"type": doc.get("type", "ADDED"), "object": item}
+        else:
+            yield doc
+
+
 def main():
     seen, updates, lowest, restarts, errors = set(), 0, {}, 0, []
-    for event in documents(sys.stdin):
+    for event in events(documents(sys.stdin)):
         # bench.sh starts a watch again when the server ends it; an ERROR
         # event (a Status, e.g. an expired resourceVersion) is no PDB.
         if event.get("type") == "RESTART":

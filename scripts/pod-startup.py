@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 # Pod start-up latency from `kubectl get pods -o json`: create -> scheduled -> started (IP assigned, Running) -> Ready.
-# Timestamps have 1 s resolution.
+# Timestamps have 1 s resolution. An optional second argument keeps only the namespaces starting with it.
 import json, sys, statistics
 from datetime import datetime, timezone
 def t(s): return datetime.strptime(s, '%Y-%m-%dT%H:%M:%SZ').replace(tzinfo=timezone.utc).timestamp()
 pods = json.load(open(sys.argv[1]))['items']
 rows = []
+prefix = sys.argv[2] if len(sys.argv) > 2 else ''
 for p in pods:
+    if not p['metadata'].get('namespace', '').startswith(prefix):
+        continue
     c = t(p['metadata']['creationTimestamp'])
     conds = {x['type']: x for x in p['status'].get('conditions', [])}
     if 'PodScheduled' not in conds or 'startTime' not in p['status'] or conds.get('Ready', {}).get('status') != 'True':
@@ -14,6 +17,8 @@ for p in pods:
     s = t(conds['PodScheduled']['lastTransitionTime']); st = t(p['status']['startTime']); r = t(conds['Ready']['lastTransitionTime'])
     rows.append((c, s - c, st - s, r - st, r - c))
 rows.sort()
+if not rows:
+    sys.exit('no Ready pods in the input')
 def q(xs, f): xs = sorted(xs); return xs[min(len(xs)-1, int(f*len(xs)))]
 print(f'{len(rows)} pods; first created {datetime.fromtimestamp(rows[0][0], timezone.utc):%H:%M:%S}, last {datetime.fromtimestamp(rows[-1][0], timezone.utc):%H:%M:%S}')
 for i, name in [(1, 'created -> scheduled'), (2, 'scheduled -> started (agent takes the pod up)'), (3, 'started -> Ready (IPAM, Running patch, readiness delay, Ready patch)'), (4, 'created -> Ready')]:

@@ -3,6 +3,9 @@
 //! pair of Deployments under one shared PDB, a migration with default flags
 //! moves many lanes at once, never crosses a PDB floor (a `BudgetWatch` on
 //! the whole run), and costs few API requests per pod (counted by the tool).
+//! The Deployments sit two to a namespace, 12 namespaces: more than the tool
+//! watches one by one, so its waits read its cluster-wide watches (the log
+//! says so; every other suite migrates within fewer namespaces).
 //! Negative control: the same pair moved with lanes split per workload (a
 //! hidden test flag) breaks the shared budget, and the watch sees it.
 //!
@@ -25,6 +28,10 @@ use std::collections::HashMap;
 const OLD: &str = "default-ipv4-ippool";
 const DEPLOYMENTS: usize = 24;
 const REPLICAS: usize = 8;
+/// Deployments per namespace (kubesim's `--bench-per-namespace`).
+const PER_NAMESPACE: usize = 2;
+/// The pair's namespace: the first of the bench namespaces.
+const PAIR_NS: &str = "bench-000";
 /// API requests per pod moved the run may make (issue 22's goal is 3).
 const REQUESTS_PER_POD: f64 = 3.0;
 
@@ -33,14 +40,14 @@ const REQUESTS_PER_POD: f64 = 3.0;
 const PAIR: &str = r#"
 apiVersion: policy/v1
 kind: PodDisruptionBudget
-metadata: {name: pair, namespace: bench}
+metadata: {name: pair, namespace: bench-000}
 spec:
   maxUnavailable: 1
   selector: {matchLabels: {tier: pair}}
 ---
 apiVersion: apps/v1
 kind: Deployment
-metadata: {name: pair-a, namespace: bench}
+metadata: {name: pair-a, namespace: bench-000}
 spec:
   replicas: 4
   strategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: 1, maxSurge: 0}}
@@ -53,7 +60,7 @@ spec:
 ---
 apiVersion: apps/v1
 kind: Deployment
-metadata: {name: pair-b, namespace: bench}
+metadata: {name: pair-b, namespace: bench-000}
 spec:
   replicas: 4
   strategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: 1, maxSurge: 0}}
@@ -81,8 +88,7 @@ fn migrate(c: &TestCluster, args: &[&str]) -> (Value, String) {
     (summary, se)
 }
 
-/// An observer independent of the tool: the most pods of namespace bench
-/// down at once, counted as each app's replicas (`want`) minus its Ready
+/// An observer independent of the tool: the most bench pods down at once, counted as each app's replicas (`want`) minus its Ready
 /// pods that are not being deleted, summed over apps, on every pod event.
 /// This is what `--max-unavailable` bounds.
 struct DownWatch {
@@ -98,7 +104,7 @@ impl DownWatch {
         let (stop, mut stopped) = tokio::sync::oneshot::channel();
         let (synced_tx, synced) = tokio::sync::oneshot::channel();
         let task = rt.spawn(async move {
-            let api: Api<Pod> = Api::namespaced(client, "bench");
+            let api: Api<Pod> = Api::all(client);
             let mut stream = std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
             let mut healthy: HashMap<String, (String, bool)> = HashMap::new();
             let (mut most, mut synced_tx) = (0, Some(synced_tx));
@@ -122,10 +128,10 @@ impl DownWatch {
                 match ev {
                     Event::Init => healthy.clear(),
                     Event::InitApply(p) | Event::Apply(p) => {
-                        healthy.insert(p.name_any(), up(&p));
+                        healthy.insert(key(&p), up(&p));
                     }
                     Event::Delete(p) => {
-                        healthy.remove(&p.name_any());
+                        healthy.remove(&key(&p));
                     }
                     Event::InitDone => {
                         if let Some(tx) = synced_tx.take() {
@@ -153,9 +159,17 @@ impl DownWatch {
     }
 }
 
+fn key(p: &Pod) -> String {
+    format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
+}
+
+fn namespace_of(deployment: usize) -> String {
+    format!("bench-{:03}", deployment / PER_NAMESPACE)
+}
+
 fn budgets() -> Vec<String> {
-    let mut pdbs: Vec<String> = (0..DEPLOYMENTS).map(|i| format!("bench/app-{i:03}")).collect();
-    pdbs.push("bench/pair".into());
+    let mut pdbs: Vec<String> = (0..DEPLOYMENTS).map(|i| format!("{}/app-{i:03}", namespace_of(i))).collect();
+    pdbs.push(format!("{PAIR_NS}/pair"));
     pdbs
 }
 
@@ -171,12 +185,14 @@ fn lanes_overlap_within_every_budget_and_a_split_shared_budget_is_caught() {
         &REPLICAS.to_string(),
         "--readiness-delay",
         "2s",
+        "--bench-per-namespace",
+        &PER_NAMESPACE.to_string(),
     ]);
     apply(&c, PAIR);
     c.wait_until("the pair's 8 pods Ready", Duration::from_secs(120), || {
         ["pair-a", "pair-b"].iter().all(|d| {
             let obj = format!("deployment/{d}");
-            c.kubectl_ok(&["get", &obj, "-n", "bench", "-o", "jsonpath={.status.readyReplicas}"]).trim() == "4"
+            c.kubectl_ok(&["get", &obj, "-n", PAIR_NS, "-o", "jsonpath={.status.readyReplicas}"]).trim() == "4"
         })
     });
     eprintln!("cluster up in {:?}", t0.elapsed());
@@ -188,7 +204,7 @@ fn lanes_overlap_within_every_budget_and_a_split_shared_budget_is_caught() {
     let moves = plan["moves"].as_array().unwrap();
     let lane =
         |t: &str| moves.iter().find(|m| m["target"] == t).unwrap_or_else(|| panic!("{t}: {plan:#}"))["lane"].clone();
-    assert_eq!(lane("Deployment bench/pair-a"), lane("Deployment bench/pair-b"), "one PDB, one lane");
+    assert_eq!(lane("Deployment bench-000/pair-a"), lane("Deployment bench-000/pair-b"), "one PDB, one lane");
     let e = &plan["estimate"];
     assert_eq!(e["lanes"], DEPLOYMENTS + 1, "{e}");
     assert_eq!(e["parallel"], DEPLOYMENTS + 1, "no cap on lanes by default: {e}");
@@ -197,13 +213,18 @@ fn lanes_overlap_within_every_budget_and_a_split_shared_budget_is_caught() {
     let mut want: HashMap<String, usize> = (0..DEPLOYMENTS).map(|i| (format!("app-{i:03}"), REPLICAS)).collect();
     want.extend([("pair-a".to_string(), 4), ("pair-b".to_string(), 4)]);
     c.wait_until("every pod Ready before the run", Duration::from_secs(120), || {
-        let ready =
-            c.kubectl_ok(&["get", "deployments", "-n", "bench", "-o", "jsonpath={.items[*].status.readyReplicas}"]);
+        let ready = c.kubectl_ok(&["get", "deployments", "-A", "-o", "jsonpath={.items[*].status.readyReplicas}"]);
         ready.split_whitespace().map(|n| n.parse::<usize>().unwrap_or(0)).sum::<usize>() == DEPLOYMENTS * REPLICAS + 8
     });
     let down = DownWatch::start(&c, want.clone());
-    let w = BlockingBudgetWatch::start(&c, &["bench"]);
-    let (summary, log) = migrate(&c, &["--from", OLD, "--to", "10.0.0.0/16"]);
+    let bench_namespaces: Vec<String> = (0..DEPLOYMENTS).step_by(PER_NAMESPACE).map(namespace_of).collect();
+    let w = BlockingBudgetWatch::start(&c, &bench_namespaces.iter().map(String::as_str).collect::<Vec<_>>());
+    let (summary, log) = migrate(&c, &["--from", OLD, "--to", "10.0.0.0/16", "-v", "2"]);
+    let namespaces = bench_namespaces.len();
+    assert!(
+        log.contains(&format!("watching pods and poddisruptionbudgets in all namespaces (for {namespaces} of them)")),
+        "the run over {namespaces} namespaces did not use the cluster-wide watches:\n{log}"
+    );
     let report: Report = w.stop();
     let most_down = down.stop();
     eprintln!("{}\n{summary:#}", report.summary());
@@ -243,7 +264,7 @@ fn lanes_overlap_within_every_budget_and_a_split_shared_budget_is_caught() {
     // cluster-wide bound lifted, so both rollouts start at once under a PDB
     // that allows one pod down: the watch must catch the shared floor crossed.
     let down = DownWatch::start(&c, want);
-    let w = BlockingBudgetWatch::start(&c, &["bench"]);
+    let w = BlockingBudgetWatch::start(&c, &[PAIR_NS]);
     let (summary, log) = migrate(
         &c,
         &[
@@ -267,7 +288,7 @@ fn lanes_overlap_within_every_budget_and_a_split_shared_budget_is_caught() {
     assert!(most_down >= 2, "the down-count watch missed both halves of the pair down at once ({most_down})");
     assert_eq!(summary["maxLanesMoving"], 2, "both halves of the pair moved at once: {summary:#}");
     assert!(
-        report.violations_for("bench/pair").iter().any(|v| v.healthy <= 6 && v.floor == 7),
+        report.violations_for("bench-000/pair").iter().any(|v| v.healthy <= 6 && v.floor == 7),
         "lanes ignoring the shared budget took both rollouts down at once, and the watch missed it:\n{report}"
     );
     eprintln!("test took {:?}", t0.elapsed());

@@ -1,7 +1,8 @@
-//! One pod watch and one PodDisruptionBudget watch per namespace, shared by
-//! every lane of a migration: waits read what the watches keep in memory
-//! instead of each lane listing or watching on its own, so a pod moved costs
-//! its eviction and little else.
+//! One pod watch and one PodDisruptionBudget watch per namespace (or, past
+//! `NAMESPACED_WATCHES_MAX` namespaces, one of each across the cluster),
+//! shared by every lane of a migration: waits read what the watches keep in
+//! memory instead of each lane listing or watching on its own, so a pod
+//! moved costs its eviction and little else.
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
@@ -146,6 +147,52 @@ fn pdb_state(p: &PodDisruptionBudget) -> PdbState {
     PdbState { allowed }
 }
 
+/// Past this many namespaces, one cluster-wide watch of each kind replaces
+/// the per-namespace ones: a migration across hundreds of namespaces would
+/// otherwise hold two connections open per namespace.
+pub const NAMESPACED_WATCHES_MAX: usize = 8;
+
+/// What one watch covers: a namespace, or every namespace of the migration
+/// through a cluster-wide watch (events elsewhere are dropped).
+#[derive(Clone)]
+enum Scope {
+    Namespace(String),
+    Namespaces(Arc<HashSet<String>>),
+}
+
+impl Scope {
+    fn covers(&self, ns: &str) -> bool {
+        match self {
+            Scope::Namespace(n) => n == ns,
+            Scope::Namespaces(set) => set.contains(ns),
+        }
+    }
+
+    fn covers_key(&self, key: &str) -> bool {
+        key.split_once('/').is_some_and(|(ns, _)| self.covers(ns))
+    }
+
+    fn api<K>(&self, cluster: &Cluster) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        match self {
+            Scope::Namespace(n) => Api::namespaced(cluster.client.clone(), n),
+            Scope::Namespaces(_) => Api::all(cluster.client.clone()),
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Namespace(n) => write!(f, "in {n}"),
+            Scope::Namespaces(set) => write!(f, "in all namespaces (for {} of them)", set.len()),
+        }
+    }
+}
+
 fn key_of<K: ResourceExt>(o: &K) -> String {
     format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any())
 }
@@ -154,18 +201,22 @@ impl SharedWatch {
     /// Start watching pods and PodDisruptionBudgets in `namespaces`; returns
     /// once every watch has listed (or failed).
     pub async fn start(cluster: &Cluster, namespaces: &[String], timeout: Duration) -> Result<SharedWatch> {
+        let scopes: Vec<Scope> = if namespaces.len() > NAMESPACED_WATCHES_MAX {
+            vec![Scope::Namespaces(Arc::new(namespaces.iter().cloned().collect()))]
+        } else {
+            namespaces.iter().map(|n| Scope::Namespace(n.clone())).collect()
+        };
         let inner = Arc::new(Inner {
             store: Mutex::new(Store::default()),
             wakers: Mutex::new(HashMap::new()),
             all: Notify::new(),
-            watches: namespaces.len() * 2,
+            watches: scopes.len() * 2,
         });
         let mut tasks = Vec::new();
-        for ns in namespaces {
-            let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
-            tasks.push(tokio::spawn(run_pods(inner.clone(), pods, ns.clone())));
-            let pdbs: Api<PodDisruptionBudget> = Api::namespaced(cluster.client.clone(), ns);
-            tasks.push(tokio::spawn(run_pdbs(inner.clone(), pdbs, ns.clone())));
+        for scope in scopes {
+            tracing::info!("watching pods and poddisruptionbudgets {scope}");
+            tasks.push(tokio::spawn(run_pods(inner.clone(), scope.api(cluster), scope.clone())));
+            tasks.push(tokio::spawn(run_pdbs(inner.clone(), scope.api(cluster), scope)));
         }
         let w = SharedWatch { inner, tasks };
         w.wait(&[], "the pod and PodDisruptionBudget watches to list", timeout, |_| true).await?;
@@ -263,34 +314,31 @@ impl SharedWatch {
     }
 }
 
-/// Keep the pods of one namespace in the store.
-async fn run_pods(inner: Arc<Inner>, api: Api<Pod>, ns: String) {
+/// Keep the pods `scope` covers in the store.
+async fn run_pods(inner: Arc<Inner>, api: Api<Pod>, scope: Scope) {
     let mut stream = std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
     let mut initial: HashMap<String, PodState> = HashMap::new();
     let mut first = true;
     while let Some(ev) = stream.next().await {
         let ev = match ev {
             Ok(ev) => ev,
-            Err(e) if super::watch::is_permanent(&e) => return fail(&inner, format!("watching pods in {ns}: {e}")),
+            Err(e) if super::watch::is_permanent(&e) => return fail(&inner, format!("watching pods {scope}: {e}")),
             Err(e) => {
-                tracing::debug!("watching pods in {ns}: {e}; re-establishing the watch");
+                tracing::debug!("watching pods {scope}: {e}; re-establishing the watch");
                 continue;
             }
         };
         let mut woken: Vec<String> = Vec::new();
         match ev {
             Event::Init => initial.clear(),
+            Event::InitApply(p) | Event::Apply(p) | Event::Delete(p) if !scope.covers_key(&key_of(&p)) => {}
             Event::InitApply(p) => {
                 initial.insert(key_of(&p), pod_state(&p));
             }
             Event::InitDone => {
                 let mut s = inner.store();
-                let gone: Vec<String> = s
-                    .pods
-                    .keys()
-                    .filter(|k| k.split_once('/').is_some_and(|(n, _)| n == ns) && !initial.contains_key(*k))
-                    .cloned()
-                    .collect();
+                let gone: Vec<String> =
+                    s.pods.keys().filter(|k| scope.covers_key(k) && !initial.contains_key(*k)).cloned().collect();
                 for k in gone {
                     s.remove_pod(&k);
                 }
@@ -328,8 +376,8 @@ async fn run_pods(inner: Arc<Inner>, api: Api<Pod>, ns: String) {
     }
 }
 
-/// Keep the PodDisruptionBudgets of one namespace in the store.
-async fn run_pdbs(inner: Arc<Inner>, api: Api<PodDisruptionBudget>, ns: String) {
+/// Keep the PodDisruptionBudgets `scope` covers in the store.
+async fn run_pdbs(inner: Arc<Inner>, api: Api<PodDisruptionBudget>, scope: Scope) {
     let mut stream = std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
     let mut initial: HashMap<String, PdbState> = HashMap::new();
     let mut first = true;
@@ -337,21 +385,22 @@ async fn run_pdbs(inner: Arc<Inner>, api: Api<PodDisruptionBudget>, ns: String) 
         let ev = match ev {
             Ok(ev) => ev,
             Err(e) if super::watch::is_permanent(&e) => {
-                return fail(&inner, format!("watching poddisruptionbudgets in {ns}: {e}"))
+                return fail(&inner, format!("watching poddisruptionbudgets {scope}: {e}"))
             }
             Err(e) => {
-                tracing::debug!("watching poddisruptionbudgets in {ns}: {e}; re-establishing the watch");
+                tracing::debug!("watching poddisruptionbudgets {scope}: {e}; re-establishing the watch");
                 continue;
             }
         };
         match ev {
             Event::Init => initial.clear(),
+            Event::InitApply(p) | Event::Apply(p) | Event::Delete(p) if !scope.covers_key(&key_of(&p)) => {}
             Event::InitApply(p) => {
                 initial.insert(key_of(&p), pdb_state(&p));
             }
             Event::InitDone => {
                 let mut s = inner.store();
-                s.pdbs.retain(|k, _| k.split_once('/').is_none_or(|(n, _)| n != ns));
+                s.pdbs.retain(|k, _| !scope.covers_key(k));
                 s.pdbs.extend(initial.drain());
                 if std::mem::take(&mut first) {
                     s.synced += 1;
@@ -389,6 +438,16 @@ mod tests {
 
     fn pod(uid: &str, o: &str, healthy: bool, deleting: bool) -> PodState {
         PodState { uid: uid.into(), owner: owner(o), healthy, deleting }
+    }
+
+    #[test]
+    fn a_cluster_wide_scope_covers_only_the_migrations_namespaces() {
+        let one = Scope::Namespace("shop".into());
+        let many = Scope::Namespaces(Arc::new(["shop".to_string(), "web".to_string()].into()));
+        assert!(one.covers_key("shop/a") && !one.covers_key("shopping/a") && !one.covers_key("web/a"));
+        assert!(many.covers_key("shop/a") && many.covers_key("web/a") && !many.covers_key("kube-system/a"));
+        assert!(!many.covers_key("no-namespace"));
+        assert_eq!(many.to_string(), "in all namespaces (for 2 of them)");
     }
 
     /// The owner index follows pods that change or leave, and a pod counts

@@ -49,6 +49,7 @@ type flags struct {
 	deployments    int
 	replicas       int
 	benchMix       bool
+	benchPerNS     int
 	exitWithParent bool
 	verbose        bool
 	pprofAddr      string
@@ -96,6 +97,7 @@ func main() {
 	fs.IntVar(&f.pods, "pods", 10000, "scale scenario: number of pods")
 	fs.IntVar(&f.deployments, "deployments", 100, "bench scenario: number of Deployments")
 	fs.IntVar(&f.replicas, "replicas", 10, "bench scenario: replicas per Deployment")
+	fs.IntVar(&f.benchPerNS, "bench-per-namespace", 0, "bench scenario: this many workloads per namespace, in bench-000, bench-001, ... (default 0: all in bench)")
 	fs.BoolVar(&f.benchMix, "bench-mix", false, "bench scenario: of every 10 workloads, one is a StatefulSet and two are Deployments under one shared PDB; plus a DaemonSet")
 	fs.BoolVar(&f.exitWithParent, "exit-with-parent", false, "exit when the parent process dies")
 	fs.BoolVar(&f.verbose, "v", false, "verbose component logs")
@@ -171,6 +173,9 @@ func run(f *flags) error {
 	}
 	if err := applyEncap(sc, f.encap); err != nil {
 		return err
+	}
+	if f.benchMix && f.benchPerNS > 0 && f.benchPerNS%10 != 0 {
+		return fmt.Errorf("--bench-per-namespace %d with --bench-mix: give a multiple of 10, so that the Deployments sharing a PDB stay in one namespace", f.benchPerNS)
 	}
 	if f.crdMode != "v1" {
 		return fmt.Errorf("--crd-mode %s: this build uses Calico v3.31 (libcalico-go has no native projectcalico.org/v3 CRD mode before v3.32); only v1 is supported", f.crdMode)

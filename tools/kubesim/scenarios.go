@@ -360,52 +360,70 @@ func (s *seeder) scale(ctx context.Context) error {
 	})
 }
 
+// benchNamespace is where bench workload i lives. kube-controller-manager's
+// ReplicaSet, Deployment and disruption controllers scan their namespace's
+// pods on every sync, so a namespace of 10 000 pods costs each pod moved 10
+// times the CPU a namespace of 1 000 does; --bench-per-namespace keeps the
+// namespace size fixed as the bench grows, as clusters of that size are laid out.
+func (s *seeder) benchNamespace(i int) string {
+	if s.opts.benchPerNS <= 0 {
+		return "bench"
+	}
+	return fmt.Sprintf("bench-%03d", i/s.opts.benchPerNS)
+}
+
 func (s *seeder) bench(ctx context.Context) error {
-	if err := s.ns(ctx, "bench", nil); err != nil {
-		return err
+	for i := 0; i < max(s.opts.deployments, 1); i++ {
+		if i == 0 || s.benchNamespace(i) != s.benchNamespace(i-1) {
+			if err := s.ns(ctx, s.benchNamespace(i), nil); err != nil {
+				return err
+			}
+		}
 	}
 	if s.opts.benchMix {
-		if err := s.benchDaemonSet(ctx); err != nil {
+		if err := s.benchDaemonSet(ctx, s.benchNamespace(0)); err != nil {
 			return err
 		}
 	}
 	return parallel(s.opts.deployments, 10, func(i int) error {
 		name := fmt.Sprintf("app-%03d", i)
+		ns := s.benchNamespace(i)
 		replicas := int32(s.opts.replicas)
 		switch {
 		case s.opts.benchMix && i%10 == 0:
 			// A StatefulSet (pods re-created under the same name), PDB maxUnavailable 1.
-			ss := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "bench", Labels: map[string]string{"app": name}},
+			ss := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": name}},
 				Spec: appsv1.StatefulSetSpec{Replicas: &replicas, ServiceName: name, Selector: sel(name),
 					PodManagementPolicy: appsv1.ParallelPodManagement, Template: podTemplate(name, nil)}}
-			if _, err := s.kube.AppsV1().StatefulSets("bench").Create(ctx, ss, metav1.CreateOptions{}); ignoreExists(err) != nil {
+			if _, err := s.kube.AppsV1().StatefulSets(ns).Create(ctx, ss, metav1.CreateOptions{}); ignoreExists(err) != nil {
 				return err
 			}
 		case s.opts.benchMix && (i%10 == 1 || i%10 == 2):
 			// Two Deployments under one PDB (maxUnavailable 1 across both): one lane.
+			// A namespace holds a multiple of 10 workloads or all of them, so a pair never straddles two.
 			pair := fmt.Sprintf("pair-%03d", i-i%10+1)
-			if err := s.deploymentWith(ctx, "bench", name, replicas, nil, map[string]string{"pair": pair}); err != nil {
+			if err := s.deploymentWith(ctx, ns, name, replicas, nil, map[string]string{"pair": pair}); err != nil {
 				return err
 			}
 			if i%10 == 2 {
 				return nil
 			}
-			return s.pdbSel(ctx, "bench", pair, map[string]string{"pair": pair}, nil, iv(1))
+			return s.pdbSel(ctx, ns, pair, map[string]string{"pair": pair}, nil, iv(1))
 		default:
-			if err := s.deployment(ctx, "bench", name, replicas, nil); err != nil {
+			if err := s.deployment(ctx, ns, name, replicas, nil); err != nil {
 				return err
 			}
 		}
-		return s.pdb(ctx, "bench", name, nil, iv(1))
+		return s.pdb(ctx, ns, name, nil, iv(1))
 	})
 }
 
 // benchDaemonSet: one pod on every node, rolled 10% of the nodes at a time, no PDB.
-func (s *seeder) benchDaemonSet(ctx context.Context) error {
-	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "agent", Namespace: "bench", Labels: map[string]string{"app": "agent"}},
+func (s *seeder) benchDaemonSet(ctx context.Context, ns string) error {
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "agent", Namespace: ns, Labels: map[string]string{"app": "agent"}},
 		Spec: appsv1.DaemonSetSpec{Selector: sel("agent"), Template: podTemplate("agent", nil),
 			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.RollingUpdateDaemonSetStrategyType,
 				RollingUpdate: &appsv1.RollingUpdateDaemonSet{MaxUnavailable: pct("10%")}}}}
-	_, err := s.kube.AppsV1().DaemonSets("bench").Create(ctx, ds, metav1.CreateOptions{})
+	_, err := s.kube.AppsV1().DaemonSets(ns).Create(ctx, ds, metav1.CreateOptions{})
 	return ignoreExists(err)
 }
